@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs before the demo or the tests, idempotent and quick when done:
+#   1. Debian packages (Prometheus), when missing and we can install them;
+#   2. the Python environment in .venv (re-installed when pyproject.toml changes);
+#   3. the local cluster's binaries, built from the Go module proxy and cached by version.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cd "$repo"
+log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
+
+# 1. Debian packages
+apt_packages=()
+command -v prometheus >/dev/null || apt_packages+=(prometheus)
+command -v python3 >/dev/null || apt_packages+=(python3 python3-venv)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian packages: ${apt_packages[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  else
+    log "missing: ${apt_packages[*]}; install them (e.g. sudo apt-get install ${apt_packages[*]}) and rerun"
+    exit 1
+  fi
+fi
+command -v go >/dev/null || { log "Go >= 1.26 is needed to build the cluster binaries (https://go.dev/dl)"; exit 1; }
+
+# 2. Python environment
+python="${PYTHON:-python3}"
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  log "creating the Python environment in .venv"
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip==25.3
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+# 3. Cluster binaries (kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm)
+bash "$here/build-binaries.sh"
+log "ready"

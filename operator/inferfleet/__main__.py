@@ -1,0 +1,3 @@
+from inferfleet.cli import main
+
+main()

@@ -1,0 +1,98 @@
+"""The `inferfleet` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import inferfleet.handlers  # noqa: F401 - registers the handlers
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    kopf.configure(
+        verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL
+    )
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        liveness_endpoint=args.liveness,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+    )
+    return 0
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from inferfleet.localcluster.cluster import LocalCluster
+
+    cluster = LocalCluster(name=args.name)
+    if args.action == "up":
+        print(f"starting local GPU cluster {args.name!r} (the first run builds the binaries) ...", flush=True)
+        cluster.create()
+        print(f"ready. export KUBECONFIG={cluster.kubeconfig}")
+    elif args.action == "down":
+        cluster.delete()
+    else:
+        print(cluster.kubeconfig)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from inferfleet.demo import run_demo
+
+    return run_demo(duration_seconds=args.duration, keep=args.keep, name=args.name)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inferfleet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig's cluster")
+    run.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; a glob is allowed); default: all",
+    )
+    run.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        help="liveness endpoint URL served by the operator",
+    )
+    run.add_argument(
+        "--peering",
+        default=None,
+        help="KopfPeering name for leader election between replicas; default: standalone",
+    )
+    run.add_argument("--priority", type=int, default=0, help="peering priority of this instance")
+    run.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
+    )
+    run.add_argument("--log-json", action="store_true", help="structured JSON logs")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_cmd_run)
+
+    cluster = sub.add_parser("cluster", help="the local simulated GPU cluster (development)")
+    cluster.add_argument("action", choices=["up", "down", "kubeconfig"])
+    cluster.add_argument("--name", default="inferfleet")
+    cluster.set_defaults(func=_cmd_cluster)
+
+    demo = sub.add_parser("demo", help="the local GPU cluster, Prometheus and the operator, end to end")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    demo.add_argument("--name", default="inferfleet-demo")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

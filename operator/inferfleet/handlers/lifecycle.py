@@ -1,0 +1,28 @@
+"""Operator-wide settings and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+import inferfleet
+
+FIELD_MANAGER = "inferfleet"
+FINALIZER = "inferfleet.io/finalizer"
+
+
+@kopf.on.startup()
+def on_startup_configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="inferfleet.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="inferfleet.io")
+    settings.posting.level = 20  # INFO and above become Kubernetes Events, not debug chatter
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+
+
+@kopf.on.probe(id="version")
+def on_probe_version(**_: Any) -> str:
+    return inferfleet.__version__

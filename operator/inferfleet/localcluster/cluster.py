@@ -1,0 +1,132 @@
+"""A real Kubernetes control plane on this machine: kwokctl's binary runtime over upstream binaries.
+
+kube-apiserver, etcd, kube-controller-manager and kube-scheduler are the real ones; KWOK
+plays the kubelets of the fake GPU nodes listed in the inventory. Every listener binds
+127.0.0.1 (kwok-config.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from inferfleet.localcluster.binaries import Binaries, ensure_binaries
+from inferfleet.localcluster.inventory import build_nodes, load_inventory
+from inferfleet.localcluster.paths import cache_dir
+from inferfleet.localcluster.waiting import wait_for
+
+
+def kwok_config_path() -> Path:
+    return Path(str(resources.files(__package__).joinpath("kwok-config.yaml")))
+
+
+@dataclass
+class LocalCluster:
+    name: str = "inferfleet"
+    workdir: Path = field(default_factory=lambda: cache_dir() / "kwok")
+    binaries: Binaries | None = None
+    extra_args: list[str] = field(default_factory=list)
+    """Extra kwokctl flags, e.g. ["--kube-audit-policy", path]."""
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "clusters" / self.name / "kubeconfig.yaml"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "clusters" / self.name / "logs"
+
+    def _kwokctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        binaries = self.binaries or ensure_binaries()
+        env = os.environ | {"KWOK_WORKDIR": str(self.workdir), "KWOK_KUBE_VERSION": binaries.kube_version}
+        return subprocess.run(
+            [str(binaries.kwokctl), "--name", self.name, *args],
+            env=env,
+            check=check,
+            text=True,
+            capture_output=True,
+        )
+
+    def exists(self) -> bool:
+        out = self._kwokctl("get", "clusters", check=False)
+        return self.name in out.stdout.split()
+
+    def create(self, *, timeout_seconds: int = 180) -> None:
+        """Create and start the cluster, then register the inventory's nodes and wait for them."""
+        binaries = self.binaries = self.binaries or ensure_binaries()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.exists():
+            self.delete()
+        result = self._kwokctl(
+            "--config",
+            str(kwok_config_path()),
+            "create",
+            "cluster",
+            "--runtime",
+            "binary",
+            "--kube-apiserver-binary",
+            str(binaries.kube_apiserver),
+            "--kube-controller-manager-binary",
+            str(binaries.kube_controller_manager),
+            "--kube-scheduler-binary",
+            str(binaries.kube_scheduler),
+            "--etcd-binary",
+            str(binaries.etcd),
+            "--kwok-controller-binary",
+            str(binaries.kwok),
+            "--kubeconfig",
+            str(self.workdir / "kwokctl-contexts.yaml"),
+            "--wait",
+            f"{timeout_seconds}s",
+            *self.extra_args,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"kwokctl create cluster failed ({result.returncode}):\n{result.stderr[-4000:]}\n"
+                f"component logs: {self.logs_dir}"
+            )
+        self.register_nodes()
+
+    def register_nodes(self, *, timeout_seconds: float = 60) -> list[str]:
+        api = client.CoreV1Api(self.api_client())
+        nodes = build_nodes(load_inventory())
+        for node in nodes:
+            try:
+                api.create_node(node)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+        names = [n["metadata"]["name"] for n in nodes]
+
+        def all_ready() -> bool:
+            ready = {
+                n.metadata.name
+                for n in api.list_node().items
+                if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+            }
+            return set(names) <= ready
+
+        wait_for(all_ready, timeout=timeout_seconds, what=f"{len(names)} KWOK nodes to be Ready")
+        return names
+
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def delete(self) -> None:
+        self._kwokctl("delete", "cluster", check=False)
+
+    def stop(self) -> None:
+        self._kwokctl("stop", "cluster", check=False)
+
+    def start(self) -> None:
+        self._kwokctl("start", "cluster")
+
+    def component_logs(self) -> dict[str, Path]:
+        return {p.stem: p for p in sorted(self.logs_dir.glob("*.log"))}

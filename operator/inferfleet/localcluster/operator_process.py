@@ -1,0 +1,96 @@
+"""Run the operator (`inferfleet run`) as a background process against a cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from inferfleet.localcluster.ports import free_port
+from inferfleet.localcluster.waiting import wait_for
+
+
+@dataclass
+class OperatorProcess:
+    kubeconfig: Path
+    log_path: Path
+    namespaces: list[str] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    liveness_port: int = 0
+    _process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def liveness_url(self) -> str:
+        return f"http://127.0.0.1:{self.liveness_port}/healthz"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, *, timeout_seconds: float = 60) -> None:
+        self.liveness_port = self.liveness_port or free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "inferfleet",
+            "run",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--liveness",
+            self.liveness_url,
+            "--verbose",
+        ]
+        for ns in self.namespaces:
+            args += ["--namespace", ns]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [*args, *self.extra_args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | self.env,
+        )
+        wait_for(self.healthy, timeout=timeout_seconds, what=f"operator liveness at {self.liveness_url}")
+
+    def healthy(self) -> bool:
+        if self._process is None or self._process.poll() is not None:
+            code = self._process.returncode if self._process else None
+            raise RuntimeError(f"operator is not running (exit code {code}); log: {self.log_path}")
+        with urllib.request.urlopen(self.liveness_url, timeout=2) as r:
+            return bool(r.status == 200)
+
+    def stop(self, *, timeout_seconds: float = 30) -> int | None:
+        """SIGTERM and wait, as Kubernetes stops a pod; SIGKILL if it does not exit in time."""
+        if self._process is None:
+            return None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            code = self._process.wait(timeout=timeout_seconds)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            code = self._process.wait()
+        self._close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean-up."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._close()
+
+    def _close(self) -> None:
+        self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

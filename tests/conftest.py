@@ -1,0 +1,104 @@
+"""Shared fixtures: the real local cluster, a namespace per test, Prometheus and the operator.
+
+Set INFERFLEET_TEST_KUBECONFIG to run the cluster tests against an existing cluster (kind,
+for example) instead of starting the local one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from inferfleet.localcluster.cluster import LocalCluster
+from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.paths import cache_dir
+from inferfleet.localcluster.prometheus import LocalPrometheus
+
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        if TESTS / "unit" in path.parents:
+            item.add_marker(pytest.mark.unit)
+        elif TESTS / "integration" in path.parents or TESTS / "e2e" in path.parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+class Cluster:
+    def __init__(self, kubeconfig: Path, local: LocalCluster | None) -> None:
+        self.kubeconfig = kubeconfig
+        self.local = local
+        self.api_client = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
+        self.ext = client.ApiextensionsV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    given = os.environ.get("INFERFLEET_TEST_KUBECONFIG")
+    if given:
+        yield Cluster(Path(given), None)
+        return
+    local = LocalCluster(name=f"inferfleet-test-{os.getpid()}")
+    local.create()
+    try:
+        yield Cluster(local.kubeconfig, local)
+    finally:
+        local.delete()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    cluster.core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
+    prom = LocalPrometheus(workdir=tmp_path_factory.mktemp("prometheus"))
+    prom.start()
+    try:
+        yield prom
+    finally:
+        prom.stop()
+
+
+@pytest.fixture
+def run_operator(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start `inferfleet run` in the background; every operator started is stopped after the test."""
+    started: list[OperatorProcess] = []
+
+    def start(namespaces: list[str] | None = None, extra_args: list[str] | None = None) -> OperatorProcess:
+        op = OperatorProcess(
+            kubeconfig=cluster.kubeconfig,
+            log_path=tmp_path / f"operator-{len(started)}.log",
+            namespaces=namespaces or [],
+            extra_args=extra_args or [],
+        )
+        started.append(op)
+        op.start()
+        return op
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    path = cache_dir() / "test-artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
