@@ -9,12 +9,14 @@ from collections.abc import Sequence
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # Before importing kopf: the Kubernetes client reads KUBECONFIG when it is imported.
+        os.environ["KUBECONFIG"] = args.kubeconfig
+
     import kopf
 
     import inferfleet.handlers  # noqa: F401 - registers the handlers
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     kopf.configure(
         verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL
     )

@@ -19,4 +19,6 @@ def test_the_operator_connects_serves_liveness_and_stops_cleanly_on_sigterm(
         body = json.loads(r.read())
     assert body["version"] == inferfleet.__version__
     assert op.stop() == 0
-    assert "Traceback" not in op.log_text()
+    log = op.log_text()
+    assert "Initial authentication has finished" in log
+    assert "Traceback" not in log

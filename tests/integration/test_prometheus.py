@@ -6,24 +6,22 @@ from collections.abc import Iterator
 
 import pytest
 from prometheus_api_client import PrometheusConnect
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Gauge
 
-from inferfleet.localcluster.ports import free_port
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.localcluster.waiting import wait_for
+from inferfleet.sim.exporter import start_text_exporter
 
 
 @pytest.fixture
 def exporter() -> Iterator[tuple[str, Gauge]]:
     registry = CollectorRegistry()
     gauge = Gauge("vllm:num_requests_waiting", "Requests waiting", ["model_name"], registry=registry)
-    port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    exporter = start_text_exporter(registry)
     try:
-        yield f"127.0.0.1:{port}", gauge
+        yield exporter.address, gauge
     finally:
-        server.shutdown()
-        thread.join()
+        exporter.stop()
 
 
 def test_prometheus_scrapes_an_added_target_and_promql_returns_the_exported_value(

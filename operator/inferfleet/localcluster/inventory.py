@@ -99,12 +99,6 @@ def build_node(name: str, pool: Pool, zone: str, rack: str, inventory: Inventory
         "status": {
             "capacity": capacity,
             "allocatable": dict(capacity),
-            "nodeInfo": {
-                "architecture": "amd64",
-                "operatingSystem": "linux",
-                "kubeletVersion": "fake",
-                "kubeProxyVersion": "fake",
-            },
         },
     }
 

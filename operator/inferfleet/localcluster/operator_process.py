@@ -57,7 +57,10 @@ class OperatorProcess:
             stderr=subprocess.STDOUT,
             env=os.environ | self.env,
         )
-        wait_for(self.healthy, timeout=timeout_seconds, what=f"operator liveness at {self.liveness_url}")
+        try:
+            wait_for(self.healthy, timeout=timeout_seconds, what=f"operator liveness at {self.liveness_url}")
+        except Exception as e:
+            raise RuntimeError(f"{e}; operator log tail:\n{self.log_text()[-3000:]}") from e
 
     def healthy(self) -> bool:
         if self._process is None or self._process.poll() is not None:

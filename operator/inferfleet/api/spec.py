@@ -1,0 +1,328 @@
+"""`InferenceService.spec`: what a model owner writes.
+
+Field descriptions become `kubectl explain` text. Cross-field rules are `CelRule`s: the CRD
+carries them and the `model_validator`s below enforce the same condition and message.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import ConfigDict, Field, model_validator
+
+from inferfleet.api.common import CelRule, SpecModel, cel_validations, enforce
+
+
+class Dtype(StrEnum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    BFLOAT16 = "bfloat16"
+    FP8 = "fp8"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+class EngineKind(StrEnum):
+    VLLM = "vllm"
+    SGLANG = "sglang"
+    TGI = "tgi"
+    CUSTOM = "custom"
+
+
+class ShardingMode(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+TENSOR_PARALLEL_DEGREES = (1, 2, 4, 8, 16, 32, 64)
+
+KV_HEADS_DIVIDE_HEADS = CelRule(
+    rule="!has(self.numKeyValueHeads) || self.numAttentionHeads % self.numKeyValueHeads == 0",
+    message="numAttentionHeads must be divisible by numKeyValueHeads",
+    field_path=".numKeyValueHeads",
+    reason="FieldValueInvalid",
+)
+CUSTOM_ENGINE_NEEDS_IMAGE = CelRule(
+    rule="self.kind != 'custom' || has(self.image)",
+    message="image is required when kind is custom",
+    field_path=".image",
+    reason="FieldValueRequired",
+)
+MANUAL_SHARDING_NEEDS_TP = CelRule(
+    rule="self.mode != 'manual' || has(self.tensorParallel)",
+    message="tensorParallel is required in manual mode",
+    field_path=".tensorParallel",
+    reason="FieldValueRequired",
+)
+PARALLELISM_ONLY_IN_MANUAL = CelRule(
+    rule="self.mode == 'manual' || (!has(self.tensorParallel) && !has(self.pipelineParallel))",
+    message="tensorParallel and pipelineParallel are set only in manual mode",
+    reason="FieldValueForbidden",
+)
+TP_POWER_OF_TWO = CelRule(
+    rule="!has(self.tensorParallel) || self.tensorParallel in [1, 2, 4, 8, 16, 32, 64]",
+    message="tensorParallel must be a power of two",
+    field_path=".tensorParallel",
+    reason="FieldValueInvalid",
+)
+MIN_REPLICAS_LE_MAX = CelRule(
+    rule="self.minReplicas <= self.maxReplicas",
+    message="minReplicas must be less than or equal to maxReplicas",
+    field_path=".minReplicas",
+    reason="FieldValueInvalid",
+)
+
+
+class ArchitectureSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=cel_validations(KV_HEADS_DIVIDE_HEADS))
+
+    num_layers: int = Field(
+        ge=1, description="Number of transformer layers (config.json `num_hidden_layers`)."
+    )
+    hidden_size: int = Field(ge=1, description="Hidden (embedding) size (config.json `hidden_size`).")
+    num_attention_heads: int = Field(
+        ge=1, description="Number of attention (query) heads (config.json `num_attention_heads`)."
+    )
+    num_key_value_heads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Number of key/value heads for grouped-query attention (config.json "
+        "`num_key_value_heads`). Unset means numAttentionHeads (plain multi-head attention). "
+        "Must divide numAttentionHeads; tensor parallelism is checked against it.",
+    )
+    head_dim: int | None = Field(
+        default=None,
+        ge=1,
+        description="Size of one attention head. Unset means hiddenSize / numAttentionHeads.",
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        kv = self.num_key_value_heads
+        enforce((KV_HEADS_DIVIDE_HEADS, kv is None or self.num_attention_heads % kv == 0))
+        return self
+
+
+class ModelSpec(SpecModel):
+    name: str = Field(
+        min_length=1,
+        description="Served model name: the `model` value clients send to the OpenAI-compatible API.",
+    )
+    source: str = Field(
+        pattern=r"^(hf|s3|gs|pvc|oci)://.+",
+        description="Where the weights come from: hf://ORG/REPO (Hugging Face), s3://BUCKET/PATH, "
+        "gs://BUCKET/PATH, pvc://CLAIM/PATH or oci://REGISTRY/IMAGE.",
+    )
+    parameters_billions: float = Field(
+        gt=0,
+        description="Parameter count in billions (e.g. 70.6). With dtype it gives the weights' size "
+        "used to pick GPUs and tensor/pipeline parallelism.",
+    )
+    dtype: Dtype = Field(
+        default=Dtype.BFLOAT16,
+        description="Precision of the served weights; sets bytes per parameter for sizing. fp8, int8 "
+        "and int4 mean a quantized checkpoint.",
+    )
+    architecture: ArchitectureSpec | None = Field(
+        default=None,
+        description="Transformer shape from the model's config.json. Optional; when given, KV-cache "
+        "sizing is exact and the tensor-parallel degree is checked against the head counts.",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=1,
+        description="Maximum context length in tokens (prompt + output) the engine accepts; sizes "
+        "the KV cache. Unset means the model's own maximum as the engine reads it.",
+    )
+
+
+class EnvVar(SpecModel):
+    name: str = Field(min_length=1, description="Name of the environment variable.")
+    value: str | None = Field(default=None, description="Literal value. Do not combine with valueFrom.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="Source for the value, as in a Pod's EnvVar.valueFrom (secretKeyRef, "
+        "configMapKeyRef, fieldRef, resourceFieldRef). Passed to the engine container unchanged.",
+    )
+
+
+class EngineSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=cel_validations(CUSTOM_ENGINE_NEEDS_IMAGE))
+
+    kind: EngineKind = Field(
+        description="Inference engine: vllm, sglang, tgi, or custom (your own image and args; "
+        "inferfleet then only adds the port and the GPUs)."
+    )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Engine container image. Optional for vllm, sglang and tgi (the operator's "
+        "default for the engine is used); required for custom.",
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        description="Extra engine command-line arguments, appended after the ones inferfleet "
+        "generates (parallelism, max concurrent requests, prefix caching, ...).",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, description="Extra environment variables for the engine container."
+    )
+    port: int = Field(
+        default=8000, ge=1, le=65535, description="Port the engine serves its HTTP API and metrics on."
+    )
+    max_concurrent_requests: int = Field(
+        default=256,
+        ge=1,
+        description="Requests one replica runs at once (the engine's running-batch limit, e.g. "
+        "vLLM --max-num-seqs). Requests beyond it wait in the engine's queue.",
+    )
+    enable_prefix_caching: bool = Field(
+        default=True, description="Reuse the KV cache of shared prompt prefixes across requests."
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        enforce((CUSTOM_ENGINE_NEEDS_IMAGE, self.kind != EngineKind.CUSTOM or self.image is not None))
+        return self
+
+
+class AcceleratorSpec(SpecModel):
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        min_length=1,
+        description="Extended resource the engine pods request, one per GPU.",
+    )
+    product: str | None = Field(
+        default=None,
+        min_length=1,
+        description="GPU product to run on, matched against the node label nvidia.com/gpu.product "
+        "(e.g. NVIDIA-H100-80GB-HBM3). Unset means any GPU product.",
+    )
+    memory_gib: float | None = Field(
+        default=None,
+        gt=0,
+        alias="memoryGiB",
+        description="Memory of one GPU in GiB. Optional when nodes carry the nvidia.com/gpu.memory "
+        "label; needed to plan without a cluster.",
+    )
+    gpus_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="GPUs per node. Optional when the cluster's nodes are visible; needed to plan "
+        "without a cluster. Bounds tensor parallelism (which stays within a node).",
+    )
+
+
+class ShardingSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            MANUAL_SHARDING_NEEDS_TP, PARALLELISM_ONLY_IN_MANUAL, TP_POWER_OF_TWO
+        )
+    )
+
+    mode: ShardingMode = Field(
+        default=ShardingMode.AUTO,
+        description="auto: inferfleet picks tensor and pipeline parallelism from the model's size "
+        "and the GPUs. manual: you set tensorParallel (and optionally pipelineParallel).",
+    )
+    tensor_parallel: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Manual mode only: GPUs one model shard spans inside a node; a power of two.",
+    )
+    pipeline_parallel: int | None = Field(
+        default=None,
+        ge=1,
+        description="Manual mode only: pipeline stages, one pod (node) each. Unset means 1.",
+    )
+    topology_key: str = Field(
+        default="topology.kubernetes.io/zone",
+        min_length=1,
+        description="Node label whose value a replica's pods share: a multi-node replica is placed "
+        "whole inside one domain (zone, rack, NVLink domain) or not at all.",
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        manual = self.mode == ShardingMode.MANUAL
+        tp, pp = self.tensor_parallel, self.pipeline_parallel
+        enforce(
+            (MANUAL_SHARDING_NEEDS_TP, not manual or tp is not None),
+            (PARALLELISM_ONLY_IN_MANUAL, manual or (tp is None and pp is None)),
+            (TP_POWER_OF_TWO, tp is None or tp in TENSOR_PARALLEL_DEGREES),
+        )
+        return self
+
+
+class ScalingSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=cel_validations(MIN_REPLICAS_LE_MAX))
+
+    min_replicas: int = Field(default=1, ge=0, description="Fewest replicas the autoscaler keeps.")
+    max_replicas: int = Field(default=8, ge=1, description="Most replicas the autoscaler creates.")
+    target_queue_depth: float = Field(
+        default=4,
+        gt=0,
+        description="Target number of waiting (queued, not yet running) requests per replica; the "
+        "autoscaler sizes the fleet to keep the queue near it.",
+    )
+    query: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PromQL giving this service's total queue depth, overriding the engine's default "
+        "(vllm: vllm:num_requests_waiting, sglang: sglang:num_queue_reqs, tgi: tgi_queue_size).",
+    )
+    scale_up_stabilization_seconds: int = Field(
+        default=0,
+        ge=0,
+        description="Scale up to the highest recommendation of this many past seconds (0 = at once).",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="Scale down only to the highest recommendation of this many past seconds, so "
+        "short dips do not remove replicas.",
+    )
+    scale_to_zero_after_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Scale to zero replicas after this many seconds without requests. Unset means "
+        "never scale to zero.",
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        enforce((MIN_REPLICAS_LE_MAX, self.min_replicas <= self.max_replicas))
+        return self
+
+
+class InferenceServiceSpec(SpecModel):
+    """Desired state of an InferenceService: the model, its engine, the GPUs and the scaling policy."""
+
+    model: ModelSpec = Field(description="The model to serve and what sizing needs to know about it.")
+    engine: EngineSpec = Field(description="The inference engine that serves the model.")
+    # The CRD defaults carry the nested defaults: the API server checks a default against the CEL
+    # rules as written, without defaulting inside it.
+    accelerator: AcceleratorSpec = Field(
+        default_factory=AcceleratorSpec,
+        json_schema_extra={"default": AcceleratorSpec().model_dump(mode="json", exclude_none=True)},
+        description="The GPUs to run on.",
+    )
+    sharding: ShardingSpec = Field(
+        default_factory=ShardingSpec,
+        json_schema_extra={"default": ShardingSpec().model_dump(mode="json", exclude_none=True)},
+        description="How one replica is split across GPUs and nodes.",
+    )
+    scaling: ScalingSpec | None = Field(
+        default=None,
+        description="Queue-depth autoscaling. Unset means no autoscaling: replicas is set by you "
+        "or by an external autoscaler through the scale subresource.",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        description="Desired number of replicas (the scale subresource). With scaling set, the "
+        "autoscaler writes it.",
+    )

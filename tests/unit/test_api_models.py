@@ -1,0 +1,363 @@
+"""The InferenceService pydantic models: parsing, defaults and the cross-field rules."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from inferfleet.api import (
+    API_VERSION,
+    KIND,
+    Dtype,
+    EngineKind,
+    InferenceService,
+    InferenceServiceSpec,
+    Phase,
+    ShardingMode,
+    ShardPlan,
+    parse_inference_service,
+)
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+# The spec of DESIGN.md's example, as written there (nulls included).
+DESIGN_SPEC: dict[str, Any] = yaml.safe_load("""
+model:
+  name: llama-3.1-70b-instruct
+  source: hf://meta-llama/Llama-3.1-70B-Instruct
+  parametersBillions: 70.6
+  dtype: bfloat16
+  architecture: {numLayers: 80, hiddenSize: 8192, numAttentionHeads: 64, numKeyValueHeads: 8}
+  maxModelLen: 8192
+engine:
+  kind: vllm
+  image: vllm/vllm-openai:v0.11.0
+  args: []
+  env: []
+  port: 8000
+  maxConcurrentRequests: 256
+  enablePrefixCaching: true
+accelerator:
+  resourceName: nvidia.com/gpu
+  product: NVIDIA-H100-80GB-HBM3
+  memoryGiB: 80
+  gpusPerNode: 8
+sharding:
+  mode: auto
+  tensorParallel: null
+  pipelineParallel: null
+  topologyKey: topology.kubernetes.io/zone
+scaling:
+  minReplicas: 1
+  maxReplicas: 8
+  targetQueueDepth: 4
+  query: null
+  scaleUpStabilizationSeconds: 0
+  scaleDownStabilizationSeconds: 300
+  scaleToZeroAfterSeconds: null
+replicas: 1
+""")
+
+MINIMAL_SPEC: dict[str, Any] = {
+    "model": {"name": "m", "source": "hf://org/m", "parametersBillions": 8},
+    "engine": {"kind": "vllm"},
+    "accelerator": {"product": "NVIDIA-L4"},
+}
+
+
+def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """base with `changes` set by dotted path ("sharding.mode"); None deletes the key."""
+    spec = copy.deepcopy(base)
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = spec
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return spec
+
+
+def rule_failures(error: ValidationError) -> set[tuple[tuple[str | int, ...], str]]:
+    """(location, message) of each failed cross-field rule."""
+    return {
+        (tuple(err["loc"]), message)
+        for err in error.errors()
+        if err["type"] == "value_error"
+        for message in str(err["ctx"]["error"]).split("; ")
+    }
+
+
+def test_design_example_parses_with_its_values() -> None:
+    spec = InferenceServiceSpec.model_validate(DESIGN_SPEC)
+    assert spec.model.name == "llama-3.1-70b-instruct"
+    assert spec.model.parameters_billions == 70.6
+    assert spec.model.dtype is Dtype.BFLOAT16
+    assert spec.model.architecture is not None
+    assert spec.model.architecture.num_key_value_heads == 8
+    assert spec.model.max_model_len == 8192
+    assert spec.engine.kind is EngineKind.VLLM
+    assert spec.engine.image == "vllm/vllm-openai:v0.11.0"
+    assert spec.accelerator.memory_gib == 80
+    assert spec.accelerator.gpus_per_node == 8
+    assert spec.sharding.mode is ShardingMode.AUTO
+    assert spec.sharding.tensor_parallel is None
+    assert spec.scaling is not None
+    assert spec.scaling.max_replicas == 8
+    assert spec.scaling.scale_to_zero_after_seconds is None
+    assert spec.replicas == 1
+
+
+def test_minimal_spec_gets_the_documented_defaults() -> None:
+    spec = InferenceServiceSpec.model_validate(MINIMAL_SPEC)
+    assert spec.model.dtype is Dtype.BFLOAT16
+    assert spec.model.architecture is None
+    assert spec.model.max_model_len is None
+    assert (spec.engine.image, spec.engine.args, spec.engine.env) == (None, [], [])
+    assert spec.engine.port == 8000
+    assert spec.engine.max_concurrent_requests == 256
+    assert spec.engine.enable_prefix_caching is True
+    assert spec.accelerator.resource_name == "nvidia.com/gpu"
+    assert (spec.accelerator.memory_gib, spec.accelerator.gpus_per_node) == (None, None)
+    assert spec.sharding.mode is ShardingMode.AUTO
+    assert spec.sharding.topology_key == "topology.kubernetes.io/zone"
+    assert spec.scaling is None
+    assert spec.replicas == 1
+
+
+def test_scaling_defaults_when_present() -> None:
+    spec = InferenceServiceSpec.model_validate({**MINIMAL_SPEC, "scaling": {}})
+    assert spec.scaling is not None
+    assert spec.scaling.model_dump() == {
+        "minReplicas": 1,
+        "maxReplicas": 8,
+        "targetQueueDepth": 4,
+        "query": None,
+        "scaleUpStabilizationSeconds": 0,
+        "scaleDownStabilizationSeconds": 300,
+        "scaleToZeroAfterSeconds": None,
+    }
+
+
+def test_snake_case_names_are_accepted_and_dumps_are_camel_case() -> None:
+    spec = InferenceServiceSpec.model_validate(
+        with_changes(MINIMAL_SPEC, {"model.parametersBillions": None, "model.parameters_billions": 8})
+    )
+    dumped = spec.model_dump(exclude_none=True)
+    assert dumped["model"]["parametersBillions"] == 8
+    assert dumped["accelerator"] == {"resourceName": "nvidia.com/gpu", "product": "NVIDIA-L4"}
+
+
+SCALING, SHARDING, ENGINE, ARCHITECTURE = ("scaling",), ("sharding",), ("engine",), ("model", "architecture")
+
+
+@pytest.mark.parametrize(
+    ("changes", "where", "message"),
+    [
+        pytest.param(
+            {"scaling": {"minReplicas": 5, "maxReplicas": 4}},
+            SCALING,
+            "minReplicas must be less than or equal to maxReplicas",
+            id="min-above-max",
+        ),
+        pytest.param(
+            {"scaling": {"minReplicas": 9}},
+            SCALING,
+            "minReplicas must be less than or equal to maxReplicas",
+            id="min-above-default-max",
+        ),
+        pytest.param(
+            {"sharding": {"mode": "manual"}},
+            SHARDING,
+            "tensorParallel is required in manual mode",
+            id="manual-without-tp",
+        ),
+        pytest.param(
+            {"sharding": {"mode": "manual", "pipelineParallel": 2}},
+            SHARDING,
+            "tensorParallel is required in manual mode",
+            id="manual-with-pp-only",
+        ),
+        pytest.param(
+            {"sharding": {"mode": "manual", "tensorParallel": 3}},
+            SHARDING,
+            "tensorParallel must be a power of two",
+            id="tp-not-power-of-two",
+        ),
+        pytest.param(
+            {"sharding": {"tensorParallel": 4}},
+            SHARDING,
+            "tensorParallel and pipelineParallel are set only in manual mode",
+            id="auto-with-tp",
+        ),
+        pytest.param(
+            {"sharding": {"mode": "auto", "pipelineParallel": 2}},
+            SHARDING,
+            "tensorParallel and pipelineParallel are set only in manual mode",
+            id="auto-with-pp",
+        ),
+        pytest.param(
+            {"engine": {"kind": "custom"}},
+            ENGINE,
+            "image is required when kind is custom",
+            id="custom-without-image",
+        ),
+        pytest.param(
+            {
+                "model.architecture": {
+                    "numLayers": 1,
+                    "hiddenSize": 64,
+                    "numAttentionHeads": 12,
+                    "numKeyValueHeads": 8,
+                }
+            },
+            ARCHITECTURE,
+            "numAttentionHeads must be divisible by numKeyValueHeads",
+            id="heads-not-divisible",
+        ),
+    ],
+)
+def test_cross_field_rules_reject_with_the_crd_message(
+    changes: dict[str, Any], where: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        InferenceServiceSpec.model_validate(with_changes(MINIMAL_SPEC, changes))
+    assert rule_failures(info.value) == {(where, message)}
+
+
+def test_all_failing_rules_are_reported_together() -> None:
+    with pytest.raises(ValidationError) as info:
+        InferenceServiceSpec.model_validate({**MINIMAL_SPEC, "sharding": {"tensorParallel": 3}})
+    assert rule_failures(info.value) == {
+        (SHARDING, "tensorParallel and pipelineParallel are set only in manual mode"),
+        (SHARDING, "tensorParallel must be a power of two"),
+    }
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"scaling": {"minReplicas": 4, "maxReplicas": 4}}, id="min-equals-max"),
+        pytest.param({"scaling": {"minReplicas": 0}}, id="min-zero"),
+        pytest.param({"sharding": {"mode": "manual", "tensorParallel": 64}}, id="manual-tp-64"),
+        pytest.param(
+            {"sharding": {"mode": "manual", "tensorParallel": 8, "pipelineParallel": 3}}, id="manual-tp-pp"
+        ),
+        pytest.param({"engine": {"kind": "custom", "image": "ghcr.io/me/engine:1"}}, id="custom-with-image"),
+        pytest.param(
+            {"model.architecture": {"numLayers": 1, "hiddenSize": 64, "numAttentionHeads": 12}},
+            id="mha-no-kv-heads",
+        ),
+        pytest.param({"replicas": 0}, id="zero-replicas"),
+        pytest.param({"accelerator": None, "sharding": None}, id="no-accelerator-no-sharding"),
+    ],
+)
+def test_valid_edge_cases_are_accepted(changes: dict[str, Any]) -> None:
+    InferenceServiceSpec.model_validate(with_changes(MINIMAL_SPEC, changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "location"),
+    [
+        pytest.param({"model.dtype": "bf16"}, ("model", "dtype"), id="unknown-dtype"),
+        pytest.param({"engine.kind": "triton"}, ("engine", "kind"), id="unknown-engine"),
+        pytest.param({"sharding": {"mode": "magic"}}, ("sharding", "mode"), id="unknown-mode"),
+        pytest.param({"model.source": "https://example.com/m"}, ("model", "source"), id="bad-source-scheme"),
+        pytest.param({"model.source": "hf://"}, ("model", "source"), id="empty-source-path"),
+        pytest.param({"model.parametersBillions": 0}, ("model", "parametersBillions"), id="zero-params"),
+        pytest.param({"model.name": ""}, ("model", "name"), id="empty-name"),
+        pytest.param({"model.maxModelLen": 0}, ("model", "maxModelLen"), id="zero-context"),
+        pytest.param({"engine.port": 70000}, ("engine", "port"), id="port-too-big"),
+        pytest.param(
+            {"engine.maxConcurrentRequests": 0}, ("engine", "maxConcurrentRequests"), id="zero-concurrency"
+        ),
+        pytest.param({"engine.env": [{"value": "x"}]}, ("engine", "env", 0, "name"), id="env-without-name"),
+        pytest.param({"accelerator.memoryGiB": 0}, ("accelerator", "memoryGiB"), id="zero-memory"),
+        pytest.param({"accelerator.gpusPerNode": 65}, ("accelerator", "gpusPerNode"), id="too-many-gpus"),
+        pytest.param(
+            {"sharding": {"mode": "manual", "tensorParallel": 128}},
+            ("sharding", "tensorParallel"),
+            id="tp-above-64",
+        ),
+        pytest.param(
+            {"sharding": {"mode": "manual", "tensorParallel": 0}}, ("sharding", "tensorParallel"), id="tp-0"
+        ),
+        pytest.param({"scaling": {"maxReplicas": 0}}, ("scaling", "maxReplicas"), id="max-zero"),
+        pytest.param({"scaling": {"targetQueueDepth": 0}}, ("scaling", "targetQueueDepth"), id="zero-target"),
+        pytest.param({"replicas": -1}, ("replicas",), id="negative-replicas"),
+        pytest.param({"engine.gpus": 2}, ("engine", "gpus"), id="unknown-field"),
+        pytest.param({"model": None}, ("model",), id="missing-model"),
+    ],
+)
+def test_bad_values_are_rejected_at_their_field(
+    changes: dict[str, Any], location: tuple[str | int, ...]
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        InferenceServiceSpec.model_validate(with_changes(MINIMAL_SPEC, changes))
+    assert location in [err["loc"] for err in info.value.errors()]
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_parse(path: Path) -> None:
+    svc = parse_inference_service(yaml.safe_load(path.read_text()))
+    assert (svc.api_version, svc.kind) == (API_VERSION, KIND)
+    assert svc.spec.accelerator.product is not None
+
+
+def test_the_three_llama_examples_exist() -> None:
+    names = {p.name for p in EXAMPLES.glob("*.yaml")}
+    assert {"llama-3.1-8b-vllm.yaml", "llama-3.1-70b-vllm.yaml", "llama-3.1-405b-vllm.yaml"} <= names
+
+
+def test_whole_object_with_status_round_trips() -> None:
+    obj = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "llama-70b", "namespace": "ml", "generation": 3},
+        "spec": DESIGN_SPEC,
+        "status": {
+            "observedGeneration": 3,
+            "phase": "Ready",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady"}],
+            "replicas": 2,
+            "readyReplicas": 2,
+            "selector": "inferfleet.io/service=llama-70b",
+            "shardPlan": {"tensorParallel": 4, "pipelineParallel": 1, "gpusPerPod": 4, "podsPerReplica": 1},
+            "placement": [{"replica": 0, "domain": "zone-a", "nodes": ["gpu-a-1"]}],
+            "queueDepth": 3.5,
+            "somethingNewer": True,
+        },
+    }
+    svc = parse_inference_service(obj)
+    assert svc.status is not None
+    assert svc.status.phase is Phase.READY
+    assert svc.status.shard_plan is not None
+    assert (svc.status.shard_plan.layout, svc.status.shard_plan.total_gpus) == ("4x1", 4)
+    assert svc.status.placement[0].nodes == ["gpu-a-1"]
+    assert parse_inference_service(svc.model_dump(exclude_none=True)) == svc
+
+
+def test_shard_plan_keeps_explicit_layout() -> None:
+    plan = ShardPlan(tensor_parallel=8, pipeline_parallel=2, gpus_per_pod=8, pods_per_replica=2, layout="8x2")
+    assert plan.model_dump(exclude_none=True) == {
+        "tensorParallel": 8,
+        "pipelineParallel": 2,
+        "gpusPerPod": 8,
+        "podsPerReplica": 2,
+        "totalGpus": 16,
+        "layout": "8x2",
+    }
+
+
+def test_literal_api_version_matches_the_constants() -> None:
+    svc = InferenceService(spec=InferenceServiceSpec.model_validate(MINIMAL_SPEC))
+    assert (svc.api_version, svc.kind) == (API_VERSION, KIND)
+    with pytest.raises(ValidationError):
+        parse_inference_service({"apiVersion": "inferfleet.io/v1", "kind": KIND, "spec": MINIMAL_SPEC})

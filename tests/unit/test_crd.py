@@ -1,0 +1,257 @@
+"""The generated CRD: structural, complete, carrying the CEL rules, and in sync with crds/."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from inferfleet.api.crd import (
+    CRD_FILENAME,
+    build_crd,
+    check_crds,
+    render_crd_yaml,
+    structural_schema,
+    write_crds,
+)
+
+REPO = Path(__file__).parents[2]
+CRD = build_crd()
+VERSION = CRD["spec"]["versions"][0]
+ROOT = VERSION["schema"]["openAPIV3Schema"]
+
+
+def schema_nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every schema node under `node`, with a dotted path ("spec.sharding", "spec.engine.env[]")."""
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from schema_nodes(sub, f"{path}.{name}" if path else name)
+    if "items" in node:
+        yield from schema_nodes(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from schema_nodes(node["additionalProperties"], f"{path}{{}}")
+
+
+def all_keys(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield key
+            yield from all_keys(sub)
+    elif isinstance(value, list):
+        for sub in value:
+            yield from all_keys(sub)
+
+
+NODES = dict(schema_nodes(ROOT))
+
+
+def test_schema_has_no_refs_titles_consts_or_unions() -> None:
+    keys = set(all_keys(ROOT))
+    assert not keys & {"$ref", "$defs", "title", "const", "anyOf", "allOf", "oneOf", "not"}
+
+
+@pytest.mark.parametrize("path", list(NODES), ids=lambda p: p or "<root>")
+def test_every_node_is_structural(path: str) -> None:
+    node = NODES[path]
+    assert node.get("type") in {"object", "array", "string", "integer", "number", "boolean"}
+    if "properties" in node or node.get("x-kubernetes-preserve-unknown-fields"):
+        assert node["type"] == "object"
+    if "properties" in node:
+        assert "additionalProperties" not in node
+    for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+        assert node.get(bound, True) is True
+    assert node.get("default", "absent") is not None
+
+
+def test_optional_fields_are_nullable_without_default() -> None:
+    for path in ("spec.scaling", "spec.sharding.tensorParallel", "spec.engine.env[].valueFrom", "status"):
+        assert NODES[path]["nullable"] is True
+        assert "default" not in NODES[path]
+
+
+def test_defaults_match_the_design() -> None:
+    defaults = {path: node["default"] for path, node in NODES.items() if "default" in node}
+    assert defaults == {
+        "spec.model.dtype": "bfloat16",
+        "spec.engine.port": 8000,
+        "spec.engine.maxConcurrentRequests": 256,
+        "spec.engine.enablePrefixCaching": True,
+        "spec.accelerator": {},
+        "spec.accelerator.resourceName": "nvidia.com/gpu",
+        "spec.sharding": {},
+        "spec.sharding.mode": "auto",
+        "spec.sharding.topologyKey": "topology.kubernetes.io/zone",
+        "spec.scaling.minReplicas": 1,
+        "spec.scaling.maxReplicas": 8,
+        "spec.scaling.targetQueueDepth": 4,
+        "spec.scaling.scaleUpStabilizationSeconds": 0,
+        "spec.scaling.scaleDownStabilizationSeconds": 300,
+        "spec.replicas": 1,
+    }
+
+
+def test_enums_and_bounds_are_carried() -> None:
+    assert NODES["spec.model.dtype"]["enum"] == ["float32", "float16", "bfloat16", "fp8", "int8", "int4"]
+    assert NODES["spec.engine.kind"]["enum"] == ["vllm", "sglang", "tgi", "custom"]
+    assert NODES["spec.sharding.mode"]["enum"] == ["auto", "manual"]
+    assert NODES["status.phase"]["enum"] == ["Pending", "Placing", "Deploying", "Ready", "Degraded", "Failed"]
+    assert NODES["status.conditions[].status"]["enum"] == ["True", "False", "Unknown"]
+    assert NODES["spec.model.source"]["pattern"] == "^(hf|s3|gs|pvc|oci)://.+"
+    params = NODES["spec.model.parametersBillions"]
+    assert (params["minimum"], params["exclusiveMinimum"]) == (0, True)
+    assert (
+        NODES["spec.sharding.tensorParallel"]["minimum"],
+        NODES["spec.sharding.tensorParallel"]["maximum"],
+    ) == (
+        1,
+        64,
+    )
+    assert NODES["spec.replicas"]["minimum"] == 0
+
+
+def test_root_type_meta_and_metadata() -> None:
+    assert ROOT["type"] == "object"
+    assert ROOT["required"] == ["spec"]
+    assert ROOT["properties"]["metadata"] == {"type": "object"}
+    for name in ("apiVersion", "kind"):
+        assert ROOT["properties"][name]["type"] == "string"
+
+
+def test_free_form_only_where_intended() -> None:
+    free = [path for path, node in NODES.items() if node.get("x-kubernetes-preserve-unknown-fields")]
+    assert free == ["spec.engine.env[].valueFrom"]
+
+
+@pytest.mark.parametrize("path", [p for p in NODES if p.startswith(("spec", "status"))])
+def test_every_field_has_a_description(path: str) -> None:
+    assert NODES[path].get("description", "").strip() or path.endswith("[]")
+
+
+def test_names_scope_and_version() -> None:
+    assert CRD["apiVersion"] == "apiextensions.k8s.io/v1"
+    assert CRD["metadata"]["name"] == "inferenceservices.inferfleet.io"
+    spec = CRD["spec"]
+    assert (spec["group"], spec["scope"]) == ("inferfleet.io", "Namespaced")
+    assert spec["names"] == {
+        "kind": "InferenceService",
+        "listKind": "InferenceServiceList",
+        "plural": "inferenceservices",
+        "singular": "inferenceservice",
+        "shortNames": ["infsvc"],
+        "categories": ["inferfleet"],
+    }
+    assert [(v["name"], v["served"], v["storage"]) for v in spec["versions"]] == [("v1alpha1", True, True)]
+
+
+def test_subresources() -> None:
+    assert VERSION["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+
+
+def test_printer_columns() -> None:
+    columns = [(c["name"], c["type"], c["jsonPath"]) for c in VERSION["additionalPrinterColumns"]]
+    assert columns == [
+        ("Model", "string", ".spec.model.name"),
+        ("Engine", "string", ".spec.engine.kind"),
+        ("TPxPP", "string", ".status.shardPlan.layout"),
+        ("Ready", "integer", ".status.readyReplicas"),
+        ("Desired", "integer", ".spec.replicas"),
+        ("Queue", "number", ".status.queueDepth"),
+        ("Phase", "string", ".status.phase"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ]
+    for _, _, json_path in columns:
+        if not json_path.startswith(".metadata"):
+            assert json_path.removeprefix(".") in NODES
+
+
+def test_cel_rules_are_where_they_belong() -> None:
+    rules = {
+        path: [(r["rule"], r["message"]) for r in node["x-kubernetes-validations"]]
+        for path, node in NODES.items()
+        if "x-kubernetes-validations" in node
+    }
+    assert rules == {
+        "spec.model.architecture": [
+            (
+                "!has(self.numKeyValueHeads) || self.numAttentionHeads % self.numKeyValueHeads == 0",
+                "numAttentionHeads must be divisible by numKeyValueHeads",
+            )
+        ],
+        "spec.engine": [
+            ("self.kind != 'custom' || has(self.image)", "image is required when kind is custom")
+        ],
+        "spec.sharding": [
+            (
+                "self.mode != 'manual' || has(self.tensorParallel)",
+                "tensorParallel is required in manual mode",
+            ),
+            (
+                "self.mode == 'manual' || (!has(self.tensorParallel) && !has(self.pipelineParallel))",
+                "tensorParallel and pipelineParallel are set only in manual mode",
+            ),
+            (
+                "!has(self.tensorParallel) || self.tensorParallel in [1, 2, 4, 8, 16, 32, 64]",
+                "tensorParallel must be a power of two",
+            ),
+        ],
+        "spec.scaling": [
+            ("self.minReplicas <= self.maxReplicas", "minReplicas must be less than or equal to maxReplicas")
+        ],
+    }
+
+
+@pytest.mark.parametrize("path", [p for p, n in NODES.items() if "x-kubernetes-validations" in n])
+def test_cel_rules_guard_optional_fields_with_has(path: str) -> None:
+    """A field that may be absent (not required, no default) is only read after has() in the same rule."""
+    node = NODES[path]
+    for entry in node["x-kubernetes-validations"]:
+        for name in set(re.findall(r"self\.(\w+)", entry["rule"])):
+            prop = node["properties"][name]
+            if name not in node.get("required", []) and "default" not in prop:
+                assert f"has(self.{name})" in entry["rule"], (path, name)
+        if "fieldPath" in entry:
+            assert entry["fieldPath"].removeprefix(".") in node["properties"]
+
+
+def test_rendered_yaml_is_the_crd_with_a_header() -> None:
+    text = render_crd_yaml()
+    assert text.startswith("# Generated by `inferfleet crds`; do not edit.\n")
+    assert yaml.safe_load(text) == CRD
+    assert render_crd_yaml() == text
+
+
+def test_crds_folder_is_in_sync_with_the_models() -> None:
+    assert check_crds(REPO / "crds") == []
+
+
+def test_check_crds_reports_missing_and_stale_files(tmp_path: Path) -> None:
+    [missing] = check_crds(tmp_path)
+    assert f"{CRD_FILENAME} is missing" in missing
+    [path] = write_crds(tmp_path)
+    assert path == tmp_path / CRD_FILENAME
+    assert check_crds(tmp_path) == []
+    path.write_text(path.read_text().replace("maximum: 64", "maximum: 32"))
+    [stale] = check_crds(tmp_path)
+    assert f"{CRD_FILENAME} differs from the models" in stale
+    assert "-                    maximum: 32" in stale
+
+
+class _Union(BaseModel):
+    value: int | str
+
+
+def test_unions_other_than_optional_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"only `X \| None` unions"):
+        structural_schema(_Union)
