@@ -146,6 +146,32 @@ def test_scaling_defaults_when_present() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("changes", "attribute", "expected"),
+    [
+        pytest.param({"engine.port": None}, ("engine", "port"), 8000, id="port"),
+        pytest.param({"replicas": None}, ("replicas",), 1, id="replicas"),
+        pytest.param({"model.dtype": None}, ("model", "dtype"), Dtype.BFLOAT16, id="dtype"),
+        pytest.param({"sharding": None}, ("sharding", "mode"), ShardingMode.AUTO, id="sharding"),
+        pytest.param({"engine.args": None}, ("engine", "args"), [], id="args"),
+    ],
+)
+def test_explicit_null_means_default_as_in_the_api_server(
+    changes: dict[str, Any], attribute: tuple[str, ...], expected: object
+) -> None:
+    spec_dict = copy.deepcopy(MINIMAL_SPEC)
+    for path in changes:
+        *parents, leaf = path.split(".")
+        node = spec_dict
+        for part in parents:
+            node = node[part]
+        node[leaf] = None
+    value: object = InferenceServiceSpec.model_validate(spec_dict)
+    for name in attribute:
+        value = getattr(value, name)
+    assert value == expected
+
+
 def test_snake_case_names_are_accepted_and_dumps_are_camel_case() -> None:
     spec = InferenceServiceSpec.model_validate(
         with_changes(MINIMAL_SPEC, {"model.parametersBillions": None, "model.parameters_billions": 8})

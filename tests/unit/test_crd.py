@@ -81,9 +81,9 @@ def test_defaults_match_the_design() -> None:
         "spec.engine.port": 8000,
         "spec.engine.maxConcurrentRequests": 256,
         "spec.engine.enablePrefixCaching": True,
-        "spec.accelerator": {},
+        "spec.accelerator": {"resourceName": "nvidia.com/gpu"},
         "spec.accelerator.resourceName": "nvidia.com/gpu",
-        "spec.sharding": {},
+        "spec.sharding": {"mode": "auto", "topologyKey": "topology.kubernetes.io/zone"},
         "spec.sharding.mode": "auto",
         "spec.sharding.topologyKey": "topology.kubernetes.io/zone",
         "spec.scaling.minReplicas": 1,
@@ -93,6 +93,14 @@ def test_defaults_match_the_design() -> None:
         "spec.scaling.scaleDownStabilizationSeconds": 300,
         "spec.replicas": 1,
     }
+
+
+@pytest.mark.parametrize("path", [p for p, n in NODES.items() if isinstance(n.get("default"), dict)])
+def test_object_defaults_spell_out_nested_defaults(path: str) -> None:
+    """The API server checks an object default against its CEL rules without defaulting inside it."""
+    node = NODES[path]
+    nested = {name: prop["default"] for name, prop in node["properties"].items() if "default" in prop}
+    assert node["default"] == nested
 
 
 def test_enums_and_bounds_are_carried() -> None:

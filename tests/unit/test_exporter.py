@@ -12,7 +12,9 @@ def test_engine_metric_names_keep_their_colons_even_when_openmetrics_is_requeste
     Gauge("vllm:num_requests_waiting", "waiting", ["model_name"], registry=registry).labels("m").set(3)
     exporter = start_text_exporter(registry)
     try:
-        request = urllib.request.Request(f"http://{exporter.address}/metrics", headers={"Accept": OPENMETRICS_ACCEPT})
+        request = urllib.request.Request(
+            f"http://{exporter.address}/metrics", headers={"Accept": OPENMETRICS_ACCEPT}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             body = response.read().decode()
             assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")

@@ -12,7 +12,9 @@ import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass
@@ -39,7 +41,7 @@ def start_text_exporter(registry: CollectorRegistry, host: str = "127.0.0.1", po
                 return
             body = generate_latest(registry)
             self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Type", TEXT_FORMAT)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
