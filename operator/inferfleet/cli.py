@@ -31,6 +31,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inferfleet.api.crd import DEFAULT_CRD_DIR, check_crds, write_crds
+
+    out_dir = Path(args.output_dir) if args.output_dir else DEFAULT_CRD_DIR
+    if args.check:
+        problems = check_crds(out_dir)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            print("CRDs are out of date: run `inferfleet crds`", file=sys.stderr)
+        return 1 if problems else 0
+    for path in write_crds(out_dir):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from inferfleet.localcluster.cluster import LocalCluster
 
@@ -81,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-json", action="store_true", help="structured JSON logs")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
+
+    crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
+    crds.add_argument("--output-dir", default=None, help="where to write (default: the repo's crds/)")
+    crds.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
+    crds.set_defaults(func=_cmd_crds)
 
     cluster = sub.add_parser("cluster", help="the local simulated GPU cluster (development)")
     cluster.add_argument("action", choices=["up", "down", "kubeconfig"])

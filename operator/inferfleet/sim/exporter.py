@@ -35,7 +35,7 @@ class TextExporter:
 
 def start_text_exporter(registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0) -> TextExporter:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404)
                 return
@@ -46,7 +46,7 @@ def start_text_exporter(registry: CollectorRegistry, host: str = "127.0.0.1", po
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer((host, port), Handler)
