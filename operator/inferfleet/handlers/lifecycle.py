@@ -7,8 +7,8 @@ from typing import Any
 import kopf
 
 import inferfleet
+from inferfleet.kube.connection import connect
 
-FIELD_MANAGER = "inferfleet"
 FINALIZER = "inferfleet.io/finalizer"
 
 
@@ -26,3 +26,8 @@ def on_startup_configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.probe(id="version")
 def on_probe_version(**_: Any) -> str:
     return inferfleet.__version__
+
+
+@kopf.on.startup()
+def on_startup_connect(memo: kopf.Memo, **_: Any) -> None:
+    memo.api = connect()

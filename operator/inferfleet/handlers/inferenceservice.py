@@ -1,0 +1,181 @@
+"""Reconcile InferenceServices: parse -> observe -> plan -> apply -> status.
+
+Triggers: the InferenceService itself (create, spec update, operator resume), its Deployment
+(status changes, hand edits and deletion are seen as watch events), and a slow timer for
+services waiting on capacity. Observations come from kopf indexes, never a LIST per reconcile.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec
+from inferfleet.kube.apply import apply_object, patch_inference_service_status
+from inferfleet.planning.children import Owner, endpoint_url
+from inferfleet.planning.inventory import GpuNode, build_gpu_node, summarize_products
+from inferfleet.planning.names import SERVICE_LABEL, selector_string
+from inferfleet.planning.service import Blocked, ServicePlan, plan_service
+from inferfleet.planning.status import Observation, ObservedDeployment, compute_events, compute_status
+
+WAITING_REASONS = frozenset({"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit"})
+RECHECK_SECONDS = 30
+
+# Deployment generation right after our last apply, per service: a newer one means a hand edit.
+_applied_generation: dict[tuple[str, str], int] = {}
+_applied_lock = threading.Lock()
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def inference_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    snapshot = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": dict(body.metadata),
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }
+    return {(namespace, name): snapshot}
+
+
+@kopf.index("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})
+def engine_deployments(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, labels[SERVICE_LABEL]): ObservedDeployment.from_object(body)}
+
+
+@kopf.index("", "v1", "nodes")
+def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, GpuNode] | None:
+    node = build_gpu_node(body)
+    return {node.name: node} if node else None
+
+
+def _latest(index: kopf.Index[Any, Any], key: Any) -> Any | None:
+    for value in index.get(key, []):
+        return value
+    return None
+
+
+def _owner(meta: Any) -> Owner:
+    return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def _plan(
+    owner: Owner, raw_spec: Any, gpu_nodes: kopf.Index[str, GpuNode]
+) -> tuple[ServicePlan, InferenceServiceSpec | None]:
+    try:
+        spec = InferenceServiceSpec.model_validate(dict(raw_spec))
+    except ValidationError as e:
+        errors = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        return ServicePlan(blocked=Blocked("InvalidSpec", f"spec rejected: {errors}")), None
+    nodes = [node for _, values in gpu_nodes.items() for node in values]
+    return plan_service(owner, spec, summarize_products(nodes)), spec
+
+
+def _apply_children(api: Any, owner: Owner, plan: ServicePlan) -> ObservedDeployment | None:
+    observed = None
+    for obj in plan.children:
+        try:
+            applied = apply_object(api, obj)
+        except ApiException as e:
+            if e.status in (400, 403, 422):
+                raise kopf.PermanentError(
+                    f"applying {obj['kind']} {owner.name} was refused: {e.reason}"
+                ) from e
+            raise kopf.TemporaryError(
+                f"applying {obj['kind']} {owner.name}: {e.status} {e.reason}", delay=5
+            ) from e
+        if applied["kind"] == "Deployment":
+            observed = ObservedDeployment.from_object(applied)
+            with _applied_lock:
+                _applied_generation[(owner.namespace, owner.name)] = observed.generation
+    return observed
+
+
+def _write_status(
+    api: Any,
+    body: Any,
+    owner: Owner,
+    spec_replicas: int,
+    spec: InferenceServiceSpec | None,
+    plan: ServicePlan,
+    deployment: ObservedDeployment | None,
+) -> None:
+    previous = dict(body.get("status") or {})
+    observation = Observation(
+        generation=int(body["metadata"].get("generation") or 0),
+        desired_replicas=spec_replicas,
+        selector=selector_string(owner.name),
+        endpoint=endpoint_url(owner, spec) if spec else "",
+        blocked=plan.blocked,
+        shard_plan=plan.shard_plan,
+        deployment=deployment,
+    )
+    status = compute_status(observation, previous, datetime.now(UTC))
+    if status == previous:
+        return  # nothing changed: no write
+    patch_inference_service_status(api, owner.namespace, owner.name, status)
+    for kind, reason, message in compute_events(previous, status):
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+
+def reconcile(api: Any, body: Any, gpu_nodes: kopf.Index[str, GpuNode], logger: Any) -> None:
+    owner = _owner(body["metadata"])
+    plan, spec = _plan(owner, body["spec"], gpu_nodes)
+    deployment = _apply_children(api, owner, plan) if plan.children else None
+    if plan.blocked:
+        logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
+    _write_status(api, body, owner, spec.replicas if spec else 0, spec, plan, deployment)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_change_inferenceservice(
+    body: kopf.Body, memo: kopf.Memo, gpu_nodes: kopf.Index[str, GpuNode], logger: kopf.Logger, **_: Any
+) -> None:
+    reconcile(memo.api, body, gpu_nodes, logger)
+
+
+def _waiting_for_capacity(status: kopf.Status, **_: Any) -> bool:
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    return ready is not None and ready.get("reason") in WAITING_REASONS
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RECHECK_SECONDS, when=_waiting_for_capacity)
+def on_timer_recheck_capacity(
+    body: kopf.Body, memo: kopf.Memo, gpu_nodes: kopf.Index[str, GpuNode], logger: kopf.Logger, **_: Any
+) -> None:
+    reconcile(memo.api, body, gpu_nodes, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})
+def on_event_deployment(
+    type: str,
+    body: kopf.Body,
+    namespace: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    inference_services: kopf.Index[Any, Any],
+    gpu_nodes: kopf.Index[str, GpuNode],
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    key = (namespace, labels[SERVICE_LABEL])
+    owner_body = _latest(inference_services, key)
+    if owner_body is None or owner_body["metadata"].get("deletionTimestamp"):
+        return  # the owner is gone or going: garbage collection removes the rest
+    observed = ObservedDeployment.from_object(body)
+    with _applied_lock:
+        expected = _applied_generation.get(key)
+    if type == "DELETED" or (expected is not None and observed.generation != expected):
+        logger.info(f"Deployment {key[1]} was {'deleted' if type == 'DELETED' else 'edited'}; restoring it")
+        reconcile(memo.api, owner_body, gpu_nodes, logger)
+        return
+    owner = _owner(owner_body["metadata"])
+    plan, spec = _plan(owner, owner_body["spec"], gpu_nodes)
+    _write_status(memo.api, owner_body, owner, spec.replicas if spec else 0, spec, plan, observed)

@@ -1,0 +1,1 @@
+"""IO with the Kubernetes API: server-side apply, status patches, connection set-up."""

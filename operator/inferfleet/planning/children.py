@@ -1,0 +1,116 @@
+"""Desired child objects of an InferenceService whose replicas each fit on one node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from inferfleet.api import API_VERSION, KIND, InferenceServiceSpec
+from inferfleet.planning.engines import Parallelism, build_engine_container, build_engine_volumes
+from inferfleet.planning.names import GPU_PRODUCT_LABEL, ZONE_LABEL, child_labels, selector_labels
+
+# Model loads take minutes; a rollout is only stuck after far longer than a web app's.
+PROGRESS_DEADLINE_SECONDS = 1800
+TERMINATION_GRACE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(owner: Owner, spec: InferenceServiceSpec, name: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name or owner.name,
+        "namespace": owner.namespace,
+        "labels": child_labels(owner.name, spec.engine.kind.value),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def build_pod_spec(spec: InferenceServiceSpec, par: Parallelism, gpus: int, service: str) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "containers": [build_engine_container(spec, par, gpus)],
+        "volumes": build_engine_volumes(spec, gpus),
+        "tolerations": [
+            {"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+        ],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        # Spread replicas over zones for availability, without refusing to run when one zone is full.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": ZONE_LABEL,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector_labels(service)},
+            }
+        ],
+        "enableServiceLinks": False,
+    }
+    if spec.accelerator.product:
+        pod["nodeSelector"] = {GPU_PRODUCT_LABEL: spec.accelerator.product}
+    return pod
+
+
+def build_deployment(owner: Owner, spec: InferenceServiceSpec, par: Parallelism, gpus: int) -> dict[str, Any]:
+    labels = child_labels(owner.name, spec.engine.kind.value)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, spec),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            # No surge: a surge pod needs spare GPUs, which a full cluster does not have.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": build_pod_spec(spec, par, gpus, owner.name),
+            },
+        },
+    }
+
+
+def build_service(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, spec),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner.name),
+            "ports": [{"name": "http", "port": spec.engine.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_pdb(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, spec),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def endpoint_url(owner: Owner, spec: InferenceServiceSpec) -> str:
+    return f"http://{owner.name}.{owner.namespace}.svc:{spec.engine.port}/v1"

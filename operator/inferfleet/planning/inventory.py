@@ -1,0 +1,78 @@
+"""The cluster's GPU products as the planners see them, summarized from Node objects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from inferfleet.planning.names import GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL
+
+MIB_PER_GIB = 1024
+
+
+@dataclass(frozen=True)
+class GpuNode:
+    name: str
+    product: str
+    gpus: int
+    gpu_memory_gib: float | None
+    labels: Mapping[str, str]
+    schedulable: bool
+
+
+@dataclass(frozen=True)
+class ProductCapacity:
+    product: str
+    gpu_memory_gib: float | None
+    """Smallest GPU memory reported by the product's nodes (None when no node reports it)."""
+    gpus_per_node: int
+    """Most GPUs one schedulable node of the product offers."""
+    nodes: int
+
+
+def _gpu_count(node: Mapping[str, Any], resource_name: str) -> int:
+    allocatable = (node.get("status") or {}).get("allocatable") or {}
+    try:
+        return int(str(allocatable.get(resource_name, "0")))
+    except ValueError:
+        return 0
+
+
+def build_gpu_node(node: Mapping[str, Any], resource_name: str = "nvidia.com/gpu") -> GpuNode | None:
+    """The GPU view of a Node object, or None for nodes without GPUs of `resource_name`."""
+    gpus = _gpu_count(node, resource_name)
+    if gpus <= 0:
+        return None
+    meta = node.get("metadata") or {}
+    labels: Mapping[str, str] = meta.get("labels") or {}
+    memory_mib = labels.get(GPU_MEMORY_LABEL)
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (node.get("status") or {}).get("conditions") or []
+    )
+    return GpuNode(
+        name=str(meta.get("name", "")),
+        product=labels.get(GPU_PRODUCT_LABEL, "unknown"),
+        gpus=gpus,
+        gpu_memory_gib=int(memory_mib) / MIB_PER_GIB if memory_mib and memory_mib.isdigit() else None,
+        labels=labels,
+        schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False),
+    )
+
+
+def summarize_products(nodes: Iterable[GpuNode]) -> dict[str, ProductCapacity]:
+    by_product: dict[str, list[GpuNode]] = {}
+    for node in nodes:
+        if node.schedulable:
+            by_product.setdefault(node.product, []).append(node)
+    summary = {}
+    for product, group in by_product.items():
+        memories = [n.gpu_memory_gib for n in group if n.gpu_memory_gib is not None]
+        summary[product] = ProductCapacity(
+            product=product,
+            gpu_memory_gib=min(memories) if memories else None,
+            gpus_per_node=max(n.gpus for n in group),
+            nodes=len(group),
+        )
+    return summary

@@ -1,0 +1,122 @@
+"""The status an InferenceService should show, from what was planned and observed."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from inferfleet.api import Phase
+from inferfleet.planning import sizing
+from inferfleet.planning.conditions import ConditionUpdate, find_condition, set_condition
+from inferfleet.planning.service import Blocked
+
+READY = "Ready"
+
+
+@dataclass(frozen=True)
+class ObservedDeployment:
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    generation: int
+    observed_generation: int
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ObservedDeployment:
+        status = obj.get("status") or {}
+        meta = obj.get("metadata") or {}
+        return cls(
+            replicas=int(status.get("replicas") or 0),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            updated_replicas=int(status.get("updatedReplicas") or 0),
+            generation=int(meta.get("generation") or 0),
+            observed_generation=int(status.get("observedGeneration") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Observation:
+    generation: int
+    desired_replicas: int
+    selector: str
+    endpoint: str
+    blocked: Blocked | None
+    shard_plan: sizing.ShardPlan | None
+    deployment: ObservedDeployment | None
+
+
+def compute_ready(obs: Observation) -> tuple[ConditionUpdate, Phase]:
+    if obs.blocked is not None:
+        phase = Phase.FAILED if obs.blocked.reason == "InvalidSpec" else Phase.PENDING
+        return ConditionUpdate(READY, False, obs.blocked.reason, obs.blocked.message), phase
+    d = obs.deployment
+    if d is None:
+        return ConditionUpdate(READY, False, "Deploying", "creating the engine Deployment"), Phase.DEPLOYING
+    desired = obs.desired_replicas
+    if desired == 0:
+        return ConditionUpdate(READY, True, "ScaledToZero", "0 replicas desired"), Phase.READY
+    counts = f"{d.ready_replicas}/{desired} replicas ready"
+    rolled_out = (
+        d.observed_generation >= d.generation and d.updated_replicas >= desired and d.replicas == desired
+    )
+    if d.ready_replicas >= desired and rolled_out:
+        return ConditionUpdate(READY, True, "AllReplicasReady", counts), Phase.READY
+    if not rolled_out and d.ready_replicas == 0:
+        return ConditionUpdate(READY, False, "Deploying", f"{counts}; starting engine pods"), Phase.DEPLOYING
+    if not rolled_out:
+        return ConditionUpdate(
+            READY, False, "RollingOut", f"{counts}; rolling out a new engine spec"
+        ), Phase.DEGRADED
+    phase = Phase.DEGRADED if d.ready_replicas else Phase.DEPLOYING
+    return ConditionUpdate(READY, False, "ReplicasNotReady", counts), phase
+
+
+def shard_plan_status(plan: sizing.ShardPlan) -> dict[str, Any]:
+    return {
+        "tensorParallel": plan.tensor_parallel,
+        "pipelineParallel": plan.pipeline_parallel,
+        "gpusPerPod": plan.gpus_per_pod,
+        "podsPerReplica": plan.pods_per_replica,
+        "totalGpus": plan.total_gpus,
+        "weightsGiB": plan.weights_gib,
+        "kvCacheGiB": plan.kv_cache_gib,
+        "perGpuGiB": plan.per_gpu_gib,
+        "layout": plan.layout,
+    }
+
+
+def compute_status(obs: Observation, previous: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The whole status to write; equal to `previous` when nothing a user sees changed."""
+    conditions: list[dict[str, Any]] = copy.deepcopy(list(previous.get("conditions") or []))
+    ready, phase = compute_ready(obs)
+    set_condition(conditions, now, ready, obs.generation)
+    status: dict[str, Any] = {
+        **previous,
+        "observedGeneration": obs.generation,
+        "phase": phase.value,
+        "conditions": conditions,
+        "replicas": obs.deployment.replicas if obs.deployment else 0,
+        "readyReplicas": obs.deployment.ready_replicas if obs.deployment else 0,
+        "selector": obs.selector,
+        "endpoint": obs.endpoint,
+    }
+    if obs.shard_plan is not None:
+        status["shardPlan"] = shard_plan_status(obs.shard_plan)
+    return status
+
+
+def compute_events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(type, reason, message) Events for transitions users care about; none on idle reconciles."""
+    before = find_condition(list(previous.get("conditions") or []), READY)
+    after = find_condition(list(current.get("conditions") or []), READY)
+    if after is None:
+        return []
+    key = (after["status"], after["reason"])
+    if before is not None and (before.get("status"), before.get("reason")) == key:
+        return []
+    progressing = after["status"] == "True" or after["reason"] in ("Deploying", "RollingOut")
+    kind = "Normal" if progressing else "Warning"
+    return [(kind, after["reason"], after["message"])]

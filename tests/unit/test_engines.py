@@ -1,0 +1,140 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inferfleet.api import InferenceServiceSpec
+from inferfleet.planning.engines import (
+    DEFAULT_IMAGES,
+    Parallelism,
+    build_engine_container,
+    build_engine_volumes,
+)
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def spec_with(**changes: Any) -> InferenceServiceSpec:
+    raw: dict[str, Any] = {
+        "model": {"name": "m", "source": "hf://org/model", "parametersBillions": 8, "maxModelLen": 4096},
+        "engine": {"kind": "vllm"},
+        "accelerator": {"product": "NVIDIA-H100-80GB-HBM3"},
+    }
+    for path, value in changes.items():
+        section, field = path.split("__")
+        raw.setdefault(section, {})[field] = value
+    return InferenceServiceSpec.model_validate(raw)
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_vllm_from_the_8b_example() -> None:
+    raw = yaml.safe_load((EXAMPLES / "llama-3.1-8b-vllm.yaml").read_text())
+    spec = InferenceServiceSpec.model_validate(raw["spec"])
+    c = build_engine_container(spec, Parallelism(tensor=1, pipeline=1), gpus=1)
+    args = c["args"]
+    assert c["image"] == "vllm/vllm-openai:v0.11.0"
+    assert c["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert flag(args, "--model") == "meta-llama/Llama-3.1-8B-Instruct"
+    assert flag(args, "--served-model-name") == "llama-3.1-8b-instruct"
+    assert flag(args, "--tensor-parallel-size") == "1"
+    assert flag(args, "--pipeline-parallel-size") == "1"
+    assert flag(args, "--max-num-seqs") == "64"
+    assert flag(args, "--max-model-len") == "8192"
+    assert flag(args, "--dtype") == "bfloat16"
+    assert flag(args, "--port") == "8000"
+    assert "--enable-prefix-caching" in args
+    assert c["resources"] == {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}
+    assert {"name": "HF_HOME", "value": "/models/hf"} in c["env"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}} in c[
+        "env"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("vllm", {"--tensor-parallel-size": "4", "--pipeline-parallel-size": "2", "--max-num-seqs": "128"}),
+        (
+            "sglang",
+            {
+                "--tp-size": "4",
+                "--pp-size": "2",
+                "--max-running-requests": "128",
+                "--model-path": "org/model",
+            },
+        ),
+        ("tgi", {"--num-shard": "4", "--max-concurrent-requests": "128", "--max-total-tokens": "4096"}),
+    ],
+)
+def test_each_engine_gets_parallelism_and_concurrency_in_its_own_flags(
+    kind: str, expected: dict[str, str]
+) -> None:
+    spec = spec_with(engine__kind=kind, engine__maxConcurrentRequests=128)
+    c = build_engine_container(spec, Parallelism(tensor=4, pipeline=2), gpus=4)
+    assert c["image"] == DEFAULT_IMAGES[spec.engine.kind]
+    assert {name: flag(c["args"], name) for name in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "args_flag", "env"),
+    [
+        ("vllm", "--no-enable-prefix-caching", None),
+        ("sglang", "--disable-radix-cache", None),
+        ("tgi", None, {"name": "PREFIX_CACHING", "value": "0"}),
+    ],
+)
+def test_prefix_caching_off(kind: str, args_flag: str | None, env: dict | None) -> None:
+    c = build_engine_container(
+        spec_with(engine__kind=kind, engine__enablePrefixCaching=False), Parallelism(1, 1), 1
+    )
+    if args_flag:
+        assert args_flag in c["args"]
+    if env:
+        assert env in c["env"]
+
+
+def test_fp8_asks_the_engine_for_fp8_quantization() -> None:
+    c = build_engine_container(spec_with(model__dtype="fp8"), Parallelism(1, 1), 1)
+    assert flag(c["args"], "--quantization") == "fp8"
+    assert "--dtype" not in c["args"]
+
+
+def test_user_args_come_last_so_they_override_generated_ones() -> None:
+    c = build_engine_container(spec_with(engine__args=["--max-num-seqs", "8"]), Parallelism(1, 1), 1)
+    assert c["args"][-2:] == ["--max-num-seqs", "8"]
+
+
+def test_custom_engine_runs_its_own_image_and_args_with_tcp_probes() -> None:
+    spec = spec_with(engine__kind="custom", engine__image="example/engine:1", engine__args=["serve"])
+    c = build_engine_container(spec, Parallelism(2, 1), 2)
+    assert c["image"] == "example/engine:1"
+    assert c["args"] == ["serve"]
+    assert "command" not in c
+    assert c["readinessProbe"]["tcpSocket"] == {"port": "http"}
+
+
+def test_probes_allow_a_long_model_load_before_liveness_counts() -> None:
+    c = build_engine_container(spec_with(), Parallelism(1, 1), 1)
+    startup = c["startupProbe"]
+    assert startup["httpGet"] == {"path": "/health", "port": "http"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_a_pvc_source_is_mounted_read_only_and_loaded_from_its_path() -> None:
+    spec = spec_with(model__source="pvc://models/llama/8b")
+    c = build_engine_container(spec, Parallelism(1, 1), 1)
+    assert flag(c["args"], "--model") == "/models/pvc/llama/8b"
+    assert {"name": "model", "mountPath": "/models/pvc", "readOnly": True} in c["volumeMounts"]
+    volumes = build_engine_volumes(spec, 1)
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in volumes
+
+
+def test_shared_memory_is_memory_backed_and_grows_with_gpus() -> None:
+    [dshm] = [v for v in build_engine_volumes(spec_with(), 8) if v["name"] == "dshm"]
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
