@@ -102,3 +102,11 @@ def artifacts_dir() -> Path:
     path = cache_dir() / "test-artifacts"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def crds_installed(cluster: Cluster) -> None:
+    """The repo's generated CRDs, applied to the cluster and established."""
+    from inferfleet.localcluster.crds import install_crds
+
+    install_crds(cluster.api_client)

@@ -1,8 +1,9 @@
 """Reconcile InferenceServices: parse -> observe -> plan -> apply -> status.
 
 Triggers: the InferenceService itself (create, spec update, operator resume), its Deployment
-(status changes, hand edits and deletion are seen as watch events), and a slow timer for
-services waiting on capacity. Observations come from kopf indexes, never a LIST per reconcile.
+(status changes, hand edits and deletion are seen as watch events), and node events for
+services waiting for GPUs. Observations come from kopf indexes, never a LIST per reconcile.
+No finalizer: owner references let the garbage collector delete the children.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from inferfleet.planning.service import Blocked, ServicePlan, plan_service
 from inferfleet.planning.status import Observation, ObservedDeployment, compute_events, compute_status
 
 WAITING_REASONS = frozenset({"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit"})
-RECHECK_SECONDS = 30
 
 # Deployment generation right after our last apply, per service: a newer one means a hand edit.
 _applied_generation: dict[tuple[str, str], int] = {}
@@ -141,16 +141,32 @@ def on_change_inferenceservice(
     reconcile(memo.api, body, gpu_nodes, logger)
 
 
-def _waiting_for_capacity(status: kopf.Status, **_: Any) -> bool:
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+def _waiting_for_capacity(snapshot: Any) -> bool:
+    conditions = (snapshot.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
     return ready is not None and ready.get("reason") in WAITING_REASONS
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECHECK_SECONDS, when=_waiting_for_capacity)
-def on_timer_recheck_capacity(
-    body: kopf.Body, memo: kopf.Memo, gpu_nodes: kopf.Index[str, GpuNode], logger: kopf.Logger, **_: Any
+@kopf.on.event("", "v1", "nodes")
+def on_event_node(
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index[str, GpuNode],
+    inference_services: kopf.Index[Any, Any],
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
-    reconcile(memo.api, body, gpu_nodes, logger)
+    """Retry services waiting for GPUs when the cluster's GPU products change (not on heartbeats).
+
+    Event-driven instead of a kopf timer: timers put a finalizer on every InferenceService.
+    """
+    products = summarize_products(node for _, values in gpu_nodes.items() for node in values)
+    if products == memo.get("gpu_products"):
+        return
+    memo["gpu_products"] = products
+    for key in list(inference_services):
+        snapshot = _latest(inference_services, key)
+        if snapshot is not None and _waiting_for_capacity(snapshot):
+            reconcile(memo.api, snapshot, gpu_nodes, logger)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})

@@ -53,16 +53,16 @@ def resolve_gpu(spec: InferenceServiceSpec, products: Mapping[str, ProductCapaci
         candidates = list(products.values())
         if not candidates:
             return Blocked("NoMatchingNodes", f"no schedulable node offers {acc.resource_name}")
+    # What the nodes report is the truth; the spec's numbers are for planning without a cluster.
     reported = [c.gpu_memory_gib for c in candidates if c.gpu_memory_gib is not None]
-    memory = acc.memory_gib or (min(reported) if reported else None)
+    memory = min(reported) if reported else acc.memory_gib
     if memory is None:
         return Blocked(
             "UnknownGpuMemory",
             "GPU memory is unknown: set spec.accelerator.memoryGiB or label the nodes nvidia.com/gpu.memory",
         )
     # Without a product any node may be chosen, so plan for the smallest one.
-    per_node = min(c.gpus_per_node for c in candidates)
-    return GpuShape(memory_gib=memory, gpus_per_node=min(per_node, acc.gpus_per_node or per_node))
+    return GpuShape(memory_gib=memory, gpus_per_node=min(c.gpus_per_node for c in candidates))
 
 
 def build_sizing_input(spec: InferenceServiceSpec, gpu: GpuShape) -> sizing.SizingInput:

@@ -1,0 +1,36 @@
+"""Install the generated CRDs into a cluster and wait until the API server serves them."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import yaml
+from kubernetes import client
+
+from inferfleet.api.crd import DEFAULT_CRD_DIR
+from inferfleet.localcluster.waiting import wait_for
+
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def install_crds(
+    api: client.ApiClient, crd_dir: Path = DEFAULT_CRD_DIR, timeout_seconds: float = 60
+) -> list[str]:
+    ext = client.ApiextensionsV1Api(api)
+    names = []
+    for path in sorted(crd_dir.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        name = crd["metadata"]["name"]
+        ext.patch_custom_resource_definition(
+            name, crd, field_manager="inferfleet-dev", force=True, _content_type=APPLY_PATCH
+        )
+        names.append(name)
+
+    def established(name: str) -> bool:
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    for name in names:
+        wait_for(partial(established, name), timeout=timeout_seconds, what=f"CRD {name} established")
+    return names

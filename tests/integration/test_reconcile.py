@@ -1,0 +1,296 @@
+"""An applied InferenceService yields a Ready, GPU-scheduled engine Deployment (real cluster, operator)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from inferfleet.localcluster.binaries import locate_binaries
+from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.waiting import wait_for
+from tests.conftest import Cluster
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+GROUP, VERSION, PLURAL = "inferfleet.io", "v1alpha1", "inferenceservices"
+
+
+def example(name: str) -> dict[str, Any]:
+    return yaml.safe_load((EXAMPLES / name).read_text())
+
+
+def small_service(name: str, product: str = "NVIDIA-L4") -> dict[str, Any]:
+    body = example("llama-3.1-8b-vllm.yaml")
+    body["metadata"] = {"name": name}
+    body["spec"]["accelerator"] = {"product": product}  # GPU memory and count come from the nodes
+    return body
+
+
+def create(cluster: Cluster, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    return cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def read(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return cluster.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+
+def patch_spec(cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}, _content_type="application/merge-patch+json"
+    )
+
+
+def ready_condition(obj: dict[str, Any]) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = read(cluster, namespace, name)
+        status = obj.get("status", {})
+        current = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and status.get("phase") == "Ready" else None
+
+    return wait_for(ready, timeout=timeout, what=f"InferenceService {name} Ready")
+
+
+def engine_pods(cluster: Cluster, namespace: str, name: str) -> list[client.V1Pod]:
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"inferfleet.io/service={name}").items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def events_for(cluster: Cluster, namespace: str, name: str) -> list[client.CoreV1Event]:
+    selector = f"involvedObject.name={name},involvedObject.kind=InferenceService"
+    return cluster.core.list_namespaced_event(namespace, field_selector=selector).items
+
+
+@pytest.fixture
+def operator(run_operator: Callable[..., OperatorProcess], namespace: str) -> OperatorProcess:
+    return run_operator(namespaces=[namespace])
+
+
+def test_the_8b_example_becomes_ready_on_one_a100_with_the_right_args_and_probes(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    body = example("llama-3.1-8b-vllm.yaml")
+    create(cluster, namespace, body)
+    name = body["metadata"]["name"]
+    obj = wait_ready(cluster, namespace, name)
+
+    status = obj["status"]
+    assert status["readyReplicas"] == 1
+    assert status["selector"] == f"inferfleet.io/service={name}"
+    assert status["endpoint"] == f"http://{name}.{namespace}.svc:8000/v1"
+    assert status["shardPlan"]["layout"] == "1x1"
+    assert ready_condition(obj)["reason"] == "AllReplicasReady"
+
+    [pod] = engine_pods(cluster, namespace, name)
+    node = cluster.core.read_node(pod.spec.node_name)
+    assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-40GB"
+    engine = pod.spec.containers[0]
+    assert engine.resources.limits == {"nvidia.com/gpu": "1"}
+    assert engine.args[engine.args.index("--max-num-seqs") + 1] == "64"
+    assert engine.args[engine.args.index("--served-model-name") + 1] == "llama-3.1-8b-instruct"
+    assert engine.startup_probe.http_get.path == "/health"
+    assert engine.readiness_probe.http_get.path == "/health"
+
+    service = cluster.core.read_namespaced_service(name, namespace)
+    assert service.spec.selector == {"inferfleet.io/service": name}
+    assert client.PolicyV1Api(cluster.api_client).read_namespaced_pod_disruption_budget(name, namespace)
+    managers = {
+        m.manager for m in cluster.apps.read_namespaced_deployment(name, namespace).metadata.managed_fields
+    }
+    assert "inferfleet" in managers
+
+    kubectl = [str(locate_binaries().kubectl), "--kubeconfig", str(cluster.kubeconfig)]
+    listing = subprocess.run(
+        [*kubectl, "get", "infsvc", "-n", namespace], capture_output=True, text=True, check=True
+    )
+    header, row = listing.stdout.splitlines()[:2]
+    assert header.split() == ["NAME", "MODEL", "ENGINE", "TPXPP", "READY", "DESIRED", "QUEUE", "PHASE", "AGE"]
+    assert row.split()[:5] == [name, "llama-3.1-8b-instruct", "vllm", "1x1", "1"]
+    assert "Ready" in row.split()
+
+
+def test_editing_the_spec_rolls_the_deployment_to_the_new_image_and_concurrency(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, small_service("roll"))
+    wait_ready(cluster, namespace, "roll")
+
+    patch_spec(
+        cluster,
+        namespace,
+        "roll",
+        {"engine": {"image": "vllm/vllm-openai:v0.11.1", "maxConcurrentRequests": 32}},
+    )
+
+    def rolled() -> bool:
+        pods = engine_pods(cluster, namespace, "roll")
+        return bool(pods) and all(
+            p.spec.containers[0].image == "vllm/vllm-openai:v0.11.1"
+            and p.spec.containers[0].args[p.spec.containers[0].args.index("--max-num-seqs") + 1] == "32"
+            for p in pods
+        )
+
+    wait_for(rolled, timeout=90, what="the engine pods to run the new image and concurrency")
+    obj = wait_ready(cluster, namespace, "roll")
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
+
+
+def test_hand_edits_and_deletion_of_the_deployment_are_undone(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, small_service("drift"))
+    wait_ready(cluster, namespace, "drift")
+    original = (
+        cluster.apps.read_namespaced_deployment("drift", namespace).spec.template.spec.containers[0].image
+    )
+
+    hand_edit = {
+        "spec": {"template": {"spec": {"containers": [{"name": "engine", "image": "evil/engine:latest"}]}}}
+    }
+    cluster.apps.patch_namespaced_deployment("drift", namespace, hand_edit)
+
+    def image_restored() -> bool:
+        d = cluster.apps.read_namespaced_deployment("drift", namespace)
+        return d.spec.template.spec.containers[0].image == original and d.metadata.generation >= 3
+
+    wait_for(image_restored, timeout=60, what="the operator to undo the hand edit of the image")
+
+    old_uid = cluster.apps.read_namespaced_deployment("drift", namespace).metadata.uid
+    cluster.apps.delete_namespaced_deployment("drift", namespace)
+
+    def recreated() -> bool:
+        try:
+            return cluster.apps.read_namespaced_deployment("drift", namespace).metadata.uid != old_uid
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+
+    wait_for(recreated, timeout=60, what="the operator to recreate the deleted Deployment")
+    wait_ready(cluster, namespace, "drift")
+
+
+def test_the_operator_resumes_after_a_restart_and_idle_reconciles_write_nothing(
+    cluster: Cluster, namespace: str, run_operator: Callable[..., OperatorProcess]
+) -> None:
+    first = run_operator(namespaces=[namespace])
+    create(cluster, namespace, small_service("resume"))
+    ready = wait_ready(cluster, namespace, "resume")
+    events_before = len(events_for(cluster, namespace, "resume"))
+    first.stop()
+
+    # While the operator is down the user scales up; the restarted operator must act on it.
+    patch_spec(cluster, namespace, "resume", {"replicas": 2})
+    second = run_operator(namespaces=[namespace])
+    obj = wait_ready(cluster, namespace, "resume")
+    assert obj["status"]["readyReplicas"] == 2
+    assert len(engine_pods(cluster, namespace, "resume")) == 2
+
+    # A restart with nothing to do changes nothing: same resourceVersion, no new Events.
+    settled = read(cluster, namespace, "resume")
+    events_settled = len(events_for(cluster, namespace, "resume"))
+    assert events_settled > events_before  # the scale-up was reported
+    second.stop()
+    third = run_operator(namespaces=[namespace])
+    wait_for(
+        lambda: "Handler 'on_change_inferenceservice' succeeded" in third.log_text(),
+        timeout=60,
+        what="the restarted operator to resume the service",
+    )
+    assert (
+        read(cluster, namespace, "resume")["metadata"]["resourceVersion"]
+        == settled["metadata"]["resourceVersion"]
+    )
+    assert len(events_for(cluster, namespace, "resume")) == events_settled
+    assert ready["metadata"]["uid"] == settled["metadata"]["uid"]
+
+
+def test_deleting_the_service_removes_every_child(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, small_service("gone"))
+    wait_ready(cluster, namespace, "gone")
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
+
+    def all_gone() -> bool:
+        selector = "inferfleet.io/service=gone"
+        return not (
+            cluster.apps.list_namespaced_deployment(namespace, label_selector=selector).items
+            or cluster.core.list_namespaced_service(namespace, label_selector=selector).items
+            or client.PolicyV1Api(cluster.api_client).list_namespaced_pod_disruption_budget(
+                namespace, label_selector=selector).items
+            or engine_pods(cluster, namespace, "gone")
+        )  # fmt: skip
+
+    wait_for(all_gone, timeout=60, what="the Deployment, Service, PDB and pods to be collected")
+
+
+def test_a_product_no_node_has_is_reported_without_harming_other_services(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, small_service("nowhere", product="NVIDIA-B200"))
+    create(cluster, namespace, small_service("fine"))
+
+    def reported() -> dict[str, Any] | None:
+        cond = ready_condition(read(cluster, namespace, "nowhere"))
+        return cond if cond.get("reason") == "NoMatchingNodes" else None
+
+    cond = wait_for(reported, timeout=60, what="Ready=False NoMatchingNodes")
+    assert cond["status"] == "False"
+    assert "NVIDIA-B200" in cond["message"]
+    assert "NVIDIA-H100-80GB-HBM3" in cond["message"]
+    assert read(cluster, namespace, "nowhere")["status"]["phase"] == "Pending"
+
+    def warned() -> bool:
+        return any(
+            e.reason == "NoMatchingNodes" and e.type == "Warning"
+            for e in events_for(cluster, namespace, "nowhere")
+        )
+
+    wait_for(warned, timeout=30, what="a Warning Event")
+    assert not cluster.apps.list_namespaced_deployment(
+        namespace, label_selector="inferfleet.io/service=nowhere"
+    ).items
+    wait_ready(cluster, namespace, "fine")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"scaling": {"minReplicas": 5, "maxReplicas": 2}},
+            "minReplicas must be less than or equal to maxReplicas",
+        ),
+        ({"sharding": {"mode": "manual"}}, "tensorParallel is required in manual mode"),
+        ({"sharding": {"mode": "manual", "tensorParallel": 3}}, "tensorParallel must be a power of two"),
+        ({"engine": {"kind": "custom"}}, "image is required when kind is custom"),
+        ({"model": {"dtype": "fp4"}}, 'Unsupported value: "fp4"'),
+    ],
+)
+def test_the_api_server_rejects_bad_specs_with_clear_messages(
+    cluster: Cluster, namespace: str, change: dict[str, Any], message: str
+) -> None:
+    body = small_service("bad")
+    for section, values in change.items():
+        merged = copy.deepcopy(body["spec"].get(section, {}))
+        merged.update(values)
+        if section == "engine" and values.get("kind") == "custom":
+            merged.pop("image", None)
+        body["spec"][section] = merged
+    with pytest.raises(ApiException) as info:
+        create(cluster, namespace, body)
+    assert info.value.status == 422
+    assert message in json.loads(info.value.body)["message"]
