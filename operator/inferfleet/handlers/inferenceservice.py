@@ -8,7 +8,6 @@ No finalizer: owner references let the garbage collector delete the children.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +16,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec
+from inferfleet.handlers.state import ServiceState, forget_service, service_state
 from inferfleet.kube.apply import apply_object, patch_inference_service_status
 from inferfleet.planning.children import Owner, endpoint_url
 from inferfleet.planning.inventory import GpuNode, build_gpu_node, summarize_products
@@ -25,10 +25,6 @@ from inferfleet.planning.service import Blocked, ServicePlan, plan_service
 from inferfleet.planning.status import Observation, ObservedDeployment, compute_events, compute_status
 
 WAITING_REASONS = frozenset({"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit"})
-
-# Deployment generation right after our last apply, per service: a newer one means a hand edit.
-_applied_generation: dict[tuple[str, str], int] = {}
-_applied_lock = threading.Lock()
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -76,8 +72,7 @@ def _plan(
     return plan_service(owner, spec, summarize_products(nodes)), spec
 
 
-def _apply_children(api: Any, owner: Owner, plan: ServicePlan) -> ObservedDeployment | None:
-    observed = None
+def _apply_children(api: Any, owner: Owner, plan: ServicePlan, state: ServiceState) -> None:
     for obj in plan.children:
         try:
             applied = apply_object(api, obj)
@@ -90,46 +85,47 @@ def _apply_children(api: Any, owner: Owner, plan: ServicePlan) -> ObservedDeploy
                 f"applying {obj['kind']} {owner.name}: {e.status} {e.reason}", delay=5
             ) from e
         if applied["kind"] == "Deployment":
-            observed = ObservedDeployment.from_object(applied)
-            with _applied_lock:
-                _applied_generation[(owner.namespace, owner.name)] = observed.generation
-    return observed
+            state.observe_deployment(applied)
+            state.applied_generation = ObservedDeployment.from_object(applied).generation
 
 
 def _write_status(
     api: Any,
     body: Any,
     owner: Owner,
-    spec_replicas: int,
-    spec: InferenceServiceSpec | None,
     plan: ServicePlan,
-    deployment: ObservedDeployment | None,
+    spec: InferenceServiceSpec | None,
+    state: ServiceState,
 ) -> None:
-    previous = dict(body.get("status") or {})
+    """Write the status computed from the newest observations (call with the state's lock held)."""
+    previous = state.written_status or dict(body.get("status") or {})
     observation = Observation(
         generation=int(body["metadata"].get("generation") or 0),
-        desired_replicas=spec_replicas,
+        desired_replicas=spec.replicas if spec else 0,
         selector=selector_string(owner.name),
         endpoint=endpoint_url(owner, spec) if spec else "",
         blocked=plan.blocked,
         shard_plan=plan.shard_plan,
-        deployment=deployment,
+        deployment=state.deployment if plan.children else None,
     )
     status = compute_status(observation, previous, datetime.now(UTC))
     if status == previous:
         return  # nothing changed: no write
     patch_inference_service_status(api, owner.namespace, owner.name, status)
+    state.written_status = status
     for kind, reason, message in compute_events(previous, status):
         kopf.event(body, type=kind, reason=reason, message=message)
 
 
 def reconcile(api: Any, body: Any, gpu_nodes: kopf.Index[str, GpuNode], logger: Any) -> None:
     owner = _owner(body["metadata"])
+    state = service_state((owner.namespace, owner.name))
     plan, spec = _plan(owner, body["spec"], gpu_nodes)
-    deployment = _apply_children(api, owner, plan) if plan.children else None
     if plan.blocked:
         logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
-    _write_status(api, body, owner, spec.replicas if spec else 0, spec, plan, deployment)
+    with state.lock:
+        _apply_children(api, owner, plan, state)
+        _write_status(api, body, owner, plan, spec, state)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -184,14 +180,22 @@ def on_event_deployment(
     key = (namespace, labels[SERVICE_LABEL])
     owner_body = _latest(inference_services, key)
     if owner_body is None or owner_body["metadata"].get("deletionTimestamp"):
+        forget_service(key)
         return  # the owner is gone or going: garbage collection removes the rest
-    observed = ObservedDeployment.from_object(body)
-    with _applied_lock:
-        expected = _applied_generation.get(key)
-    if type == "DELETED" or (expected is not None and observed.generation != expected):
+    state = service_state(key)
+    with state.lock:
+        state.observe_deployment(body, deleted=type == "DELETED")
+        edited = ObservedDeployment.from_object(body).generation != state.applied_generation
+    if type == "DELETED" or (state.applied_generation is not None and edited):
         logger.info(f"Deployment {key[1]} was {'deleted' if type == 'DELETED' else 'edited'}; restoring it")
         reconcile(memo.api, owner_body, gpu_nodes, logger)
         return
     owner = _owner(owner_body["metadata"])
     plan, spec = _plan(owner, owner_body["spec"], gpu_nodes)
-    _write_status(memo.api, owner_body, owner, spec.replicas if spec else 0, spec, plan, observed)
+    with state.lock:
+        _write_status(memo.api, owner_body, owner, plan, spec, state)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)  # optional: no finalizer is added for it
+def on_delete_inferenceservice(namespace: str, name: str, **_: Any) -> None:
+    forget_service((namespace, name))

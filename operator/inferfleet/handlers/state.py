@@ -1,0 +1,55 @@
+"""What this operator process last saw and wrote per InferenceService.
+
+Several triggers (the service's own events, its Deployment's events, node events) can run
+for one service at once. Status is computed and written under the service's lock, from the
+newest Deployment seen by any of them, and compared with the status this process last wrote,
+so a slower trigger holding an older observation can never overwrite a newer status.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from inferfleet.planning.status import ObservedDeployment
+
+Key = tuple[str, str]
+
+
+def _resource_version(obj: Mapping[str, Any]) -> int:
+    # Opaque by contract, but etcd revisions of one object only grow; a non-number sorts first.
+    value = str((obj.get("metadata") or {}).get("resourceVersion") or "0")
+    return int(value) if value.isdigit() else 0
+
+
+@dataclass
+class ServiceState:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    deployment: ObservedDeployment | None = None
+    deployment_version: int = -1
+    applied_generation: int | None = None
+    """The Deployment's generation right after our last apply: a newer one means a hand edit."""
+    written_status: dict[str, Any] | None = None
+
+    def observe_deployment(self, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """Keep the newest Deployment seen (call with the lock held)."""
+        version = _resource_version(obj)
+        if version >= self.deployment_version:
+            self.deployment_version = version
+            self.deployment = None if deleted else ObservedDeployment.from_object(obj)
+
+
+_states: dict[Key, ServiceState] = {}
+_states_lock = threading.Lock()
+
+
+def service_state(key: Key) -> ServiceState:
+    with _states_lock:
+        return _states.setdefault(key, ServiceState())
+
+
+def forget_service(key: Key) -> None:
+    with _states_lock:
+        _states.pop(key, None)
