@@ -1,7 +1,7 @@
 """`inferfleet demo`: the local GPU cluster, Prometheus and the operator, brought up together.
 
-Until the InferenceService API lands this shows the foundation: the simulated GPU inventory
-on a real control plane, a real Prometheus, and the operator connected and healthy.
+It installs the CRD, applies every InferenceService in examples/ and shows what the operator
+makes of them. Load, autoscaling and the report come with the autoscaling work.
 """
 
 from __future__ import annotations
@@ -11,13 +11,19 @@ import threading
 import time
 from collections import Counter
 from types import FrameType
+from typing import Any
 
+import yaml
 from kubernetes import client
 
+from inferfleet.api import GROUP, PLURAL, VERSION
 from inferfleet.localcluster.cluster import LocalCluster
+from inferfleet.localcluster.crds import install_crds
 from inferfleet.localcluster.operator_process import OperatorProcess
-from inferfleet.localcluster.paths import cache_dir
+from inferfleet.localcluster.paths import cache_dir, repo_root
 from inferfleet.localcluster.prometheus import LocalPrometheus
+
+DEMO_NAMESPACE = "demo"
 
 
 def _say(msg: str) -> None:
@@ -39,6 +45,35 @@ def describe_inventory(api: client.CoreV1Api) -> list[str]:
         f"{zone:8} {product:24} nodes={n:2} gpus={gpus[(zone, product)]:3}"
         for (zone, product), n in sorted(by_zone_product.items())
     ]
+
+
+def apply_examples(api: client.ApiClient) -> list[str]:
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    core.create_namespace({"metadata": {"name": DEMO_NAMESPACE}})
+    names = []
+    for path in sorted((repo_root() / "examples").glob("*.yaml")):
+        body = yaml.safe_load(path.read_text())
+        custom.create_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, PLURAL, body)
+        names.append(body["metadata"]["name"])
+    return names
+
+
+def describe_services(api: client.ApiClient) -> list[str]:
+    items: list[dict[str, Any]] = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, DEMO_NAMESPACE, PLURAL
+    )["items"]
+    lines = [f"{'SERVICE':16} {'PHASE':10} {'READY':>5} {'TPxPP':>6} {'GPUs':>5}  WHY"]
+    for item in items:
+        status = item.get("status") or {}
+        plan = status.get("shardPlan") or {}
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+        gpus = (plan.get("totalGpus") or 0) * (status.get("replicas") or 0)
+        replicas = f"{status.get('readyReplicas', 0)}/{item['spec'].get('replicas', 1)}"
+        lines.append(
+            f"{item['metadata']['name']:16} {status.get('phase', '-'):10} {replicas:>5} "
+            f"{plan.get('layout', '-'):>6} {gpus:>5}  {ready.get('reason', '')}: {ready.get('message', '')}"
+        )
+    return lines
 
 
 def run_demo(*, duration_seconds: float | None, keep: bool, name: str) -> int:
@@ -65,8 +100,19 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str) -> int:
         operator.start()
         _say(f"operator running (pid {operator.pid}), liveness {operator.liveness_url}")
         _say(f"operator log: {operator.log_path}")
+        api = cluster.api_client()
+        install_crds(api)
+        _say(f"applied examples: {', '.join(apply_examples(api))} (namespace {DEMO_NAMESPACE})")
         _say("Ctrl-C to stop" + (f"; stopping after {duration_seconds:.0f}s" if duration_seconds else ""))
-        stop.wait(timeout=duration_seconds)
+        deadline = time.monotonic() + duration_seconds if duration_seconds else None
+        shown: list[str] = []
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            lines = describe_services(api)
+            if lines != shown:
+                for line in lines:
+                    _say("  " + line)
+                shown = lines
+            stop.wait(timeout=2)
         return 0
     finally:
         operator.stop()
