@@ -49,6 +49,19 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inferfleet.planfile import PlanFileError, plan_file, render
+
+    try:
+        print(render(plan_file(Path(args.file)), args.output))
+    except PlanFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_cluster(args: argparse.Namespace) -> int:
     from inferfleet.localcluster.cluster import LocalCluster
 
@@ -104,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--output-dir", default=None, help="where to write (default: the repo's crds/)")
     crds.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
     crds.set_defaults(func=_cmd_crds)
+
+    plan = sub.add_parser("plan", help="print the shard plan of an InferenceService YAML (no cluster needed)")
+    plan.add_argument("file", help="YAML file with one or more InferenceServices")
+    plan.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    plan.set_defaults(func=_cmd_plan)
 
     cluster = sub.add_parser("cluster", help="the local simulated GPU cluster (development)")
     cluster.add_argument("action", choices=["up", "down", "kubeconfig"])
