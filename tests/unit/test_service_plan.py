@@ -5,7 +5,8 @@ import pytest
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.planning.children import Owner
 from inferfleet.planning.inventory import GpuNode, ProductCapacity, build_gpu_node, summarize_products
-from inferfleet.planning.service import plan_service
+from inferfleet.planning.placement import GroupPlacement, Reservation
+from inferfleet.planning.service import GroupInputs, ServicePlan, plan_service
 
 OWNER = Owner(name="svc", namespace="ml", uid="u")
 H100 = ProductCapacity("NVIDIA-H100-80GB-HBM3", gpu_memory_gib=79.6, gpus_per_node=8, nodes=4)
@@ -47,15 +48,72 @@ def test_a_product_the_cluster_lacks_blocks_with_the_products_it_has() -> None:
     assert "products in the cluster: NVIDIA-H100-80GB-HBM3, NVIDIA-L4" in plan.blocked.message
 
 
-def test_a_replica_that_needs_several_nodes_is_not_half_deployed() -> None:
-    arch = {"numLayers": 126, "hiddenSize": 16384, "numAttentionHeads": 128, "numKeyValueHeads": 8}
-    big = {**LLAMA_70B, "parametersBillions": 405.9, "architecture": arch}
-    plan = plan_service(OWNER, spec(big, product="NVIDIA-H100-80GB-HBM3"), CLUSTER)
-    assert plan.children == []
-    assert plan.blocked is not None
-    assert plan.blocked.reason == "MultiNodeNotSupported"
+ARCH_405B = {"numLayers": 126, "hiddenSize": 16384, "numAttentionHeads": 128, "numKeyValueHeads": 8}
+LLAMA_405B = {**LLAMA_70B, "parametersBillions": 405.9, "architecture": ARCH_405B}
+H100_LABELS = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+
+
+def h100_nodes(per_zone: dict[str, int]) -> list[GpuNode]:
+    return [
+        GpuNode(f"h100-{zone}-{i}", "NVIDIA-H100-80GB-HBM3", 8, 79.6,
+                {**H100_LABELS, "topology.kubernetes.io/zone": f"zone-{zone}"}, True)
+        for zone, count in per_zone.items()
+        for i in range(1, count + 1)
+    ]  # fmt: skip
+
+
+def spec_405b(replicas: int, engine: str = "vllm") -> InferenceServiceSpec:
+    return InferenceServiceSpec.model_validate(
+        {"model": LLAMA_405B, "engine": {"kind": engine}, "accelerator": {"product": "NVIDIA-H100-80GB-HBM3"},
+         "replicas": replicas}
+    )  # fmt: skip
+
+
+def kinds(plan: ServicePlan) -> list[str]:
+    return [f"{c['kind']}/{c['metadata']['name']}" for c in plan.children]
+
+
+def test_each_405b_replica_becomes_a_whole_group_inside_one_zone() -> None:
+    nodes = h100_nodes({"a": 2, "b": 2})
+    plan = plan_service(OWNER, spec_405b(2), CLUSTER, GroupInputs(gpu_nodes=nodes))
+    assert plan.blocked is None
     assert plan.shard_plan is not None
     assert plan.shard_plan.layout == "8x2"
+    assert {r: p.domain for r, p in plan.placements.items()} == {0: "zone-a", 1: "zone-b"}
+    assert plan.placements[0].nodes == ("h100-a-1", "h100-a-2")
+    assert kinds(plan) == [
+        "StatefulSet/svc-g0", "Service/svc-g0", "StatefulSet/svc-g1", "Service/svc-g1",
+        "Service/svc", "PodDisruptionBudget/svc",
+    ]  # fmt: skip
+
+
+def test_a_group_that_cannot_fit_whole_holds_no_gpus() -> None:
+    # Two free nodes, but in different zones: per-pod scheduling would start half a group.
+    plan = plan_service(OWNER, spec_405b(1), CLUSTER, GroupInputs(gpu_nodes=h100_nodes({"a": 1, "b": 1})))
+    assert not [c for c in plan.children if c["kind"] == "StatefulSet"]
+    assert "needs 2 nodes with 8 free NVIDIA-H100-80GB-HBM3 GPUs" in plan.shortfalls[0].message
+
+
+def test_existing_groups_keep_their_nodes_and_surplus_groups_are_removed_on_scale_down() -> None:
+    existing = {
+        0: GroupPlacement("zone-b", ("h100-b-1", "h100-b-2")),
+        1: GroupPlacement("zone-a", ("h100-a-1", "h100-a-2")),
+    }
+    reservations = [Reservation(f"ml/svc/{r}", p.nodes, 8) for r, p in existing.items()]
+    inputs = GroupInputs(gpu_nodes=h100_nodes({"a": 2, "b": 2}), reservations=reservations, existing=existing)
+    plan = plan_service(OWNER, spec_405b(1), CLUSTER, inputs)
+    assert plan.placements == {0: existing[0]}
+    assert plan.surplus_groups == (1,)
+    assert plan.shortfalls == {}
+
+
+def test_tgi_cannot_serve_a_multi_node_replica() -> None:
+    plan = plan_service(
+        OWNER, spec_405b(1, engine="tgi"), CLUSTER, GroupInputs(gpu_nodes=h100_nodes({"a": 2}))
+    )
+    assert plan.blocked is not None
+    assert plan.blocked.reason == "EngineNotMultiNode"
+    assert plan.children == []
 
 
 def test_a_gpu_too_small_for_any_shard_is_refused_with_numbers() -> None:

@@ -1,9 +1,10 @@
 """Reconcile InferenceServices: parse -> observe -> plan -> apply -> status.
 
-Triggers: the InferenceService itself (create, spec update, operator resume), its Deployment
-(status changes, hand edits and deletion are seen as watch events), and node events for
-services waiting for GPUs. Observations come from kopf indexes, never a LIST per reconcile.
-No finalizer: owner references let the garbage collector delete the children.
+Triggers: the InferenceService itself (create, spec update, operator resume), its children
+(status changes, hand edits and deletion arrive as watch events), and node and pod events
+for services waiting for GPUs or holding a group on a lost node. Observations come from kopf
+indexes, never a LIST per reconcile. No finalizer: owner references let the garbage
+collector delete the children.
 """
 
 from __future__ import annotations
@@ -16,74 +17,82 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec
+from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.handlers.state import ServiceState, forget_service, service_state
-from inferfleet.kube.apply import apply_object, patch_inference_service_status
+from inferfleet.kube.apply import apply_object, delete_group, patch_inference_service_status
 from inferfleet.planning.children import Owner, endpoint_url
-from inferfleet.planning.inventory import GpuNode, build_gpu_node, summarize_products
+from inferfleet.planning.groups import group_key
+from inferfleet.planning.inventory import summarize_products
 from inferfleet.planning.names import SERVICE_LABEL, selector_string
-from inferfleet.planning.service import Blocked, ServicePlan, plan_service
-from inferfleet.planning.status import Observation, ObservedDeployment, compute_events, compute_status
+from inferfleet.planning.observed import ObservedGroup
+from inferfleet.planning.placement import GroupPlacement
+from inferfleet.planning.service import Blocked, GroupInputs, ServicePlan, plan_service
+from inferfleet.planning.status import (
+    Observation,
+    ObservedDeployment,
+    aggregate_groups,
+    compute_events,
+    compute_placed,
+    compute_status,
+    placement_status,
+)
 
-WAITING_REASONS = frozenset({"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit"})
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def inference_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
-    snapshot = {
-        "apiVersion": body["apiVersion"],
-        "kind": body["kind"],
-        "metadata": dict(body.metadata),
-        "spec": dict(body.spec),
-        "status": dict(body.status),
-    }
-    return {(namespace, name): snapshot}
-
-
-@kopf.index("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})
-def engine_deployments(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[SERVICE_LABEL]): ObservedDeployment.from_object(body)}
-
-
-@kopf.index("", "v1", "nodes")
-def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, GpuNode] | None:
-    node = build_gpu_node(body)
-    return {node.name: node} if node else None
-
-
-def _latest(index: kopf.Index[Any, Any], key: Any) -> Any | None:
-    for value in index.get(key, []):
-        return value
-    return None
+WAITING_REASONS = frozenset(
+    {"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit", "InsufficientCapacity"}
+)
 
 
 def _owner(meta: Any) -> Owner:
     return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
 
-def _plan(
-    owner: Owner, raw_spec: Any, gpu_nodes: kopf.Index[str, GpuNode]
-) -> tuple[ServicePlan, InferenceServiceSpec | None]:
+def _parse(raw_spec: Any) -> InferenceServiceSpec | Blocked:
     try:
-        spec = InferenceServiceSpec.model_validate(dict(raw_spec))
+        return InferenceServiceSpec.model_validate(dict(raw_spec))
     except ValidationError as e:
         errors = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        return ServicePlan(blocked=Blocked("InvalidSpec", f"spec rejected: {errors}")), None
-    nodes = [node for _, values in gpu_nodes.items() for node in values]
-    return plan_service(owner, spec, summarize_products(nodes)), spec
+        return Blocked("InvalidSpec", f"spec rejected: {errors}")
 
 
-def _apply_children(api: Any, owner: Owner, plan: ServicePlan, state: ServiceState) -> None:
+def _lost(groups: list[ObservedGroup], view: ClusterView) -> list[ObservedGroup]:
+    """Groups with a member on a node that is gone, NotReady or cordoned: they restart whole."""
+    healthy = {node.name for node in view.all_nodes() if node.schedulable}
+    return [g for g in groups if any(node not in healthy for node in g.nodes)]
+
+
+def _plan(
+    owner: Owner, raw_spec: Any, view: ClusterView, lost: list[ObservedGroup]
+) -> tuple[ServicePlan, Any]:
+    spec = _parse(raw_spec)
+    if isinstance(spec, Blocked):
+        return ServicePlan(blocked=spec), None
+    lost_keys = frozenset(group_key(g.namespace, g.service, g.replica) for g in lost)
+    existing = {
+        g.replica: GroupPlacement(domain=g.domain, nodes=g.nodes)
+        for g in view.groups_of((owner.namespace, owner.name))
+        if group_key(g.namespace, g.service, g.replica) not in lost_keys
+    }
+    inputs = GroupInputs(
+        gpu_nodes=view.all_nodes(),
+        bound=[p for p in view.all_bound() if p.group not in lost_keys],
+        reservations=view.reservations(exclude=lost_keys),
+        existing=existing,
+    )
+    return plan_service(owner, spec, summarize_products(view.all_nodes()), inputs), spec
+
+
+def _call(what: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ApiException as e:
+        if e.status in (400, 403, 422):
+            raise kopf.PermanentError(f"{what} was refused: {e.status} {e.reason}") from e
+        raise kopf.TemporaryError(f"{what}: {e.status} {e.reason}", delay=5) from e
+
+
+def _apply(api: Any, owner: Owner, plan: ServicePlan, state: ServiceState) -> None:
     for obj in plan.children:
-        try:
-            applied = apply_object(api, obj)
-        except ApiException as e:
-            if e.status in (400, 403, 422):
-                raise kopf.PermanentError(
-                    f"applying {obj['kind']} {owner.name} was refused: {e.reason}"
-                ) from e
-            raise kopf.TemporaryError(
-                f"applying {obj['kind']} {owner.name}: {e.status} {e.reason}", delay=5
-            ) from e
+        applied = _call(f"applying {obj['kind']} {obj['metadata']['name']}", apply_object, api, obj)
         if applied["kind"] == "Deployment":
             state.observe_deployment(applied)
             state.applied_generation = ObservedDeployment.from_object(applied).generation
@@ -96,9 +105,14 @@ def _write_status(
     plan: ServicePlan,
     spec: InferenceServiceSpec | None,
     state: ServiceState,
+    groups: list[ObservedGroup],
 ) -> None:
     """Write the status computed from the newest observations (call with the state's lock held)."""
     previous = state.written_status or dict(body.get("status") or {})
+    if plan.multi_node:
+        deployment: ObservedDeployment | None = aggregate_groups(groups)
+    else:
+        deployment = state.deployment if plan.children else None
     observation = Observation(
         generation=int(body["metadata"].get("generation") or 0),
         desired_replicas=spec.replicas if spec else 0,
@@ -106,96 +120,135 @@ def _write_status(
         endpoint=endpoint_url(owner, spec) if spec else "",
         blocked=plan.blocked,
         shard_plan=plan.shard_plan,
-        deployment=state.deployment if plan.children else None,
+        deployment=deployment,
+        placed=compute_placed(plan),
+        placement=placement_status(groups),
     )
     status = compute_status(observation, previous, datetime.now(UTC))
     if status == previous:
         return  # nothing changed: no write
-    patch_inference_service_status(api, owner.namespace, owner.name, status)
+    _call(
+        f"writing status of {owner.name}",
+        patch_inference_service_status,
+        api,
+        owner.namespace,
+        owner.name,
+        status,
+    )
     state.written_status = status
     for kind, reason, message in compute_events(previous, status):
         kopf.event(body, type=kind, reason=reason, message=message)
 
 
-def reconcile(api: Any, body: Any, gpu_nodes: kopf.Index[str, GpuNode], logger: Any) -> None:
+def reconcile(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
     owner = _owner(body["metadata"])
-    state = service_state((owner.namespace, owner.name))
-    plan, spec = _plan(owner, body["spec"], gpu_nodes)
-    if plan.blocked:
-        logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
+    key = (owner.namespace, owner.name)
+    state = service_state(key)
     with state.lock:
-        _apply_children(api, owner, plan, state)
-        _write_status(api, body, owner, plan, spec, state)
+        groups = view.groups_of(key)
+        lost = _lost(groups, view)
+        plan, spec = _plan(owner, body["spec"], view, lost)
+        if plan.blocked:
+            logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
+        for group in lost:
+            logger.warning(
+                f"replica group {group.replica} lost a node of {list(group.nodes)}; restarting it whole"
+            )
+        gone = {g.replica for g in lost} | set(plan.surplus_groups)
+        for replica in sorted(gone, reverse=True):
+            _call(
+                f"deleting replica group {replica}", delete_group, api, owner.namespace, owner.name, replica
+            )
+        _apply(api, owner, plan, state)
+        remaining = [g for g in groups if g.replica not in gone]
+        _write_status(api, body, owner, plan, spec, state, remaining)
+
+
+def _waiting(snapshot: Any) -> bool:
+    conditions = (snapshot.get("status") or {}).get("conditions") or []
+    return any(c.get("status") == "False" and c.get("reason") in WAITING_REASONS for c in conditions)
+
+
+def _reconcile_waiting(api: Any, view: ClusterView, logger: Any) -> None:
+    for key in list(view.services):
+        snapshot = view.service(key)
+        if snapshot is not None and not snapshot["metadata"].get("deletionTimestamp") and _waiting(snapshot):
+            reconcile(api, snapshot, view, logger)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def on_change_inferenceservice(
-    body: kopf.Body, memo: kopf.Memo, gpu_nodes: kopf.Index[str, GpuNode], logger: kopf.Logger, **_: Any
-) -> None:
-    reconcile(memo.api, body, gpu_nodes, logger)
-
-
-def _waiting_for_capacity(snapshot: Any) -> bool:
-    conditions = (snapshot.get("status") or {}).get("conditions") or []
-    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
-    return ready is not None and ready.get("reason") in WAITING_REASONS
-
-
-@kopf.on.event("", "v1", "nodes")
-def on_event_node(
-    memo: kopf.Memo,
-    gpu_nodes: kopf.Index[str, GpuNode],
-    inference_services: kopf.Index[Any, Any],
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """Retry services waiting for GPUs when the cluster's GPU products change (not on heartbeats).
-
-    Event-driven instead of a kopf timer: timers put a finalizer on every InferenceService.
-    """
-    products = summarize_products(node for _, values in gpu_nodes.items() for node in values)
-    if products == memo.get("gpu_products"):
-        return
-    memo["gpu_products"] = products
-    for key in list(inference_services):
-        snapshot = _latest(inference_services, key)
-        if snapshot is not None and _waiting_for_capacity(snapshot):
-            reconcile(memo.api, snapshot, gpu_nodes, logger)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})
-def on_event_deployment(
-    type: str,
-    body: kopf.Body,
-    namespace: str,
-    labels: kopf.Labels,
-    memo: kopf.Memo,
-    inference_services: kopf.Index[Any, Any],
-    gpu_nodes: kopf.Index[str, GpuNode],
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    key = (namespace, labels[SERVICE_LABEL])
-    owner_body = _latest(inference_services, key)
-    if owner_body is None or owner_body["metadata"].get("deletionTimestamp"):
-        forget_service(key)
-        return  # the owner is gone or going: garbage collection removes the rest
-    state = service_state(key)
-    with state.lock:
-        state.observe_deployment(body, deleted=type == "DELETED")
-        edited = ObservedDeployment.from_object(body).generation != state.applied_generation
-    if type == "DELETED" or (state.applied_generation is not None and edited):
-        logger.info(f"Deployment {key[1]} was {'deleted' if type == 'DELETED' else 'edited'}; restoring it")
-        reconcile(memo.api, owner_body, gpu_nodes, logger)
-        return
-    owner = _owner(owner_body["metadata"])
-    plan, spec = _plan(owner, owner_body["spec"], gpu_nodes)
-    with state.lock:
-        _write_status(memo.api, owner_body, owner, plan, spec, state)
+def on_change_inferenceservice(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    reconcile(memo.api, body, ClusterView.from_kwargs(kwargs), logger)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)  # optional: no finalizer is added for it
 def on_delete_inferenceservice(namespace: str, name: str, **_: Any) -> None:
     forget_service((namespace, name))
+
+
+@kopf.on.event("", "v1", "nodes")
+def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Retry services waiting for GPUs when the GPU inventory changes; restart groups on a lost node.
+
+    Event-driven instead of a kopf timer: timers put a finalizer on every InferenceService.
+    """
+    view = ClusterView.from_kwargs(kwargs)
+    healthy = {node.name for node in view.all_nodes() if node.schedulable}
+    if type == "DELETED" or name not in healthy:
+        for group in view.all_groups():
+            snapshot = view.service((group.namespace, group.service))
+            if name in group.nodes and snapshot is not None:
+                reconcile(memo.api, snapshot, view, logger)
+    products = summarize_products(view.all_nodes())
+    if products != memo.get("gpu_products") or memo.get("healthy_nodes") != healthy:
+        memo["gpu_products"], memo["healthy_nodes"] = products, healthy
+        _reconcile_waiting(memo.api, view, logger)
+
+
+@kopf.on.event("", "v1", "pods")
+def on_event_pod(type: str, spec: kopf.Spec, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """A GPU pod that went away frees GPUs: place groups that were waiting for them."""
+    if type == "DELETED" and spec.get("nodeName"):
+        _reconcile_waiting(memo.api, ClusterView.from_kwargs(kwargs), logger)
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})
+def on_event_statefulset(
+    namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+) -> None:
+    view = ClusterView.from_kwargs(kwargs)
+    snapshot = view.service((namespace, labels[SERVICE_LABEL]))
+    if snapshot is not None and not snapshot["metadata"].get("deletionTimestamp"):
+        reconcile(memo.api, snapshot, view, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})
+def on_event_deployment(
+    type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:  # fmt: skip
+    view = ClusterView.from_kwargs(kwargs)
+    key: Key = (namespace, labels[SERVICE_LABEL])
+    snapshot = view.service(key)
+    if snapshot is None or snapshot["metadata"].get("deletionTimestamp"):
+        forget_service(key)
+        return  # the owner is gone or going: garbage collection removes the rest
+    state = service_state(key)
+    with state.lock:
+        state.observe_deployment(body, deleted=type == "DELETED")
+        edited = state.applied_generation is not None and (
+            ObservedDeployment.from_object(body).generation != state.applied_generation
+        )
+    if type == "DELETED" or edited:
+        logger.info(f"Deployment {key[1]} was {'deleted' if type == 'DELETED' else 'edited'}; restoring it")
+        reconcile(memo.api, snapshot, view, logger)
+        return
+    owner = _owner(snapshot["metadata"])
+    spec = _parse(snapshot["spec"])
+    if isinstance(spec, Blocked):
+        return
+    plan = plan_service(owner, spec, summarize_products(view.all_nodes()))
+    with state.lock:
+        _write_status(memo.api, snapshot, owner, plan, spec, state, [])

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from inferfleet.api import GROUP, PLURAL, VERSION
+from inferfleet.planning.groups import group_name
 from inferfleet.planning.names import FIELD_MANAGER
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -17,6 +19,7 @@ MERGE_PATCH = "application/merge-patch+json"
 def _patcher(api: client.ApiClient, kind: str) -> Callable[..., Any]:
     patchers: dict[str, Callable[..., Any]] = {
         "Deployment": client.AppsV1Api(api).patch_namespaced_deployment,
+        "StatefulSet": client.AppsV1Api(api).patch_namespaced_stateful_set,
         "Service": client.CoreV1Api(api).patch_namespaced_service,
         "PodDisruptionBudget": client.PolicyV1Api(api).patch_namespaced_pod_disruption_budget,
     }
@@ -36,6 +39,21 @@ def apply_object(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
     )
     applied: dict[str, Any] = api.sanitize_for_serialization(result)
     return applied
+
+
+def delete_group(api: client.ApiClient, namespace: str, service: str, replica: int) -> None:
+    """Delete a replica group's StatefulSet (its pods go with it) and headless Service."""
+    name = group_name(service, replica)
+    deletes = (
+        client.AppsV1Api(api).delete_namespaced_stateful_set,
+        client.CoreV1Api(api).delete_namespaced_service,
+    )
+    for delete in deletes:
+        try:
+            delete(name, namespace, propagation_policy="Background")
+        except ApiException as e:
+            if e.status != 404:
+                raise
 
 
 def patch_inference_service_status(

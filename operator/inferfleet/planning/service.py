@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +10,21 @@ from inferfleet.api import InferenceServiceSpec, ShardingMode
 from inferfleet.planning import sizing
 from inferfleet.planning.children import Owner, build_deployment, build_pdb, build_service
 from inferfleet.planning.engines import Parallelism
-from inferfleet.planning.inventory import ProductCapacity
+from inferfleet.planning.groups import (
+    MULTI_NODE_ENGINES,
+    build_group_headless_service,
+    build_group_statefulset,
+    build_group_user_service,
+)
+from inferfleet.planning.inventory import GpuNode, ProductCapacity
+from inferfleet.planning.placement import (
+    BoundPod,
+    GroupPlacement,
+    Reservation,
+    Shortfall,
+    compute_free_gpus,
+    plan_groups,
+)
 
 # Sizing needs a context length; an unset maxModelLen is budgeted as this many tokens.
 DEFAULT_SIZING_CONTEXT = 8192
@@ -25,10 +39,30 @@ class Blocked:
 
 
 @dataclass(frozen=True)
+class GroupInputs:
+    """What placing multi-node replica groups needs to know about the cluster."""
+
+    gpu_nodes: Sequence[GpuNode] = ()
+    bound: Sequence[BoundPod] = ()
+    reservations: Sequence[Reservation] = ()
+    """Every group's placement, this service's included (their GPUs are taken)."""
+    existing: Mapping[int, GroupPlacement] = field(default_factory=dict)
+    """This service's groups that exist now, by replica index: they keep their nodes."""
+
+
+@dataclass(frozen=True)
 class ServicePlan:
     shard_plan: sizing.ShardPlan | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
     blocked: Blocked | None = None
+    placements: Mapping[int, GroupPlacement] = field(default_factory=dict)
+    shortfalls: Mapping[int, Shortfall] = field(default_factory=dict)
+    surplus_groups: tuple[int, ...] = ()
+    """Existing groups beyond spec.replicas, to delete (highest replica index first)."""
+
+    @property
+    def multi_node(self) -> bool:
+        return self.shard_plan is not None and self.shard_plan.pods_per_replica > 1
 
 
 @dataclass(frozen=True)
@@ -89,7 +123,10 @@ def build_sizing_input(spec: InferenceServiceSpec, gpu: GpuShape) -> sizing.Sizi
 
 
 def plan_service(
-    owner: Owner, spec: InferenceServiceSpec, products: Mapping[str, ProductCapacity]
+    owner: Owner,
+    spec: InferenceServiceSpec,
+    products: Mapping[str, ProductCapacity],
+    groups: GroupInputs | None = None,
 ) -> ServicePlan:
     gpu = resolve_gpu(spec, products)
     if isinstance(gpu, Blocked):
@@ -98,19 +135,59 @@ def plan_service(
         shards = sizing.plan_shards(build_sizing_input(spec, gpu))
     except sizing.SizingError as e:
         return ServicePlan(blocked=Blocked("ModelDoesNotFit", str(e)))
-    if shards.pods_per_replica > 1:
-        return ServicePlan(
-            shard_plan=shards,
-            blocked=Blocked(
-                "MultiNodeNotSupported",
-                f"one replica needs {shards.pods_per_replica} nodes ({shards.layout} TPxPP); "
-                "multi-node replica groups are not implemented yet",
-            ),
-        )
     par = Parallelism(tensor=shards.tensor_parallel, pipeline=shards.pipeline_parallel)
+    if shards.pods_per_replica > 1:
+        return plan_multi_node(owner, spec, shards, par, groups or GroupInputs())
     children = [
         build_deployment(owner, spec, par, shards.gpus_per_pod),
         build_service(owner, spec),
         build_pdb(owner, spec),
     ]
     return ServicePlan(shard_plan=shards, children=children)
+
+
+def plan_multi_node(
+    owner: Owner, spec: InferenceServiceSpec, shards: sizing.ShardPlan, par: Parallelism, groups: GroupInputs
+) -> ServicePlan:
+    """Whole groups or nothing: a replica's objects exist only once all its nodes are chosen."""
+    if spec.engine.kind not in MULTI_NODE_ENGINES:
+        kind = spec.engine.kind.value
+        message = f"one replica needs {shards.pods_per_replica} nodes and {kind} has no multi-node serving"
+        return ServicePlan(shard_plan=shards, blocked=Blocked("EngineNotMultiNode", message))
+    wanted = range(spec.replicas)
+    kept = {r: p for r, p in groups.existing.items() if r < spec.replicas}
+    free = compute_free_gpus(
+        groups.gpu_nodes,
+        spec.accelerator.product,
+        spec.sharding.topology_key,
+        groups.bound,
+        groups.reservations,
+    )
+    new = plan_groups(
+        free,
+        [r for r in wanted if r not in kept],
+        shards.pods_per_replica,
+        shards.gpus_per_pod,
+        product=spec.accelerator.product,
+        topology_key=spec.sharding.topology_key,
+    )
+    placements = {**kept, **{r: p for r, p in new.items() if isinstance(p, GroupPlacement)}}
+    shortfalls = {r: p for r, p in new.items() if isinstance(p, Shortfall)}
+    children: list[dict[str, Any]] = []
+    for replica, placement in sorted(placements.items()):
+        children.append(
+            build_group_statefulset(
+                owner, spec, par, shards.gpus_per_pod, shards.pods_per_replica, replica,
+                placement.domain, placement.nodes,
+            )
+        )  # fmt: skip
+        children.append(build_group_headless_service(owner, spec, replica))
+    children += [build_group_user_service(owner, spec), build_pdb(owner, spec)]
+    surplus = tuple(sorted((r for r in groups.existing if r >= spec.replicas), reverse=True))
+    return ServicePlan(
+        shard_plan=shards,
+        children=children,
+        placements=placements,
+        shortfalls=shortfalls,
+        surplus_groups=surplus,
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,9 +11,11 @@ from typing import Any
 from inferfleet.api import Phase
 from inferfleet.planning import sizing
 from inferfleet.planning.conditions import ConditionUpdate, find_condition, set_condition
-from inferfleet.planning.service import Blocked
+from inferfleet.planning.observed import ObservedGroup
+from inferfleet.planning.service import Blocked, ServicePlan
 
 READY = "Ready"
+PLACED = "Placed"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,37 @@ class Observation:
     blocked: Blocked | None
     shard_plan: sizing.ShardPlan | None
     deployment: ObservedDeployment | None
+    placed: ConditionUpdate | None = None
+    """Multi-node services only: whether every replica group has its nodes."""
+    placement: tuple[dict[str, Any], ...] = ()
+
+
+def aggregate_groups(groups: Sequence[ObservedGroup]) -> ObservedDeployment:
+    """Replica groups seen as one Deployment whose replicas are whole groups."""
+    return ObservedDeployment(
+        replicas=len(groups),
+        ready_replicas=sum(1 for g in groups if g.ready),
+        updated_replicas=sum(1 for g in groups if g.observed_generation >= g.generation),
+        generation=1,
+        observed_generation=1,
+    )
+
+
+def compute_placed(plan: ServicePlan) -> ConditionUpdate | None:
+    if not plan.multi_node or plan.blocked is not None:
+        return None
+    if plan.shortfalls:
+        details = "; ".join(f"replica {r}: {s.message}" for r, s in sorted(plan.shortfalls.items()))
+        return ConditionUpdate(PLACED, False, "InsufficientCapacity", details)
+    domains = ", ".join(f"{r}: {p.domain}" for r, p in sorted(plan.placements.items()))
+    return ConditionUpdate(PLACED, True, "AllReplicasPlaced", f"replica groups placed whole ({domains})")
+
+
+def placement_status(groups: Sequence[ObservedGroup]) -> tuple[dict[str, Any], ...]:
+    return tuple(
+        {"replica": g.replica, "domain": g.domain, "nodes": list(g.nodes)}
+        for g in sorted(groups, key=lambda g: g.replica)
+    )
 
 
 def compute_ready(obs: Observation) -> tuple[ConditionUpdate, Phase]:
@@ -53,6 +86,8 @@ def compute_ready(obs: Observation) -> tuple[ConditionUpdate, Phase]:
         phase = Phase.FAILED if obs.blocked.reason == "InvalidSpec" else Phase.PENDING
         return ConditionUpdate(READY, False, obs.blocked.reason, obs.blocked.message), phase
     d = obs.deployment
+    if obs.placed is not None and not obs.placed.status and (d is None or d.ready_replicas == 0):
+        return ConditionUpdate(READY, False, obs.placed.reason, obs.placed.message), Phase.PLACING
     if d is None:
         return ConditionUpdate(READY, False, "Deploying", "creating the engine Deployment"), Phase.DEPLOYING
     desired = obs.desired_replicas
@@ -93,6 +128,8 @@ def compute_status(obs: Observation, previous: Mapping[str, Any], now: datetime)
     conditions: list[dict[str, Any]] = copy.deepcopy(list(previous.get("conditions") or []))
     ready, phase = compute_ready(obs)
     set_condition(conditions, now, ready, obs.generation)
+    if obs.placed is not None:
+        set_condition(conditions, now, obs.placed, obs.generation)
     status: dict[str, Any] = {
         **previous,
         "observedGeneration": obs.generation,
@@ -105,18 +142,22 @@ def compute_status(obs: Observation, previous: Mapping[str, Any], now: datetime)
     }
     if obs.shard_plan is not None:
         status["shardPlan"] = shard_plan_status(obs.shard_plan)
+    if obs.placed is not None:
+        status["placement"] = list(obs.placement)
     return status
 
 
 def compute_events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(type, reason, message) Events for transitions users care about; none on idle reconciles."""
-    before = find_condition(list(previous.get("conditions") or []), READY)
-    after = find_condition(list(current.get("conditions") or []), READY)
-    if after is None:
-        return []
-    key = (after["status"], after["reason"])
-    if before is not None and (before.get("status"), before.get("reason")) == key:
-        return []
-    progressing = after["status"] == "True" or after["reason"] in ("Deploying", "RollingOut")
-    kind = "Normal" if progressing else "Warning"
-    return [(kind, after["reason"], after["message"])]
+    events = []
+    for type_ in (PLACED, READY):
+        before = find_condition(list(previous.get("conditions") or []), type_)
+        after = find_condition(list(current.get("conditions") or []), type_)
+        if after is None:
+            continue
+        key = (after["status"], after["reason"])
+        if before is not None and (before.get("status"), before.get("reason")) == key:
+            continue
+        progressing = after["status"] == "True" or after["reason"] in ("Deploying", "RollingOut")
+        events.append(("Normal" if progressing else "Warning", after["reason"], after["message"]))
+    return events

@@ -1,0 +1,71 @@
+"""Observed child objects, reduced to what the planners need (built from plain object dicts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from inferfleet.planning.groups import PLACEMENT_DOMAIN_ANNOTATION, PLACEMENT_NODES_ANNOTATION
+from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _gpus(resources: Mapping[str, Any] | None) -> int:
+    resources = resources or {}
+    value = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(
+        GPU_RESOURCE
+    )
+    try:
+        return int(str(value or 0))
+    except ValueError:
+        return 0
+
+
+def pod_gpus(pod_spec: Mapping[str, Any]) -> int:
+    return sum(_gpus(c.get("resources")) for c in pod_spec.get("containers") or [])
+
+
+@dataclass(frozen=True)
+class ObservedGroup:
+    """One multi-node replica group, as its StatefulSet shows it."""
+
+    namespace: str
+    service: str
+    replica: int
+    domain: str
+    nodes: tuple[str, ...]
+    gpus_per_pod: int
+    pods: int
+    ready_pods: int
+    generation: int
+    observed_generation: int
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_pods >= self.pods and self.observed_generation >= self.generation
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ObservedGroup | None:
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        spec = obj.get("spec") or {}
+        template = spec.get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        if SERVICE_LABEL not in labels or not str(labels.get(REPLICA_LABEL, "")).isdigit():
+            return None
+        status = obj.get("status") or {}
+        nodes = annotations.get(PLACEMENT_NODES_ANNOTATION, "")
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            service=labels[SERVICE_LABEL],
+            replica=int(labels[REPLICA_LABEL]),
+            domain=annotations.get(PLACEMENT_DOMAIN_ANNOTATION, ""),
+            nodes=tuple(n for n in nodes.split(",") if n),
+            gpus_per_pod=pod_gpus(template.get("spec") or {}),
+            pods=int(spec.get("replicas") or 0),
+            ready_pods=int(status.get("readyReplicas") or 0),
+            generation=int(meta.get("generation") or 0),
+            observed_generation=int(status.get("observedGeneration") or 0),
+        )
