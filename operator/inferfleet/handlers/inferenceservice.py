@@ -216,12 +216,14 @@ def on_event_pod(type: str, spec: kopf.Spec, memo: kopf.Memo, logger: kopf.Logge
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})
 def on_event_statefulset(
-    namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+    type: str, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     view = ClusterView.from_kwargs(kwargs)
     snapshot = view.service((namespace, labels[SERVICE_LABEL]))
     if snapshot is not None and not snapshot["metadata"].get("deletionTimestamp"):
         reconcile(memo.api, snapshot, view, logger)
+    if type == "DELETED":  # its nodes' reservation is released
+        _reconcile_waiting(memo.api, view, logger)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})

@@ -1,0 +1,176 @@
+"""Models too big for one node run as whole replica groups, placed all-or-nothing inside one domain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.waiting import wait_for
+from tests.conftest import Cluster
+from tests.integration.test_reconcile import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    create,
+    example,
+    patch_spec,
+    read,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+RACK = "inferfleet.io/rack"
+NOT_READY = "node-not-ready.stage.kwok.x-k8s.io"
+
+
+@pytest.fixture
+def operator(cluster: Cluster, run_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
+    # Earlier tests' namespaces are deleted in the background: start with every H100 free.
+    h100 = {
+        n.metadata.name for n in cluster.core.list_node(label_selector=f"nvidia.com/gpu.product={H100}").items
+    }
+
+    def h100_idle() -> bool:
+        groups = cluster.apps.list_stateful_set_for_all_namespaces(
+            label_selector="inferfleet.io/service"
+        ).items
+        pods = cluster.core.list_pod_for_all_namespaces().items
+        return not groups and not any(p.spec.node_name in h100 for p in pods)
+
+    wait_for(h100_idle, timeout=120, what="no replica group and no pod left on the H100 nodes")
+    # Cluster-wide: placement counts the GPUs of every pod bound to a node, in any namespace.
+    return run_operator()
+
+
+def service_405b(name: str, replicas: int = 1) -> dict[str, Any]:
+    body = example("llama-3.1-405b-vllm.yaml")
+    body["metadata"] = {"name": name}
+    body["spec"]["replicas"] = replicas
+    return body
+
+
+def group_pods(cluster: Cluster, namespace: str, name: str) -> list[client.V1Pod]:
+    pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"inferfleet.io/service={name}").items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def h100_racks(cluster: Cluster) -> dict[str, list[str]]:
+    racks: dict[str, list[str]] = {}
+    for node in cluster.core.list_node(label_selector=f"nvidia.com/gpu.product={H100}").items:
+        racks.setdefault(node.metadata.labels[RACK], []).append(node.metadata.name)
+    return racks
+
+
+def test_a_405b_replica_runs_as_one_group_of_two_pods_on_two_nodes_of_one_rack(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, service_405b("big"))
+    obj = wait_ready(cluster, namespace, "big", timeout=120)
+
+    [placement] = obj["status"]["placement"]
+    assert obj["status"]["shardPlan"]["layout"] == "8x2"
+    assert condition(obj, "Placed")["status"] == "True"
+    pods = group_pods(cluster, namespace, "big")
+    assert sorted(p.spec.node_name for p in pods) == sorted(placement["nodes"])
+    racks = {cluster.core.read_node(p.spec.node_name).metadata.labels[RACK] for p in pods}
+    assert racks == {placement["domain"]}
+    for pod in pods:
+        assert pod.spec.containers[0].resources.limits == {"nvidia.com/gpu": "8"}
+        args = pod.spec.containers[0].args
+        assert args[args.index("--pipeline-parallel-size") + 1] == "2"
+    service = cluster.core.read_namespaced_service("big", namespace)
+    assert service.spec.selector["apps.kubernetes.io/pod-index"] == "0"  # only the leader serves HTTP
+
+
+def test_groups_that_cannot_fit_hold_no_gpus_and_are_placed_when_capacity_frees(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    racks = h100_racks(cluster)
+    whole_racks = sum(1 for nodes in racks.values() if len(nodes) >= 2)
+    create(cluster, namespace, service_405b("fill", replicas=whole_racks))
+    filled = wait_ready(cluster, namespace, "fill", timeout=180)
+    assert len({p["domain"] for p in filled["status"]["placement"]}) == whole_racks
+
+    create(cluster, namespace, service_405b("waits"))
+
+    def waiting() -> dict[str, Any] | None:
+        obj = read(cluster, namespace, "waits")
+        return obj if condition(obj, "Placed").get("reason") == "InsufficientCapacity" else None
+
+    obj = wait_for(waiting, timeout=60, what="Placed=False InsufficientCapacity")
+    assert obj["status"]["phase"] == "Placing"
+    assert (
+        "needs 2 nodes with 8 free NVIDIA-H100-80GB-HBM3 GPUs in one inferfleet.io/rack"
+        in (condition(obj, "Placed")["message"])
+    )
+    assert group_pods(cluster, namespace, "waits") == []  # no half group holding GPUs
+
+    patch_spec(cluster, namespace, "fill", {"replicas": whole_racks - 1})
+    obj = wait_ready(cluster, namespace, "waits", timeout=120)
+    assert condition(obj, "Placed")["status"] == "True"
+    assert len(group_pods(cluster, namespace, "waits")) == 2
+
+
+@pytest.fixture
+def lost_nodes(cluster: Cluster) -> Iterator[list[str]]:
+    lost: list[str] = []
+    yield lost
+    for name in lost:
+        cluster.core.patch_node(name, {"metadata": {"labels": {NOT_READY: None}}})
+
+    def ready_again() -> bool:
+        return all(
+            any(c.type == "Ready" and c.status == "True" for c in cluster.core.read_node(n).status.conditions)
+            for n in lost
+        )
+
+    wait_for(ready_again, timeout=60, what="the lost nodes to come back")
+
+
+def test_losing_a_node_restarts_the_whole_group_on_healthy_nodes(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, lost_nodes: list[str]
+) -> None:
+    create(cluster, namespace, service_405b("survivor"))
+    obj = wait_ready(cluster, namespace, "survivor", timeout=120)
+    [before] = obj["status"]["placement"]
+    victim = before["nodes"][1]
+    lost_nodes.append(victim)
+    cluster.core.patch_node(victim, {"metadata": {"labels": {NOT_READY: "true"}}})
+
+    def replaced() -> dict[str, Any] | None:
+        current = read(cluster, namespace, "survivor")
+        placement = current["status"].get("placement") or []
+        moved = placement and victim not in placement[0]["nodes"]
+        return current if moved and current["status"].get("phase") == "Ready" else None
+
+    after = wait_for(replaced, timeout=120, what="the group to be placed again without the lost node")
+    [placement] = after["status"]["placement"]
+    pods = group_pods(cluster, namespace, "survivor")
+    assert sorted(p.spec.node_name for p in pods) == sorted(placement["nodes"])
+    assert victim not in {p.spec.node_name for p in pods}
+
+
+def test_deleting_a_multi_node_service_removes_its_groups(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, service_405b("short"))
+    wait_ready(cluster, namespace, "short", timeout=120)
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "short")
+    wait_for(
+        lambda: (
+            not cluster.apps.list_namespaced_stateful_set(namespace).items
+            and not group_pods(cluster, namespace, "short")
+        ),
+        timeout=60,
+        what="the StatefulSets and pods to be collected",
+    )
