@@ -174,3 +174,24 @@ def test_deleting_a_multi_node_service_removes_its_groups(
         timeout=60,
         what="the StatefulSets and pods to be collected",
     )
+
+
+def test_deleting_one_member_restarts_the_whole_group(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, service_405b("together"))
+    wait_ready(cluster, namespace, "together", timeout=120)
+    before = {p.metadata.uid for p in group_pods(cluster, namespace, "together")}
+    assert len(before) == 2
+    leader = next(p for p in group_pods(cluster, namespace, "together") if p.metadata.name.endswith("-0"))
+    cluster.core.delete_namespaced_pod(leader.metadata.name, namespace)
+
+    def restarted_whole() -> bool:
+        pods = group_pods(cluster, namespace, "together")
+        ready = all(
+            any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []) for p in pods
+        )
+        return len(pods) == 2 and ready and not ({p.metadata.uid for p in pods} & before)
+
+    wait_for(restarted_whole, timeout=120, what="both pods of the group to be replaced and ready")
+    wait_ready(cluster, namespace, "together", timeout=60)

@@ -95,3 +95,36 @@ def test_events_only_on_ready_transitions() -> None:
     assert compute_events(partial, more) == []  # same status and reason: no event spam
     ready = compute_status(observe(deployment=dep()), more, NOW)
     assert compute_events(more, ready) == [("Normal", "AllReplicasReady", "2/2 replicas ready")]
+
+
+def test_a_multi_node_service_waiting_for_capacity_is_placing_and_says_why() -> None:
+    from inferfleet.planning.conditions import ConditionUpdate
+
+    placed = ConditionUpdate("Placed", False, "InsufficientCapacity", "replica 0: needs 2 nodes")
+    obs = Observation(
+        generation=1, desired_replicas=1, selector="s", endpoint="e", blocked=None, shard_plan=None,
+        deployment=dep(0, 0, 0, generation=1, seen=1), placed=placed,
+    )  # fmt: skip
+    status = compute_status(obs, {}, NOW)
+    assert status["phase"] == "Placing"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InsufficientCapacity")
+    assert status["placement"] == []
+    events = compute_events({}, status)
+    assert ("Warning", "InsufficientCapacity", "replica 0: needs 2 nodes") in events
+
+
+def test_groups_count_as_replicas_only_when_every_member_is_ready() -> None:
+    from inferfleet.planning.observed import ObservedGroup
+    from inferfleet.planning.status import aggregate_groups, placement_status
+
+    def group(replica: int, ready_pods: int) -> ObservedGroup:
+        return ObservedGroup("ml", "big", replica, "uid", f"rack-{replica}", (f"n{replica}a", f"n{replica}b"),
+                             8, 2, ready_pods, 1, 1)  # fmt: skip
+
+    groups = [group(1, 1), group(0, 2)]
+    assert aggregate_groups(groups) == ObservedDeployment(2, 1, 2, 1, 1)
+    assert placement_status(groups) == (
+        {"replica": 0, "domain": "rack-0", "nodes": ["n0a", "n0b"]},
+        {"replica": 1, "domain": "rack-1", "nodes": ["n1a", "n1b"]},
+    )

@@ -23,7 +23,7 @@ from inferfleet.kube.apply import apply_object, delete_group, patch_inference_se
 from inferfleet.planning.children import Owner, endpoint_url
 from inferfleet.planning.groups import group_key
 from inferfleet.planning.inventory import summarize_products
-from inferfleet.planning.names import SERVICE_LABEL, selector_string
+from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL, selector_string
 from inferfleet.planning.observed import ObservedGroup
 from inferfleet.planning.placement import GroupPlacement
 from inferfleet.planning.service import Blocked, GroupInputs, ServicePlan, plan_service
@@ -208,10 +208,38 @@ def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **
 
 
 @kopf.on.event("", "v1", "pods")
-def on_event_pod(type: str, spec: kopf.Spec, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    """A GPU pod that went away frees GPUs: place groups that were waiting for them."""
-    if type == "DELETED" and spec.get("nodeName"):
-        _reconcile_waiting(memo.api, ClusterView.from_kwargs(kwargs), logger)
+def on_event_pod(
+    type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:  # fmt: skip
+    if type != "DELETED":
+        return
+    view = ClusterView.from_kwargs(kwargs)
+    _restart_group_of(memo.api, view, namespace, labels, body, logger)
+    if body.get("spec", {}).get("nodeName"):  # a bound pod went away: its GPUs are free
+        _reconcile_waiting(memo.api, view, logger)
+
+
+def _restart_group_of(
+    api: Any, view: ClusterView, namespace: str, labels: Any, pod: Any, logger: Any
+) -> None:
+    """A group member that went away breaks the group (ranks cannot rejoin): restart it whole.
+
+    Only pods of the group's current StatefulSet count, so the restart's own deletions do not loop.
+    """
+    service, replica = labels.get(SERVICE_LABEL), str(labels.get(REPLICA_LABEL, ""))
+    if not service or not replica.isdigit():
+        return
+    owners = {ref.get("uid") for ref in pod.get("metadata", {}).get("ownerReferences") or []}
+    snapshot = view.service((namespace, service))
+    current = [
+        g for g in view.groups_of((namespace, service)) if g.replica == int(replica) and g.uid in owners
+    ]
+    if current and snapshot is not None and not snapshot["metadata"].get("deletionTimestamp"):
+        logger.warning(
+            f"pod {pod['metadata']['name']} of replica group {replica} went away; restarting the group"
+        )
+        _call(f"restarting replica group {replica}", delete_group, api, namespace, service, int(replica))
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})

@@ -34,6 +34,7 @@ class ObservedGroup:
     namespace: str
     service: str
     replica: int
+    uid: str
     domain: str
     nodes: tuple[str, ...]
     gpus_per_pod: int
@@ -61,6 +62,7 @@ class ObservedGroup:
             namespace=str(meta.get("namespace", "")),
             service=labels[SERVICE_LABEL],
             replica=int(labels[REPLICA_LABEL]),
+            uid=str(meta.get("uid", "")),
             domain=annotations.get(PLACEMENT_DOMAIN_ANNOTATION, ""),
             nodes=tuple(n for n in nodes.split(",") if n),
             gpus_per_pod=pod_gpus(template.get("spec") or {}),
