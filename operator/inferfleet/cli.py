@@ -16,6 +16,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     import inferfleet.handlers  # noqa: F401 - registers the handlers
+    from inferfleet.metrics.operator import serve_metrics
+
+    if args.metrics_port:
+        serve_metrics(args.metrics_port, args.metrics_address)
 
     kopf.configure(
         verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL
@@ -100,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="http://0.0.0.0:8080/healthz",
         help="liveness endpoint URL served by the operator",
     )
+    run.add_argument(
+        "--metrics-port", type=int, default=8081, help="serve the operator's /metrics on this port (0: off)"
+    )
+    run.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds")
     run.add_argument(
         "--peering",
         default=None,

@@ -20,6 +20,13 @@ from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec
 from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.handlers.state import ServiceState, forget_service, service_state
 from inferfleet.kube.apply import apply_object, delete_group, patch_inference_service_status
+from inferfleet.metrics.operator import (
+    PLACEMENT_FAILURES,
+    STATUS_WRITES,
+    forget_replicas,
+    record_replicas,
+    track_reconcile,
+)
 from inferfleet.planning.children import Owner, endpoint_url
 from inferfleet.planning.groups import group_key
 from inferfleet.planning.inventory import summarize_products
@@ -125,6 +132,7 @@ def _write_status(
         placement=placement_status(groups),
     )
     status = compute_status(observation, previous, datetime.now(UTC))
+    record_replicas(owner.namespace, owner.name, observation.desired_replicas, status.get("readyReplicas", 0))
     if status == previous:
         return  # nothing changed: no write
     _call(
@@ -136,20 +144,23 @@ def _write_status(
         status,
     )
     state.written_status = status
+    STATUS_WRITES.inc()
     for kind, reason, message in compute_events(previous, status):
         kopf.event(body, type=kind, reason=reason, message=message)
 
 
-def reconcile(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
+def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str) -> None:
     owner = _owner(body["metadata"])
     key = (owner.namespace, owner.name)
     state = service_state(key)
-    with state.lock:
+    with state.lock, track_reconcile(trigger):
         groups = view.groups_of(key)
         lost = _lost(groups, view)
         plan, spec = _plan(owner, body["spec"], view, lost)
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
+        if plan.shortfalls:
+            PLACEMENT_FAILURES.labels("InsufficientCapacity").inc(len(plan.shortfalls))
         for group in lost:
             logger.warning(
                 f"replica group {group.replica} lost a node of {list(group.nodes)}; restarting it whole"
@@ -173,19 +184,20 @@ def _reconcile_waiting(api: Any, view: ClusterView, logger: Any) -> None:
     for key in list(view.services):
         snapshot = view.service(key)
         if snapshot is not None and not snapshot["metadata"].get("deletionTimestamp") and _waiting(snapshot):
-            reconcile(api, snapshot, view, logger)
+            reconcile(api, snapshot, view, logger, "capacity")
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_change_inferenceservice(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    reconcile(memo.api, body, ClusterView.from_kwargs(kwargs), logger)
+    reconcile(memo.api, body, ClusterView.from_kwargs(kwargs), logger, "inferenceservice")
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)  # optional: no finalizer is added for it
 def on_delete_inferenceservice(namespace: str, name: str, **_: Any) -> None:
     forget_service((namespace, name))
+    forget_replicas(namespace, name)
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -200,7 +212,7 @@ def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **
         for group in view.all_groups():
             snapshot = view.service((group.namespace, group.service))
             if name in group.nodes and snapshot is not None:
-                reconcile(memo.api, snapshot, view, logger)
+                reconcile(memo.api, snapshot, view, logger, "node")
     products = summarize_products(view.all_nodes())
     if products != memo.get("gpu_products") or memo.get("healthy_nodes") != healthy:
         memo["gpu_products"], memo["healthy_nodes"] = products, healthy
@@ -249,7 +261,7 @@ def on_event_statefulset(
     view = ClusterView.from_kwargs(kwargs)
     snapshot = view.service((namespace, labels[SERVICE_LABEL]))
     if snapshot is not None and not snapshot["metadata"].get("deletionTimestamp"):
-        reconcile(memo.api, snapshot, view, logger)
+        reconcile(memo.api, snapshot, view, logger, "statefulset")
     if type == "DELETED":  # its nodes' reservation is released
         _reconcile_waiting(memo.api, view, logger)
 
@@ -273,7 +285,7 @@ def on_event_deployment(
         )
     if type == "DELETED" or edited:
         logger.info(f"Deployment {key[1]} was {'deleted' if type == 'DELETED' else 'edited'}; restoring it")
-        reconcile(memo.api, snapshot, view, logger)
+        reconcile(memo.api, snapshot, view, logger, "deployment")
         return
     owner = _owner(snapshot["metadata"])
     spec = _parse(snapshot["spec"])

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from inferfleet.localcluster.ports import free_port
-from inferfleet.localcluster.waiting import wait_for
+from inferfleet.localcluster.waiting import GiveUpError, wait_for
 
 
 @dataclass
@@ -23,6 +23,7 @@ class OperatorProcess:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     liveness_port: int = 0
+    metrics_port: int = 0
     _process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
@@ -31,22 +32,19 @@ class OperatorProcess:
         return f"http://127.0.0.1:{self.liveness_port}/healthz"
 
     @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
     def start(self, *, timeout_seconds: float = 60) -> None:
         self.liveness_port = self.liveness_port or free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "inferfleet",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--liveness",
-            self.liveness_url,
-            "--verbose",
-        ]
+        self.metrics_port = self.metrics_port or free_port()
+        args = [sys.executable, "-m", "inferfleet", "run", "--kubeconfig", str(self.kubeconfig), "--verbose",
+                "--liveness", self.liveness_url,
+                "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]  # fmt: skip
         for ns in self.namespaces:
             args += ["--namespace", ns]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,7 +63,7 @@ class OperatorProcess:
     def healthy(self) -> bool:
         if self._process is None or self._process.poll() is not None:
             code = self._process.returncode if self._process else None
-            raise RuntimeError(f"operator is not running (exit code {code}); log: {self.log_path}")
+            raise GiveUpError(f"operator is not running (exit code {code}); log: {self.log_path}")
         with urllib.request.urlopen(self.liveness_url, timeout=2) as r:
             return bool(r.status == 200)
 

@@ -13,6 +13,10 @@ class WaitTimeoutError(TimeoutError):
     pass
 
 
+class GiveUpError(RuntimeError):
+    """Raised by a probe when waiting longer cannot help (e.g. the process it waits for died)."""
+
+
 def wait_for(
     probe: Callable[[], T | None],
     *,
@@ -22,7 +26,8 @@ def wait_for(
 ) -> T:
     """Call `probe` until it returns a truthy value and return that value.
 
-    Exceptions from the probe count as "not yet"; the last one is chained to the timeout.
+    Exceptions from the probe count as "not yet" (the last one is chained to the timeout),
+    except GiveUpError, which ends the wait at once.
     """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -31,6 +36,8 @@ def wait_for(
             result = probe()
             if result:
                 return result
+        except GiveUpError:
+            raise
         except Exception as e:
             last_error = e
         if time.monotonic() >= deadline:

@@ -1,0 +1,1 @@
+"""Metrics: Prometheus queries in (autoscaling) and the operator's own metrics out."""
