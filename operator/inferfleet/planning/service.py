@@ -104,7 +104,7 @@ def build_sizing_input(spec: InferenceServiceSpec, gpu: GpuShape) -> sizing.Sizi
     manual = spec.sharding.mode == ShardingMode.MANUAL
     return sizing.SizingInput(
         parameters_billions=spec.model.parameters_billions,
-        dtype=sizing.Dtype(spec.model.dtype.value),
+        dtype=spec.model.dtype,
         max_model_len=spec.model.max_model_len or DEFAULT_SIZING_CONTEXT,
         gpu_memory_gib=gpu.memory_gib,
         gpus_per_node=gpu.gpus_per_node,

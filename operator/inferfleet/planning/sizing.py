@@ -24,20 +24,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import StrEnum
+
+from inferfleet.api.spec import Dtype
 
 GIB = 2**30
 DEFAULT_RUNTIME_OVERHEAD_GIB = 6.0
 DEFAULT_MAX_NODES = 64
-
-
-class Dtype(StrEnum):
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    BFLOAT16 = "bfloat16"
-    FP8 = "fp8"
-    INT8 = "int8"
-    INT4 = "int4"
 
 
 # Bytes per parameter. fp8/int8: per-channel scales are ~0.01%; the extra 2% covers norms, biases
