@@ -24,7 +24,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     kopf.configure(
         verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL
     )
+    memo = kopf.Memo(prometheus_url=args.prometheus_url, autoscale_interval=args.autoscale_interval)
     kopf.run(
+        memo=memo,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
@@ -108,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=8081, help="serve the operator's /metrics on this port (0: off)"
     )
     run.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds")
+    run.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("INFERFLEET_PROMETHEUS_URL"),
+        help="Prometheus with engine queue metrics (default $INFERFLEET_PROMETHEUS_URL; none: no scaling)",
+    )
+    run.add_argument(
+        "--autoscale-interval", type=float, default=15.0, help="seconds between autoscaler ticks"
+    )
     run.add_argument(
         "--peering",
         default=None,

@@ -192,28 +192,109 @@ def build_crd() -> dict[str, Any]:
 
 def render_crd_yaml() -> str:
     """The CRD file's exact text."""
-    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=100, allow_unicode=True)
+    return _dump(build_crd())
 
 
-def write_crds(out_dir: Path = DEFAULT_CRD_DIR) -> list[Path]:
-    """Write the generated CRD file(s) into out_dir; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / CRD_FILENAME
-    path.write_text(render_crd_yaml(), encoding="utf-8")
-    return [path]
+# The Helm chart's copy of the CRDs (Helm installs everything in a chart's crds/ before the
+# templates, and never upgrades or deletes it). `inferfleet crds` writes and checks it along with
+# crds/ whenever it works on the default folder and the chart exists (a source checkout).
+CHART_CRD_DIR = DEFAULT_CRD_DIR.parent / "charts" / "inferfleet" / "crds"
 
 
-def check_crds(out_dir: Path = DEFAULT_CRD_DIR) -> list[str]:
-    """Drift between out_dir and the models, one message per problem; empty when in sync."""
-    path = out_dir / CRD_FILENAME
-    if not path.is_file():
-        return [f"{path} is missing; run `inferfleet crds` to generate it"]
-    expected = render_crd_yaml()
-    actual = path.read_text(encoding="utf-8")
-    if actual == expected:
-        return []
-    diff = difflib.unified_diff(
-        actual.splitlines(), expected.splitlines(), str(path), "generated", lineterm="", n=1
-    )
-    excerpt = "\n".join(list(diff)[:40])
-    return [f"{path} differs from the models; run `inferfleet crds` to regenerate it:\n{excerpt}"]
+def _peering_crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
+    """One of kopf's peering CRDs (kopf.dev/v1, as in kopf's peering.yaml): the leader-election
+    records of an HA install. Schemaless: kopf keeps each replica's heartbeat in `status`."""
+    status = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "scope": scope,
+            "group": "kopf.dev",
+            "names": {"kind": kind, "plural": plural, "singular": plural.removesuffix("s")},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"status": status}}},
+                }
+            ],
+        },
+    }
+
+
+def _dump(crd: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(crd, sort_keys=False, width=100, allow_unicode=True)
+
+
+def chart_crd_files() -> dict[str, str]:
+    """File name -> text of the chart's crds/: the InferenceService CRD and kopf's peering CRDs.
+
+    The peering CRDs are cluster-wide and shared by every kopf operator; in crds/ Helm installs them
+    only when absent and never deletes them, which a templated (per-release) copy could not do.
+    """
+    peerings = [
+        ("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+        ("KopfPeering", "kopfpeerings", "Namespaced"),
+    ]
+    return {
+        CRD_FILENAME: render_crd_yaml(),
+        **{
+            f"kopf.dev_{plural}.yaml": _dump(_peering_crd(kind, plural, scope))
+            for kind, plural, scope in peerings
+        },
+    }
+
+
+def _targets(out_dir: Path, chart_crd_dir: Path | None) -> dict[Path, str]:
+    """Every generated file (path -> expected text) for out_dir and, when given, the chart's crds/."""
+    files = {out_dir / CRD_FILENAME: render_crd_yaml()}
+    if chart_crd_dir is not None:
+        files |= {chart_crd_dir / name: text for name, text in chart_crd_files().items()}
+    return files
+
+
+def _default_chart_dir(out_dir: Path) -> Path | None:
+    is_default = out_dir.resolve() == DEFAULT_CRD_DIR
+    return CHART_CRD_DIR if is_default and CHART_CRD_DIR.parent.joinpath("Chart.yaml").is_file() else None
+
+
+def write_crds(out_dir: Path = DEFAULT_CRD_DIR, chart_crd_dir: Path | None = None) -> list[Path]:
+    """Write the generated CRD file(s) into out_dir, and the chart's copy into chart_crd_dir
+    (default: the repo chart's crds/ when out_dir is the repo's crds/); returns the paths written."""
+    chart_crd_dir = chart_crd_dir or _default_chart_dir(out_dir)
+    written = []
+    for path, text in _targets(out_dir, chart_crd_dir).items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def check_crds(out_dir: Path = DEFAULT_CRD_DIR, chart_crd_dir: Path | None = None) -> list[str]:
+    """Drift between the generated files (see write_crds) and the models, one message per problem;
+    empty when in sync. In the chart's crds/ an extra file is a problem too: Helm would install it."""
+    chart_crd_dir = chart_crd_dir or _default_chart_dir(out_dir)
+    targets = _targets(out_dir, chart_crd_dir)
+    problems = []
+    for path, expected in targets.items():
+        if not path.is_file():
+            problems.append(f"{path} is missing; run `inferfleet crds` to generate it")
+            continue
+        actual = path.read_text(encoding="utf-8")
+        if actual != expected:
+            diff = difflib.unified_diff(
+                actual.splitlines(), expected.splitlines(), str(path), "generated", lineterm="", n=1
+            )
+            excerpt = "\n".join(list(diff)[:40])
+            problems.append(
+                f"{path} differs from the models; run `inferfleet crds` to regenerate it:\n{excerpt}"
+            )
+    if chart_crd_dir is not None and chart_crd_dir.is_dir():
+        for extra in sorted(set(chart_crd_dir.iterdir()) - set(targets)):
+            problems.append(
+                f"{extra} is not generated by `inferfleet crds`; Helm would install it: remove it"
+            )
+    return problems

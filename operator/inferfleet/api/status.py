@@ -7,7 +7,7 @@ Write it with `model_dump(exclude_none=True)`.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -82,6 +82,14 @@ class ReplicaPlacement(StatusModel):
     nodes: list[str] = Field(default_factory=list, description="Nodes of the replica's pods, by shard rank.")
 
 
+class ScalingEvent(StatusModel):
+    time: str = Field(description="When the autoscaler decided (RFC 3339).")
+    from_replicas: int = Field(alias="from", ge=0, description="Replicas before the decision.")
+    to_replicas: int = Field(alias="to", ge=0, description="Replicas after the decision.")
+    reason: str = Field(description="Why, in one CamelCase word (e.g. QueueAboveTarget).")
+    message: str | None = Field(default=None, description="The numbers behind the decision.")
+
+
 class InferenceServiceStatus(StatusModel):
     """Observed state of an InferenceService, written by the operator."""
 
@@ -114,4 +122,12 @@ class InferenceServiceStatus(StatusModel):
     )
     placement: list[ReplicaPlacement] = Field(
         default_factory=list, description="Where each replica's pods are placed."
+    )
+    scaling_history: list[ScalingEvent] = Field(
+        default_factory=list, description="The autoscaler's most recent decisions that changed replicas."
+    )
+    autoscaler: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="The autoscaler's stabilization windows, kept so that operator restarts keep them.",
     )

@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from inferfleet.handlers import indexes, inferenceservice, lifecycle
+from inferfleet.handlers import autoscaler, indexes, inferenceservice, lifecycle
 
-__all__ = ["indexes", "inferenceservice", "lifecycle"]
+__all__ = ["autoscaler", "indexes", "inferenceservice", "lifecycle"]

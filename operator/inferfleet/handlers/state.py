@@ -32,6 +32,8 @@ class ServiceState:
     applied_generation: int | None = None
     """The Deployment's generation right after our last apply: a newer one means a hand edit."""
     written_status: dict[str, Any] | None = None
+    scaler: Any = None
+    """The autoscaler's window state (planning.scaling.ScalerState), newer than the one in status."""
 
     def observe_deployment(self, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Keep the newest Deployment seen (call with the lock held)."""

@@ -62,3 +62,10 @@ def patch_inference_service_status(
     client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH
     )
+
+
+def scale_inference_service(api: client.ApiClient, namespace: str, name: str, replicas: int) -> None:
+    """Write spec.replicas through the scale subresource, as HPA does."""
+    client.CustomObjectsApi(api).patch_namespaced_custom_object_scale(
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH
+    )

@@ -1,0 +1,136 @@
+"""Closed loop on the local cluster: simulated engines -> real Prometheus -> operator -> scale subresource."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.prometheus import LocalPrometheus
+from inferfleet.localcluster.waiting import wait_for
+from inferfleet.sim.fleet import SimulatedFleet, step_load
+from tests.conftest import Cluster
+from tests.integration.test_operator_metrics import scrape
+from tests.integration.test_reconcile import create, events_for, read, small_service
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+TICK = 2  # seconds between autoscaler ticks in these tests
+WINDOW = 20  # scale-down stabilization
+
+
+@pytest.fixture
+def own_prometheus(tmp_path: Path) -> Iterator[LocalPrometheus]:
+    prom = LocalPrometheus(workdir=tmp_path / "prometheus")
+    prom.start()
+    yield prom
+    prom.stop()
+
+
+def autoscaled(name: str) -> dict[str, Any]:
+    body = small_service(name, product="NVIDIA-A100-SXM4-40GB")
+    body["spec"]["engine"]["maxConcurrentRequests"] = 4
+    body["spec"]["scaling"] = {"minReplicas": 1, "maxReplicas": 4, "targetQueueDepth": 2,
+                               "scaleDownStabilizationSeconds": WINDOW}  # fmt: skip
+    return body
+
+
+def start_operator(
+    run_operator: Callable[..., OperatorProcess], namespace: str, prom: LocalPrometheus
+) -> OperatorProcess:
+    return run_operator(
+        namespaces=[namespace], extra_args=["--prometheus-url", prom.url, "--autoscale-interval", str(TICK)]
+    )
+
+
+def wait_replicas(
+    cluster: Cluster, namespace: str, name: str, check: Callable[[int], bool], timeout: float, what: str
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = read(cluster, namespace, name)
+        recorded = obj.get("status", {}).get("scalingHistory")  # written right after the scale
+        return obj if check(obj["spec"]["replicas"]) and recorded else None
+
+    return wait_for(probe, timeout=timeout, what=what)
+
+
+def simulate(
+    cluster: Cluster, prom: LocalPrometheus, namespace: str, name: str, rate: float, seconds: float
+) -> SimulatedFleet:
+    # Each replica runs 4 requests of 2 s at once: 2 req/s.
+    return SimulatedFleet(cluster.api_client, prom, namespace, name, "llama", step_load(rate, seconds),
+                          max_concurrent=4, service_seconds=2).start()  # fmt: skip
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def test_a_step_load_scales_up_drains_the_queue_and_scales_back_down_after_the_window(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    own_prometheus: LocalPrometheus,
+) -> None:
+    start_operator(run_operator, namespace, own_prometheus)
+    create(cluster, namespace, autoscaled("step"))
+    fleet = simulate(cluster, own_prometheus, namespace, "step", rate=6, seconds=60)  # needs >= 3 replicas
+    try:
+        up = wait_replicas(
+            cluster, namespace, "step", lambda n: n >= 3, 90, "a scale-up to at least 3 replicas"
+        )
+        assert up["status"]["scalingHistory"][-1]["reason"]
+        wait_for(lambda: fleet.snapshot()[0] >= 3, timeout=60, what="3 engine pods Ready and serving")
+        wait_for(
+            lambda: fleet.snapshot()[1] <= 2 * fleet.snapshot()[0], timeout=90, what="the queue to drain"
+        )
+        down = wait_replicas(cluster, namespace, "step", lambda n: n == 1, 60 + WINDOW + 60,
+                             "a scale-down to 1 after the load and the window")  # fmt: skip
+        assert condition(down, "MetricsAvailable")["status"] == "True"
+        directions = [(h["from"], h["to"]) for h in down["status"]["scalingHistory"]]
+        assert any(b > a for a, b in directions)
+        assert any(b < a for a, b in directions)
+        reasons = {e.reason for e in events_for(cluster, namespace, "step")}
+        assert reasons & {h["reason"] for h in down["status"]["scalingHistory"]}
+    finally:
+        fleet.stop()
+
+
+def test_a_prometheus_outage_holds_replicas_and_the_loop_recovers(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    own_prometheus: LocalPrometheus,
+) -> None:
+    op = start_operator(run_operator, namespace, own_prometheus)
+    create(cluster, namespace, autoscaled("outage"))
+    fleet = simulate(cluster, own_prometheus, namespace, "outage", rate=6, seconds=600)
+    try:
+        wait_for(
+            lambda: read(cluster, namespace, "outage")["spec"]["replicas"] >= 3, timeout=90, what="scale-up"
+        )
+        own_prometheus.stop()
+        fleet.load = step_load(0, 0)  # were the metrics visible, this would scale down after the window
+
+        def unavailable() -> dict[str, Any] | None:
+            obj = read(cluster, namespace, "outage")
+            return obj if condition(obj, "MetricsAvailable").get("status") == "False" else None
+
+        held = wait_for(unavailable, timeout=30, what="MetricsAvailable=False")
+        replicas = held["spec"]["replicas"]
+        errors = ("inferfleet_prometheus_query_errors_total", frozenset({("kind", "fleet")}))
+        # Longer than the scale-down window, counted in the operator's own failed ticks.
+        wait_for(lambda: scrape(op).get(errors, 0) >= (WINDOW + 10) / TICK, timeout=WINDOW + 60,
+                 what="the operator to tick through a whole window without metrics")  # fmt: skip
+        assert read(cluster, namespace, "outage")["spec"]["replicas"] == replicas
+        assert any(e.reason == "MetricsUnavailable" for e in events_for(cluster, namespace, "outage"))
+
+        own_prometheus.start()
+        recovered = wait_replicas(cluster, namespace, "outage", lambda n: n == 1, 60 + WINDOW + 60,
+                                  "metrics back, idle, scaled down to 1")  # fmt: skip
+        assert condition(recovered, "MetricsAvailable")["status"] == "True"
+    finally:
+        fleet.stop()
