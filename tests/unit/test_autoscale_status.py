@@ -45,8 +45,9 @@ def test_a_clipped_recommendation_sets_scaling_limited_and_history_is_bounded() 
         {"time": "t", "from": i, "to": i + 1, "reason": "QueueAboveTarget", "message": ""} for i in range(10)
     ]
     previous = {"scalingHistory": history}
-    status = compute_autoscaler_status(previous, current_replicas=7, decision=decision,
-                                       queue_depth=30, metrics_problem=None, generation=1, now=NOW)  # fmt: skip
+    status = compute_autoscaler_status(
+        previous, current_replicas=7, decision=decision, queue_depth=30, metrics_problem=None, generation=1, now=NOW
+    )
     assert conditions(status)["ScalingLimited"] == ("True", "AtMaxReplicas")
     assert len(status["scalingHistory"]) == 10
     assert status["scalingHistory"][-1]["to"] == 8
