@@ -46,7 +46,13 @@ def test_a_clipped_recommendation_sets_scaling_limited_and_history_is_bounded() 
     ]
     previous = {"scalingHistory": history}
     status = compute_autoscaler_status(
-        previous, current_replicas=7, decision=decision, queue_depth=30, metrics_problem=None, generation=1, now=NOW
+        previous,
+        current_replicas=7,
+        decision=decision,
+        queue_depth=30,
+        metrics_problem=None,
+        generation=1,
+        now=NOW,
     )
     assert conditions(status)["ScalingLimited"] == ("True", "AtMaxReplicas")
     assert len(status["scalingHistory"]) == 10
