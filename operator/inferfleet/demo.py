@@ -131,12 +131,12 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str) -> int:
             _say("  " + line)
         prometheus.start()
         _say(f"Prometheus at {prometheus.url}")
+        api = cluster.api_client()
+        install_crds(api)  # before the operator, as `helm install` does: kopf serves kinds it finds at start
         operator.extra_args = ["--prometheus-url", prometheus.url, "--autoscale-interval", "5"]
         operator.start()
         _say(f"operator running (pid {operator.pid}), liveness {operator.liveness_url}")
         _say(f"operator log: {operator.log_path}")
-        api = cluster.api_client()
-        install_crds(api)
         bodies = apply_examples(api)
         _say(f"applied {len(bodies)} examples in namespace {DEMO_NAMESPACE}")
         fleets = start_load(api, prometheus, bodies)
