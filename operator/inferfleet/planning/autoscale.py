@@ -28,6 +28,10 @@ def build_scaling_policy(spec: InferenceServiceSpec) -> ScalingPolicy | None:
         scale_up_stabilization_seconds=s.scale_up_stabilization_seconds,
         scale_down_stabilization_seconds=s.scale_down_stabilization_seconds,
         scale_to_zero_after_seconds=s.scale_to_zero_after_seconds,
+        # Step down at most once per window when the user's window is shorter than the default pace.
+        scale_down_interval_seconds=min(
+            ScalingPolicy.scale_down_interval_seconds, s.scale_down_stabilization_seconds
+        ),
     )
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks that print ratios against baselines (see DESIGN.md, "Benchmarks")."""

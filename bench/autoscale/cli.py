@@ -1,0 +1,193 @@
+"""Command line and the one function that runs every policy on the same arrivals."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.autoscale import policies as pol
+from bench.autoscale.report import add_ratios, summarize, table, targets, write_png
+from bench.autoscale.sim import Autoscaler, Plan, RunResult, SimParams, simulate
+from bench.autoscale.workload import (
+    Workload,
+    compress_time,
+    limit_duration,
+    load_azure_csv,
+    scale_load,
+    synthetic_bursty,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_TRACES = REPO.parent / "shared" / "traces"
+DEFAULT_TRACE = SHARED_TRACES / "azure-llm-2023-conv.csv"
+ORACLE_CAP = 1000
+ALL_POLICIES = ("inferfleet", "hpa", "keda", "kubeai", "static-peak", "oracle")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    slo_s: float = 2.0
+    min_replicas: int = 1
+    max_replicas: int | None = None
+    """None: max(peak need + 2, 1.5 x peak need), room for an autoscaler to overshoot."""
+    target_queue_depth: float = 4.0
+    inferfleet_tick_s: float = pol.INFERFLEET_TICK_S
+    policies: tuple[str, ...] = ALL_POLICIES
+
+
+def build_workload(
+    trace: Path | None,
+    synthetic: str | None,
+    load_scale: float,
+    time_compression: float,
+    duration: float | None,
+    seed: int,
+) -> Workload:
+    if synthetic is not None:
+        if synthetic != "bursty":
+            raise ValueError(f"unknown synthetic workload {synthetic!r} (known: bursty)")
+        w = synthetic_bursty(seed, load_scale=load_scale)
+    else:
+        w = scale_load(load_azure_csv(trace or DEFAULT_TRACE), load_scale, seed)
+    w = compress_time(w, time_compression)
+    return limit_duration(w, duration)
+
+
+def run_benchmark(
+    workload: Workload, params: SimParams, config: BenchConfig = BenchConfig()
+) -> tuple[dict[str, Any], dict[str, RunResult]]:
+    """Run every policy on `workload`; the report (JSON-ready) and the raw runs."""
+    need = pol.oracle_needs(workload, params, config.slo_s, config.min_replicas, cap=ORACLE_CAP)
+    peak = pol.peak_replicas(need)
+    max_replicas = config.max_replicas or max(peak + 2, math.ceil(1.5 * peak))
+    initial = min(pol.initial_replicas(need, config.min_replicas), max_replicas)
+    limits = pol.FleetLimits(config.min_replicas, max_replicas, config.target_queue_depth, params.concurrency)
+
+    makers: dict[str, Any] = {
+        "inferfleet": lambda: pol.InferfleetPolicy(
+            pol.inferfleet_policy(limits), initial, interval=config.inferfleet_tick_s
+        ),
+        "hpa": lambda: pol.HpaPolicy(limits, initial),
+        "keda": lambda: pol.KedaPolicy(limits, initial),
+        "kubeai": lambda: pol.KubeAiPolicy(limits),
+        "static-peak": lambda: pol.static_plan(need),
+        "oracle": lambda: pol.oracle_plan(need, params, workload.horizon),
+    }
+    runs: dict[str, RunResult] = {}
+    metrics: dict[str, dict[str, Any]] = {}
+    for name in config.policies:
+        policy: Autoscaler | Plan = makers[name]()
+        result = simulate(workload, params, policy, initial_replicas=initial)
+        runs[name] = result
+        metrics[name] = summarize(result, config.slo_s, workload.horizon, params.gpus_per_replica)
+        if isinstance(policy, pol.InferfleetPolicy):
+            metrics[name]["decision_reasons"] = dict(sorted(policy.reasons.items()))
+    add_ratios(metrics)
+    report = {
+        "trace": workload.name,
+        "params": {
+            "requests": len(workload),
+            "horizon_s": round(workload.horizon, 3),
+            "slo_s": config.slo_s,
+            "min_replicas": config.min_replicas,
+            "max_replicas": max_replicas,
+            "peak_need": peak,
+            "initial_replicas": initial,
+            "target_queue_depth": config.target_queue_depth,
+            "inferfleet_tick_s": config.inferfleet_tick_s,
+            "inferfleet_policy": {
+                k: v for k, v in asdict(pol.inferfleet_policy(limits)).items() if not k.startswith("_")
+            },
+            **asdict(params),
+        },
+        "policies": metrics,
+        "targets": targets(metrics),
+    }
+    return report, runs
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.autoscale",
+        description="Replay an LLM request trace through a simulated GPU fleet under inferfleet's "
+        "autoscaling policy and baselines (HPA, KEDA, KubeAI, static peak, oracle).",
+    )
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--trace", type=Path, help=f"Azure-format CSV (default {DEFAULT_TRACE})")
+    src.add_argument("--synthetic", choices=["bursty"], help="generate a seeded synthetic trace instead")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    ap.add_argument("--load-scale", type=float, default=1.0, help="multiply the arrival rate (default 1)")
+    ap.add_argument("--time-compression", type=float, default=1.0, help="replay this many times faster")
+    ap.add_argument("--duration", type=float, help="only the first SECONDS of the (compressed) trace")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slo", type=float, default=2.0, help="queue-wait SLO in seconds (default 2)")
+    ap.add_argument("--cold-start-min", type=float, default=60.0, help="seconds (default 60)")
+    ap.add_argument("--cold-start-max", type=float, default=300.0, help="seconds (default 300)")
+    ap.add_argument("--concurrency", type=int, default=32, help="max concurrent requests per replica")
+    ap.add_argument("--gpus-per-replica", type=int, default=1)
+    ap.add_argument("--min-replicas", type=int, default=1)
+    ap.add_argument("--max-replicas", type=int, help="default: max(peak+2, 1.5 x peak need)")
+    ap.add_argument("--target-queue-depth", type=float, default=4.0, help="waiting requests per replica")
+    ap.add_argument("--tick", type=float, default=pol.INFERFLEET_TICK_S, help="inferfleet's tick (s)")
+    ap.add_argument("--scrape-interval", type=float, default=15.0, help="Prometheus scrape interval (s)")
+    ap.add_argument("--scrape-lag", type=float, default=0.0, help="extra staleness of what autoscalers see")
+    ap.add_argument("--policies", default=",".join(ALL_POLICIES), help="comma-separated subset")
+    ap.add_argument(
+        "--png", type=Path, help="where to write the plot (default build/bench-autoscale-<trace>.png)"
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.cold_start_max < args.cold_start_min:
+        raise SystemExit("--cold-start-max must be >= --cold-start-min")
+    chosen = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    unknown = [p for p in chosen if p not in ALL_POLICIES]
+    if unknown:
+        raise SystemExit(f"unknown policies {unknown}; known: {', '.join(ALL_POLICIES)}")
+    started = time.monotonic()
+    workload = build_workload(
+        args.trace, args.synthetic, args.load_scale, args.time_compression, args.duration, args.seed
+    )
+    params = SimParams(
+        concurrency=args.concurrency,
+        cold_start_min=args.cold_start_min,
+        cold_start_max=args.cold_start_max,
+        scrape_interval=args.scrape_interval,
+        scrape_lag=args.scrape_lag,
+        gpus_per_replica=args.gpus_per_replica,
+        seed=args.seed,
+    )
+    config = BenchConfig(
+        slo_s=args.slo,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        target_queue_depth=args.target_queue_depth,
+        inferfleet_tick_s=args.tick,
+        policies=chosen,
+    )
+    report, runs = run_benchmark(workload, params, config)
+    report["params"]["load_scale"] = args.load_scale
+    report["params"]["time_compression"] = args.time_compression
+    report["params"]["source"] = (
+        f"synthetic:{args.synthetic}" if args.synthetic else str(args.trace or DEFAULT_TRACE)
+    )
+    report["params"]["wall_seconds"] = round(time.monotonic() - started, 2)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(table(report))
+    stem = Path(workload.name).stem
+    png = args.png or REPO / "build" / f"bench-autoscale-{stem}.png"
+    if write_png(report, {k: v.timeline for k, v in runs.items()}, png):
+        print(f"\nplot: {png}")
+    else:
+        print("\n(no plot: matplotlib is not importable in this environment)")
+    return 0

@@ -1,0 +1,347 @@
+"""The queue-depth scaling policy: exact decision sequences, tick by tick.
+
+Every table is a list of ticks `(t, waiting, running, ready, expected replicas, expected reason)`;
+`ready` None means every current replica is ready. The replicas a tick starts from are the ones
+the previous tick decided, as the operator would have written them to spec.replicas.
+
+With the policy `P` below a replica runs 10 requests (scale-up above 9.5 running per replica,
+keep replicas while the window saw more than 8.5) and may have 2 waiting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+
+from inferfleet.planning.scaling import (
+    ScalerState,
+    ScalingDecision,
+    ScalingPolicy,
+    ScalingSample,
+    compute_scaling_decision,
+    replicas_for,
+)
+
+P = ScalingPolicy(min_replicas=1, max_replicas=10, target_queue_depth=2, max_concurrent_requests=10)
+NO_TREND = replace(P, trend_window_seconds=0)
+
+Tick = tuple[float, float | None, float | None, int | None, int, str]
+
+
+def run(
+    policy: ScalingPolicy, replicas: int, ticks: Sequence[Tick], state: ScalerState | None = None
+) -> tuple[list[tuple[int, str]], ScalerState, list[ScalingDecision]]:
+    state = state or ScalerState()
+    got: list[tuple[int, str]] = []
+    decisions: list[ScalingDecision] = []
+    for t, waiting, running, ready, _, _ in ticks:
+        d, state = compute_scaling_decision(
+            ScalingSample(waiting, running), policy, replicas, replicas if ready is None else ready, state, t
+        )
+        got.append((d.replicas, d.reason))
+        decisions.append(d)
+        replicas = d.replicas
+    return got, state, decisions
+
+
+def expected(ticks: Sequence[Tick]) -> list[tuple[int, str]]:
+    return [(replicas, reason) for *_, replicas, reason in ticks]
+
+
+def test_the_recommendation_is_the_larger_of_batch_headroom_and_queue_per_replica() -> None:
+    assert replicas_for(0, 0, P, 0.95) == 0
+    assert replicas_for(0, 19, P, 0.95) == 2  # 19 / 9.5
+    assert replicas_for(0, 20, P, 0.95) == 3
+    assert replicas_for(0, 20, P, 0.85) == 3  # 20 / 8.5
+    assert replicas_for(30, 20, P, 0.95) == 5  # (20 + 30) / (10 + 2)
+    assert replicas_for(4, 40, P, 0.95) == 5  # 40 / 9.5 > 44 / 12
+
+
+BURST: list[Tick] = [
+    (0, 0, 10, None, 2, "Steady"),
+    # the queue jumps: (20 running + 30 waiting) / 12 per replica = 5
+    (15, 30, 20, 2, 5, "QueueAboveTarget"),
+    # 80 / 12 wants 7, but 2 ready replicas may at most become 2 + max(4, 2) = 6
+    (30, 60, 20, 2, 6, "QueueAboveTarget"),
+    # the queue keeps growing while 4 replicas start: no runaway, wait for them
+    (45, 90, 20, 2, 6, "ReplicasStarting"),
+    (60, 120, 20, 2, 6, "ReplicasStarting"),
+    # they are up; 60 running on 6 is above 95% of 60 slots
+    (75, 10, 60, 6, 7, "LoadAboveCapacity"),
+    # the burst is over: 30 running needs 4, but the window saw 10
+    (90, 0, 30, 7, 7, "StabilizingScaleDown"),
+]
+
+
+def test_burst_scales_up_at_once_without_running_away_during_cold_starts() -> None:
+    got, _, decisions = run(P, 2, BURST)
+    assert got == expected(BURST)
+    assert [d.direction for d in decisions] == ["none", "up", "up", "none", "none", "up", "none"]
+    assert decisions[2].recommendation == 7
+    assert "waiting for 4 starting replicas" in decisions[3].message
+
+
+def test_after_a_burst_the_window_holds_then_replicas_go_one_per_minute() -> None:
+    _, state, _ = run(NO_TREND, 2, BURST)
+    tail: list[Tick] = [(float(t), 0, 30, None, 7, "StabilizingScaleDown") for t in range(105, 375, 15)]
+    tail += [
+        # t=75 (10 waiting on 6) was the last high recommendation: at t=375 it leaves the window
+        (375, 0, 30, None, 6, "LoadBelowCapacity"),
+        (390, 0, 30, None, 6, "StabilizingScaleDown"),  # one scale-down a minute at most
+        (420, 0, 30, None, 6, "StabilizingScaleDown"),
+        (435, 0, 30, None, 5, "LoadBelowCapacity"),
+        (495, 0, 30, None, 4, "LoadBelowCapacity"),
+        (510, 0, 30, None, 4, "Steady"),  # 30 running fit 4 x 8.5
+    ]
+    got, _, decisions = run(NO_TREND, 7, tail, state)
+    assert got == expected(tail)
+    assert "highest in 300s is 10" in decisions[0].message
+    assert "pacing: last scale-down 15s ago" in decisions[-5].message
+
+
+RAMP = [(15.0 * i, 0.0, 30.0 + i) for i in range(21)]  # one more running request per tick
+
+
+def test_a_ramp_gets_its_replicas_a_lookahead_early_from_the_trend() -> None:
+    ticks: list[Tick] = [(t, w, r, None, 0, "") for t, w, r in RAMP]
+    without, _, _ = run(NO_TREND, 4, ticks)
+    with_trend, _, decisions = run(P, 4, ticks)
+    # Without a trend each replica comes when the batches are full: 39 > 4 x 9.5, 48 > 5 x 9.5.
+    assert [r for r, _ in without] == [4] * 9 + [5] * 9 + [6] * 3
+    # The trend needs half its window (150 s) of samples; from then on it plans for the running
+    # requests 120 s ahead (+8 here): the 6th replica comes at t=150 instead of t=270.
+    assert [r for r, _ in with_trend] == [4] * 9 + [5] + [6] * 10 + [7]
+    assert [reason for _, reason in with_trend[8:11]] == ["Steady", "LoadAboveCapacity", "LoadAboveCapacity"]
+    assert decisions[10].recommendation == 6  # (40 + 8) / 9.5
+
+
+def test_the_trend_extrapolates_at_most_half_the_running_requests() -> None:
+    steep = [(15.0 * i, 0.0, 10.0 + 10 * i, None, 0, "") for i in range(12)]
+    _, _, decisions = run(replace(P, max_replicas=100), 1, steep)
+    # at t=165, 120 running rising 10 per tick: +80 in 120 s, capped at +60 -> 180 / 9.5
+    assert decisions[-1].recommendation == 19
+
+
+PLATEAU: list[Tick] = [(15.0 * i, 1, 40, None, 5, "Steady") for i in range(40)]
+
+
+def test_a_plateau_changes_nothing() -> None:
+    got, state, _ = run(P, 5, PLATEAU)
+    assert got == expected(PLATEAU)
+    assert state.recommendations == ((585.0, 5),)  # equal recommendations are kept as one entry
+    assert state.last_scale_time is None
+
+
+def test_an_oscillating_queue_scales_up_once_and_holds() -> None:
+    # 40 running on 5 replicas; the queue flips between 0 and 40 every tick for 15 minutes.
+    ticks: list[Tick] = []
+    for i in range(60):
+        ticks.append((15.0 * i, 40.0 if i % 2 else 0.0, 40.0, None, 0, ""))
+    got, _, decisions = run(P, 5, ticks)
+    replicas = [r for r, _ in got]
+    assert replicas[:2] == [5, 7]  # (40 + 40) / 12 -> 7 at the first spike
+    assert set(replicas[1:]) == {7}
+    assert sum(1 for d in decisions if d.direction != "none") == 1
+
+
+def test_flapping_between_two_levels_lengthens_the_scale_down_window() -> None:
+    ticks: list[Tick] = [(0, 0, 20, None, 3, "Steady"), (15, 0, 45, None, 5, "LoadAboveCapacity")]
+    ticks += [(float(t), 0, 20, None, 5, "StabilizingScaleDown") for t in range(30, 315, 15)]
+    ticks += [(315, 0, 20, None, 4, "LoadBelowCapacity")]  # the peak at t=15 leaves the window
+    ticks += [(330, 0, 45, None, 5, "LoadAboveCapacity")]  # and back up 15 s later: a reversal
+    got, state, _ = run(NO_TREND, 3, ticks)
+    assert got == expected(ticks)
+    assert state.scale_down_window == 600  # the spec's 300 s, doubled ...
+    assert state.scale_down_window_until == 330 + 1800  # ... for the next 30 minutes
+    # so the next dip must last 600 s before a replica goes
+    later: list[Tick] = [(float(t), 0, 20, None, 5, "StabilizingScaleDown") for t in range(345, 930, 15)]
+    later += [(930, 0, 20, None, 4, "LoadBelowCapacity")]
+    got, state, decisions = run(NO_TREND, 5, later, state)
+    assert got == expected(later)
+    assert "highest in 600s is 6" in decisions[-2].message
+    # another quick reversal doubles it again, up to the 900 s cap
+    _, state, _ = run(NO_TREND, 4, [(945, 0, 45, None, 5, "")], state)
+    assert state.scale_down_window == 900
+    # 30 minutes after the last reversal the spec's window is back
+    assert NO_TREND.down_window(state, 945 + 1799) == 900
+    assert NO_TREND.down_window(state, 945 + 1800) == 300
+
+
+def test_missing_data_holds_never_scales_down_and_keeps_the_state() -> None:
+    _, state, _ = run(P, 6, [(0, 0, 10, None, 0, "")])
+    for t, waiting, running in [
+        (15, None, 10.0),
+        (30, 0.0, None),
+        (45, math.nan, 3.0),
+        (60, 1.0, math.inf),
+        (75, -1.0, 2.0),
+    ]:
+        d, after = compute_scaling_decision(ScalingSample(waiting, running), P, 6, 6, state, t)
+        assert (d.replicas, d.reason, d.limited, d.recommendation) == (6, "MetricsUnavailable", False, None)
+        assert after is state
+    # data is back: the window still holds the 6 replicas it started with (a fresh state holds
+    # the current size for one window, as HPA does), and a queue scales up again at once
+    d, _ = compute_scaling_decision(ScalingSample(0, 10), P, 6, 6, state, 90)
+    assert (d.replicas, d.reason) == (6, "StabilizingScaleDown")
+    d, _ = compute_scaling_decision(ScalingSample(200, 50), P, 6, 6, state, 90)
+    assert (d.replicas, d.reason, d.limited) == (10, "AtMaxReplicas", True)
+    d, _ = compute_scaling_decision(ScalingSample(0, 10), P, 6, 6, state, 301)
+    assert (d.replicas, d.reason) == (5, "LoadBelowCapacity")
+
+
+def test_missing_data_still_applies_min_and_max() -> None:
+    bounded = replace(P, min_replicas=2, max_replicas=4)
+    d, _ = compute_scaling_decision(ScalingSample(None, None), bounded, 1, 1, ScalerState(), 0)
+    assert (d.replicas, d.reason, d.limited) == (2, "AtMinReplicas", True)
+    d, _ = compute_scaling_decision(ScalingSample(None, None), bounded, 6, 6, ScalerState(), 0)
+    assert (d.replicas, d.reason, d.limited) == (4, "AtMaxReplicas", True)
+
+
+STARTING: list[Tick] = [
+    (0, 20, 20, None, 4, "QueueAboveTarget"),  # (20 + 20) / 12 -> 4
+    # 2 of 4 ready: 26 waiting will go to the 2 starting replicas, no more are needed
+    (15, 26, 20, 2, 4, "ReplicasStarting"),
+    # the queue outgrows them: (20 + 44) / 12 -> 6, within 2 ready + 4
+    (30, 44, 20, 2, 6, "QueueAboveTarget"),
+    # 9 wanted, but no more than 2 ready + 4 until some of the 4 starting ones are up
+    (45, 80, 20, 2, 6, "ReplicasStarting"),
+    (60, 60, 40, 4, 8, "QueueAboveTarget"),  # 4 ready: up to 8 of the 9 wanted
+    (75, 0, 70, 8, 8, "Steady"),
+]
+
+
+def test_starting_replicas_count_as_incoming_capacity() -> None:
+    got, _, _ = run(P, 2, STARTING)
+    assert got == expected(STARTING)
+
+
+CLAMP: list[Tick] = [
+    (0, 500, 40, None, 6, "AtMaxReplicas"),  # wants 45
+    (15, 500, 60, None, 6, "AtMaxReplicas"),
+    (30, 0, 0, None, 6, "StabilizingScaleDown"),  # wants 0, min 2, the window holds 6 anyway
+]
+
+
+def test_min_and_max_clamp_and_say_so() -> None:
+    bounded = replace(P, min_replicas=2, max_replicas=6)
+    got, _, decisions = run(bounded, 4, CLAMP)
+    assert got == expected(CLAMP)
+    assert [d.limited for d in decisions] == [True, True, True]
+    idle: list[Tick] = [(float(t), 0, 0, None, 0, "") for t in range(0, 1200, 15)]
+    got, _, decisions = run(bounded, 3, idle)
+    assert got[-1] == (2, "AtMinReplicas")
+    assert decisions[-1].limited
+
+
+def test_a_current_outside_the_bounds_is_corrected() -> None:
+    bounded = replace(P, min_replicas=2, max_replicas=6)
+    d, _ = compute_scaling_decision(ScalingSample(0, 5), bounded, 9, 9, ScalerState(), 0)
+    assert (d.replicas, d.reason, d.limited, d.direction) == (6, "AtMaxReplicas", True, "down")
+    d, _ = compute_scaling_decision(ScalingSample(0, 5), bounded, 1, 1, ScalerState(), 0)
+    assert (d.replicas, d.reason, d.limited, d.direction) == (2, "AtMinReplicas", True, "up")
+
+
+ZERO = replace(P, min_replicas=0, scale_to_zero_after_seconds=600)
+
+
+def test_scale_to_zero_after_the_idle_period_and_back_on_a_gateway_queue() -> None:
+    ticks: list[Tick] = [(0, 0, 5, None, 1, "Steady")]
+    ticks += [(float(t), 0, 0, None, 1, "Steady") for t in range(15, 600, 15)]
+    ticks += [(600, 0, 0, None, 0, "ScaleToZero")]  # 600 s after the last request at t=0
+    ticks += [(615, None, None, 0, 0, "MetricsUnavailable")]  # no pods, no metrics: stay at zero
+    ticks += [(630, 0, None, 0, 0, "Steady")]  # a gateway reports an empty queue
+    ticks += [(645, 3, None, 0, 1, "ScaleFromZero")]  # and then 3 waiting requests
+    # the replica starts; no engine reports running requests yet: hold, never down
+    ticks += [(660, 3, None, 0, 1, "MetricsUnavailable")]
+    ticks += [(675, 0, 2, 1, 1, "Steady")]
+    got, _, _ = run(ZERO, 1, ticks)
+    assert got == expected(ticks)
+
+
+def test_without_scale_to_zero_a_min_of_zero_still_keeps_one_replica() -> None:
+    keep_one = replace(P, min_replicas=0)
+    idle: list[Tick] = [(float(t), 0, 0, None, 0, "") for t in range(0, 3600, 15)]
+    got, _, _ = run(keep_one, 2, idle)
+    assert {r for r, _ in got[-100:]} == {1}
+    d, _ = compute_scaling_decision(ScalingSample(0, 0), keep_one, 0, 0, ScalerState(), 0)
+    assert (d.replicas, d.reason, d.limited) == (1, "ScaleFromZero", False)
+
+
+def test_decisions_are_deterministic_and_pure() -> None:
+    a = run(P, 2, BURST)
+    b = run(P, 2, BURST)
+    assert a[0] == b[0]
+    assert a[1] == b[1]
+
+
+def test_state_round_trips_through_status_json() -> None:
+    _, state, _ = run(P, 3, [(float(t), 0, 20 + t / 15, None, 0, "") for t in range(0, 400, 15)])
+    _, state, _ = run(P, 3, [(400, 0, 45, None, 0, ""), (415, 0, 10, None, 0, "")], state)
+    state = replace(state, scale_down_window=600.0, scale_down_window_until=2000.0, last_scale_down=330.0)
+    raw = json.loads(json.dumps(state.to_status()))
+    assert set(raw) == {
+        "recommendations",
+        "lastActive",
+        "lastScaleTime",
+        "lastScaleDown",
+        "scaleDownWindowSeconds",
+        "scaleDownWindowUntil",
+        "runningSamples",
+    }
+    assert ScalerState.from_status(raw) == state
+    assert ScalerState().to_status()["recommendations"] == []
+    assert ScalerState.from_status(ScalerState().to_status()) == ScalerState()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "garbage",
+        [],
+        {},
+        {"recommendations": "nope", "lastActive": "yesterday", "runningSamples": {"a": 1}},
+        {"recommendations": [1, None, {"time": "x", "replicas": 2}, {"time": 1.0, "replicas": -1}]},
+        {"recommendations": [{"time": 1.0, "replicas": True}, {"time": math.inf, "replicas": 2}]},
+        {
+            "lastScaleTime": math.nan,
+            "scaleDownWindowSeconds": -5,
+            "runningSamples": [{"time": 1, "running": -2}],
+        },
+    ],
+)
+def test_garbage_status_gives_an_empty_state(raw: object) -> None:
+    assert ScalerState.from_status(raw) == ScalerState()  # type: ignore[arg-type]
+
+
+def test_partly_valid_status_keeps_the_valid_entries_in_time_order() -> None:
+    raw = {
+        "recommendations": [{"time": 30, "replicas": 4}, {"time": "bad"}, {"time": 15.5, "replicas": 3}],
+        "lastActive": 12,
+        "runningSamples": [{"time": 15, "running": 7}, {"time": 0, "running": 3.5}],
+    }
+    state = ScalerState.from_status(raw)
+    assert state.recommendations == ((15.5, 3), (30.0, 4))
+    assert state.last_active == 12.0
+    assert state.running_samples == ((0.0, 3.5), (15.0, 7.0))
+
+
+def test_direction_without_a_current_is_none() -> None:
+    assert ScalingDecision(3, "Steady", "", False).direction == "none"
+    assert ScalingDecision(3, "Steady", "", False, current_replicas=2).direction == "up"
+    assert ScalingDecision(1, "Steady", "", False, current_replicas=2).direction == "down"
+
+
+def test_a_scale_up_window_goes_to_the_lowest_recommendation_in_it() -> None:
+    slow_up = replace(NO_TREND, scale_up_stabilization_seconds=30)
+    ticks: list[Tick] = [
+        (0, 0, 20, None, 3, "Steady"),
+        (15, 0, 45, None, 3, "StabilizingScaleUp"),  # wants 5; t=0 recommended 3
+        (30, 0, 45, None, 5, "LoadAboveCapacity"),  # the window (0, 30] now only holds 6 and 5
+    ]
+    got, _, _ = run(slow_up, 3, ticks)
+    assert got == expected(ticks)
