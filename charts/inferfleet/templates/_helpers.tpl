@@ -1,0 +1,142 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "inferfleet.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects: the release name, with the chart name unless it contains it. */}}
+{{- define "inferfleet.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "inferfleet.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every object carries. */}}
+{{- define "inferfleet.labels" -}}
+helm.sh/chart: {{ include "inferfleet.chart" . }}
+{{ include "inferfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: inferfleet
+{{- end }}
+
+{{/* The operator pods' identity; selectors use only these (they never change on upgrade). */}}
+{{- define "inferfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "inferfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "inferfleet.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "inferfleet.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "inferfleet.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "inferfleet.peeringName" -}}
+{{- default (include "inferfleet.fullname" .) .Values.ha.peeringName }}
+{{- end }}
+
+{{/*
+Rules for what the operator reads and writes inside the namespaces it manages: in a ClusterRole
+when it watches every namespace, else in a Role per watched namespace. Each verb is one the
+operator uses: run under this ServiceAccount with any one of them removed, it gets a 403 (for
+finalizers/update, only where the admission plugin named below is on; tests/integration/test_helm_install.py
+runs it under the full set):
+- inferenceservices: kopf lists/watches them and patches its annotations (progress, last
+  handled spec); the operator writes status through the status subresource and the autoscaler
+  writes spec.replicas through the scale subresource, as HPA does. finalizers/update:
+  child objects carry an ownerReference with blockOwnerDeletion, which the
+  OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened clusters) allows
+  only to who may update the owner's finalizers.
+- deployments, statefulsets, services, poddisruptionbudgets: server-side apply (patch; create
+  when the object does not exist yet); kopf watches deployments and statefulsets. StatefulSets
+  and headless Services of a multi-node replica group are deleted to restart the group whole.
+- events: kopf posts Kubernetes Events on InferenceServices (core/v1).
+- kopfpeerings (HA, namespaced mode): kopf's peering records, one per watched namespace.
+*/}}
+{{- define "inferfleet.namespacedRules" -}}
+- apiGroups: [inferfleet.io]
+  resources: [inferenceservices]
+  verbs: [list, watch, patch]
+- apiGroups: [inferfleet.io]
+  resources: [inferenceservices/status, inferenceservices/scale]
+  verbs: [patch]
+- apiGroups: [inferfleet.io]
+  resources: [inferenceservices/finalizers]
+  verbs: [update]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, watch, create, patch]
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, patch, delete]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [create, patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- if and .Values.ha.enabled .Values.watchNamespaces }}
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [list, watch]
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  resourceNames: [{{ include "inferfleet.peeringName" . }}]
+  verbs: [patch]
+{{- end }}
+{{- end }}
+
+{{/*
+Cluster-scoped reads, in every mode:
+- nodes: the GPU inventory (kopf index and node events);
+- pods (list/watch, every namespace): GPUs held on each node, and loss of a group member;
+- customresourcedefinitions: kopf discovers the resources it serves and watches for changes;
+- namespaces (namespaced mode): kopf lists and watches the namespaces it serves;
+- clusterkopfpeerings (HA, cluster-wide mode): kopf's peering record.
+*/}}
+{{- define "inferfleet.clusterRules" -}}
+- apiGroups: [""]
+  resources: [nodes, pods]
+  verbs: [list, watch]
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if .Values.watchNamespaces }}
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- else if .Values.ha.enabled }}
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [list, watch]
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  resourceNames: [{{ include "inferfleet.peeringName" . }}]
+  verbs: [patch]
+{{- end }}
+{{- end }}

@@ -1,0 +1,359 @@
+"""The Helm chart on the real cluster: install under the `restricted` Pod Security profile, RBAC that
+suffices (the operator runs with the chart's ServiceAccount token) and no more, upgrade, uninstall.
+
+The operator runs as a local process: the in-cluster pods are KWOK's (admitted, scheduled and
+Running, but no container runs), so the process stands in for them, authenticated with a token
+of the chart's ServiceAccount. Neither Python client honours a kubeconfig's `as:` impersonation,
+so a TokenRequest token is used: it is the ServiceAccount's own identity, not an approximation.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from inferfleet.kube.apply import scale_inference_service
+from inferfleet.localcluster.binaries import locate_binaries
+from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.waiting import wait_for
+from tests.conftest import Cluster
+from tests.integration.test_reconcile import create, example, small_service, wait_ready
+
+CHART = Path(__file__).parents[2] / "charts" / "inferfleet"
+BINARIES = locate_binaries()
+H100 = "NVIDIA-H100-80GB-HBM3"
+# The API server's RBAC refusal ('User "system:serviceaccount:..." cannot patch resource ...') and
+# kopf's fallback when it may not list or watch something.
+DENIED = re.compile(r"cannot \w+ resource|Not enough permissions")
+
+
+@dataclass
+class Release:
+    name: str
+    namespace: str
+    cluster: Cluster
+    install_output: str
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-inferfleet"
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
+
+def run(cluster: Cluster, tool: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(tool), "--kubeconfig", str(cluster.kubeconfig), *args], capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool.name} {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(cluster, BINARIES.helm, *args, check=check)
+
+
+def restricted_namespace(cluster: Cluster, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    return name
+
+
+def install(cluster: Cluster, namespace: str, *sets: str) -> Release:
+    name = f"if-{uuid.uuid4().hex[:6]}"  # cluster-scoped RBAC objects are named after the release
+    flags = [f for s in sets for f in ("--set", s)]
+    result = helm(cluster, "install", name, str(CHART), "-n", namespace, "--wait", "--timeout", "2m", *flags)
+    # The namespaces also carry the `warn` label: the API server would warn about any workload
+    # whose pod template breaks the profile, and helm prints such warnings on stderr.
+    assert "PodSecurity" not in result.stderr, result.stderr
+    return Release(name, namespace, cluster, result.stdout)
+
+
+def uninstall(release: Release) -> None:
+    helm(release.cluster, "uninstall", release.name, "-n", release.namespace, "--wait", check=False)
+
+
+def service_account_kubeconfig(release: Release, path: Path) -> Path:
+    """The cluster's kubeconfig with the chart ServiceAccount's token as the only credential."""
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    token = release.cluster.core.create_namespaced_service_account_token(
+        release.fullname, release.namespace, request
+    ).status.token
+    kubeconfig = yaml.safe_load(release.cluster.kubeconfig.read_text())
+    for user in kubeconfig["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(kubeconfig))
+    return path
+
+
+def can_i(release: Release, verb: str, resource: str, namespace: str | None = None) -> bool:
+    """`kubectl auth can-i` as the chart's ServiceAccount; resource may carry `/subresource`."""
+    resource, _, sub = resource.partition("/")
+    args = ["auth", "can-i", verb, resource, "--as", release.user]
+    args += ["--subresource", sub] if sub else []
+    args += ["-n", namespace] if namespace else ["--all-namespaces"]
+    return run(release.cluster, BINARIES.kubectl, *args, check=False).returncode == 0
+
+
+def operator_log_denials(op: OperatorProcess) -> list[str]:
+    return [line[:300] for line in op.log_text().splitlines() if DENIED.search(line)]
+
+
+def exists(read_call: Any, *args: str) -> bool:
+    try:
+        read_call(*args)
+        return True
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Iterator[Release]:
+    """The chart with default values (cluster-wide) in a namespace enforcing `restricted`."""
+    namespace = restricted_namespace(cluster, "inferfleet-system")
+    rel = install(cluster, namespace)
+    yield rel
+    uninstall(rel)
+    cluster.core.delete_namespace(namespace)
+
+
+def test_install_in_a_restricted_namespace_runs_the_operator_pod(cluster: Cluster, release: Release) -> None:
+    # The namespace does enforce `restricted`: a privileged pod is refused there ...
+    privileged = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="privileged"),
+        spec=client.V1PodSpec(
+            containers=[
+                client.V1Container(
+                    name="c", image="busybox", security_context=client.V1SecurityContext(privileged=True)
+                )
+            ]
+        ),
+    )
+    with pytest.raises(ApiException) as refused:
+        cluster.core.create_namespaced_pod(release.namespace, privileged, dry_run="All")
+    assert refused.value.status == 403
+    assert "violates PodSecurity" in refused.value.body
+
+    # ... and the chart's operator pod was admitted, scheduled and is Running and Ready.
+    [pod] = cluster.core.list_namespaced_pod(
+        release.namespace, label_selector=f"app.kubernetes.io/instance={release.name}"
+    ).items
+    assert pod.status.phase == "Running"
+    assert all(c.ready for c in pod.status.container_statuses)
+    assert pod.spec.service_account_name == release.fullname
+    assert (
+        cluster.apps.read_namespaced_deployment(release.fullname, release.namespace).status.ready_replicas
+        == 1
+    )
+
+    for crd in ("inferenceservices.inferfleet.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
+        assert cluster.ext.read_custom_resource_definition(crd)
+    assert "It manages InferenceServices in every namespace." in release.install_output
+
+
+def test_the_operator_as_the_service_account_reconciles_the_examples(
+    cluster: Cluster, release: Release, namespace: str, tmp_path: Path
+) -> None:
+    kubeconfig = service_account_kubeconfig(release, tmp_path / "sa-kubeconfig.yaml")
+    # Earlier tests' namespaces are deleted in the background: the 405B needs two idle H100 nodes.
+    h100 = {
+        n.metadata.name for n in cluster.core.list_node(label_selector=f"nvidia.com/gpu.product={H100}").items
+    }
+    wait_for(
+        lambda: not any(p.spec.node_name in h100 for p in cluster.core.list_pod_for_all_namespaces().items),
+        timeout=120,
+        what="no pod left on the H100 nodes",
+    )
+    # Cluster-wide, as the chart runs it by default (placement counts GPUs in every namespace).
+    op = OperatorProcess(kubeconfig=kubeconfig, log_path=tmp_path / "operator.log")
+    op.start()
+    try:
+        create(cluster, namespace, example("llama-3.1-8b-vllm.yaml"))
+        create(cluster, namespace, example("llama-3.1-405b-vllm.yaml"))
+        assert wait_ready(cluster, namespace, "llama-3-1-8b")["status"]["readyReplicas"] == 1
+        big = wait_ready(cluster, namespace, "llama-3-1-405b", timeout=120)
+        assert big["status"]["shardPlan"]["layout"] == "8x2"
+
+        # The autoscaler's write (the scale subresource), made with the ServiceAccount's identity.
+        sa_api = config.new_client_from_config(config_file=str(kubeconfig))
+        scale_inference_service(sa_api, namespace, "llama-3-1-8b", 2)
+        assert wait_ready(cluster, namespace, "llama-3-1-8b")["status"]["readyReplicas"] == 2
+
+        # A lost group member makes the operator delete and recreate the group (delete verbs).
+        group = cluster.apps.read_namespaced_stateful_set("llama-3-1-405b-g0", namespace)
+        cluster.core.delete_namespaced_pod("llama-3-1-405b-g0-1", namespace)
+
+        def recreated() -> bool:
+            try:
+                sts = cluster.apps.read_namespaced_stateful_set("llama-3-1-405b-g0", namespace)
+            except ApiException as e:
+                if e.status == 404:
+                    return False
+                raise
+            return bool(sts.metadata.uid != group.metadata.uid)
+
+        wait_for(recreated, timeout=60, what="the replica group to be recreated")
+        wait_ready(cluster, namespace, "llama-3-1-405b", timeout=120)
+        events = cluster.core.list_namespaced_event(
+            namespace, field_selector="involvedObject.kind=InferenceService,reason=AllReplicasReady"
+        ).items
+        assert events, "the operator posts Events"
+    finally:
+        op.stop()
+    assert operator_log_denials(op) == []
+
+
+# (verb, resource, namespace or None for all namespaces); `svc` stands for a namespace with services.
+ALLOWED = [
+    ("list", "pods", None),
+    ("watch", "nodes", None),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("patch", "inferenceservices.inferfleet.io", "svc"),
+    ("patch", "inferenceservices.inferfleet.io/status", "svc"),
+    ("patch", "inferenceservices.inferfleet.io/scale", "svc"),
+    ("patch", "deployments.apps", "svc"),
+    ("delete", "statefulsets.apps", "svc"),
+    ("create", "events", "svc"),
+]
+DENIED_ACCESS = [
+    *[(verb, "secrets", ns) for verb in ("get", "list", "watch") for ns in (None, "svc", "kube-system")],
+    ("get", "configmaps", "svc"),
+    ("create", "pods", "svc"),
+    ("delete", "pods", "svc"),
+    ("create", "pods/exec", "svc"),
+    ("delete", "nodes", None),
+    ("patch", "nodes", None),
+    ("delete", "deployments.apps", "svc"),
+    ("create", "jobs.batch", "svc"),
+    ("create", "daemonsets.apps", "svc"),
+    ("create", "inferenceservices.inferfleet.io", "svc"),
+    ("delete", "inferenceservices.inferfleet.io", "svc"),
+    ("create", "serviceaccounts/token", "svc"),
+    ("create", "rolebindings.rbac.authorization.k8s.io", "svc"),
+    ("escalate", "clusterroles.rbac.authorization.k8s.io", None),
+    ("patch", "customresourcedefinitions.apiextensions.k8s.io", None),
+    ("delete", "namespaces", None),
+    ("patch", "clusterkopfpeerings.kopf.dev", None),  # only with ha.enabled
+]
+
+
+def test_the_service_account_has_what_it_uses_and_no_secrets_or_unmanaged_kinds(
+    release: Release, namespace: str
+) -> None:
+    def check(verb: str, resource: str, ns: str | None) -> bool:
+        return can_i(release, verb, resource, namespace if ns == "svc" else ns)
+
+    assert [a for a in ALLOWED if not check(*a)] == []
+    assert [d for d in DENIED_ACCESS if check(*d)] == []
+
+
+def test_watched_namespaces_mode_reconciles_with_roles_in_those_namespaces_only(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    home = restricted_namespace(cluster, "inferfleet-scoped")
+    rel = install(cluster, home, f"watchNamespaces={{{namespace}}}")
+    try:
+        assert f"It manages InferenceServices in: {namespace}." in rel.install_output
+        op = OperatorProcess(
+            kubeconfig=service_account_kubeconfig(rel, tmp_path / "sa-kubeconfig.yaml"),
+            log_path=tmp_path / "operator.log",
+            namespaces=[namespace],
+        )
+        op.start()
+        try:
+            create(cluster, namespace, small_service("scoped"))
+            wait_ready(cluster, namespace, "scoped")
+        finally:
+            op.stop()
+        assert operator_log_denials(op) == []
+
+        assert can_i(rel, "patch", "deployments.apps", namespace)
+        assert can_i(rel, "list", "pods")  # GPU accounting sees every namespace
+        assert can_i(rel, "watch", "namespaces")
+        for verb, resource in [("patch", "deployments.apps"), ("list", "inferenceservices.inferfleet.io")]:
+            assert not can_i(rel, verb, resource, "default")
+            assert not can_i(rel, verb, resource)
+    finally:
+        uninstall(rel)
+        cluster.core.delete_namespace(home)
+    assert not exists(
+        client.RbacAuthorizationV1Api(cluster.api_client).read_namespaced_role, rel.fullname, namespace
+    )
+
+
+def test_upgrade_to_ha_elects_one_active_operator_and_uninstall_is_clean(
+    cluster: Cluster, release: Release, tmp_path: Path
+) -> None:
+    helm(cluster, "upgrade", release.name, str(CHART), "-n", release.namespace, "--set", "ha.enabled=true",
+         "--wait", "--timeout", "2m")  # fmt: skip
+    history = yaml.safe_load(
+        helm(cluster, "history", release.name, "-n", release.namespace, "-o", "yaml").stdout
+    )
+    assert [(h["revision"], h["status"]) for h in history] == [(1, "superseded"), (2, "deployed")]
+
+    sts = cluster.apps.read_namespaced_stateful_set(release.fullname, release.namespace)
+    assert sts.status.ready_replicas == 2  # both pods admitted under `restricted`
+    wait_for(
+        lambda: not exists(cluster.apps.read_namespaced_deployment, release.fullname, release.namespace),
+        timeout=30,
+        what="the standalone Deployment to be gone",
+    )
+    policy = client.PolicyV1Api(cluster.api_client)
+    assert (
+        policy.read_namespaced_pod_disruption_budget(release.fullname, release.namespace).spec.min_available
+        == 1
+    )
+    assert cluster.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release.fullname)
+
+    # Two replicas with the chart's peering and RBAC: the higher priority works, the other waits.
+    kubeconfig = service_account_kubeconfig(release, tmp_path / "sa-kubeconfig.yaml")
+    ops = [
+        OperatorProcess(
+            kubeconfig=kubeconfig,
+            log_path=tmp_path / f"operator-{priority}.log",
+            extra_args=["--peering", release.fullname, "--priority", str(priority)],
+        )
+        for priority in (0, 1)
+    ]
+    try:
+        for op in ops:
+            op.start()
+        wait_for(lambda: "Pausing operations in favour of" in ops[0].log_text(), timeout=60, what="a standby")
+        assert "Pausing operations" not in ops[1].log_text()
+    finally:
+        for op in ops:
+            op.stop()
+    assert [line for op in ops for line in operator_log_denials(op)] == []
+
+    helm(cluster, "uninstall", release.name, "-n", release.namespace, "--wait")
+    rbac = client.RbacAuthorizationV1Api(cluster.api_client)
+    assert not exists(rbac.read_cluster_role, release.fullname)
+    assert not exists(rbac.read_cluster_role_binding, release.fullname)
+    assert not exists(cluster.core.read_namespaced_service_account, release.fullname, release.namespace)
+    assert not exists(cluster.apps.read_namespaced_stateful_set, release.fullname, release.namespace)
+    assert not exists(policy.read_namespaced_pod_disruption_budget, release.fullname, release.namespace)
+    assert not exists(
+        cluster.custom.get_cluster_custom_object, "kopf.dev", "v1", "clusterkopfpeerings", release.fullname
+    )
+    assert not can_i(release, "list", "pods")
+    # Helm never deletes CRDs (that would delete every InferenceService): they stay.
+    for crd in ("inferenceservices.inferfleet.io", "clusterkopfpeerings.kopf.dev"):
+        assert cluster.ext.read_custom_resource_definition(crd)

@@ -1,0 +1,317 @@
+"""The Helm chart: lint, render for the main value combinations, and the schema's refusals.
+
+Needs only the helm binary of the local cluster's build (`make setup`); no cluster.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from inferfleet.localcluster.binaries import locate_binaries
+
+CHART = Path(__file__).parents[2] / "charts" / "inferfleet"
+BINARIES = locate_binaries()
+HELM = BINARIES.helm
+RELEASE, NS = "fleet", "inferfleet-system"
+FULLNAME = "fleet-inferfleet"
+SA = {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NS}
+
+pytestmark = pytest.mark.skipif(
+    not HELM.is_file(), reason=f"helm is not built at {HELM}; run `make setup` (hack/build-binaries.sh)"
+)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True)
+
+
+def render(*sets: str) -> list[dict[str, Any]]:
+    """`helm template` with --set flags, as a list of objects."""
+    flags = [f for s in sets for f in ("--set", s)]
+    # Our helm is built without the ldflags that set its default Kubernetes version (v1.20).
+    result = helm("template", RELEASE, str(CHART), "-n", NS, "--kube-version", BINARIES.kube_version, *flags)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+def one(docs: list[dict[str, Any]], kind: str, namespace: str | None = None) -> dict[str, Any]:
+    [doc] = [d for d in docs if d["kind"] == kind and d["metadata"].get("namespace", namespace) == namespace]
+    return doc
+
+
+def container(docs: list[dict[str, Any]], kind: str = "Deployment") -> dict[str, Any]:
+    [c] = one(docs, kind, NS)["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) triples, resource suffixed with @name when resourceNames limit it."""
+    out = set()
+    for rule in rules:
+        names = rule.get("resourceNames")
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    out |= {(group, f"{resource}@{n}" if names else resource, verb) for n in names or [""]}
+    return out
+
+
+NAMESPACED = {
+    ("inferfleet.io", "inferenceservices", "list"),
+    ("inferfleet.io", "inferenceservices", "watch"),
+    ("inferfleet.io", "inferenceservices", "patch"),
+    ("inferfleet.io", "inferenceservices/status", "patch"),
+    ("inferfleet.io", "inferenceservices/scale", "patch"),
+    ("inferfleet.io", "inferenceservices/finalizers", "update"),
+    ("apps", "deployments", "list"),
+    ("apps", "deployments", "watch"),
+    ("apps", "deployments", "create"),
+    ("apps", "deployments", "patch"),
+    ("apps", "statefulsets", "list"),
+    ("apps", "statefulsets", "watch"),
+    ("apps", "statefulsets", "create"),
+    ("apps", "statefulsets", "patch"),
+    ("apps", "statefulsets", "delete"),
+    ("", "services", "create"),
+    ("", "services", "patch"),
+    ("", "services", "delete"),
+    ("policy", "poddisruptionbudgets", "create"),
+    ("policy", "poddisruptionbudgets", "patch"),
+    ("", "events", "create"),
+}
+CLUSTER_READS = {
+    ("", "nodes", "list"),
+    ("", "nodes", "watch"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+}
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        (
+            "watchNamespaces={a,b}",
+            "ha.enabled=true",
+            "serviceMonitor.enabled=true",
+            "networkPolicy.enabled=true",
+        ),
+    ],
+    ids=["defaults", "everything-on"],
+)
+def test_helm_lint_strict_passes(sets: tuple[str, ...]) -> None:
+    flags = [f for s in sets for f in ("--set", s)]
+    result = helm("lint", "--strict", str(CHART), "--kube-version", BINARIES.kube_version, *flags)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_defaults_run_one_standalone_cluster_wide_operator() -> None:
+    docs = render()
+    assert kinds(docs) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    deployment = one(docs, "Deployment", NS)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two standalone operators
+    c = container(docs)
+    assert c["image"] == "ghcr.io/inferfleet/inferfleet:0.1.0.dev0"
+    assert c["args"] == [
+        "run",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-port=8081",
+        "--metrics-address=0.0.0.0",
+        "--log-json",
+    ]
+    for probe in (c["livenessProbe"], c["readinessProbe"]):
+        assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"health": 8080, "metrics": 8081}
+    assert "INFERFLEET_PROMETHEUS_URL" not in {e["name"] for e in c["env"]}
+
+    role = one(docs, "ClusterRole")
+    assert grants(role["rules"]) == CLUSTER_READS | NAMESPACED
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [SA]
+    assert one(docs, "Deployment", NS)["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
+
+    service = one(docs, "Service", NS)
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8081, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_pod_meets_the_restricted_pod_security_profile() -> None:
+    pod = one(render(), "Deployment", NS)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    [c] = pod["containers"]
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # The root filesystem is read-only: /tmp is the one writable place.
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & set(pod)
+
+
+def test_watched_namespaces_get_roles_and_the_cluster_role_only_reads() -> None:
+    docs = render("watchNamespaces={team-a,team-b}")
+    assert container(docs)["args"][4:6] == ["--namespace=team-a", "--namespace=team-b"]
+    assert grants(one(docs, "ClusterRole")["rules"]) == CLUSTER_READS | {
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+    }
+    for ns in ("team-a", "team-b"):
+        assert grants(one(docs, "Role", ns)["rules"]) == NAMESPACED
+        binding = one(docs, "RoleBinding", ns)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": FULLNAME,
+        }
+        assert binding["subjects"] == [SA]
+    assert [d for d in docs if d["kind"] == "Role"] == [
+        one(docs, "Role", "team-a"),
+        one(docs, "Role", "team-b"),
+    ]
+
+
+def test_ha_runs_peering_replicas_with_distinct_priorities_and_a_budget() -> None:
+    docs = render("ha.enabled=true")
+    assert "Deployment" not in kinds(docs)
+    sts = one(docs, "StatefulSet", NS)
+    assert sts["spec"]["replicas"] == 2
+    c = container(docs, "StatefulSet")
+    assert c["args"][-3:] == [f"--peering={FULLNAME}", "--priority=$(POD_INDEX)", "--log-json"]
+    [index] = [e for e in c["env"] if e["name"] == "POD_INDEX"]
+    assert index["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['apps.kubernetes.io/pod-index']"
+
+    pdb = one(docs, "PodDisruptionBudget", NS)
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == sts["spec"]["selector"]
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == FULLNAME
+    assert grants(one(docs, "ClusterRole")["rules"]) - CLUSTER_READS - NAMESPACED == {
+        ("kopf.dev", "clusterkopfpeerings", "list"),
+        ("kopf.dev", "clusterkopfpeerings", "watch"),
+        ("kopf.dev", f"clusterkopfpeerings@{FULLNAME}", "patch"),
+    }
+
+
+def test_ha_with_watched_namespaces_peers_in_each_namespace() -> None:
+    docs = render("ha.enabled=true", "ha.replicas=3", "ha.peeringName=fleet", "watchNamespaces={a,b}")
+    assert one(docs, "StatefulSet", NS)["spec"]["replicas"] == 3
+    assert {
+        (d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "KopfPeering"
+    } == {
+        ("a", "fleet"),
+        ("b", "fleet"),
+    }
+    assert "ClusterKopfPeering" not in kinds(docs)
+    assert grants(one(docs, "Role", "a")["rules"]) - NAMESPACED == {
+        ("kopf.dev", "kopfpeerings", "list"),
+        ("kopf.dev", "kopfpeerings", "watch"),
+        ("kopf.dev", "kopfpeerings@fleet", "patch"),
+    }
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_service_monitor_is_rendered_only_when_enabled(enabled: bool) -> None:
+    docs = render(f"serviceMonitor.enabled={str(enabled).lower()}", "serviceMonitor.labels.release=kps")
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    if not enabled:
+        assert monitors == []
+        return
+    [monitor] = monitors
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+    service = one(docs, "Service", NS)
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_custom_resources_image_and_prometheus_url_reach_the_pod() -> None:
+    digest = "sha256:" + "ab" * 32
+    docs = render(
+        "resources.requests.cpu=500m",
+        "resources.requests.memory=1Gi",
+        "resources.limits.memory=2Gi",
+        "resources.limits.cpu=2",
+        f"image.digest={digest}",
+        "prometheus.url=http://prometheus.monitoring.svc:9090",
+    )
+    c = container(docs)
+    assert c["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": 2, "memory": "2Gi"},
+    }
+    assert c["image"] == f"ghcr.io/inferfleet/inferfleet@{digest}"
+    assert {"name": "INFERFLEET_PROMETHEUS_URL", "value": "http://prometheus.monitoring.svc:9090"} in c["env"]
+
+
+def test_network_policy_admits_only_the_metrics_port() -> None:
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    docs = render(
+        "networkPolicy.enabled=true",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+    )
+    policy = one(docs, "NetworkPolicy", NS)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [peer]}]
+    assert policy["spec"]["podSelector"] == one(docs, "Deployment", NS)["spec"]["selector"]
+
+
+def test_no_combination_grants_secrets_or_wildcards() -> None:
+    for sets in [
+        (),
+        ("watchNamespaces={a}",),
+        ("ha.enabled=true",),
+        ("ha.enabled=true", "watchNamespaces={a}"),
+    ]:
+        for doc in render(*sets):
+            if doc["kind"] in ("ClusterRole", "Role"):
+                for group, resource, verb in grants(doc["rules"]):
+                    assert "*" not in (group, resource, verb)
+                    assert resource.split("@")[0] not in (
+                        "secrets",
+                        "configmaps",
+                        "pods/exec",
+                        "serviceaccounts/token",
+                    )
+                    assert verb not in ("escalate", "bind", "impersonate")
+
+
+@pytest.mark.parametrize(
+    ("flag", "complaint"),
+    [
+        ("ha.replicas=two", "at '/ha/replicas': got string, want integer"),
+        ("healthPort=http", "at '/healthPort': got string, want integer"),
+        ("ha.replicas=1", "at '/ha/replicas': minimum: got 1, want 2"),
+        ("logFormat=xml", "at '/logFormat': value must be one of 'json', 'text'"),
+        ("watchNamespaces[0]=Team_A", "at '/watchNamespaces/0': 'Team_A' does not match pattern"),
+        # Unknown keys are refused: a typo is not silently ignored.
+        ("replicaCount=2", "at '': additional properties 'replicaCount' not allowed"),
+    ],
+)
+def test_schema_rejects_wrong_values(flag: str, complaint: str) -> None:
+    result = helm("template", RELEASE, str(CHART), "--kube-version", BINARIES.kube_version, "--set", flag)
+    assert result.returncode == 1
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr
