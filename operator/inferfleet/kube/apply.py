@@ -7,10 +7,17 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from prometheus_client import Counter
 
 from inferfleet.api import GROUP, PLURAL, VERSION
 from inferfleet.planning.groups import group_name
 from inferfleet.planning.names import FIELD_MANAGER
+
+WRITES = Counter(
+    "inferfleet_kube_writes_total",
+    "Write requests the operator sent to the API server, by verb and kind.",
+    ["verb", "kind"],
+)
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
@@ -29,6 +36,7 @@ def _patcher(api: client.ApiClient, kind: str) -> Callable[..., Any]:
 def apply_object(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
     """Apply `obj` (force: inferfleet owns these fields) and return the object the server stored."""
     meta = obj["metadata"]
+    WRITES.labels("apply", obj["kind"]).inc()
     result = _patcher(api, obj["kind"])(
         meta["name"],
         meta["namespace"],
@@ -44,11 +52,12 @@ def apply_object(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
 def delete_group(api: client.ApiClient, namespace: str, service: str, replica: int) -> None:
     """Delete a replica group's StatefulSet (its pods go with it) and headless Service."""
     name = group_name(service, replica)
-    deletes = (
-        client.AppsV1Api(api).delete_namespaced_stateful_set,
-        client.CoreV1Api(api).delete_namespaced_service,
-    )
-    for delete in deletes:
+    deletes = {
+        "StatefulSet": client.AppsV1Api(api).delete_namespaced_stateful_set,
+        "Service": client.CoreV1Api(api).delete_namespaced_service,
+    }
+    for kind, delete in deletes.items():
+        WRITES.labels("delete", kind).inc()
         try:
             delete(name, namespace, propagation_policy="Background")
         except ApiException as e:
@@ -59,6 +68,7 @@ def delete_group(api: client.ApiClient, namespace: str, service: str, replica: i
 def patch_inference_service_status(
     api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
 ) -> None:
+    WRITES.labels("patch", "InferenceService/status").inc()
     client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE_PATCH
     )
@@ -66,6 +76,7 @@ def patch_inference_service_status(
 
 def scale_inference_service(api: client.ApiClient, namespace: str, name: str, replicas: int) -> None:
     """Write spec.replicas through the scale subresource, as HPA does."""
+    WRITES.labels("patch", "InferenceService/scale").inc()
     client.CustomObjectsApi(api).patch_namespaced_custom_object_scale(
         GROUP, VERSION, namespace, PLURAL, name, {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH
     )
