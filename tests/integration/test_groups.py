@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from inferfleet.localcluster.inventory import build_node, load_inventory
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import (
+    EXAMPLES,
     GROUP,
     PLURAL,
     VERSION,
@@ -90,6 +95,11 @@ def test_a_405b_replica_runs_as_one_group_of_two_pods_on_two_nodes_of_one_rack(
         assert args[args.index("--pipeline-parallel-size") + 1] == "2"
     service = cluster.core.read_namespaced_service("big", namespace)
     assert service.spec.selector["apps.kubernetes.io/pod-index"] == "0"  # only the leader serves HTTP
+
+    example_file = EXAMPLES / "llama-3.1-405b-vllm.yaml"
+    planned = subprocess.run([sys.executable, "-m", "inferfleet", "plan", "-o", "json", str(example_file)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    assert json.loads(planned.stdout)["shardPlan"] == obj["status"]["shardPlan"]
 
 
 def test_groups_that_cannot_fit_hold_no_gpus_and_are_placed_when_capacity_frees(
@@ -176,15 +186,15 @@ def test_deleting_a_multi_node_service_removes_its_groups(
     )
 
 
-def test_deleting_one_member_restarts_the_whole_group(
+def test_deleting_one_worker_restarts_the_whole_group(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     create(cluster, namespace, service_405b("together"))
     wait_ready(cluster, namespace, "together", timeout=120)
     before = {p.metadata.uid for p in group_pods(cluster, namespace, "together")}
     assert len(before) == 2
-    leader = next(p for p in group_pods(cluster, namespace, "together") if p.metadata.name.endswith("-0"))
-    cluster.core.delete_namespaced_pod(leader.metadata.name, namespace)
+    worker = next(p for p in group_pods(cluster, namespace, "together") if p.metadata.name.endswith("-1"))
+    cluster.core.delete_namespaced_pod(worker.metadata.name, namespace)
 
     def restarted_whole() -> bool:
         pods = group_pods(cluster, namespace, "together")
@@ -195,3 +205,45 @@ def test_deleting_one_member_restarts_the_whole_group(
 
     wait_for(restarted_whole, timeout=120, what="both pods of the group to be replaced and ready")
     wait_ready(cluster, namespace, "together", timeout=60)
+
+
+@pytest.fixture
+def extra_rack(cluster: Cluster) -> Iterator[Callable[[], list[str]]]:
+    added: list[str] = []
+
+    def add() -> list[str]:
+        inventory = load_inventory()
+        for i in (1, 2):
+            node = build_node(f"h100-d-{i}", inventory.pools["h100"], "zone-d", "rack-d1", inventory)
+            cluster.core.create_node(node)
+            added.append(node["metadata"]["name"])
+        return added
+
+    yield add
+    for name in added:
+        cluster.core.delete_node(name)
+
+
+def test_a_group_waiting_for_capacity_is_placed_when_nodes_are_added(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, extra_rack: Callable[[], list[str]]
+) -> None:
+    whole_racks = sum(1 for nodes in h100_racks(cluster).values() if len(nodes) >= 2)
+    create(cluster, namespace, service_405b("two", replicas=whole_racks + 1))
+
+    def one_short() -> dict[str, Any] | None:
+        obj = read(cluster, namespace, "two")
+        placed = condition(obj, "Placed")
+        full = obj.get("status", {}).get("readyReplicas") == whole_racks
+        return obj if full and placed.get("reason") == "InsufficientCapacity" else None
+
+    obj = wait_for(one_short, timeout=180, what=f"{whole_racks} groups Ready and one waiting for capacity")
+    assert f"replica {whole_racks}:" in condition(obj, "Placed")["message"]
+    assert not [
+        p for p in group_pods(cluster, namespace, "two") if p.metadata.name.startswith(f"two-g{whole_racks}-")
+    ]
+
+    new_nodes = extra_rack()  # no user action on the InferenceService
+    placed = wait_ready(cluster, namespace, "two", timeout=120)
+    assert condition(placed, "Placed")["status"] == "True"
+    last = next(p for p in placed["status"]["placement"] if p["replica"] == whole_racks)
+    assert sorted(last["nodes"]) == sorted(new_nodes)
