@@ -116,6 +116,9 @@ def test_the_8b_example_becomes_ready_on_one_a100_with_the_right_args_and_probes
     listing = subprocess.run(
         [*kubectl, "get", "infsvc", "-n", namespace], capture_output=True, text=True, check=True
     )
+    explain = subprocess.run([*kubectl, "explain", "infsvc.spec.model.parametersBillions"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    assert "Parameter count in billions" in explain.stdout
     header, row = listing.stdout.splitlines()[:2]
     assert header.split() == ["NAME", "MODEL", "ENGINE", "TPXPP", "READY", "DESIRED", "QUEUE", "PHASE", "AGE"]
     assert row.split()[:5] == [name, "llama-3.1-8b-instruct", "vllm", "1x1", "1"]
