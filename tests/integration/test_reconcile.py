@@ -97,6 +97,8 @@ def test_the_8b_example_becomes_ready_on_one_a100_with_the_right_args_and_probes
     [pod] = engine_pods(cluster, namespace, name)
     node = cluster.core.read_node(pod.spec.node_name)
     assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-40GB"
+    zone = node.metadata.labels["topology.kubernetes.io/zone"]
+    assert status["placement"] == [{"replica": 0, "domain": zone, "nodes": [pod.spec.node_name]}]
     engine = pod.spec.containers[0]
     assert engine.resources.limits == {"nvidia.com/gpu": "1"}
     assert engine.args[engine.args.index("--max-num-seqs") + 1] == "64"

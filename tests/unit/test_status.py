@@ -128,3 +128,13 @@ def test_groups_count_as_replicas_only_when_every_member_is_ready() -> None:
         {"replica": 0, "domain": "rack-0", "nodes": ["n0a", "n0b"]},
         {"replica": 1, "domain": "rack-1", "nodes": ["n1a", "n1b"]},
     )
+
+
+def test_single_pod_replicas_are_listed_by_pod_name_with_their_nodes_domain() -> None:
+    from inferfleet.planning.status import pod_placement_status
+
+    pods = [("svc-b", "n2"), ("svc-a", "n1")]
+    assert pod_placement_status(pods, {"n1": "zone-a", "n2": "zone-b"}) == (
+        {"replica": 0, "domain": "zone-a", "nodes": ["n1"]},
+        {"replica": 1, "domain": "zone-b", "nodes": ["n2"]},
+    )

@@ -50,6 +50,13 @@ def gpu_pods(spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, namespac
     return {node: BoundPod(node=node, gpus=gpus, group=group)}
 
 
+@kopf.index("", "v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT})
+def engine_pods(name: str, namespace: str, spec: kopf.Spec, labels: kopf.Labels, **_: Any) -> Any:
+    """Bound engine pods by service, for status.placement of single-pod replicas."""
+    node = spec.get("nodeName")
+    return {(namespace, labels[SERVICE_LABEL]): (name, node)} if node else None
+
+
 @kopf.index("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})
 def engine_groups(body: kopf.Body, **_: Any) -> dict[Key, ObservedGroup] | None:
     group = ObservedGroup.from_object(body)
@@ -64,12 +71,23 @@ class ClusterView:
     nodes: kopf.Index[str, GpuNode]
     pods: kopf.Index[str, BoundPod]
     groups: kopf.Index[Key, ObservedGroup]
+    service_pods: kopf.Index[Key, tuple[str, str]]
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> ClusterView:
         return cls(
-            kwargs["inference_services"], kwargs["gpu_nodes"], kwargs["gpu_pods"], kwargs["engine_groups"]
+            kwargs["inference_services"],
+            kwargs["gpu_nodes"],
+            kwargs["gpu_pods"],
+            kwargs["engine_groups"],
+            kwargs["engine_pods"],
         )
+
+    def pods_of(self, key: Key) -> list[tuple[str, str]]:
+        return list(self.service_pods.get(key, []))
+
+    def node_domains(self, topology_key: str) -> dict[str, str]:
+        return {n.name: n.labels.get(topology_key, "") for n in self.all_nodes()}
 
     def service(self, key: Key) -> Any | None:
         return next(iter(self.services.get(key, [])), None)

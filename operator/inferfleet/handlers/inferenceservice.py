@@ -42,6 +42,7 @@ from inferfleet.planning.status import (
     compute_placed,
     compute_status,
     placement_status,
+    pod_placement_status,
 )
 
 WAITING_REASONS = frozenset(
@@ -113,13 +114,18 @@ def _write_status(
     spec: InferenceServiceSpec | None,
     state: ServiceState,
     groups: list[ObservedGroup],
+    view: ClusterView,
 ) -> None:
     """Write the status computed from the newest observations (call with the state's lock held)."""
     previous = state.written_status or dict(body.get("status") or {})
     if plan.multi_node:
         deployment: ObservedDeployment | None = aggregate_groups(groups)
+        placement = placement_status(groups)
     else:
         deployment = state.deployment if plan.children else None
+        topology_key = spec.sharding.topology_key if spec else ""
+        pods = view.pods_of((owner.namespace, owner.name)) if plan.children else []
+        placement = pod_placement_status(pods, view.node_domains(topology_key))
     observation = Observation(
         generation=int(body["metadata"].get("generation") or 0),
         desired_replicas=spec.replicas if spec else 0,
@@ -129,7 +135,7 @@ def _write_status(
         shard_plan=plan.shard_plan,
         deployment=deployment,
         placed=compute_placed(plan),
-        placement=placement_status(groups),
+        placement=placement,
     )
     status = compute_status(observation, previous, datetime.now(UTC))
     record_replicas(owner.namespace, owner.name, observation.desired_replicas, status.get("readyReplicas", 0))
@@ -172,7 +178,7 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
             )
         _apply(api, owner, plan, state)
         remaining = [g for g in groups if g.replica not in gone]
-        _write_status(api, body, owner, plan, spec, state, remaining)
+        _write_status(api, body, owner, plan, spec, state, remaining, view)
 
 
 def _waiting(snapshot: Any) -> bool:
@@ -293,4 +299,4 @@ def on_event_deployment(
         return
     plan = plan_service(owner, spec, summarize_products(view.all_nodes()))
     with state.lock:
-        _write_status(memo.api, snapshot, owner, plan, spec, state, [])
+        _write_status(memo.api, snapshot, owner, plan, spec, state, [], view)

@@ -74,6 +74,16 @@ def compute_placed(plan: ServicePlan) -> ConditionUpdate | None:
     return ConditionUpdate(PLACED, True, "AllReplicasPlaced", f"replica groups placed whole ({domains})")
 
 
+def pod_placement_status(
+    pods: Sequence[tuple[str, str]], node_domains: Mapping[str, str]
+) -> tuple[dict[str, Any], ...]:
+    """Single-pod replicas: (pod, node) pairs by pod name, each with its node's domain."""
+    return tuple(
+        {"replica": i, "domain": node_domains.get(node, ""), "nodes": [node]}
+        for i, (_, node) in enumerate(sorted(pods))
+    )
+
+
 def placement_status(groups: Sequence[ObservedGroup]) -> tuple[dict[str, Any], ...]:
     return tuple(
         {"replica": g.replica, "domain": g.domain, "nodes": list(g.nodes)}
@@ -142,7 +152,7 @@ def compute_status(obs: Observation, previous: Mapping[str, Any], now: datetime)
     }
     if obs.shard_plan is not None:
         status["shardPlan"] = shard_plan_status(obs.shard_plan)
-    if obs.placed is not None:
+    if obs.placed is not None or obs.placement:
         status["placement"] = list(obs.placement)
     return status
 
