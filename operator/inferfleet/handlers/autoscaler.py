@@ -21,11 +21,13 @@ from inferfleet.kube.apply import patch_inference_service_status, scale_inferenc
 from inferfleet.kube.events import post_event
 from inferfleet.metrics.prometheus import MetricsUnavailableError, QueueReader
 from inferfleet.planning.autoscale import (
+    METRICS_AVAILABLE,
     build_scaling_policy,
     compute_autoscaler_status,
     scaler_state_of,
     with_scaler_state,
 )
+from inferfleet.planning.conditions import find_condition
 from inferfleet.planning.queue_queries import QueueSample
 from inferfleet.planning.scaling import ScalingSample, compute_scaling_decision
 
@@ -127,15 +129,13 @@ def _decide(
 def _report_metrics_transition(
     api: Any, snapshot: Any, previous: dict[str, Any], status: dict[str, Any]
 ) -> None:
-    def available(s: dict[str, Any]) -> str | None:
-        found = [c for c in s.get("conditions") or [] if c.get("type") == "MetricsAvailable"]
-        return found[0].get("status") if found else None
-
-    before, after = available(previous), available(status)
-    if after == "False" and before != "False":
-        message = next(c["message"] for c in status["conditions"] if c["type"] == "MetricsAvailable")
-        post_event(api, snapshot, "Warning", "MetricsUnavailable", f"holding replicas: {message}")
-    elif after == "True" and before == "False":
+    before = find_condition(list(previous.get("conditions") or []), METRICS_AVAILABLE) or {}
+    after = find_condition(list(status.get("conditions") or []), METRICS_AVAILABLE) or {}
+    if after.get("status") == "False" and before.get("status") != "False":
+        post_event(
+            api, snapshot, "Warning", "MetricsUnavailable", f"holding replicas: {after.get('message')}"
+        )
+    elif after.get("status") == "True" and before.get("status") == "False":
         post_event(api, snapshot, "Normal", "MetricsAvailable", "queue metrics are back")
 
 

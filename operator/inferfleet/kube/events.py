@@ -7,12 +7,14 @@ from typing import Any
 
 from kubernetes import client
 
+from inferfleet.planning.conditions import rfc3339
+
 REPORTING_COMPONENT = "inferfleet"
 
 
 def post_event(api: client.ApiClient, involved: Any, type_: str, reason: str, message: str) -> None:
     meta = involved["metadata"]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = rfc3339(datetime.now(UTC))
     body = {
         "apiVersion": "v1",
         "kind": "Event",

@@ -9,9 +9,8 @@ import yaml
 from kubernetes import client
 
 from inferfleet.api.crd import DEFAULT_CRD_DIR
+from inferfleet.kube.apply import APPLY_PATCH
 from inferfleet.localcluster.waiting import wait_for
-
-APPLY_PATCH = "application/apply-patch+yaml"
 
 
 def install_crds(
