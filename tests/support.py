@@ -43,3 +43,8 @@ def condition(obj: Any, type_: str) -> Any | None:
         if c.type == type_:
             return c
     return None
+
+
+def status_condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The condition of `type_` in a custom object's status, or {} when it has none yet."""
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})

@@ -15,6 +15,7 @@ from inferfleet.sim.fleet import SimulatedFleet, step_load
 from tests.conftest import Cluster
 from tests.integration.test_operator_metrics import scrape
 from tests.integration.test_reconcile import create, events_for, read, small_service
+from tests.support import status_condition
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -65,10 +66,6 @@ def simulate(
                           max_concurrent=4, service_seconds=2).start()  # fmt: skip
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
-
-
 def test_a_step_load_scales_up_drains_the_queue_and_scales_back_down_after_the_window(
     cluster: Cluster,
     namespace: str,
@@ -89,7 +86,7 @@ def test_a_step_load_scales_up_drains_the_queue_and_scales_back_down_after_the_w
         )
         down = wait_replicas(cluster, namespace, "step", lambda n: n == 1, 60 + WINDOW + 60,
                              "a scale-down to 1 after the load and the window")  # fmt: skip
-        assert condition(down, "MetricsAvailable")["status"] == "True"
+        assert status_condition(down, "MetricsAvailable")["status"] == "True"
         directions = [(h["from"], h["to"]) for h in down["status"]["scalingHistory"]]
         assert any(b > a for a, b in directions)
         assert any(b < a for a, b in directions)
@@ -117,7 +114,7 @@ def test_a_prometheus_outage_holds_replicas_and_the_loop_recovers(
 
         def unavailable() -> dict[str, Any] | None:
             obj = read(cluster, namespace, "outage")
-            return obj if condition(obj, "MetricsAvailable").get("status") == "False" else None
+            return obj if status_condition(obj, "MetricsAvailable").get("status") == "False" else None
 
         held = wait_for(unavailable, timeout=30, what="MetricsAvailable=False")
         replicas = held["spec"]["replicas"]
@@ -131,6 +128,6 @@ def test_a_prometheus_outage_holds_replicas_and_the_loop_recovers(
         own_prometheus.start()
         recovered = wait_replicas(cluster, namespace, "outage", lambda n: n == 1, 60 + WINDOW + 60,
                                   "metrics back, idle, scaled down to 1")  # fmt: skip
-        assert condition(recovered, "MetricsAvailable")["status"] == "True"
+        assert status_condition(recovered, "MetricsAvailable")["status"] == "True"
     finally:
         fleet.stop()

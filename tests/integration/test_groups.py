@@ -26,6 +26,7 @@ from tests.integration.test_reconcile import (
     read,
     wait_ready,
 )
+from tests.support import status_condition
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -65,10 +66,6 @@ def group_pods(cluster: Cluster, namespace: str, name: str) -> list[client.V1Pod
     return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
-
-
 def h100_racks(cluster: Cluster) -> dict[str, list[str]]:
     racks: dict[str, list[str]] = {}
     for node in cluster.core.list_node(label_selector=f"nvidia.com/gpu.product={H100}").items:
@@ -84,7 +81,7 @@ def test_a_405b_replica_runs_as_one_group_of_two_pods_on_two_nodes_of_one_rack(
 
     [placement] = obj["status"]["placement"]
     assert obj["status"]["shardPlan"]["layout"] == "8x2"
-    assert condition(obj, "Placed")["status"] == "True"
+    assert status_condition(obj, "Placed")["status"] == "True"
     pods = group_pods(cluster, namespace, "big")
     assert sorted(p.spec.node_name for p in pods) == sorted(placement["nodes"])
     racks = {cluster.core.read_node(p.spec.node_name).metadata.labels[RACK] for p in pods}
@@ -115,19 +112,19 @@ def test_groups_that_cannot_fit_hold_no_gpus_and_are_placed_when_capacity_frees(
 
     def waiting() -> dict[str, Any] | None:
         obj = read(cluster, namespace, "waits")
-        return obj if condition(obj, "Placed").get("reason") == "InsufficientCapacity" else None
+        return obj if status_condition(obj, "Placed").get("reason") == "InsufficientCapacity" else None
 
     obj = wait_for(waiting, timeout=60, what="Placed=False InsufficientCapacity")
     assert obj["status"]["phase"] == "Placing"
     assert (
         "needs 2 nodes with 8 free NVIDIA-H100-80GB-HBM3 GPUs in one inferfleet.io/rack"
-        in (condition(obj, "Placed")["message"])
+        in (status_condition(obj, "Placed")["message"])
     )
     assert group_pods(cluster, namespace, "waits") == []  # no half group holding GPUs
 
     patch_spec(cluster, namespace, "fill", {"replicas": whole_racks - 1})
     obj = wait_ready(cluster, namespace, "waits", timeout=120)
-    assert condition(obj, "Placed")["status"] == "True"
+    assert status_condition(obj, "Placed")["status"] == "True"
     assert len(group_pods(cluster, namespace, "waits")) == 2
 
 
@@ -232,18 +229,18 @@ def test_a_group_waiting_for_capacity_is_placed_when_nodes_are_added(
 
     def one_short() -> dict[str, Any] | None:
         obj = read(cluster, namespace, "two")
-        placed = condition(obj, "Placed")
+        placed = status_condition(obj, "Placed")
         full = obj.get("status", {}).get("readyReplicas") == whole_racks
         return obj if full and placed.get("reason") == "InsufficientCapacity" else None
 
     obj = wait_for(one_short, timeout=180, what=f"{whole_racks} groups Ready and one waiting for capacity")
-    assert f"replica {whole_racks}:" in condition(obj, "Placed")["message"]
+    assert f"replica {whole_racks}:" in status_condition(obj, "Placed")["message"]
     assert not [
         p for p in group_pods(cluster, namespace, "two") if p.metadata.name.startswith(f"two-g{whole_racks}-")
     ]
 
     new_nodes = extra_rack()  # no user action on the InferenceService
     placed = wait_ready(cluster, namespace, "two", timeout=120)
-    assert condition(placed, "Placed")["status"] == "True"
+    assert status_condition(placed, "Placed")["status"] == "True"
     last = next(p for p in placed["status"]["placement"] if p["replica"] == whole_racks)
     assert sorted(last["nodes"]) == sorted(new_nodes)

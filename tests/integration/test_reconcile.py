@@ -18,6 +18,7 @@ from inferfleet.localcluster.binaries import locate_binaries
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
+from tests.support import status_condition
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -48,10 +49,6 @@ def patch_spec(cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]
     cluster.custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}, _content_type="application/merge-patch+json"
     )
-
-
-def ready_condition(obj: dict[str, Any]) -> dict[str, Any]:
-    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
 
 
 def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
@@ -92,7 +89,7 @@ def test_the_8b_example_becomes_ready_on_one_a100_with_the_right_args_and_probes
     assert status["selector"] == f"inferfleet.io/service={name}"
     assert status["endpoint"] == f"http://{name}.{namespace}.svc:8000/v1"
     assert status["shardPlan"]["layout"] == "1x1"
-    assert ready_condition(obj)["reason"] == "AllReplicasReady"
+    assert status_condition(obj, "Ready")["reason"] == "AllReplicasReady"
 
     [pod] = engine_pods(cluster, namespace, name)
     node = cluster.core.read_node(pod.spec.node_name)
@@ -257,7 +254,7 @@ def test_a_product_no_node_has_is_reported_without_harming_other_services(
     create(cluster, namespace, small_service("fine"))
 
     def reported() -> dict[str, Any] | None:
-        cond = ready_condition(read(cluster, namespace, "nowhere"))
+        cond = status_condition(read(cluster, namespace, "nowhere"), "Ready")
         return cond if cond.get("reason") == "NoMatchingNodes" else None
 
     cond = wait_for(reported, timeout=60, what="Ready=False NoMatchingNodes")
