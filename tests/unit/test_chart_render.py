@@ -107,6 +107,7 @@ CLUSTER_READS = {
             "ha.enabled=true",
             "serviceMonitor.enabled=true",
             "networkPolicy.enabled=true",
+            "grafana.dashboard.enabled=true",
         ),
     ],
     ids=["defaults", "everything-on"],

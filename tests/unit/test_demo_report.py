@@ -1,0 +1,280 @@
+"""The demo's live table and end-of-run report, from sample objects: no cluster."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from inferfleet.demo import demo_body
+from inferfleet.demo_report import ATTRIBUTION, RunRecorder, summarize, write_report
+from inferfleet.demo_view import GpuUsage, StatusView, build_snapshot, render_table
+
+START = datetime(2026, 11, 22, 5, 0, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> str:
+    return (START + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node(name: str, zone: str, rack: str, product: str | None, gpus: int) -> dict[str, Any]:
+    labels = {"topology.kubernetes.io/zone": zone, "inferfleet.io/rack": rack}
+    if product:
+        labels["nvidia.com/gpu.product"] = product
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "status": {"allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "96"}},
+    }
+
+
+NODES = [
+    node("a100-a-1", "zone-a", "rack-a1", "NVIDIA-A100-SXM4-40GB", 8),
+    node("a100-b-1", "zone-b", "rack-b1", "NVIDIA-A100-SXM4-40GB", 8),
+    node("h100-a-1", "zone-a", "rack-a1", "NVIDIA-H100-80GB-HBM3", 8),
+    node("h100-a-2", "zone-a", "rack-a1", "NVIDIA-H100-80GB-HBM3", 8),
+    node("cpu-a-1", "zone-a", "rack-a1", None, 0),
+]
+
+
+def pod(
+    name: str, service: str, node_name: str | None, gpus: int, phase: str = "Running", rank: int | None = None
+) -> dict[str, Any]:
+    labels = {"inferfleet.io/service": service}
+    if rank is not None:  # a member of replica group 0
+        labels |= {"inferfleet.io/replica": "0", "apps.kubernetes.io/pod-index": str(rank)}
+    return {
+        "metadata": {"name": name, "namespace": "demo", "labels": labels},
+        "spec": {
+            "nodeName": node_name,
+            "containers": [{"name": "engine", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+def service(
+    name: str, model: str, replicas: int, status: dict[str, Any], scaling: bool = True
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"model": {"name": model}, "replicas": replicas}
+    if scaling:
+        spec["scaling"] = {"minReplicas": 1, "maxReplicas": 8}
+    return {"metadata": {"name": name, "namespace": "demo"}, "spec": spec, "status": status}
+
+
+def decision(t: float, frm: int, to: int, reason: str) -> dict[str, Any]:
+    return {"time": at(t), "from": frm, "to": to, "reason": reason, "message": f"{frm} -> {to}"}
+
+
+SMALL_PLAN = {
+    "tensorParallel": 1,
+    "pipelineParallel": 1,
+    "gpusPerPod": 1,
+    "podsPerReplica": 1,
+    "layout": "1x1",
+}
+BIG_PLAN = {"tensorParallel": 8, "pipelineParallel": 2, "gpusPerPod": 8, "podsPerReplica": 2, "layout": "8x2"}
+
+
+def small(replicas: int, ready: int, history: list[dict[str, Any]], queue: float = 0) -> dict[str, Any]:
+    return service(
+        "llama-8b",
+        "llama-3.1-8b-instruct",
+        replicas,
+        {
+            "phase": "Ready" if ready == replicas else "Degraded",
+            "readyReplicas": ready,
+            "queueDepth": queue,
+            "shardPlan": SMALL_PLAN,
+            "placement": [
+                {"replica": 0, "domain": "zone-a", "nodes": ["a100-a-1"]},
+                {"replica": 1, "domain": "zone-b", "nodes": ["a100-b-1"]},
+                {"replica": 2, "domain": "zone-b", "nodes": ["a100-b-1"]},
+            ][:ready],
+            "scalingHistory": history,
+        },
+    )
+
+
+def big(placement: list[dict[str, Any]], replicas: int = 1) -> dict[str, Any]:
+    status = {"phase": "Ready", "readyReplicas": 1, "shardPlan": BIG_PLAN, "placement": placement}
+    return service("llama-405b", "llama-3.1-405b-instruct", replicas, status, scaling=False)
+
+
+PLACED_GROUP = [{"replica": 0, "domain": "rack-a1", "nodes": ["h100-a-1", "h100-a-2"]}]
+SMALL_PODS = [
+    pod("llama-8b-0", "llama-8b", "a100-a-1", 1),
+    pod("llama-8b-1", "llama-8b", "a100-b-1", 1),
+    pod("llama-8b-2", "llama-8b", "a100-b-1", 1),
+    pod("llama-8b-3", "llama-8b", None, 1, phase="Pending"),  # not bound: holds no GPU
+    pod("llama-8b-old", "llama-8b", "a100-a-1", 1, phase="Succeeded"),
+]
+
+
+def group_pods(*nodes: str | None) -> list[dict[str, Any]]:
+    """Replica group 0's pods on `nodes` by rank (None: Pending), listed last rank first as the API may."""
+    pods = [
+        pod(f"llama-405b-g0-{rank}", "llama-405b", node, 8, "Running" if node else "Pending", rank)
+        for rank, node in enumerate(nodes)
+    ]
+    return pods[::-1]
+
+
+PODS = SMALL_PODS + group_pods("h100-a-1", "h100-a-2")
+
+
+def table_text(services: list[dict[str, Any]], now: datetime = START + timedelta(seconds=100)) -> str:
+    snapshot = build_snapshot(services, NODES, PODS, now=now, elapsed_seconds=100, remaining_seconds=200)
+    console = Console(file=io.StringIO(), width=220, record=True)
+    console.print(render_table(snapshot))
+    return console.export_text()
+
+
+def row_of(text: str, name: str) -> list[str]:
+    [line] = [line for line in text.splitlines() if f" {name} " in line]
+    return [cell.strip() for cell in line.split("│")[1:-1]]
+
+
+def test_table_shows_replicas_queue_gpus_zones_and_the_last_decision() -> None:
+    history = [decision(10, 1, 4, "QueueAboveTarget"), decision(70, 4, 3, "LoadBelowCapacity")]
+    text = table_text([small(3, 3, history, queue=7.5), big(PLACED_GROUP)])
+
+    _, model, layout, replicas, queue, gpus, placement, phase, last = row_of(text, "llama-8b")
+    assert (model, layout, replicas, queue, gpus, phase) == (
+        "llama-3.1-8b-instruct",
+        "1x1 / 1 pod",
+        "3/3",
+        "7.5",
+        "3",
+        "Ready",
+    )
+    assert placement == "zone-a:1 zone-b:2"
+    assert last == "↓ 4→3 LoadBelowCapacity 0:30 ago"
+
+    big_row = row_of(text, "llama-405b")
+    assert big_row[2] == "8x2 / 2 pods"
+    assert big_row[4:7] == ["-", "16", "zone-a/rack-a1:1"]
+    assert big_row[8] == "-"
+
+
+def test_header_counts_gpus_in_use_per_product() -> None:
+    snapshot = build_snapshot(
+        [small(3, 3, [])], NODES, PODS, now=START, elapsed_seconds=65, remaining_seconds=235
+    )
+    assert snapshot.gpus == (
+        GpuUsage("NVIDIA-A100-SXM4-40GB", used=3, total=16),
+        GpuUsage("NVIDIA-H100-80GB-HBM3", used=16, total=16),
+    )
+    text = table_text([small(3, 3, [])])
+    assert "elapsed 1:40, remaining 3:20" in text
+    assert "NVIDIA-A100-SXM4-40GB 3/16" in text
+
+
+def test_a_pipe_gets_the_table_again_only_when_more_than_clock_and_queue_changed() -> None:
+    out = io.StringIO()
+    view = StatusView(Console(file=out, width=200))
+
+    def show(seconds: float, replicas: int, queue: float) -> None:
+        snapshot = build_snapshot(
+            [small(replicas, replicas, [], queue=queue)],
+            NODES,
+            PODS,
+            now=START + timedelta(seconds=seconds),
+            elapsed_seconds=seconds,
+            remaining_seconds=None,
+        )
+        view.show(snapshot)
+
+    with view:
+        show(0, 1, 0)
+        show(2, 1, 9)  # only the clock and the queue moved
+        show(4, 2, 9)
+    assert out.getvalue().count("LAST SCALING DECISION") == 2
+
+
+def record_run() -> RunRecorder:
+    """A 5-minute run: the 8B scales 1 -> 2 -> 4 and back 4 -> 3 -> 2; the 405B's group has one
+    pod Pending for the first 20 s, then both bound."""
+    recorder = RunRecorder(started=START)
+    ups = [decision(12, 1, 2, "QueueAboveTarget"), decision(30, 2, 4, "LoadAboveCapacity")]
+    downs = [decision(200, 4, 3, "LoadBelowCapacity"), decision(260, 3, 2, "LoadBelowCapacity")]
+    for t in range(0, 300, 5):
+        seen = [d for d in ups + downs if d["time"] <= at(t)]
+        replicas = seen[-1]["to"] if seen else 1
+        queue = 40.0 if 10 <= t < 40 else 0.0
+        load = 55.0 if t < 120 else 8.0
+        # scalingHistory keeps only the last 3 here: the recorder must still count all four.
+        services = [small(replicas, replicas, seen[-3:], queue=queue), big(PLACED_GROUP)]
+        group = group_pods("h100-a-1" if t >= 20 else None, "h100-a-2")
+        offered = {"llama-8b": (load, queue), "llama-405b": (1.0, 0.0)}
+        recorder.record(t, services, NODES, SMALL_PODS + group, offered)
+    return recorder
+
+
+def test_summary_counts_scale_ups_and_downs_with_reasons() -> None:
+    markdown = summarize(record_run(), duration_seconds=300, sample_seconds=5)
+    [row] = [line for line in markdown.splitlines() if line.startswith("| llama-8b ")]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells == [
+        "llama-8b",
+        "llama-3.1-8b-instruct",
+        "1x1 / 1 pod",
+        "1 to 4",
+        "1 to 4",
+        "2",
+        "2",
+        "40",
+        "55.0",
+    ]
+    assert (
+        "- **llama-8b**: 2 scale-ups (1 LoadAboveCapacity, 1 QueueAboveTarget), "
+        "2 scale-downs (2 LoadBelowCapacity)"
+    ) in markdown
+    assert "  - at 200 s: 4 → 3 LoadBelowCapacity: 4 -> 3" in markdown
+    assert "- **llama-405b**: no scaling decisions" in markdown
+    assert ATTRIBUTION in markdown
+    assert "[report.png](report.png)" in markdown
+
+
+def test_summary_says_when_and_where_each_replica_group_was_placed_whole() -> None:
+    markdown = summarize(record_run(), duration_seconds=300, sample_seconds=5)
+    assert (
+        "- **llama-405b** (8x2 / 2 pods per replica): every replica group placed whole (1/1) from 20 s: "
+        "replica 0 in rack-a1 (zone-a) on h100-a-1, h100-a-2; "
+        "before that a group stood partly placed (pods bound, others Pending) for 20 s"
+    ) in markdown
+    assert "llama-8b** (1x1" not in markdown  # single-pod replicas are not groups
+
+
+@pytest.mark.parametrize(
+    ("nodes", "verdict"),
+    [
+        ((None, None), "replica 0: 0/2 pods bound"),
+        ((None, "h100-a-2"), "replica 0: 1/2 pods bound on h100-a-2"),
+    ],
+    ids=["unplaced", "half-placed"],
+)
+def test_summary_flags_a_group_that_is_not_placed_whole(nodes: tuple[str | None, ...], verdict: str) -> None:
+    recorder = RunRecorder(started=START)
+    recorder.record(0, [big(PLACED_GROUP)], NODES, group_pods(*nodes), {})
+    markdown = summarize(recorder, duration_seconds=5, sample_seconds=5)
+    assert f"NOT every replica group placed whole at the end: 0/1; {verdict}" in markdown
+
+
+def test_report_writes_a_png_and_the_markdown(tmp_path: Path) -> None:
+    markdown = write_report(record_run(), tmp_path / "report", duration_seconds=300, sample_seconds=5)
+    png = tmp_path / "report" / "report.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 10_000  # two subplots of lines, not an empty canvas
+    assert markdown.read_text().startswith("# inferfleet demo report")
+
+
+def test_the_demo_shortens_scale_down_windows_but_not_the_example() -> None:
+    example = {"spec": {"scaling": {"scaleDownStabilizationSeconds": 600}}}
+    assert demo_body(example)["spec"]["scaling"]["scaleDownStabilizationSeconds"] == 120
+    assert demo_body({"spec": {"scaling": {}}})["spec"]["scaling"]["scaleDownStabilizationSeconds"] == 60
+    assert example["spec"]["scaling"]["scaleDownStabilizationSeconds"] == 600
+    assert "scaling" not in demo_body({"spec": {}})["spec"]
