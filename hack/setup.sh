@@ -33,7 +33,7 @@ if [ ! -f "$stamp" ]; then
   log "creating the Python environment in .venv"
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip==25.3
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,demo,bench]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 

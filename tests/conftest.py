@@ -32,6 +32,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(FAILED, False)
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+def print_log_tail(op: OperatorProcess, lines: int = 60) -> None:
+    """Shown under "Captured stdout" of a failed test: what the operator was doing."""
+    print(f"--- last {lines} lines of {op.log_path} ---")
+    print("\n".join(op.log_text().splitlines()[-lines:]))
+
+
 class Cluster:
     def __init__(self, kubeconfig: Path, local: LocalCluster | None) -> None:
         self.kubeconfig = kubeconfig
@@ -77,13 +95,19 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPromet
 
 
 @pytest.fixture
-def run_operator(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+def run_operator(
+    cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., OperatorProcess]]:
     """Start `inferfleet run` in the background; every operator started is stopped after the test."""
     started: list[OperatorProcess] = []
 
-    def start(namespaces: list[str] | None = None, extra_args: list[str] | None = None) -> OperatorProcess:
+    def start(
+        namespaces: list[str] | None = None,
+        extra_args: list[str] | None = None,
+        kubeconfig: Path | None = None,
+    ) -> OperatorProcess:
         op = OperatorProcess(
-            kubeconfig=cluster.kubeconfig,
+            kubeconfig=kubeconfig or cluster.kubeconfig,
             log_path=tmp_path / f"operator-{len(started)}.log",
             namespaces=namespaces or [],
             extra_args=extra_args or [],
@@ -95,6 +119,8 @@ def run_operator(cluster: Cluster, tmp_path: Path) -> Iterator[Callable[..., Ope
     yield start
     for op in started:
         op.stop()
+        if request.node.stash.get(FAILED, False):
+            print_log_tail(op)
 
 
 @pytest.fixture(scope="session")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
+
+from inferfleet.localcluster.waiting import wait_for
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 GPU_TOLERATION = client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
 
 
-def gpu_deployment(
-    name: str, gpus: int, product: str, annotations: dict[str, str] | None = None
-) -> client.V1Deployment:
-    labels = {"app": name}
+def gpu_pod_spec(gpus: int, product: str) -> client.V1PodSpec:
     container = client.V1Container(
         name="engine",
         image="registry.example/engine:1",
@@ -21,6 +22,21 @@ def gpu_deployment(
             limits={"nvidia.com/gpu": str(gpus)}, requests={"nvidia.com/gpu": str(gpus)}
         ),
     )
+    return client.V1PodSpec(
+        containers=[container],
+        node_selector={"nvidia.com/gpu.product": product},
+        tolerations=[GPU_TOLERATION],
+    )
+
+
+def gpu_pod(name: str, gpus: int, product: str) -> client.V1Pod:
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name), spec=gpu_pod_spec(gpus, product))
+
+
+def gpu_deployment(
+    name: str, gpus: int, product: str, annotations: dict[str, str] | None = None
+) -> client.V1Deployment:
+    labels = {"app": name}
     return client.V1Deployment(
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1DeploymentSpec(
@@ -28,11 +44,7 @@ def gpu_deployment(
             selector=client.V1LabelSelector(match_labels=labels),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels=labels, annotations=annotations),
-                spec=client.V1PodSpec(
-                    containers=[container],
-                    node_selector={"nvidia.com/gpu.product": product},
-                    tolerations=[GPU_TOLERATION],
-                ),
+                spec=gpu_pod_spec(gpus, product),
             ),
         ),
     )
@@ -48,3 +60,31 @@ def condition(obj: Any, type_: str) -> Any | None:
 def status_condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     """The condition of `type_` in a custom object's status, or {} when it has none yet."""
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_for_idle_h100(core: client.CoreV1Api, apps: client.AppsV1Api, timeout: float = 180) -> None:
+    """Earlier tests' namespaces are deleted in the background; GPU-heavy tests start with every H100
+    free: no pod bound there, and no replica group left whose reservation would hold its nodes."""
+    h100 = {n.metadata.name for n in core.list_node(label_selector=f"nvidia.com/gpu.product={H100}").items}
+
+    def idle() -> bool:
+        groups = apps.list_stateful_set_for_all_namespaces(label_selector="inferfleet.io/service").items
+        pods = core.list_pod_for_all_namespaces().items
+        return not groups and not any(p.spec.node_name in h100 for p in pods)
+
+    wait_for(idle, timeout=timeout, what="no replica group and no pod left on the H100 nodes")
+
+
+def token_kubeconfig(
+    core: client.CoreV1Api, admin_kubeconfig: Path, service_account: str, namespace: str, path: Path
+) -> Path:
+    """`admin_kubeconfig` with a ServiceAccount's token as the only credential."""
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    token = core.create_namespaced_service_account_token(service_account, namespace, request).status.token
+    kubeconfig = yaml.safe_load(admin_kubeconfig.read_text())
+    for user in kubeconfig["users"]:
+        user["user"] = {"token": token}
+    path.write_text(yaml.safe_dump(kubeconfig))
+    return path

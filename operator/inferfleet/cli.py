@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -13,9 +14,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # Before importing kopf: the Kubernetes client reads KUBECONFIG when it is imported.
         os.environ["KUBECONFIG"] = args.kubeconfig
 
+    if args.peering and not os.environ.get("POD_ID"):
+        # kopf's peering identity; set here so the autoscaler knows which record is its own.
+        os.environ["POD_ID"] = f"{socket.gethostname()}-{os.getpid()}"
+
     import kopf
 
     import inferfleet.handlers  # noqa: F401 - registers the handlers
+    from inferfleet.kube.connection import ClientLimits
+    from inferfleet.kube.peering import Peering
     from inferfleet.metrics.operator import serve_metrics
 
     if args.metrics_port:
@@ -24,7 +31,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     kopf.configure(
         verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL
     )
-    memo = kopf.Memo(prometheus_url=args.prometheus_url, autoscale_interval=args.autoscale_interval)
+    memo = kopf.Memo(
+        prometheus_url=args.prometheus_url,
+        autoscale_interval=args.autoscale_interval,
+        client_limits=ClientLimits(
+            qps=args.kube_qps, burst=args.kube_burst, concurrency=args.kube_concurrency
+        ),
+        workers=args.workers,
+        scheduler_name=args.scheduler_name,
+        peering_lifetime=args.peering_lifetime,
+        peering=Peering(
+            name=args.peering,
+            identity=os.environ["POD_ID"],
+            priority=args.priority,
+            namespace=args.namespace[0] if args.namespace else None,
+        )
+        if args.peering
+        else None,
+    )
     kopf.run(
         memo=memo,
         clusterwide=not args.namespace,
@@ -84,9 +108,12 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from inferfleet.demo import run_demo
 
-    return run_demo(duration_seconds=args.duration, keep=args.keep, name=args.name)
+    report_dir = Path(args.report_dir) if args.report_dir else None
+    return run_demo(duration_seconds=args.duration, keep=args.keep, name=args.name, report_dir=report_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--priority", type=int, default=0, help="peering priority of this instance")
     run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=15,
+        help="seconds after its last keepalive that a silent peer is taken for dead (the handover time)",
+    )
+    run.add_argument("--kube-qps", type=float, default=50.0, help="Kubernetes API requests per second")
+    run.add_argument("--kube-burst", type=int, default=100, help="Kubernetes API requests in a burst")
+    run.add_argument(
+        "--kube-concurrency", type=int, default=8, help="Kubernetes API requests in flight at most"
+    )
+    run.add_argument("--workers", type=int, default=8, help="threads running reconciles")
+    run.add_argument(
+        "--scheduler-name",
+        default=os.environ.get("INFERFLEET_SCHEDULER_NAME"),
+        help="kube-scheduler profile for single-pod replicas, e.g. one scoring GPUs MostAllocated "
+        "to bin-pack them (default $INFERFLEET_SCHEDULER_NAME, else the cluster's default scheduler)",
+    )
+    run.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
     )
     run.add_argument("--log-json", action="store_true", help="structured JSON logs")
@@ -150,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
     demo.add_argument("--name", default="inferfleet-demo")
+    demo.add_argument(
+        "--report-dir",
+        default=None,
+        help="where to write report.md and report.png at the end (default: .cache/demo/report-<timestamp>)",
+    )
     demo.set_defaults(func=_cmd_demo)
     return parser
 

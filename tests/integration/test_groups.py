@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +15,8 @@ from kubernetes import client
 from inferfleet.localcluster.inventory import build_node, load_inventory
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
+from inferfleet.planning.inventory import build_gpu_node
+from inferfleet.planning.placement import GroupPlacement, compute_free_gpus, plan_group_placement
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import (
     EXAMPLES,
@@ -24,32 +27,20 @@ from tests.integration.test_reconcile import (
     example,
     patch_spec,
     read,
+    small_service,
     wait_ready,
 )
-from tests.support import status_condition
+from tests.support import H100, gpu_pod, status_condition, wait_for_idle_h100
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
-H100 = "NVIDIA-H100-80GB-HBM3"
 RACK = "inferfleet.io/rack"
 NOT_READY = "node-not-ready.stage.kwok.x-k8s.io"
 
 
 @pytest.fixture
 def operator(cluster: Cluster, run_operator: Callable[..., OperatorProcess]) -> OperatorProcess:
-    # Earlier tests' namespaces are deleted in the background: start with every H100 free.
-    h100 = {
-        n.metadata.name for n in cluster.core.list_node(label_selector=f"nvidia.com/gpu.product={H100}").items
-    }
-
-    def h100_idle() -> bool:
-        groups = cluster.apps.list_stateful_set_for_all_namespaces(
-            label_selector="inferfleet.io/service"
-        ).items
-        pods = cluster.core.list_pod_for_all_namespaces().items
-        return not groups and not any(p.spec.node_name in h100 for p in pods)
-
-    wait_for(h100_idle, timeout=120, what="no replica group and no pod left on the H100 nodes")
+    wait_for_idle_h100(cluster.core, cluster.apps)
     # Cluster-wide: placement counts the GPUs of every pod bound to a node, in any namespace.
     return run_operator()
 
@@ -167,6 +158,37 @@ def test_losing_a_node_restarts_the_whole_group_on_healthy_nodes(
     assert victim not in {p.spec.node_name for p in pods}
 
 
+def test_losing_the_node_of_a_single_pod_replica_replaces_it_on_a_healthy_node(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, lost_nodes: list[str]
+) -> None:
+    create(cluster, namespace, small_service("solo"))
+    wait_ready(cluster, namespace, "solo")
+    [pod] = group_pods(cluster, namespace, "solo")
+    victim = pod.spec.node_name
+    lost_nodes.append(victim)
+    cluster.core.patch_node(victim, {"metadata": {"labels": {NOT_READY: "true"}}})
+
+    # Without the operator the pod would wait out the default 300 s not-ready toleration.
+    def replaced() -> client.V1Pod | None:
+        pods = [p for p in group_pods(cluster, namespace, "solo") if p.metadata.uid != pod.metadata.uid]
+        ready = [
+            p
+            for p in pods
+            if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]
+        return ready[0] if ready else None
+
+    new = wait_for(replaced, timeout=60, what="a Ready replacement pod on another node")
+    assert new.spec.node_name != victim
+
+    def placed_on_the_new_node() -> bool:
+        placement = read(cluster, namespace, "solo").get("status", {}).get("placement")
+        return [p["nodes"] for p in placement or []] == [[new.spec.node_name]]
+
+    wait_for(placed_on_the_new_node, timeout=30, what="status.placement to show the new node only")
+    assert wait_ready(cluster, namespace, "solo")["status"]["readyReplicas"] == 1
+
+
 def test_deleting_a_multi_node_service_removes_its_groups(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -202,6 +224,46 @@ def test_deleting_one_worker_restarts_the_whole_group(
 
     wait_for(restarted_whole, timeout=120, what="both pods of the group to be replaced and ready")
     wait_ready(cluster, namespace, "together", timeout=60)
+
+
+@pytest.fixture
+def foreign_namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"foreign-{uuid.uuid4().hex[:6]}"
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    cluster.core.delete_namespace(name)
+
+
+def predicted_group_nodes(cluster: Cluster) -> tuple[str, ...]:
+    """Where the operator, seeing no pod, will put one 405B group: the product's own planner."""
+    nodes = [n for n in (build_gpu_node(cluster.api_client.sanitize_for_serialization(x))
+                         for x in cluster.core.list_node().items) if n is not None]  # fmt: skip
+    free = compute_free_gpus(nodes, H100, RACK, [], [])
+    plan = plan_group_placement(free, 2, 8, product=H100, topology_key=RACK)
+    assert isinstance(plan, GroupPlacement)
+    return plan.nodes
+
+
+def test_a_planned_node_taken_by_a_pod_the_operator_cannot_see_is_avoided_and_the_group_placed_elsewhere(
+    cluster: Cluster,
+    namespace: str,
+    foreign_namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+) -> None:
+    wait_for_idle_h100(cluster.core, cluster.apps)
+    taken = predicted_group_nodes(cluster)[0]
+    # A pod in a namespace this operator does not watch holds every GPU of that node.
+    foreign = gpu_pod("squatter", 8, H100)
+    foreign.spec.node_name = taken
+    cluster.core.create_namespaced_pod(foreign_namespace, foreign)
+    run_operator(namespaces=[namespace])  # watches only its namespace: blind to the squatter
+
+    create(cluster, namespace, service_405b("elsewhere"))
+    obj = wait_ready(cluster, namespace, "elsewhere", timeout=180)
+    [placement] = obj["status"]["placement"]
+    assert taken not in placement["nodes"]
+    pods = group_pods(cluster, namespace, "elsewhere")
+    assert sorted(p.spec.node_name for p in pods) == sorted(placement["nodes"])
 
 
 @pytest.fixture

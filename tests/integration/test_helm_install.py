@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +27,12 @@ from inferfleet.kube.apply import scale_inference_service
 from inferfleet.localcluster.binaries import locate_binaries
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
-from tests.conftest import Cluster
+from tests.conftest import Cluster, print_log_tail
 from tests.integration.test_reconcile import create, example, small_service, wait_ready
+from tests.support import token_kubeconfig, wait_for_idle_h100
 
 CHART = Path(__file__).parents[2] / "charts" / "inferfleet"
 BINARIES = locate_binaries()
-H100 = "NVIDIA-H100-80GB-HBM3"
 # The API server's RBAC refusal ('User "system:serviceaccount:..." cannot patch resource ...') and
 # kopf's fallback when it may not list or watch something.
 DENIED = re.compile(r"cannot \w+ resource|Not enough permissions")
@@ -89,17 +90,9 @@ def uninstall(release: Release) -> None:
 
 def service_account_kubeconfig(release: Release, path: Path) -> Path:
     """The cluster's kubeconfig with the chart ServiceAccount's token as the only credential."""
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    return token_kubeconfig(
+        release.cluster.core, release.cluster.kubeconfig, release.fullname, release.namespace, path
     )
-    token = release.cluster.core.create_namespaced_service_account_token(
-        release.fullname, release.namespace, request
-    ).status.token
-    kubeconfig = yaml.safe_load(release.cluster.kubeconfig.read_text())
-    for user in kubeconfig["users"]:
-        user["user"] = {"token": token}
-    path.write_text(yaml.safe_dump(kubeconfig))
-    return path
 
 
 def can_i(release: Release, verb: str, resource: str, namespace: str | None = None) -> bool:
@@ -173,15 +166,7 @@ def test_the_operator_as_the_service_account_reconciles_the_examples(
     cluster: Cluster, release: Release, namespace: str, tmp_path: Path
 ) -> None:
     kubeconfig = service_account_kubeconfig(release, tmp_path / "sa-kubeconfig.yaml")
-    # Earlier tests' namespaces are deleted in the background: the 405B needs two idle H100 nodes.
-    h100 = {
-        n.metadata.name for n in cluster.core.list_node(label_selector=f"nvidia.com/gpu.product={H100}").items
-    }
-    wait_for(
-        lambda: not any(p.spec.node_name in h100 for p in cluster.core.list_pod_for_all_namespaces().items),
-        timeout=120,
-        what="no pod left on the H100 nodes",
-    )
+    wait_for_idle_h100(cluster.core, cluster.apps)  # the 405B needs two idle H100 nodes of one rack
     # Cluster-wide, as the chart runs it by default (placement counts GPUs in every namespace).
     op = OperatorProcess(kubeconfig=kubeconfig, log_path=tmp_path / "operator.log")
     op.start()
@@ -216,6 +201,9 @@ def test_the_operator_as_the_service_account_reconciles_the_examples(
             namespace, field_selector="involvedObject.kind=InferenceService,reason=AllReplicasReady"
         ).items
         assert events, "the operator posts Events"
+    except Exception:
+        print_log_tail(op)
+        raise
     finally:
         op.stop()
     assert operator_log_denials(op) == []
@@ -281,6 +269,9 @@ def test_watched_namespaces_mode_reconciles_with_roles_in_those_namespaces_only(
         try:
             create(cluster, namespace, small_service("scoped"))
             wait_ready(cluster, namespace, "scoped")
+        except Exception:
+            print_log_tail(op)
+            raise
         finally:
             op.stop()
         assert operator_log_denials(op) == []
@@ -299,8 +290,8 @@ def test_watched_namespaces_mode_reconciles_with_roles_in_those_namespaces_only(
     )
 
 
-def test_upgrade_to_ha_elects_one_active_operator_and_uninstall_is_clean(
-    cluster: Cluster, release: Release, tmp_path: Path
+def test_upgrade_to_ha_elects_one_active_operator_hands_over_and_uninstall_is_clean(
+    cluster: Cluster, release: Release, namespace: str, tmp_path: Path
 ) -> None:
     helm(cluster, "upgrade", release.name, str(CHART), "-n", release.namespace, "--set", "ha.enabled=true",
          "--wait", "--timeout", "2m")  # fmt: skip
@@ -338,6 +329,20 @@ def test_upgrade_to_ha_elects_one_active_operator_and_uninstall_is_clean(
             op.start()
         wait_for(lambda: "Pausing operations in favour of" in ops[0].log_text(), timeout=60, what="a standby")
         assert "Pausing operations" not in ops[1].log_text()
+
+        # The active one crashes (no clean-up of its peering record): the standby takes over in 30 s.
+        ops[1].kill()
+        killed = time.monotonic()
+        create(cluster, namespace, small_service("handover"))
+        wait_ready(cluster, namespace, "handover", timeout=30)
+        print(
+            f"handover: the standby reconciled a new service {time.monotonic() - killed:.1f}s after kill -9"
+        )
+        assert "Resuming operations" in ops[0].log_text()
+    except Exception:
+        for op in ops:
+            print_log_tail(op)
+        raise
     finally:
         for op in ops:
             op.stop()

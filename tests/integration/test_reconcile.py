@@ -52,11 +52,17 @@ def patch_spec(cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]
 
 
 def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
+    def ready() -> dict[str, Any]:
         obj = read(cluster, namespace, name)
         status = obj.get("status", {})
         current = status.get("observedGeneration") == obj["metadata"]["generation"]
-        return obj if current and status.get("phase") == "Ready" else None
+        if current and status.get("phase") == "Ready":
+            return obj
+        # Chained to the timeout error: the last status seen says why it never became Ready.
+        conditions = [
+            (c["type"], c["status"], c.get("reason"), c.get("message")) for c in status.get("conditions", [])
+        ]
+        raise AssertionError(f"phase={status.get('phase')} current={current} conditions={conditions}")
 
     return wait_for(ready, timeout=timeout, what=f"InferenceService {name} Ready")
 

@@ -53,3 +53,20 @@ def test_service_and_pdb_select_the_engine_pods() -> None:
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"] == {"matchLabels": {"inferfleet.io/service": "llama"}}
     assert endpoint_url(OWNER, spec()) == "http://llama.ml.svc:8080/v1"
+
+
+def test_a_scheduler_profile_is_used_only_when_the_operator_names_one() -> None:
+    assert (
+        "schedulerName"
+        not in build_deployment(OWNER, spec(), Parallelism(1, 1), gpus=1)["spec"]["template"]["spec"]
+    )
+    binpack = build_deployment(OWNER, spec(), Parallelism(1, 1), gpus=1, scheduler_name="inferfleet-binpack")
+    assert binpack["spec"]["template"]["spec"]["schedulerName"] == "inferfleet-binpack"
+
+
+def test_the_grace_period_covers_the_drain_and_the_engine_waits_for_its_requests() -> None:
+    pod = build_deployment(OWNER, spec(), Parallelism(1, 1), gpus=1)["spec"]["template"]["spec"]
+    [engine] = pod["containers"]
+    assert engine["lifecycle"]["preStop"]["exec"]["command"][:2] == ["python3", "-c"]
+    assert "120" in engine["lifecycle"]["preStop"]["exec"]["command"]
+    assert pod["terminationGracePeriodSeconds"] == 150

@@ -81,6 +81,7 @@ def test_defaults_match_the_design() -> None:
         "spec.engine.port": 8000,
         "spec.engine.maxConcurrentRequests": 256,
         "spec.engine.enablePrefixCaching": True,
+        "spec.engine.drainSeconds": 120,
         "spec.accelerator": {"resourceName": "nvidia.com/gpu"},
         "spec.accelerator.resourceName": "nvidia.com/gpu",
         "spec.sharding": {"mode": "auto", "topologyKey": "topology.kubernetes.io/zone"},

@@ -107,6 +107,18 @@ def test_existing_groups_keep_their_nodes_and_surplus_groups_are_removed_on_scal
     assert plan.shortfalls == {}
 
 
+def test_new_groups_avoid_nodes_the_scheduler_refused_and_existing_ones_keep_theirs() -> None:
+    nodes = h100_nodes({"a": 2, "b": 2, "c": 2})
+    refused = frozenset({"h100-a-1"})  # another pod took its GPUs after a plan put a member there
+    plan = plan_service(OWNER, spec_405b(1), CLUSTER, GroupInputs(gpu_nodes=nodes, refused=refused))
+    assert plan.placements[0].domain == "zone-b"
+    nothing_else = plan_service(
+        OWNER, spec_405b(1), CLUSTER, GroupInputs(gpu_nodes=h100_nodes({"a": 2}), refused=refused)
+    )
+    assert nothing_else.placements == {}
+    assert nothing_else.shortfalls[0].message.startswith("needs 2 nodes")
+
+
 def test_tgi_cannot_serve_a_multi_node_replica() -> None:
     plan = plan_service(
         OWNER, spec_405b(1, engine="tgi"), CLUSTER, GroupInputs(gpu_nodes=h100_nodes({"a": 2}))
@@ -171,3 +183,5 @@ def test_cordoned_or_not_ready_nodes_offer_no_capacity() -> None:
     ]  # fmt: skip
     gpu_nodes = [n for n in (build_gpu_node(node) for node in nodes) if n is not None]
     assert summarize_products(gpu_nodes) == {}
+    cordoned, not_ready_node = gpu_nodes
+    assert (cordoned.ready, not_ready_node.ready) == (True, False)  # only a NotReady node is lost

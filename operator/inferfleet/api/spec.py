@@ -180,6 +180,14 @@ class EngineSpec(SpecModel):
     enable_prefix_caching: bool = Field(
         default=True, description="Reuse the KV cache of shared prompt prefixes across requests."
     )
+    drain_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=3600,
+        description="When a replica is removed (scale-down, rollout), it first gets no new requests "
+        "and finishes the ones it has, for at most this long, before the engine is stopped. "
+        "0 stops at once. vllm, sglang and tgi only (their metrics say when they are idle).",
+    )
 
     @model_validator(mode="after")
     def _check_rules(self) -> Self:

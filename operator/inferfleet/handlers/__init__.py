@@ -3,6 +3,10 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from inferfleet.handlers import autoscaler, indexes, inferenceservice, lifecycle
+# lifecycle first: kopf runs startup handlers in registration order, and the others use its client.
+from inferfleet.handlers import lifecycle
+
+# isort: split
+from inferfleet.handlers import autoscaler, indexes, inferenceservice
 
 __all__ = ["autoscaler", "indexes", "inferenceservice", "lifecycle"]

@@ -10,15 +10,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from kubernetes.client.rest import ApiException
 
 from inferfleet.api import InferenceServiceSpec
+from inferfleet.handlers.logs import service_logger
 from inferfleet.handlers.state import service_state
 from inferfleet.kube.apply import patch_inference_service_status, scale_inference_service
 from inferfleet.kube.events import post_event
+from inferfleet.kube.peering import Peering, read_peers
+from inferfleet.metrics.operator import AUTOSCALER_TICKS, SCALING_DECISIONS
 from inferfleet.metrics.prometheus import MetricsUnavailableError, QueueReader
 from inferfleet.planning.autoscale import (
     METRICS_AVAILABLE,
@@ -28,6 +32,7 @@ from inferfleet.planning.autoscale import (
     with_scaler_state,
 )
 from inferfleet.planning.conditions import find_condition
+from inferfleet.planning.peering import compute_peering_active
 from inferfleet.planning.queue_queries import QueueSample
 from inferfleet.planning.scaling import ScalingSample, compute_scaling_decision
 
@@ -63,10 +68,11 @@ def autoscale_tick(
     except MetricsUnavailableError as e:
         fleet, problem = {}, str(e)
     for snapshot, spec in services:
+        service_log = service_logger(snapshot)  # JSON logs carry the service's namespace and name
         try:
-            _decide(api, reader, snapshot, spec, fleet, problem, logger, now)
+            _decide(api, reader, snapshot, spec, fleet, problem, service_log, now)
         except ApiException as e:
-            logger.warning(f"autoscaling {snapshot['metadata']['name']} failed: {e.status} {e.reason}")
+            service_log.warning(f"autoscaling failed: {e.status} {e.reason}")
 
 
 def _sample(
@@ -116,8 +122,10 @@ def _decide(
         )
         if decision.replicas != spec.replicas:
             scale_inference_service(api, key[0], key[1], decision.replicas)
+            direction = "up" if decision.replicas > spec.replicas else "down"
+            SCALING_DECISIONS.labels(direction, decision.reason).inc()
             change = f"scaled {spec.replicas} -> {decision.replicas}: {decision.message}"
-            logger.info(f"{key[1]} {change} ({decision.reason})")
+            logger.info(f"{change} ({decision.reason})")
             post_event(api, snapshot, "Normal", decision.reason, change)
         if status != previous:  # the window state alone changes every tick: it rides along, never alone
             status = with_scaler_state(status, scaler)
@@ -139,12 +147,26 @@ def _report_metrics_transition(
         post_event(api, snapshot, "Normal", "MetricsAvailable", "queue metrics are back")
 
 
+def _active(api: Any, peering: Peering | None) -> bool:
+    """A standby never scales: with peering on, only the instance kopf lets work does."""
+    if peering is None:
+        return True
+    now = datetime.now(UTC)
+    return compute_peering_active(read_peers(api, peering), peering.identity, peering.priority, now)
+
+
+def _tick(api: Any, reader: QueueReader, index: kopf.Index[Any, Any], peering: Peering | None) -> None:
+    if _active(api, peering):
+        AUTOSCALER_TICKS.inc()
+        autoscale_tick(api, reader, index, log, time.time())
+
+
 async def _loop(memo: kopf.Memo, reader: QueueReader, index: kopf.Index[Any, Any], interval: float) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
         try:
-            await loop.run_in_executor(None, autoscale_tick, memo.api, reader, index, log, time.time())
+            await loop.run_in_executor(None, _tick, memo.api, reader, index, memo.get("peering"))
         except Exception as e:  # one bad tick must not stop autoscaling
             log.exception(f"autoscaler tick failed: {e}")
 

@@ -50,11 +50,43 @@ def gpu_pods(spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, namespac
     return {node: BoundPod(node=node, gpus=gpus, group=group)}
 
 
+@dataclass(frozen=True)
+class EnginePod:
+    name: str
+    node: str
+    in_group: bool
+    terminating: bool
+
+
 @kopf.index("", "v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT})
-def engine_pods(name: str, namespace: str, spec: kopf.Spec, labels: kopf.Labels, **_: Any) -> Any:
-    """Bound engine pods by service, for status.placement of single-pod replicas."""
+def engine_pods(
+    name: str, namespace: str, meta: kopf.Meta, spec: kopf.Spec, labels: kopf.Labels, **_: Any
+) -> Any:
+    """Bound engine pods by service: status.placement of single-pod replicas, and node loss."""
     node = spec.get("nodeName")
-    return {(namespace, labels[SERVICE_LABEL]): (name, node)} if node else None
+    terminating = bool(meta.get("deletionTimestamp"))
+    pod = EnginePod(name, node, in_group=REPLICA_LABEL in labels, terminating=terminating) if node else None
+    return {(namespace, labels[SERVICE_LABEL]): pod} if pod else None
+
+
+def unschedulable(spec: Any, status: Any) -> bool:
+    conditions = (status or {}).get("conditions") or []
+    return not (spec or {}).get("nodeName") and any(
+        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
+        for c in conditions
+    )
+
+
+@kopf.index("", "v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT, REPLICA_LABEL: kopf.PRESENT})
+def stuck_group_pods(
+    namespace: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, **_: Any
+) -> Any:
+    """Group members the scheduler cannot put on their planned node (another pod took its GPUs
+    between the plan and the binding): (replica, owning StatefulSet uid) by service."""
+    if not unschedulable(spec, status) or not str(labels[REPLICA_LABEL]).isdigit():
+        return None
+    owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
+    return {(namespace, labels[SERVICE_LABEL]): (int(labels[REPLICA_LABEL]), owners[0] if owners else "")}
 
 
 @kopf.index("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})
@@ -71,20 +103,35 @@ class ClusterView:
     nodes: kopf.Index[str, GpuNode]
     pods: kopf.Index[str, BoundPod]
     groups: kopf.Index[Key, ObservedGroup]
-    service_pods: kopf.Index[Key, tuple[str, str]]
+    service_pods: kopf.Index[Key, EnginePod]
+    stuck: kopf.Index[Key, tuple[int, str]]
+    scheduler_name: str | None = None
+    """The operator's --scheduler-name: the kube-scheduler profile of single-pod replicas."""
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any]) -> ClusterView:
+    def from_kwargs(cls, kwargs: dict[str, Any], memo: Any) -> ClusterView:
         return cls(
             kwargs["inference_services"],
             kwargs["gpu_nodes"],
             kwargs["gpu_pods"],
             kwargs["engine_groups"],
             kwargs["engine_pods"],
+            kwargs["stuck_group_pods"],
+            memo.get("scheduler_name"),
         )
 
     def pods_of(self, key: Key) -> list[tuple[str, str]]:
-        return list(self.service_pods.get(key, []))
+        """(pod, node) of the service's bound engine pods that are not being deleted."""
+        return [(p.name, p.node) for p in self.service_pods.get(key, []) if not p.terminating]
+
+    def single_pods_on(self, node: str) -> list[tuple[Key, str]]:
+        """(service, pod) of single-pod replicas bound to `node` (group members restart with their group)."""
+        return [
+            (key, pod.name)
+            for key, pods in self.service_pods.items()
+            for pod in pods
+            if pod.node == node and not pod.in_group and not pod.terminating
+        ]
 
     def node_domains(self, topology_key: str) -> dict[str, str]:
         return {n.name: n.labels.get(topology_key, "") for n in self.all_nodes()}
@@ -94,6 +141,14 @@ class ClusterView:
 
     def all_nodes(self) -> list[GpuNode]:
         return [node for _, values in self.nodes.items() for node in values]
+
+    def stuck_groups(self, key: Key) -> set[tuple[int, str]]:
+        """(replica, StatefulSet uid) of the service's groups with a member that cannot be scheduled."""
+        return set(self.stuck.get(key, []))
+
+    def lost_nodes(self) -> set[str]:
+        """GPU nodes that are not Ready (cordoned ones are not lost)."""
+        return {node.name for node in self.all_nodes() if not node.ready}
 
     def all_bound(self) -> list[BoundPod]:
         return [pod for _, values in self.pods.items() for pod in values]

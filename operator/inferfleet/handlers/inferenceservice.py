@@ -17,9 +17,10 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec
-from inferfleet.handlers.indexes import ClusterView, Key
-from inferfleet.handlers.state import ServiceState, forget_service, service_state
-from inferfleet.kube.apply import apply_object, delete_group, patch_inference_service_status
+from inferfleet.handlers.indexes import ClusterView, Key, unschedulable
+from inferfleet.handlers.reconcile_queue import ReconcileQueue
+from inferfleet.handlers.state import REFUSED_NODES, ServiceState, forget_service, service_state
+from inferfleet.kube.apply import apply_object, delete_group, delete_pod, patch_inference_service_status
 from inferfleet.metrics.operator import (
     PLACEMENT_FAILURES,
     STATUS_WRITES,
@@ -62,10 +63,16 @@ def _parse(raw_spec: Any) -> InferenceServiceSpec | Blocked:
         return Blocked("InvalidSpec", f"spec rejected: {errors}")
 
 
-def _lost(groups: list[ObservedGroup], view: ClusterView) -> list[ObservedGroup]:
-    """Groups with a member on a node that is gone, NotReady or cordoned: they restart whole."""
+def _lost(key: Key, groups: list[ObservedGroup], view: ClusterView) -> list[ObservedGroup]:
+    """Groups that restart whole and are placed again: a member's node is gone, NotReady or
+    cordoned, or a member cannot be scheduled because its planned node's GPUs were taken by a pod
+    the kube-scheduler bound after the plan (the plan reserves GPUs only against inferfleet)."""
     healthy = {node.name for node in view.all_nodes() if node.schedulable}
-    return [g for g in groups if any(node not in healthy for node in g.nodes)]
+    stuck = [g for g in groups if (g.replica, g.uid) in view.stuck_groups(key)]
+    for group in stuck:  # the planned nodes its bound members do not hold refused the others
+        held = {p.node for p in view.all_bound() if p.group == group_key(*key, group.replica)}
+        REFUSED_NODES.refuse(set(group.nodes) - held)
+    return [g for g in groups if any(n not in healthy for n in g.nodes) or g in stuck]
 
 
 def _plan(
@@ -85,8 +92,10 @@ def _plan(
         bound=[p for p in view.all_bound() if p.group not in lost_keys],
         reservations=view.reservations(exclude=lost_keys),
         existing=existing,
+        refused=REFUSED_NODES.current(),
     )
-    return plan_service(owner, spec, summarize_products(view.all_nodes()), inputs), spec
+    products = summarize_products(view.all_nodes())
+    return plan_service(owner, spec, products, inputs, view.scheduler_name), spec
 
 
 def _call(what: str, fn: Any, *args: Any) -> Any:
@@ -161,7 +170,7 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
     state = service_state(key)
     with state.lock, track_reconcile(trigger):
         groups = view.groups_of(key)
-        lost = _lost(groups, view)
+        lost = _lost(key, groups, view)
         plan, spec = _plan(owner, body["spec"], view, lost)
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
@@ -169,7 +178,8 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
             PLACEMENT_FAILURES.labels("InsufficientCapacity").inc(len(plan.shortfalls))
         for group in lost:
             logger.warning(
-                f"replica group {group.replica} lost a node of {list(group.nodes)}; restarting it whole"
+                f"replica group {group.replica} lost a node of {list(group.nodes)} (gone, not ready, "
+                "or its GPUs taken); restarting it whole"
             )
         gone = {g.replica for g in lost} | set(plan.surplus_groups)
         for replica in sorted(gone, reverse=True):
@@ -186,18 +196,38 @@ def _waiting(snapshot: Any) -> bool:
     return any(c.get("status") == "False" and c.get("reason") in WAITING_REASONS for c in conditions)
 
 
-def _reconcile_waiting(api: Any, view: ClusterView, logger: Any) -> None:
+def _queue(memo: kopf.Memo) -> ReconcileQueue:
+    queue: ReconcileQueue = memo["reconcile_queue"]
+    return queue
+
+
+def _enqueue_waiting(memo: kopf.Memo, view: ClusterView) -> None:
     for key in list(view.services):
         snapshot = view.service(key)
         if snapshot is not None and not snapshot["metadata"].get("deletionTimestamp") and _waiting(snapshot):
-            reconcile(api, snapshot, view, logger, "capacity")
+            _queue(memo).enqueue(key, "capacity")
+
+
+@kopf.on.startup()
+def on_startup_reconcile_queue(memo: kopf.Memo, **kwargs: Any) -> None:
+    workers = int(memo.get("workers") or 8)
+    memo["reconcile_queue"] = ReconcileQueue(
+        memo.api, ClusterView.from_kwargs(kwargs, memo), reconcile, workers
+    )
+    memo["reconcile_queue"].start()
+
+
+@kopf.on.cleanup()
+def on_cleanup_reconcile_queue(memo: kopf.Memo, **_: Any) -> None:
+    if "reconcile_queue" in memo:
+        _queue(memo).stop()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_change_inferenceservice(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    reconcile(memo.api, body, ClusterView.from_kwargs(kwargs), logger, "inferenceservice")
+    reconcile(memo.api, body, ClusterView.from_kwargs(kwargs, memo), logger, "inferenceservice")
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)  # optional: no finalizer is added for it
@@ -212,17 +242,19 @@ def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **
 
     Event-driven instead of a kopf timer: timers put a finalizer on every InferenceService.
     """
-    view = ClusterView.from_kwargs(kwargs)
+    view = ClusterView.from_kwargs(kwargs, memo)
     healthy = {node.name for node in view.all_nodes() if node.schedulable}
     if type == "DELETED" or name not in healthy:
         for group in view.all_groups():
             snapshot = view.service((group.namespace, group.service))
             if name in group.nodes and snapshot is not None:
-                reconcile(memo.api, snapshot, view, logger, "node")
+                _queue(memo).enqueue((group.namespace, group.service), "node")
+    if type == "DELETED" or name in view.lost_nodes():
+        _replace_single_pods_on(memo.api, view, name, logger)
     products = summarize_products(view.all_nodes())
     if products != memo.get("gpu_products") or memo.get("healthy_nodes") != healthy:
         memo["gpu_products"], memo["healthy_nodes"] = products, healthy
-        _reconcile_waiting(memo.api, view, logger)
+        _enqueue_waiting(memo, view)
 
 
 @kopf.on.event("", "v1", "pods")
@@ -230,12 +262,29 @@ def on_event_pod(
     type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:  # fmt: skip
+    view = ClusterView.from_kwargs(kwargs, memo)
     if type != "DELETED":
+        service = labels.get(SERVICE_LABEL)
+        if service and REPLICA_LABEL in labels and unschedulable(body.get("spec"), body.get("status")):
+            _queue(memo).enqueue((namespace, service), "unschedulable")
         return
-    view = ClusterView.from_kwargs(kwargs)
-    _restart_group_of(memo.api, view, namespace, labels, body, logger)
     if body.get("spec", {}).get("nodeName"):  # a bound pod went away: its GPUs are free
-        _reconcile_waiting(memo.api, view, logger)
+        _enqueue_waiting(memo, view)
+    _restart_group_of(memo.api, view, namespace, labels, body, logger)
+
+
+def _replace_single_pods_on(api: Any, view: ClusterView, node: str, logger: Any) -> None:
+    """A lost node's pods would wait out the 300 s eviction toleration: replace them now.
+
+    Deleting the pod is enough: its Deployment schedules a new one on a healthy node. A cordoned
+    node is not lost: its pods keep serving until a drain evicts them.
+    """
+    for (namespace, service), pod in view.single_pods_on(node):
+        logger.warning(f"node {node} is lost; replacing pod {pod} of {service}")
+        try:
+            _call(f"replacing pod {pod}", delete_pod, api, namespace, pod)
+        except (kopf.PermanentError, kopf.TemporaryError) as e:  # the lost node's next event retries
+            logger.error(str(e))
 
 
 def _restart_group_of(
@@ -264,12 +313,10 @@ def _restart_group_of(
 def on_event_statefulset(
     type: str, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
-    view = ClusterView.from_kwargs(kwargs)
-    snapshot = view.service((namespace, labels[SERVICE_LABEL]))
-    if snapshot is not None and not snapshot["metadata"].get("deletionTimestamp"):
-        reconcile(memo.api, snapshot, view, logger, "statefulset")
+    view = ClusterView.from_kwargs(kwargs, memo)
+    _queue(memo).enqueue((namespace, labels[SERVICE_LABEL]), "statefulset")
     if type == "DELETED":  # its nodes' reservation is released
-        _reconcile_waiting(memo.api, view, logger)
+        _enqueue_waiting(memo, view)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})
@@ -277,7 +324,7 @@ def on_event_deployment(
     type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:  # fmt: skip
-    view = ClusterView.from_kwargs(kwargs)
+    view = ClusterView.from_kwargs(kwargs, memo)
     key: Key = (namespace, labels[SERVICE_LABEL])
     snapshot = view.service(key)
     if snapshot is None or snapshot["metadata"].get("deletionTimestamp"):
@@ -291,12 +338,15 @@ def on_event_deployment(
         )
     if type == "DELETED" or edited:
         logger.info(f"Deployment {key[1]} was {'deleted' if type == 'DELETED' else 'edited'}; restoring it")
-        reconcile(memo.api, snapshot, view, logger, "deployment")
+        _queue(memo).enqueue(key, "deployment")
         return
     owner = _owner(snapshot["metadata"])
     spec = _parse(snapshot["spec"])
     if isinstance(spec, Blocked):
         return
     plan = plan_service(owner, spec, summarize_products(view.all_nodes()))
-    with state.lock:
-        _write_status(memo.api, snapshot, owner, plan, spec, state, [], view)
+    try:
+        with state.lock:
+            _write_status(memo.api, snapshot, owner, plan, spec, state, [], view)
+    except kopf.TemporaryError:
+        _queue(memo).enqueue(key, "deployment")  # retried there with backoff

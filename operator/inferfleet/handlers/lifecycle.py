@@ -7,13 +7,14 @@ from typing import Any
 import kopf
 
 import inferfleet
-from inferfleet.kube.connection import connect
+from inferfleet.kube.connection import ClientLimits, connect
+from inferfleet.metrics.operator import API_THROTTLED
 
 FINALIZER = "inferfleet.io/finalizer"
 
 
 @kopf.on.startup()
-def on_startup_configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def on_startup_configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="inferfleet.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="inferfleet.io")
@@ -21,6 +22,10 @@ def on_startup_configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10, 30]
+    # Threads for the synchronous handlers: with the client's own limit, this bounds API concurrency.
+    settings.execution.max_workers = int(memo.get("workers") or 8)
+    # A standby takes over once the active instance's peering record is this old (kill -9 leaves it).
+    settings.peering.lifetime = int(memo.get("peering_lifetime") or 15)
 
 
 @kopf.on.probe(id="version")
@@ -30,4 +35,4 @@ def on_probe_version(**_: Any) -> str:
 
 @kopf.on.startup()
 def on_startup_connect(memo: kopf.Memo, **_: Any) -> None:
-    memo.api = connect()
+    memo.api = connect(memo.get("client_limits") or ClientLimits(), on_throttled=API_THROTTLED.inc)

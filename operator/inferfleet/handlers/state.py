@@ -9,7 +9,8 @@ so a slower trigger holding an older observation can never overwrite a newer sta
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,3 +56,31 @@ def service_state(key: Key) -> ServiceState:
 def forget_service(key: Key) -> None:
     with _states_lock:
         _states.pop(key, None)
+
+
+class RefusedNodes:
+    """Nodes where the kube-scheduler could not bind a group member the plan put there.
+
+    The plan reserves GPUs only against inferfleet's own placements; a pod the operator cannot see
+    (another namespace when it watches only some, or one bound in the moment between plan and
+    binding) can take them. New placements avoid such a node for a while instead of retrying it.
+    """
+
+    def __init__(self, hold_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._hold, self._clock = hold_seconds, clock
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def refuse(self, nodes: Iterable[str]) -> None:
+        with self._lock:
+            for node in nodes:
+                self._until[node] = self._clock() + self._hold
+
+    def current(self) -> frozenset[str]:
+        with self._lock:
+            now = self._clock()
+            self._until = {n: t for n, t in self._until.items() if t > now}
+            return frozenset(self._until)
+
+
+REFUSED_NODES = RefusedNodes()

@@ -65,6 +65,15 @@ def delete_group(api: client.ApiClient, namespace: str, service: str, replica: i
                 raise
 
 
+def delete_pod(api: client.ApiClient, namespace: str, name: str) -> None:
+    WRITES.labels("delete", "Pod").inc()
+    try:
+        client.CoreV1Api(api).delete_namespaced_pod(name, namespace)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
 def patch_inference_service_status(
     api: client.ApiClient, namespace: str, name: str, status: dict[str, Any]
 ) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -26,6 +28,10 @@ def kwok_config_path() -> Path:
     return Path(str(resources.files(__package__).joinpath("kwok-config.yaml")))
 
 
+def kube_scheduler_config_path() -> Path:
+    return Path(str(resources.files(__package__).joinpath("kube-scheduler.yaml")))
+
+
 @dataclass
 class LocalCluster:
     name: str = "inferfleet"
@@ -33,6 +39,8 @@ class LocalCluster:
     binaries: Binaries | None = None
     extra_args: list[str] = field(default_factory=list)
     """Extra kwokctl flags, e.g. ["--kube-audit-policy", path]."""
+    nodes: list[dict[str, Any]] | None = None
+    """Node objects to register instead of the default inventory's (e.g. built with build_node)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -84,6 +92,13 @@ class LocalCluster:
             str(self.workdir / "kwokctl-contexts.yaml"),
             "--wait",
             f"{timeout_seconds}s",
+            # kwokctl multiplies the kubelet's heartbeat timings by 5 by default; then a restarted
+            # kwok-controller waits out 200 s node leases its previous process held before it
+            # manages any node again. 1 keeps kubelet's defaults (40 s leases).
+            "--heartbeat-factor",
+            "1",
+            "--kube-scheduler-config",
+            str(kube_scheduler_config_path()),
             *self.extra_args,
             check=False,
         )
@@ -96,7 +111,7 @@ class LocalCluster:
 
     def register_nodes(self, *, timeout_seconds: float = 60) -> list[str]:
         api = client.CoreV1Api(self.api_client())
-        nodes = build_nodes(load_inventory())
+        nodes = self.nodes if self.nodes is not None else build_nodes(load_inventory())
         for node in nodes:
             try:
                 api.create_node(node)
@@ -125,8 +140,17 @@ class LocalCluster:
     def stop(self) -> None:
         self._kwokctl("stop", "cluster", check=False)
 
-    def start(self) -> None:
+    def start(self, *, timeout_seconds: float = 120) -> None:
+        """Start a stopped cluster; return once kwok manages every node again (renewed its lease)."""
+        started = datetime.now(UTC)
         self._kwokctl("start", "cluster")
+        leases = client.CoordinationV1Api(self.api_client())
+
+        def all_renewed() -> bool:
+            items = leases.list_namespaced_lease("kube-node-lease").items
+            return bool(items) and all(lease.spec.renew_time > started for lease in items)
+
+        wait_for(all_renewed, timeout=timeout_seconds, what="kwok to renew every node lease after a restart")
 
     def component_logs(self) -> dict[str, Path]:
         return {p.stem: p for p in sorted(self.logs_dir.glob("*.log"))}

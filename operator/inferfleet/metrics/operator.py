@@ -25,6 +25,19 @@ REPLICAS = Gauge(
     "Replicas of each InferenceService: desired and ready.",
     ["namespace", "name", "state"],
 )
+API_THROTTLED = Counter(
+    "inferfleet_kube_api_throttled_total",
+    "Kubernetes API requests the server answered 429 Too Many Requests; each is retried after Retry-After.",
+)
+SCALING_DECISIONS = Counter(
+    "inferfleet_scaling_decisions_total",
+    "Replica changes the autoscaler made, by direction (up/down) and the decision's reason.",
+    ["direction", "reason"],
+)
+AUTOSCALER_TICKS = Counter(
+    "inferfleet_autoscaler_ticks_total",
+    "Autoscaler ticks this instance ran (a standby skips them); each sends one Prometheus query.",
+)
 PLACEMENT_FAILURES = Counter(
     "inferfleet_placement_failures_total",
     "Replica groups that could not be placed whole when planned, by reason.",

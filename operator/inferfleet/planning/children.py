@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferfleet.api import API_VERSION, KIND, InferenceServiceSpec
+from inferfleet.planning.drain import termination_grace_seconds
 from inferfleet.planning.engines import Parallelism, build_engine_container, build_engine_volumes
 from inferfleet.planning.names import GPU_PRODUCT_LABEL, ZONE_LABEL, child_labels, selector_labels
 
 # Model loads take minutes; a rollout is only stuck after far longer than a web app's.
 PROGRESS_DEADLINE_SECONDS = 1800
-TERMINATION_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ def build_pod_spec(spec: InferenceServiceSpec, par: Parallelism, gpus: int, serv
         "tolerations": [
             {"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}
         ],
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "terminationGracePeriodSeconds": termination_grace_seconds(
+            spec.engine.kind, spec.engine.drain_seconds
+        ),
         # Spread replicas over zones for availability, without refusing to run when one zone is full.
         "topologySpreadConstraints": [
             {
@@ -65,7 +67,14 @@ def build_pod_spec(spec: InferenceServiceSpec, par: Parallelism, gpus: int, serv
     return pod
 
 
-def build_deployment(owner: Owner, spec: InferenceServiceSpec, par: Parallelism, gpus: int) -> dict[str, Any]:
+def build_deployment(
+    owner: Owner, spec: InferenceServiceSpec, par: Parallelism, gpus: int, scheduler_name: str | None = None
+) -> dict[str, Any]:
+    """One pod per replica, placed by the kube-scheduler (`scheduler_name` picks a profile, e.g. one
+    that bin-packs GPUs with NodeResourcesFit MostAllocated; None: the cluster's default)."""
+    pod = build_pod_spec(spec, par, gpus, owner.name)
+    if scheduler_name:
+        pod["schedulerName"] = scheduler_name
     labels = child_labels(owner.name, spec.engine.kind.value)
     return {
         "apiVersion": "apps/v1",
@@ -80,7 +89,7 @@ def build_deployment(owner: Owner, spec: InferenceServiceSpec, par: Parallelism,
             "revisionHistoryLimit": 3,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": build_pod_spec(spec, par, gpus, owner.name),
+                "spec": pod,
             },
         },
     }

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferfleet.api import Dtype, EngineKind, InferenceServiceSpec
+from inferfleet.planning.drain import build_drain_hook
 
 DEFAULT_IMAGES: dict[EngineKind, str] = {
     EngineKind.VLLM: "vllm/vllm-openai:v0.11.0",
@@ -169,6 +170,9 @@ def build_engine_container(spec: InferenceServiceSpec, par: Parallelism, gpus: i
         container["volumeMounts"].append(
             {"name": "model", "mountPath": f"{MODEL_CACHE_DIR}/{sub_dir}", "readOnly": True}
         )
+    drain = build_drain_hook(kind, spec.engine.port, spec.engine.drain_seconds)
+    if drain is not None:
+        container["lifecycle"] = drain
     if kind == EngineKind.CUSTOM:
         container["args"] = list(spec.engine.args)
     else:

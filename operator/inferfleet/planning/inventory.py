@@ -19,6 +19,8 @@ class GpuNode:
     gpu_memory_gib: float | None
     labels: Mapping[str, str]
     schedulable: bool
+    """Ready and not cordoned."""
+    ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ def build_gpu_node(node: Mapping[str, Any], resource_name: str = "nvidia.com/gpu
         gpu_memory_gib=int(memory_mib) / MIB_PER_GIB if memory_mib and memory_mib.isdigit() else None,
         labels=labels,
         schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False),
+        ready=ready,
     )
 
 

@@ -48,6 +48,8 @@ class GroupInputs:
     """Every group's placement, this service's included (their GPUs are taken)."""
     existing: Mapping[int, GroupPlacement] = field(default_factory=dict)
     """This service's groups that exist now, by replica index: they keep their nodes."""
+    refused: frozenset[str] = frozenset()
+    """Nodes where the scheduler recently could not bind a planned member: new groups avoid them."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,9 @@ def plan_service(
     spec: InferenceServiceSpec,
     products: Mapping[str, ProductCapacity],
     groups: GroupInputs | None = None,
+    scheduler_name: str | None = None,
 ) -> ServicePlan:
+    """`scheduler_name` applies to single-pod replicas; groups are placed here, whole."""
     gpu = resolve_gpu(spec, products)
     if isinstance(gpu, Blocked):
         return ServicePlan(blocked=gpu)
@@ -139,7 +143,7 @@ def plan_service(
     if shards.pods_per_replica > 1:
         return plan_multi_node(owner, spec, shards, par, groups or GroupInputs())
     children = [
-        build_deployment(owner, spec, par, shards.gpus_per_pod),
+        build_deployment(owner, spec, par, shards.gpus_per_pod, scheduler_name),
         build_service(owner, spec),
         build_pdb(owner, spec),
     ]
@@ -164,7 +168,7 @@ def plan_multi_node(
         groups.reservations,
     )
     new = plan_groups(
-        free,
+        [f for f in free if f.name not in groups.refused],
         [r for r in wanted if r not in kept],
         shards.pods_per_replica,
         shards.gpus_per_pod,

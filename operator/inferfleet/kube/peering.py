@@ -1,0 +1,29 @@
+"""Read kopf's peering object: who is alive, with which priority."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+
+@dataclass(frozen=True)
+class Peering:
+    name: str
+    identity: str
+    priority: int
+    namespace: str | None
+    """None: a ClusterKopfPeering (cluster-wide operator); else the KopfPeering in that namespace."""
+
+
+def read_peers(api: Any, peering: Peering) -> dict[str, Any]:
+    custom = client.CustomObjectsApi(api)
+    if peering.namespace is None:
+        obj = custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering.name)
+    else:
+        obj = custom.get_namespaced_custom_object(
+            "kopf.dev", "v1", peering.namespace, "kopfpeerings", peering.name
+        )
+    peers: dict[str, Any] = obj.get("status") or {}
+    return peers
