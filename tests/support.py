@@ -62,6 +62,19 @@ def status_condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
 
+def wait_for_idle_nodes(core: client.CoreV1Api, product: str, timeout: float = 180) -> list[str]:
+    """Names of the `product` nodes, once no pod is bound to any of them."""
+    nodes = [
+        n.metadata.name for n in core.list_node(label_selector=f"nvidia.com/gpu.product={product}").items
+    ]
+    wait_for(
+        lambda: not any(p.spec.node_name in nodes for p in core.list_pod_for_all_namespaces().items),
+        timeout=timeout,
+        what=f"no pod left on the {product} nodes",
+    )
+    return sorted(nodes)
+
+
 def wait_for_idle_h100(core: client.CoreV1Api, apps: client.AppsV1Api, timeout: float = 180) -> None:
     """Earlier tests' namespaces are deleted in the background; GPU-heavy tests start with every H100
     free: no pod bound there, and no replica group left whose reservation would hold its nodes."""

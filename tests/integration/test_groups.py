@@ -30,11 +30,12 @@ from tests.integration.test_reconcile import (
     small_service,
     wait_ready,
 )
-from tests.support import H100, gpu_pod, status_condition, wait_for_idle_h100
+from tests.support import H100, gpu_pod, status_condition, wait_for_idle_h100, wait_for_idle_nodes
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
 RACK = "inferfleet.io/rack"
+A100 = "NVIDIA-A100-SXM4-40GB"
 NOT_READY = "node-not-ready.stage.kwok.x-k8s.io"
 
 
@@ -264,6 +265,27 @@ def test_a_planned_node_taken_by_a_pod_the_operator_cannot_see_is_avoided_and_th
     assert taken not in placement["nodes"]
     pods = group_pods(cluster, namespace, "elsewhere")
     assert sorted(p.spec.node_name for p in pods) == sorted(placement["nodes"])
+
+
+def test_with_the_binpack_profile_a_one_gpu_replica_fills_a_partly_used_node(
+    cluster: Cluster,
+    namespace: str,
+    foreign_namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+) -> None:
+    nodes = wait_for_idle_nodes(cluster.core, A100)
+    partly_used = nodes[-1]
+    other = gpu_pod("seven-gpus", 7, A100)
+    other.spec.node_name = partly_used
+    cluster.core.create_namespaced_pod(foreign_namespace, other)
+    # The local scheduler's `inferfleet-binpack` profile scores nvidia.com/gpu MostAllocated; the
+    # default profile (LeastAllocated) would pick one of the empty nodes.
+    run_operator(namespaces=[namespace], extra_args=["--scheduler-name", "inferfleet-binpack"])
+    create(cluster, namespace, small_service("packed", product=A100))
+    wait_ready(cluster, namespace, "packed")
+    [pod] = group_pods(cluster, namespace, "packed")
+    assert pod.spec.scheduler_name == "inferfleet-binpack"
+    assert pod.spec.node_name == partly_used
 
 
 @pytest.fixture

@@ -132,6 +132,10 @@ def test_defaults_run_one_standalone_cluster_wide_operator() -> None:
         "--liveness=http://0.0.0.0:8080/healthz",
         "--metrics-port=8081",
         "--metrics-address=0.0.0.0",
+        "--kube-qps=50",
+        "--kube-burst=100",
+        "--kube-concurrency=8",
+        "--workers=8",
         "--log-json",
     ]
     for probe in (c["livenessProbe"], c["readinessProbe"]):
@@ -173,7 +177,10 @@ def test_pod_meets_the_restricted_pod_security_profile() -> None:
 
 def test_watched_namespaces_get_roles_and_the_cluster_role_only_reads() -> None:
     docs = render("watchNamespaces={team-a,team-b}")
-    assert container(docs)["args"][4:6] == ["--namespace=team-a", "--namespace=team-b"]
+    assert [a for a in container(docs)["args"] if a.startswith("--namespace")] == [
+        "--namespace=team-a",
+        "--namespace=team-b",
+    ]
     assert grants(one(docs, "ClusterRole")["rules"]) == CLUSTER_READS | {
         ("", "namespaces", "list"),
         ("", "namespaces", "watch"),
@@ -267,6 +274,15 @@ def test_custom_resources_image_and_prometheus_url_reach_the_pod() -> None:
     assert {"name": "INFERFLEET_PROMETHEUS_URL", "value": "http://prometheus.monitoring.svc:9090"} in c["env"]
 
 
+def test_client_limits_and_the_scheduler_profile_reach_the_operator() -> None:
+    args = container(
+        render("kubeClient.qps=5", "kubeClient.concurrency=2", "schedulerName=inferfleet-binpack")
+    )["args"]
+    assert "--kube-qps=5" in args
+    assert "--kube-concurrency=2" in args
+    assert "--scheduler-name=inferfleet-binpack" in args
+
+
 def test_network_policy_admits_only_the_metrics_port() -> None:
     peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     docs = render(
@@ -306,6 +322,8 @@ def test_no_combination_grants_secrets_or_wildcards() -> None:
         ("healthPort=http", "at '/healthPort': got string, want integer"),
         ("ha.replicas=1", "at '/ha/replicas': minimum: got 1, want 2"),
         ("logFormat=xml", "at '/logFormat': value must be one of 'json', 'text'"),
+        ("kubeClient.qps=0", "at '/kubeClient/qps': exclusiveMinimum"),
+        ("schedulerName=Bin_Pack", "at '/schedulerName': 'Bin_Pack' does not match pattern"),
         ("watchNamespaces[0]=Team_A", "at '/watchNamespaces/0': 'Team_A' does not match pattern"),
         # Unknown keys are refused: a typo is not silently ignored.
         ("replicaCount=2", "at '': additional properties 'replicaCount' not allowed"),

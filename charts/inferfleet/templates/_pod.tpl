@@ -38,6 +38,13 @@ spec:
         - --liveness=http://0.0.0.0:{{ .Values.healthPort }}/healthz
         - --metrics-port={{ .Values.metrics.port }}
         - --metrics-address=0.0.0.0
+        - --kube-qps={{ .Values.kubeClient.qps }}
+        - --kube-burst={{ .Values.kubeClient.burst }}
+        - --kube-concurrency={{ .Values.kubeClient.concurrency }}
+        - --workers={{ .Values.workers }}
+        {{- with .Values.schedulerName }}
+        - --scheduler-name={{ . }}
+        {{- end }}
         {{- range .Values.watchNamespaces }}
         - --namespace={{ . }}
         {{- end }}

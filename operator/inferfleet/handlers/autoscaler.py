@@ -123,7 +123,7 @@ def _decide(
         if decision.replicas != spec.replicas:
             scale_inference_service(api, key[0], key[1], decision.replicas)
             direction = "up" if decision.replicas > spec.replicas else "down"
-            SCALING_DECISIONS.labels(direction, decision.reason).inc()
+            SCALING_DECISIONS.labels(key[0], key[1], direction, decision.reason).inc()
             change = f"scaled {spec.replicas} -> {decision.replicas}: {decision.message}"
             logger.info(f"{change} ({decision.reason})")
             post_event(api, snapshot, "Normal", decision.reason, change)

@@ -32,7 +32,7 @@ API_THROTTLED = Counter(
 SCALING_DECISIONS = Counter(
     "inferfleet_scaling_decisions_total",
     "Replica changes the autoscaler made, by direction (up/down) and the decision's reason.",
-    ["direction", "reason"],
+    ["namespace", "name", "direction", "reason"],
 )
 AUTOSCALER_TICKS = Counter(
     "inferfleet_autoscaler_ticks_total",
