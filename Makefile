@@ -10,8 +10,8 @@ demo: setup
 	$(VENV)/inferfleet demo $(DEMO_ARGS)
 
 lint: setup
-	$(VENV)/ruff check operator tests
-	$(VENV)/ruff format --check operator tests
+	$(VENV)/ruff check operator tests bench
+	$(VENV)/ruff format --check operator tests bench
 	$(VENV)/mypy
 	$(VENV)/lint-imports
 

@@ -1,4 +1,4 @@
-"""The heuristic arms: inferfleet's planner (two ways of placing single pods) and the default scheduler.
+"""The heuristic arms: inferfleet's planner (three ways of placing single pods) and the default scheduler.
 
 Every arm sees the arrivals one at a time, in order, and never moves a pod once bound.
 """
@@ -6,19 +6,35 @@ Every arm sees the arrivals one at a time, in order, and never moves a pod once 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bench.placement.cluster import PRODUCT, RACK_LABEL, Arrival, Case, Cluster
 from inferfleet.planning.inventory import GpuNode
 from inferfleet.planning.placement import BoundPod, GroupPlacement, compute_free_gpus, plan_group_placement
 
 INFERFLEET = "inferfleet"
+INFERFLEET_MOSTALLOCATED = "inferfleet+mostallocated"
 INFERFLEET_BESTFIT = "inferfleet+bestfit"
 LEAST_ALLOCATED = "least-allocated"
 SOLVER = "solver"
-HEURISTIC_ARMS = (INFERFLEET, INFERFLEET_BESTFIT, LEAST_ALLOCATED)
+HEURISTIC_ARMS = (INFERFLEET, INFERFLEET_MOSTALLOCATED, INFERFLEET_BESTFIT, LEAST_ALLOCATED)
 MAX_NODE_SCORE = 100
+
+Strategy = Literal["LeastAllocated", "MostAllocated"]
+"""NodeResourcesFit's scoringStrategy.type."""
+LEAST: Strategy = "LeastAllocated"
+MOST: Strategy = "MostAllocated"
+
+Singles = Literal["least-allocated", "most-allocated", "best-fit"]
+"""How an inferfleet arm places a single-pod replica: the default profile's kube-scheduler, the
+`inferfleet-binpack` profile's, or the operator's own planner."""
+SINGLES_OF_ARM: dict[str, Singles] = {
+    INFERFLEET: "least-allocated",
+    INFERFLEET_MOSTALLOCATED: "most-allocated",
+    INFERFLEET_BESTFIT: "best-fit",
+}
 
 
 @dataclass
@@ -47,33 +63,45 @@ class FreeGpus:
         self.free[node] -= gpus
 
 
-def _least_allocated_scores(state: FreeGpus, gpus: int, rack: str | None) -> Iterator[tuple[str, int]]:
-    """Feasible nodes (enough free GPUs, in `rack` if given) with NodeResourcesFit's LeastAllocated
-    score, (allocatable - requested) * 100 / allocatable in integers."""
+def fit_score(strategy: Strategy, allocatable: int, free: int, gpus: int) -> int:
+    """NodeResourcesFit's score on one resource (nvidia.com/gpu) with the pod counted, in integers
+    as the scheduler computes it: LeastAllocated (allocatable - requested) * 100 / allocatable,
+    MostAllocated requested * 100 / allocatable."""
+    requested = allocatable - free + gpus
+    if strategy == MOST:
+        return min(requested, allocatable) * MAX_NODE_SCORE // allocatable
+    return (allocatable - requested) * MAX_NODE_SCORE // allocatable
+
+
+def _scores(state: FreeGpus, gpus: int, rack: str | None, strategy: Strategy) -> Iterator[tuple[str, int]]:
+    """Feasible nodes (enough free GPUs, in `rack` if given) with their NodeResourcesFit score."""
     for node in state.nodes:
         free = state.free[node.name]
         if free >= gpus and (rack is None or node.rack == rack):
-            yield node.name, (free - gpus) * MAX_NODE_SCORE // node.gpus
+            yield node.name, fit_score(strategy, node.gpus, free, gpus)
 
 
-def least_allocated_node(state: FreeGpus, gpus: int, rack: str | None = None) -> str | None:
-    """kube-scheduler's choice for one pod; the real scheduler breaks ties at random, this by name."""
+def scheduler_node(
+    state: FreeGpus, gpus: int, rack: str | None = None, strategy: Strategy = LEAST
+) -> str | None:
+    """kube-scheduler's choice for one pod: the highest score; the real scheduler breaks ties at
+    random, this by name (the first node in name order)."""
     best: str | None = None
     best_score = -1
-    for name, score in _least_allocated_scores(state, gpus, rack):
+    for name, score in _scores(state, gpus, rack, strategy):
         if score > best_score:
             best, best_score = name, score
     return best
 
 
-def least_allocated_ties(state: FreeGpus, gpus: int, rack: str | None = None) -> set[str]:
+def top_scored(state: FreeGpus, gpus: int, rack: str | None = None, strategy: Strategy = LEAST) -> set[str]:
     """Every node the kube-scheduler could pick for one pod (all share the top score)."""
-    scores = dict(_least_allocated_scores(state, gpus, rack))
+    scores = dict(_scores(state, gpus, rack, strategy))
     top = max(scores.values(), default=None)
     return {name for name, score in scores.items() if score == top}
 
 
-def least_allocated_pods(state: FreeGpus, arrival: Arrival) -> tuple[str | None, ...]:
+def scheduler_pods(state: FreeGpus, arrival: Arrival, strategy: Strategy = LEAST) -> tuple[str | None, ...]:
     """Each pod scheduled on its own; a group's later pods keep to the rack of its first bound pod.
 
     That is the required pod affinity (same replica label, rack topology) LeaderWorkerSet's
@@ -83,7 +111,7 @@ def least_allocated_pods(state: FreeGpus, arrival: Arrival) -> tuple[str | None,
     nodes: list[str | None] = []
     rack: str | None = None
     for _ in range(arrival.pods):
-        node = least_allocated_node(state, arrival.gpus_per_pod, rack)
+        node = scheduler_node(state, arrival.gpus_per_pod, rack, strategy)
         if node is not None:
             state.take(node, arrival.gpus_per_pod)
             rack = rack or state.rack[node]
@@ -96,7 +124,7 @@ def run_least_allocated(case: Case) -> Outcome:
     out = Outcome(LEAST_ALLOCATED, {})
     for arrival in case.arrivals:
         started = time.perf_counter()
-        out.placements[arrival.id] = least_allocated_pods(state, arrival)
+        out.placements[arrival.id] = scheduler_pods(state, arrival, LEAST)
         out.decision_ms.append((time.perf_counter() - started) * 1000)
     return out
 
@@ -107,34 +135,39 @@ def gpu_nodes(cluster: Cluster) -> list[GpuNode]:
     ]
 
 
-def run_inferfleet(case: Case, *, best_fit_singles: bool) -> Outcome:
-    """Groups (and, with best_fit_singles, single pods) through the operator's own planner.
+def plan(nodes: Sequence[GpuNode], bound: Sequence[BoundPod], arrival: Arrival) -> tuple[str | None, ...]:
+    """What the operator does for one replica: free GPUs from the nodes and the bound pods
+    (`compute_free_gpus`), then `plan_group_placement`; all pods None when it finds no place."""
+    free = compute_free_gpus(nodes, PRODUCT, RACK_LABEL, bound, ())
+    placement = plan_group_placement(
+        free, arrival.pods, arrival.gpus_per_pod, product=PRODUCT, topology_key=RACK_LABEL
+    )
+    return placement.nodes if isinstance(placement, GroupPlacement) else (None,) * arrival.pods
 
-    The timed decision is what the operator does for one replica: free GPUs from the nodes and
-    the bound pods (`compute_free_gpus`), then `plan_group_placement`. Without best_fit_singles a
-    single pod goes where the kube-scheduler would put a Deployment's pod (least allocated).
+
+def run_inferfleet(case: Case, singles: Singles) -> Outcome:
+    """Groups through the operator's own planner; single pods as `singles` says.
+
+    The timed decision is what the operator does for one replica (`plan`), or for a single pod
+    left to the kube-scheduler, the simulated filter and score: LeastAllocated for a Deployment's
+    pod under the default profile, MostAllocated on nvidia.com/gpu under `inferfleet-binpack`.
     """
     state = FreeGpus(case.cluster)
     nodes = gpu_nodes(case.cluster)
     bound = [BoundPod(node, gpus) for node, gpus in case.cluster.prebound]
-    out = Outcome(INFERFLEET_BESTFIT if best_fit_singles else INFERFLEET, {})
+    arm = next(arm for arm, how in SINGLES_OF_ARM.items() if how == singles)
+    out = Outcome(arm, {})
     for arrival in case.arrivals:
         started = time.perf_counter()
-        if arrival.pods == 1 and not best_fit_singles:
-            chosen = least_allocated_pods(state, arrival)
+        if arrival.pods == 1 and singles != "best-fit":
+            chosen = scheduler_pods(state, arrival, LEAST if singles == "least-allocated" else MOST)
             out.decision_ms.append((time.perf_counter() - started) * 1000)
         else:
-            free = compute_free_gpus(nodes, PRODUCT, RACK_LABEL, bound, ())
-            plan = plan_group_placement(
-                free, arrival.pods, arrival.gpus_per_pod, product=PRODUCT, topology_key=RACK_LABEL
-            )
+            chosen = plan(nodes, bound, arrival)
             out.decision_ms.append((time.perf_counter() - started) * 1000)
-            if isinstance(plan, GroupPlacement):
-                chosen = plan.nodes
-                for node in chosen:
+            for node in chosen:
+                if node is not None:
                     state.take(node, arrival.gpus_per_pod)
-            else:
-                chosen = (None,) * arrival.pods
         group = arrival.id if arrival.is_group else None
         bound += [BoundPod(node, arrival.gpus_per_pod, group) for node in chosen if node is not None]
         out.placements[arrival.id] = chosen
@@ -143,7 +176,6 @@ def run_inferfleet(case: Case, *, best_fit_singles: bool) -> Outcome:
 
 def run_heuristics(case: Case) -> dict[str, Outcome]:
     return {
-        INFERFLEET: run_inferfleet(case, best_fit_singles=False),
-        INFERFLEET_BESTFIT: run_inferfleet(case, best_fit_singles=True),
+        **{arm: run_inferfleet(case, singles) for arm, singles in SINGLES_OF_ARM.items()},
         LEAST_ALLOCATED: run_least_allocated(case),
     }

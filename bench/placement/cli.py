@@ -12,7 +12,7 @@ from typing import Any
 from bench.placement.arms import HEURISTIC_ARMS, INFERFLEET_BESTFIT, SOLVER, Outcome, run_heuristics
 from bench.placement.cluster import Params, make_case
 from bench.placement.metrics import arm_metrics, count, violations
-from bench.placement.report import add_ratios, describe, misses, size_targets, table
+from bench.placement.report import add_ratios, describe, misses, row_verdicts, size_targets, table
 from bench.placement.solver import solve
 
 DEFAULT_SIZES = (16, 128, 1000)
@@ -100,6 +100,7 @@ def run_benchmark(
             "wall_seconds": round(time.monotonic() - started, 2),
         },
         "sizes": results,
+        "verdicts": row_verdicts(results),
         "misses": misses(results),
     }
 
@@ -108,7 +109,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m bench.placement",
         description="Place the same seeded arrivals of GPU pods and multi-node groups on fragmented "
-        "clusters under inferfleet's planner, the default scheduler's LeastAllocated and CP-SAT.",
+        "clusters under inferfleet (groups by its planner; single pods by the binpack profile's "
+        "MostAllocated, the default LeastAllocated or its planner), per-pod LeastAllocated and CP-SAT.",
     )
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"default {DEFAULT_SEED}")
@@ -124,7 +126,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--solver-time-limit", type=float, default=20.0, help="seconds per instance")
     ap.add_argument("--solver-workers", type=int, default=1, help="CP-SAT workers (1: reproducible)")
-    ap.add_argument("--kwok", action="store_true", help="also replay on the local KWOK cluster's H100s")
+    ap.add_argument(
+        "--kwok", action="store_true", help="also replay on the local KWOK cluster's H100s, both profiles"
+    )
     ap.add_argument("--kwok-instances", type=int, default=4, help="seeded sequences replayed (default 4)")
     ap.add_argument("--kwok-pod-timeout", type=float, default=60.0, help="seconds to wait for each pod")
     return ap.parse_args(argv)

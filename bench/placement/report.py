@@ -6,14 +6,26 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from bench.placement.arms import INFERFLEET, INFERFLEET_BESTFIT, LEAST_ALLOCATED, SOLVER
+from bench.placement.arms import (
+    INFERFLEET,
+    INFERFLEET_BESTFIT,
+    INFERFLEET_MOSTALLOCATED,
+    LEAST_ALLOCATED,
+    SOLVER,
+)
 from bench.placement.cluster import Case
 
 PLACED_VS_SOLVER_MIN = 0.95
 STRANDED_VS_LA_MAX = 0.6
 DECISION_MS_MAX = 100.0
 DECISION_TARGET_NODES = 1000
-TARGET_ARMS = (INFERFLEET, INFERFLEET_BESTFIT)
+TARGET_ARMS = (INFERFLEET_MOSTALLOCATED, INFERFLEET, INFERFLEET_BESTFIT)
+"""The rows the targets are checked on; the first is the one they are judged on."""
+ROLES = {
+    INFERFLEET_MOSTALLOCATED: "the product with the binpack profile; the targets are judged on this row",
+    INFERFLEET: "the product with the default scheduler, no profile",
+    INFERFLEET_BESTFIT: "not the product: single pods by plan_group_placement",
+}
 TARGET_KEYS = (
     "partial_groups_eq_0",
     "placed_ge_0.95x_solver",
@@ -94,13 +106,40 @@ def size_targets(nodes: int, arms: dict[str, dict[str, Any]]) -> dict[str, dict[
 
 
 def misses(sizes: dict[str, dict[str, Any]]) -> list[str]:
-    """Every target that applies to an inferfleet arm and does not hold, as 'size arm target'."""
+    """Every target that applies to an inferfleet row and does not hold, as 'size nodes arm target'."""
     out = []
     for size, s in sizes.items():
         for arm in TARGET_ARMS:
             for key, t in s["targets"].get(arm, {}).items():
                 if t["applies"] and not t["holds"]:
                     out.append(f"{size} nodes {arm} {key}")
+    return out
+
+
+_SHOWN = {
+    "partial_groups_eq_0": ("value", "{}"),
+    "placed_ge_0.95x_solver": ("ratio", "{:.3f}x"),
+    "stranded_le_0.6x_least_allocated": ("ratio", "{:.2f}x"),
+    "decision_lt_100ms_per_replica_at_1000_nodes": ("max_ms", "{:.1f} ms max"),
+}
+
+
+def row_verdicts(sizes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per inferfleet row and target: holds at every size it applies to (None: applies nowhere),
+    and the number behind it per size."""
+    out: dict[str, dict[str, Any]] = {}
+    for arm in TARGET_ARMS:
+        row: dict[str, Any] = {"role": ROLES[arm]}
+        for key in TARGET_KEYS:
+            applied = {
+                size: s["targets"][arm][key] for size, s in sizes.items() if s["targets"][arm][key]["applies"]
+            }
+            field, _ = _SHOWN[key]
+            row[key] = {
+                "holds": all(t["holds"] for t in applied.values()) if applied else None,
+                "by_size": {size: t[field] for size, t in applied.items()},
+            }
+        out[arm] = row
     return out
 
 
@@ -112,8 +151,9 @@ def _verdict(t: dict[str, Any]) -> str:
     return "-" if not t["applies"] else ("PASS" if t["holds"] else "MISS")
 
 
+ARM_WIDTH = 24
 HEADER = (
-    f"{'arm':<19} {'placed':>6} {'single':>6} {'groups':>6} {'partial':>7} {'serving':>7} "
+    f"{'arm':<{ARM_WIDTH}} {'placed':>6} {'single':>6} {'groups':>6} {'partial':>7} {'serving':>7} "
     f"{'stranded (held+free)':>20} {'decide ms mean/max':>18} {'vs solver':>9} {'vs LA':>6} | "
     f"{'partial=0':>9} {'>=.95 solv':>10} {'<=.6 LA':>7} {'<100 ms':>7}"
 )
@@ -144,7 +184,7 @@ def size_table(nodes: int, s: dict[str, Any]) -> list[str]:
             else f"{m['solver_wall_s']:.1f} s total"
         )
         lines.append(
-            f"{arm:<19} {m['replicas_placed']:>6} {m['singles_placed']:>6} {m['groups_placed']:>6} "
+            f"{arm:<{ARM_WIDTH}} {m['replicas_placed']:>6} {m['singles_placed']:>6} {m['groups_placed']:>6} "
             f"{m['partial_groups']:>7} {m['gpus_serving']:>7} {stranded:>20} {decide:>18} "
             f"{_fmt(m['placed_vs_solver'], '.3f', 'x'):>9} "
             f"{_fmt(m['stranded_vs_least_allocated'], '.2f', 'x'):>6} | {verdicts}"
@@ -158,6 +198,23 @@ def size_table(nodes: int, s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _summary(verdicts: dict[str, dict[str, Any]]) -> list[str]:
+    labels = dict(zip(TARGET_KEYS, ("partial=0", ">=.95 solver", "<=.6 LA", "<100 ms"), strict=True))
+    lines = ["targets per row (PASS: holds at every size it applies to; the numbers per size):"]
+    for arm, row in verdicts.items():
+        parts = []
+        for key in TARGET_KEYS:
+            v = row[key]
+            verdict = "-" if v["holds"] is None else ("PASS" if v["holds"] else "MISS")
+            shown = ", ".join(
+                f"{size}: {'-' if x is None else _SHOWN[key][1].format(x)}"
+                for size, x in v["by_size"].items()
+            )
+            parts.append(f"{labels[key]} {verdict}" + (f" ({shown})" if shown else ""))
+        lines += [f"  {arm} = {row['role']}:", f"    {'; '.join(parts)}"]
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     p = report["params"]
     lines = [
@@ -165,18 +222,35 @@ def table(report: dict[str, Any]) -> str:
         f"nodes empty before, racks of {p['rack_nodes'][0]}-{p['rack_nodes'][1]} nodes; groups are 2-4 pods "
         "x 8 GPUs in one rack",
         "placed = whole replicas (single pods + groups); serving = their GPUs; stranded = GPUs of partial "
-        "groups + free GPUs below the smallest refused request; targets apply to the inferfleet rows",
-        "inferfleet = groups by plan_group_placement, single pods by the kube-scheduler (the product "
-        "today); inferfleet+bestfit = single pods by plan_group_placement too",
+        "groups + free GPUs below the smallest refused request",
+        "rows (groups in every inferfleet row: plan_group_placement, pinned by required node affinity):",
+        f"  {INFERFLEET_MOSTALLOCATED} = THE PRODUCT WITH THE BINPACK PROFILE "
+        "(inferfleet run --scheduler-name inferfleet-binpack): single pods by the kube-scheduler's "
+        "NodeResourcesFit MostAllocated on nvidia.com/gpu; the targets are judged on this row",
+        f"  {INFERFLEET} = the product without the profile: single pods by the default scheduler "
+        "(LeastAllocated)",
+        f"  {INFERFLEET_BESTFIT} = not the product: single pods by plan_group_placement(pods=1)",
+        f"  {LEAST_ALLOCATED} = per-pod default scheduler, groups as pods with rack affinity; "
+        f"{SOLVER} = CP-SAT, offline",
     ]
     for size, s in report["sizes"].items():
         lines += ["", *size_table(int(size), s)]
-    lines.append("")
+    lines += ["", *_summary(report["verdicts"]), ""]
+    judged = report["verdicts"][INFERFLEET_MOSTALLOCATED]
+    held = [k for k in TARGET_KEYS if judged[k]["holds"] is True]
+    failed = [k for k in TARGET_KEYS if judged[k]["holds"] is False]
+    unmeasured = len(TARGET_KEYS) - len(held) - len(failed)
+    verdict = f"{len(held)} of {len(TARGET_KEYS)} targets hold"
+    if failed:
+        verdict += f", {len(failed)} MISSED: {', '.join(failed)}"
+    if unmeasured:
+        verdict += f", {unmeasured} not measured at these sizes"
+    lines.append(f"the product with the binpack profile ({INFERFLEET_MOSTALLOCATED}): {verdict}")
     missed = report["misses"]
     if missed:
-        lines.append(f"TARGETS MISSED ({len(missed)}):")
-        lines += [f"  MISS {m}" for m in missed]
+        lines.append(f"TARGETS MISSED on the inferfleet rows ({len(missed)}):")
+        lines += [f"  MISS {m} ({ROLES[m.split()[2]]})" for m in missed]
     else:
-        lines.append("all targets that apply to the inferfleet arms hold")
+        lines.append("all targets that apply to the inferfleet rows hold")
     lines.append(f"wall time {p['wall_seconds']:.1f} s")
     return "\n".join(lines)

@@ -116,6 +116,48 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration_seconds=args.duration, keep=args.keep, name=args.name, report_dir=report_dir)
 
 
+def _cmd_sim_engine(args: argparse.Namespace) -> int:
+    from inferfleet.sim.engine import EngineConfig, serve
+
+    if args.max_concurrent < 1 or args.tokens_per_second <= 0 or args.drain_seconds < 0:
+        print(
+            "error: need --max-concurrent >= 1, --tokens-per-second > 0, --drain-seconds >= 0",
+            file=sys.stderr,
+        )
+        return 2
+    config = EngineConfig(
+        model=args.model,
+        max_concurrent=args.max_concurrent,
+        tokens_per_second=args.tokens_per_second,
+        host=args.host,
+        port=args.port,
+        drain_seconds=args.drain_seconds,
+    )
+    return serve(config)
+
+
+def _cmd_sim_load(args: argparse.Namespace) -> int:
+    from inferfleet.sim.load import completions_url, run_load
+
+    if args.rps <= 0 or args.duration <= 0 or args.max_tokens < 1 or args.max_in_flight < 1:
+        print(
+            "error: need --rps > 0, --duration > 0, --max-tokens >= 1, --max-in-flight >= 1", file=sys.stderr
+        )
+        return 2
+    print(f"sim-load: {args.rps:g} rps for {args.duration:g}s to {completions_url(args.url)}", flush=True)
+    summary = run_load(
+        args.url,
+        rps=args.rps,
+        duration=args.duration,
+        max_tokens=args.max_tokens,
+        max_in_flight=args.max_in_flight,
+        timeout=args.timeout,
+        seed=args.seed,
+    )
+    print(summary.render(), flush=True)
+    return 0 if summary.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +243,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to write report.md and report.png at the end (default: .cache/demo/report-<timestamp>)",
     )
     demo.set_defaults(func=_cmd_demo)
+
+    engine = sub.add_parser(
+        "sim-engine", help="a simulated inference engine: OpenAI-style API and vLLM queue metrics, no GPU"
+    )
+    engine.add_argument("--model", required=True, help="served model name")
+    engine.add_argument("--port", type=int, default=8000)
+    engine.add_argument("--host", default="0.0.0.0", help="address to bind")
+    engine.add_argument("--max-concurrent", type=int, default=8, help="requests running at once; more wait")
+    engine.add_argument(
+        "--tokens-per-second", type=float, default=100.0, help="generation speed of one request"
+    )
+    engine.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=20.0,
+        help="on SIGTERM, time the held requests get to finish before they are cut",
+    )
+    engine.set_defaults(func=_cmd_sim_engine)
+
+    load = sub.add_parser("sim-load", help="open-loop Poisson load against a completions endpoint")
+    load.add_argument("--url", required=True, help="server URL, e.g. http://NAME.NAMESPACE.svc:8000")
+    load.add_argument("--rps", type=float, required=True, help="mean requests per second")
+    load.add_argument("--duration", type=float, required=True, help="seconds of arrivals")
+    load.add_argument("--max-tokens", type=int, default=16)
+    load.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        help="outstanding requests at most; later arrivals are skipped",
+    )
+    load.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
+    load.add_argument("--seed", type=int, default=None, help="seed of the arrival times")
+    load.set_defaults(func=_cmd_sim_load)
     return parser
 
 

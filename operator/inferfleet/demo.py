@@ -276,7 +276,9 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_di
         _say(f"Prometheus at {prometheus.url}")
         api = cluster.api_client()
         install_crds(api)  # before the operator, as `helm install` does: kopf serves kinds it finds at start
-        operator.extra_args = ["--prometheus-url", prometheus.url, "--autoscale-interval", "5"]
+        # The local scheduler's bin-packing profile for single-pod replicas (see kube-scheduler.yaml).
+        operator.extra_args = ["--prometheus-url", prometheus.url, "--autoscale-interval", "5",
+                               "--scheduler-name", "inferfleet-binpack"]  # fmt: skip
         operator.start()
         prometheus.add_target("inferfleet-operator", f"127.0.0.1:{operator.metrics_port}")
         _say(f"operator running (pid {operator.pid}), liveness {operator.liveness_url}")
