@@ -86,7 +86,12 @@ class InferfleetPolicy:
 
     def decide(self, now: float, obs: Observation, current: int, ready: int) -> int:
         decision, self.state = compute_scaling_decision(
-            ScalingSample(obs.waiting, obs.running), self.policy, current, ready, self.state, now
+            ScalingSample(obs.waiting, obs.running, obs.completion_rate),
+            self.policy,
+            current,
+            ready,
+            self.state,
+            now,
         )
         self.reasons[decision.reason] = self.reasons.get(decision.reason, 0) + 1
         return decision.replicas

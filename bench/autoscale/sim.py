@@ -64,6 +64,8 @@ class SimParams:
     scrape_interval: float = 15.0
     scrape_lag: float = 0.0
     gpus_per_replica: int = 1
+    rate_window: float = 60.0
+    """Window of the completion-rate series (PromQL `rate(...[1m])`)."""
     seed: int = 0
     drain_limit_s: float = 3600.0
 
@@ -78,6 +80,9 @@ class Observation:
     running: float | None
     ready: int
     """Replicas that reported (were ready and serving at the scrape)."""
+    completion_rate: float | None = None
+    """Requests finished per second by the reporting replicas over the last `rate_window`
+    seconds: PromQL `sum(rate(vllm:request_success_total[1m]))` (None: no replica reported)."""
 
 
 class Autoscaler(Protocol):
@@ -163,6 +168,8 @@ class Fleet:
         self.starting: list[_Replica] = []
         self.running_serving = 0
         self.completed = 0
+        self.completed_serving = 0  # finished on serving replicas: the engines' success counters
+        self.counter_history: deque[tuple[float, int]] = deque()
         self.next_arrival = 0
         self.now = 0.0
         self.changes: list[tuple[float, int, int]] = []
@@ -184,6 +191,7 @@ class Fleet:
             (t, k, q, mapping.get(id(o), o) if isinstance(o, _Replica) else o) for t, k, q, o in self.heap
         ]
         f.waits = list(self.waits)
+        f.counter_history = deque(self.counter_history)
         f.queue = deque(self.queue)
         f.changes = list(self.changes)
         f.timeline, f.scrapes = [], []
@@ -260,7 +268,19 @@ class Fleet:
     def observe(self) -> Observation:
         if not self.serving:
             return Observation(None, None, 0)
-        return Observation(float(len(self.queue)), float(self.running_serving), len(self.serving))
+        rate: float | None = None
+        hist = self.counter_history
+        if hist:
+            t0, c0 = hist[0]
+            if self.now > t0:
+                rate = (self.completed_serving - c0) / (self.now - t0)
+        return Observation(float(len(self.queue)), float(self.running_serving), len(self.serving), rate)
+
+    def _record_counter(self, now: float) -> None:
+        hist = self.counter_history
+        hist.append((now, self.completed_serving))
+        while len(hist) > 1 and now - hist[1][0] >= self.p.rate_window:
+            hist.popleft()
 
     # ---------------------------------------------------------------- the event loop
     def setup(self, initial_ready: int) -> None:
@@ -313,6 +333,7 @@ class Fleet:
                         self._release(r, now)
                 else:
                     self.running_serving -= 1
+                    self.completed_serving += 1
                     if self.queue:
                         self._start(self.queue.popleft(), r, now)
             elif kind == _ARRIVAL:
@@ -337,6 +358,7 @@ class Fleet:
                 self.serving.append(r)
                 self._dispatch_queue(r, now)
             elif kind == _SCRAPE:
+                self._record_counter(now)
                 self.scrapes.append((now, self.observe()))
                 self.timeline.append(
                     (now, self.active(), len(self.serving), len(self.queue), self.running_serving)

@@ -203,3 +203,16 @@ def test_build_workload_applies_scale_compression_and_duration() -> None:
     assert all(a < 600.0 for a in w.arrivals)
     with pytest.raises(ValueError, match="unknown synthetic"):
         build_workload(None, "flat", 1.0, 1.0, None, seed=0)
+
+
+def test_autoscalers_see_the_completion_rate_of_the_last_minute() -> None:
+    # one request every 0.5 s, 500 prompt + 100 output tokens: a steady fleet finishes 2 per second
+    w = steady(1200, 0.5)
+    probe = Fixed(4)
+    simulate(w, SimParams(seed=1), probe, 4)
+    rates = [o.completion_rate for o in probe.seen]
+    assert all(r is not None for r in rates)
+    # Little's law holds for what the policy sees: running = completion rate x service time
+    later = [o for o in probe.seen if o.completion_rate is not None][8:-8]
+    assert all(o.completion_rate == pytest.approx(2.0, abs=0.1) for o in later)
+    assert all((o.running or 0) / (o.completion_rate or 1) == pytest.approx(2.1, abs=0.4) for o in later)

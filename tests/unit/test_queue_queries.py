@@ -51,3 +51,28 @@ def test_an_override_query_sums_its_series_and_treats_any_bad_value_as_missing()
     assert parse_override_result([]) == QueueSample(None, None)
     assert parse_override_result([{"value": [0, "2"]}, {"value": [0, "NaN"]}]) == QueueSample(None, None)
     assert not math.isnan(parse_override_result([{"value": [0, "0"]}]).waiting or 0)
+
+
+def test_one_batched_query_carries_the_completion_rate_per_service() -> None:
+    from inferfleet.metrics.prometheus import FleetSample, build_batched_query, parse_batched_result
+
+    query = build_batched_query()
+    assert query.startswith(build_fleet_query() + " or ")
+    assert "rate(vllm:request_success_total[1m])" in query
+    assert '"inferfleet_signal", "completion_rate"' in query
+
+    def series(service: str, signal: str, value: str) -> dict[str, object]:
+        metric = {"namespace": "ml", "inferfleet_io_service": service, "inferfleet_signal": signal}
+        return {"metric": metric, "value": [0, value]}
+
+    got = parse_batched_result(
+        [
+            series("a", "waiting", "3"),
+            series("a", "running", "40"),
+            series("a", "completion_rate", "2.5"),
+            series("b", "waiting", "0"),
+            series("b", "completion_rate", "NaN"),
+            series("c", "completion_rate", "1"),  # a rate without a queue is no sample
+        ]
+    )
+    assert got == {("ml", "a"): FleetSample(3.0, 40.0, 2.5), ("ml", "b"): FleetSample(0.0, None, None)}

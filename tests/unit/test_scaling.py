@@ -6,6 +6,9 @@ the previous tick decided, as the operator would have written them to spec.repli
 
 With the policy `P` below a replica runs 10 requests (scale-up above 9.5 running per replica,
 keep replicas while the window saw more than 8.5) and may have 2 waiting.
+
+`FlowTick`s also carry the completion rate (requests finished per second over the last minute),
+with which the policy sizes the queue by arrivals and service time instead of by its length.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from inferfleet.planning.scaling import (
     ScalingPolicy,
     ScalingSample,
     compute_scaling_decision,
+    estimate_flow,
     replicas_for,
 )
 
@@ -30,6 +34,7 @@ P = ScalingPolicy(min_replicas=1, max_replicas=10, target_queue_depth=2, max_con
 NO_TREND = replace(P, trend_window_seconds=0)
 
 Tick = tuple[float, float | None, float | None, int | None, int, str]
+FlowTick = tuple[float, float | None, float | None, float | None, int | None, int, str]
 
 
 def run(
@@ -48,7 +53,28 @@ def run(
     return got, state, decisions
 
 
-def expected(ticks: Sequence[Tick]) -> list[tuple[int, str]]:
+def run_flow(
+    policy: ScalingPolicy, replicas: int, ticks: Sequence[FlowTick], state: ScalerState | None = None
+) -> tuple[list[tuple[int, str]], ScalerState, list[ScalingDecision]]:
+    state = state or ScalerState()
+    got: list[tuple[int, str]] = []
+    decisions: list[ScalingDecision] = []
+    for t, waiting, running, rate, ready, _, _ in ticks:
+        d, state = compute_scaling_decision(
+            ScalingSample(waiting, running, rate),
+            policy,
+            replicas,
+            replicas if ready is None else ready,
+            state,
+            t,
+        )
+        got.append((d.replicas, d.reason))
+        decisions.append(d)
+        replicas = d.replicas
+    return got, state, decisions
+
+
+def expected(ticks: Sequence[Tick] | Sequence[FlowTick]) -> list[tuple[int, str]]:
     return [(replicas, reason) for *_, replicas, reason in ticks]
 
 
@@ -83,6 +109,60 @@ def test_burst_scales_up_at_once_without_running_away_during_cold_starts() -> No
     assert [d.direction for d in decisions] == ["none", "up", "up", "none", "none", "up", "none"]
     assert decisions[2].recommendation == 7
     assert "waiting for 4 starting replicas" in decisions[3].message
+
+
+def test_the_flow_is_completions_plus_growth_and_the_service_time_littles_law() -> None:
+    # 10 then 20 running (mean 15) while 4 finish per second: 3.75 s each; the load grew by 40
+    # in 15 s, so 4 + 2.67 arrive per second.
+    # (the samples are the policy's: (time, running, waiting), this tick's last)
+    arrivals, service = estimate_flow(30, 20, 4.0, ((0, 10, 0), (15, 20, 30)), P, 15) or (0.0, 0.0)
+    assert (round(arrivals, 3), service) == (6.667, 3.75)
+    # (6.67 x 3.75 = 25 slots) / 9.5 + the backlog 30 x 3.75 slot-seconds over 120 s / 10 = 2.7
+    assert replicas_for(30, 20, P, 0.95, (arrivals, service)) == 3
+    assert replicas_for(30, 20, P, 0.95) == 5  # without the rate: (20 + 30) / 12
+    # samples older than the one-minute window do not count
+    assert estimate_flow(0, 20, 4.0, ((0, 100, 50), (60, 20, 0), (75, 20, 0)), P, 75) == (4.0, 5.0)
+    # no rate (engine without a counter), or requests running that never finish in a minute: unknown
+    assert estimate_flow(30, 20, None, (), P, 15) is None
+    assert estimate_flow(30, 20, 0.0, ((0, 20, 0), (15, 20, 30)), P, 15) is None
+    assert estimate_flow(0, 0, 0.0, (), P, 15) == (0.0, 0.0)  # idle
+    assert estimate_flow(30, 20, 4.0, (), replace(P, arrival_window_seconds=0), 15) is None
+
+
+# The BURST load again, now with the engines' completion rate: 2 full replicas finish 4 requests
+# a second while about 6 arrive. The fleet needs 6 x ~4.4 s = 27 slots, 3 full replicas plus
+# draining the backlog, not the 6 that counting each waiting request as load asks for.
+BURST_FLOW: list[FlowTick] = [
+    (0, 0, 10, 2.0, None, 2, "Steady"),
+    # 6.67 arrive per second, 3.75 s each: 25 slots / 9.5 + 30 x 3.75 / 1200 -> 3
+    (15, 30, 20, 4.0, 2, 3, "QueueAboveTarget"),
+    (30, 60, 20, 4.0, 2, 3, "ReplicasStarting"),
+    # 6.2 per second x 4.4 s = 27 slots, and the backlog of 90 adds 0.3 of a replica -> 4
+    (45, 90, 20, 4.0, 2, 4, "QueueAboveTarget"),
+    (60, 120, 20, 4.0, 2, 4, "ReplicasStarting"),
+    (75, 10, 30, 6.0, None, 4, "Steady"),
+    (90, 0, 30, 6.0, None, 4, "Steady"),
+]
+
+
+def test_with_a_completion_rate_a_burst_is_sized_by_its_arrivals_not_its_backlog() -> None:
+    got, _, decisions = run_flow(P, 2, BURST_FLOW)
+    assert got == expected(BURST_FLOW)
+    assert [d.recommendation for d in decisions] == [2, 3, 3, 4, 4, 4, 4]
+    # the same ticks without the rate are the BURST sequence (the queue as load: 6 replicas)
+    without: list[FlowTick] = [(t, w, r, None, ready, 0, "") for t, w, r, _, ready, _, _ in BURST_FLOW]
+    got, _, _ = run_flow(P, 2, without)
+    assert [n for n, _ in got] == [2, 5, 6, 6, 6, 6, 6]
+
+
+def test_a_missing_rate_falls_back_to_the_queue_and_missing_queues_still_hold() -> None:
+    _, state, _ = run_flow(P, 4, BURST_FLOW[:2])
+    # the rate is gone for a tick (a pod restarted its counter): the queue alone sizes it
+    d, state = compute_scaling_decision(ScalingSample(60, 20, None), P, 3, 2, state, 30)
+    assert (d.replicas, d.recommendation) == (6, 7)
+    # a rate without queue samples is no data: hold, never down
+    d, _ = compute_scaling_decision(ScalingSample(None, None, 4.0), P, 6, 6, state, 45)
+    assert (d.replicas, d.reason) == (6, "MetricsUnavailable")
 
 
 def test_after_a_burst_the_window_holds_then_replicas_go_one_per_minute() -> None:
@@ -169,6 +249,23 @@ def test_flapping_between_two_levels_lengthens_the_scale_down_window() -> None:
     # 30 minutes after the last reversal the spec's window is back
     assert NO_TREND.down_window(state, 945 + 1799) == 900
     assert NO_TREND.down_window(state, 945 + 1800) == 300
+
+
+def test_a_scale_up_within_ten_minutes_of_a_scale_down_is_a_reversal() -> None:
+    # a cold start takes up to five minutes: a replica released and wanted back within ten
+    # minutes was barely worth releasing, so the window doubles as for a quick flip
+    ticks: list[Tick] = [(0, 0, 45, None, 5, "LoadAboveCapacity")]
+    ticks += [(float(t), 0, 30, None, 5, "StabilizingScaleDown") for t in range(15, 300, 15)]
+    ticks += [(300, 0, 30, None, 4, "LoadBelowCapacity")]  # 30 running keep 4 (30 / 8.5)
+    ticks += [(float(t), 0, 30, None, 4, "Steady") for t in range(315, 870, 15)]
+    ticks += [(870, 0, 45, None, 5, "LoadAboveCapacity")]  # 570 s after the scale-down
+    got, state, _ = run(NO_TREND, 3, ticks)
+    assert got == expected(ticks)
+    assert (state.scale_down_window, state.scale_down_window_until) == (600, 870 + 1800)
+    # 615 s after the scale-down it is a new level, not a reversal
+    ticks[-1] = (915, 0, 45, None, 5, "LoadAboveCapacity")
+    _, state, _ = run(NO_TREND, 3, ticks)
+    assert state.scale_down_window is None
 
 
 def test_missing_data_holds_never_scales_down_and_keeps_the_state() -> None:
@@ -322,12 +419,16 @@ def test_partly_valid_status_keeps_the_valid_entries_in_time_order() -> None:
     raw = {
         "recommendations": [{"time": 30, "replicas": 4}, {"time": "bad"}, {"time": 15.5, "replicas": 3}],
         "lastActive": 12,
-        "runningSamples": [{"time": 15, "running": 7}, {"time": 0, "running": 3.5}],
+        "runningSamples": [
+            {"time": 15, "running": 7, "waiting": 2},
+            {"time": 0, "running": 3.5},  # written before samples carried the queue
+            {"time": 5, "running": 1, "waiting": -1},
+        ],
     }
     state = ScalerState.from_status(raw)
     assert state.recommendations == ((15.5, 3), (30.0, 4))
     assert state.last_active == 12.0
-    assert state.running_samples == ((0.0, 3.5), (15.0, 7.0))
+    assert state.running_samples == ((0.0, 3.5, 0.0), (5.0, 1.0, 0.0), (15.0, 7.0, 2.0))
 
 
 def test_direction_without_a_current_is_none() -> None:

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -95,6 +96,17 @@ def test_events_only_on_ready_transitions() -> None:
     assert compute_events(partial, more) == []  # same status and reason: no event spam
     ready = compute_status(observe(deployment=dep()), more, NOW)
     assert compute_events(more, ready) == [("Normal", "AllReplicasReady", "2/2 replicas ready")]
+
+
+def test_a_failed_child_apply_keeps_ready_false_even_when_every_replica_is_ready() -> None:
+    ready = compute_status(observe(deployment=dep()), {}, NOW)
+    error = "applying Service llama: 500 Internal Server Error"
+    failing = compute_status(replace(observe(deployment=dep()), apply_error=error), ready, NOW)
+    assert failing["phase"] == "Degraded"
+    [cond] = failing["conditions"]
+    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "ApplyFailed", error)
+    assert compute_events(ready, failing) == [("Warning", "ApplyFailed", error)]
+    assert compute_status(observe(deployment=dep()), failing, NOW)["phase"] == "Ready"
 
 
 def test_a_multi_node_service_waiting_for_capacity_is_placing_and_says_why() -> None:

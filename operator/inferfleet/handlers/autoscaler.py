@@ -23,7 +23,7 @@ from inferfleet.kube.apply import patch_inference_service_status, scale_inferenc
 from inferfleet.kube.events import post_event
 from inferfleet.kube.peering import Peering, read_peers
 from inferfleet.metrics.operator import AUTOSCALER_TICKS, SCALING_DECISIONS
-from inferfleet.metrics.prometheus import MetricsUnavailableError, QueueReader
+from inferfleet.metrics.prometheus import FleetSample, MetricsUnavailableError, QueueReader
 from inferfleet.planning.autoscale import (
     METRICS_AVAILABLE,
     build_scaling_policy,
@@ -93,6 +93,14 @@ def _sample(
     return sample, None
 
 
+def _scaling_sample(sample: QueueSample) -> ScalingSample:
+    """The policy's input; the completion rate only rides along with fresh queue samples."""
+    rate = sample.completion_rate if isinstance(sample, FleetSample) else None
+    if sample.waiting is None:
+        rate = None
+    return ScalingSample(sample.waiting, sample.running, rate)
+
+
 def _decide(
     api: Any, reader: QueueReader, snapshot: Any, spec: InferenceServiceSpec, fleet: dict[Any, QueueSample],
     problem: str | None, logger: Any, now: float,
@@ -108,7 +116,7 @@ def _decide(
         scaler = state.scaler if state.scaler is not None else scaler_state_of(previous)
         ready = int(previous.get("readyReplicas") or 0)
         decision, scaler = compute_scaling_decision(
-            ScalingSample(sample.waiting, sample.running), policy, spec.replicas, ready, scaler, now
+            _scaling_sample(sample), policy, spec.replicas, ready, scaler, now
         )
         state.scaler = scaler
         status = compute_autoscaler_status(

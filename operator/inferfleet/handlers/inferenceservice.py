@@ -9,6 +9,7 @@ collector delete the children.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -145,6 +146,7 @@ def _write_status(
         deployment=deployment,
         placed=compute_placed(plan),
         placement=placement,
+        apply_error=state.apply_error,
     )
     status = compute_status(observation, previous, datetime.now(UTC))
     record_replicas(owner.namespace, owner.name, observation.desired_replicas, status.get("readyReplicas", 0))
@@ -186,8 +188,15 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
             _call(
                 f"deleting replica group {replica}", delete_group, api, owner.namespace, owner.name, replica
             )
-        _apply(api, owner, plan, state)
         remaining = [g for g in groups if g.replica not in gone]
+        try:
+            _apply(api, owner, plan, state)
+        except (kopf.TemporaryError, kopf.PermanentError) as e:
+            state.apply_error = str(e)
+            with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
+                _write_status(api, body, owner, plan, spec, state, remaining, view)
+            raise
+        state.apply_error = None
         _write_status(api, body, owner, plan, spec, state, remaining, view)
 
 

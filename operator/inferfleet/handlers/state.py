@@ -33,6 +33,8 @@ class ServiceState:
     applied_generation: int | None = None
     """The Deployment's generation right after our last apply: a newer one means a hand edit."""
     written_status: dict[str, Any] | None = None
+    apply_error: str | None = None
+    """Why the last apply of a child failed, None after one succeeds (reported in Ready)."""
     scaler: Any = None
     """The autoscaler's window state (planning.scaling.ScalerState), newer than the one in status."""
 

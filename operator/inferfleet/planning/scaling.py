@@ -17,8 +17,17 @@ load needs (ready + starting) are the larger of
   start takes minutes, so a fleet that only reacts once batches are full is late on every ramp.
   (A least-squares line over the window also still "rises" for a while after a burst; that
   keeps a little more capacity a little longer, bounded by `trend_max_growth`);
-* `(R + W) / (C + target_queue_depth)`: with every replica running a full batch, at most
-  `target_queue_depth` requests per replica would still wait.
+* the queue term. With the engines' completion rate X (requests finished per second over the
+  last minute; `ScalingSample.completion_rate`) it is a flow balance and Little's law over
+  `arrival_window_seconds`: arrivals = X + the growth of R + W over the window, service time
+  S = mean R over the window / X, and the fleet needs `arrivals * S / (C * target_utilization)`
+  replicas for the arrivals plus `W * S / (C * backlog_drain_seconds)` to drain the backlog in
+  about a cold start. A backlog is then what it is, a few seconds or minutes of work, not C
+  slots per waiting request: sizing to the queue's length is what overshoots after every burst
+  (and, held through the scale-down window, costs most of the GPU-hours). Without a rate (an
+  engine with no counter, a service with nothing finished yet) it is `(R + W) / (C +
+  target_queue_depth)`: with every replica running a full batch, at most `target_queue_depth`
+  requests per replica would still wait.
 
 That is the *recommendation*, a total compared with `current_replicas`, which includes the
 replicas still starting: a queue that starting replicas will take when they come up does not
@@ -41,11 +50,11 @@ does not flip 7-8-7-8. Then:
 * at most `max(scale_down_max_step, scale_down_max_fraction * current)` replicas per decision and
   one decision per `scale_down_interval_seconds`: capacity is released gradually, so a rebound
   finds part of it still there;
-* flap damping: a scale-up within `flap_reversal_seconds` of a scale-down shows the window was
-  too short for this load, so the window is multiplied by `flap_damping_factor` (up to
-  `flap_max_window_seconds`) for the next `flap_memory_seconds`. Recurring bursts then keep their
-  capacity instead of paying a cold start, a queue and a reversal each time; steady load keeps
-  the spec's window.
+* flap damping: a scale-up within `flap_reversal_seconds` (ten minutes, two of the longest cold
+  starts) of a scale-down shows the window was too short for this load, so the window is
+  multiplied by `flap_damping_factor` (up to `flap_max_window_seconds`) for the next
+  `flap_memory_seconds`. Recurring bursts then keep their capacity instead of paying a cold
+  start, a queue and a reversal each time; steady load keeps the spec's window.
 
 Scale-up stabilization is HPA's: with `scale_up_stabilization_seconds` > 0 a scale-up goes to
 the lowest recommendation of that window (0, the default, scales up at once).
@@ -90,6 +99,7 @@ _EPS = 1e-9
 _MIN_TREND_SAMPLES = 4
 
 Samples = tuple[tuple[float, float], ...]
+LoadSamples = tuple[tuple[float, float, float], ...]
 Recommendations = tuple[tuple[float, int], ...]
 
 
@@ -101,6 +111,9 @@ class ScalingSample:
     """Requests waiting in the engines' queues; None when missing, NaN/inf or stale."""
     running: float | None
     """Requests running in the engines' batches; None when missing."""
+    completion_rate: float | None = None
+    """Requests finished per second over the last minute (the engines' success counters);
+    None when the engine does not export one or the sample is missing."""
 
 
 @dataclass(frozen=True)
@@ -142,12 +155,17 @@ class ScalingPolicy:
     """...and happens at most once per this many seconds."""
     flap_damping_factor: float = 2.0
     """A scale-up soon after a scale-down multiplies the scale-down window by this (1 = off)..."""
-    flap_reversal_seconds: float = 300
-    """...when it comes within this many seconds of the scale-down..."""
+    flap_reversal_seconds: float = 600
+    """...when it comes within this many seconds of the scale-down (a replica released and
+    wanted back within two cold starts was barely worth releasing)..."""
     flap_max_window_seconds: float = 900
     """...up to this window..."""
     flap_memory_seconds: float = 1800
     """...for this long after the reversal; then the spec's window applies again."""
+    arrival_window_seconds: float = 60
+    """The completion rate's window (`rate(...[1m])`); arrivals = completions + load growth over it."""
+    backlog_drain_seconds: float = 120
+    """With a completion rate, size for draining the backlog in this long (about a cold start)."""
 
     def down_window(self, state: ScalerState, now: float) -> float:
         """The scale-down window in force: the spec's, or a damped (longer) one."""
@@ -172,8 +190,8 @@ class ScalerState:
     scale_down_window: float | None = None
     """A damped scale-down window (seconds), in force until `scale_down_window_until`."""
     scale_down_window_until: float | None = None
-    running_samples: Samples = ()
-    """(time, running requests) of the trend window."""
+    running_samples: LoadSamples = ()
+    """(time, running, waiting requests) of the trend window."""
 
     def to_status(self) -> dict[str, Any]:
         """JSON-serialisable form with camelCase keys (the inverse of `from_status`)."""
@@ -184,7 +202,7 @@ class ScalerState:
             "lastScaleDown": self.last_scale_down,
             "scaleDownWindowSeconds": self.scale_down_window,
             "scaleDownWindowUntil": self.scale_down_window_until,
-            "runningSamples": [{"time": t, "running": v} for t, v in self.running_samples],
+            "runningSamples": [{"time": t, "running": v, "waiting": w} for t, v, w in self.running_samples],
         }
 
     @classmethod
@@ -197,11 +215,11 @@ class ScalerState:
             t, r = _finite(item.get("time")), item.get("replicas")
             if t is not None and isinstance(r, int) and not isinstance(r, bool) and r >= 0:
                 recs.append((t, r))
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, float, float]] = []
         for item in _list(raw.get("runningSamples")):
-            t, v = _finite(item.get("time")), _finite(item.get("running"))
+            t, v, w = _finite(item.get("time")), _finite(item.get("running")), _valid(item.get("waiting"))
             if t is not None and v is not None and v >= 0:
-                samples.append((t, v))
+                samples.append((t, v, w or 0.0))
         window = _finite(raw.get("scaleDownWindowSeconds"))
         return cls(
             recommendations=tuple(sorted(recs, key=lambda e: e[0])),
@@ -286,12 +304,58 @@ def expected_running(running: float, samples: Samples, policy: ScalingPolicy, no
     return max(running, level + growth)
 
 
-def replicas_for(waiting: float, running: float, policy: ScalingPolicy, utilization: float) -> int:
-    """Replicas (ready + starting) for this load at this batch utilization, before any limit."""
+def replicas_for(
+    waiting: float,
+    running: float,
+    policy: ScalingPolicy,
+    utilization: float,
+    flow: tuple[float, float] | None = None,
+) -> int:
+    """Replicas (ready + starting) for this load at this batch utilization, before any limit.
+
+    With `flow` (arrival rate, service time) the queue is sized by Little's law: the arrivals
+    need `arrival * service` batch slots, and the backlog `waiting * service` slot-seconds
+    drained over `backlog_drain_seconds`. Without it (no completion counter) the waiting
+    requests count as load per replica, `(running + waiting) / (C + target_queue_depth)`.
+    """
     c = float(max(policy.max_concurrent_requests, 1))
-    by_running = running / (c * max(utilization, _EPS))
-    by_queue = (running + waiting) / (c + max(policy.target_queue_depth, 0.0))
+    u = max(utilization, _EPS)
+    by_running = running / (c * u)
+    if flow is None:
+        by_queue = (running + waiting) / (c + max(policy.target_queue_depth, 0.0))
+    else:
+        arrival, service = flow
+        drain = max(policy.backlog_drain_seconds, _EPS)
+        by_queue = arrival * service / (c * u) + waiting * service / (c * drain)
     return max(0, math.ceil(max(by_running, by_queue) - _EPS))
+
+
+def estimate_flow(
+    waiting: float,
+    running: float,
+    rate: float | None,
+    samples: LoadSamples,
+    policy: ScalingPolicy,
+    now: float,
+) -> tuple[float, float] | None:
+    """(arrival rate, service time) over the last `arrival_window_seconds`, or None.
+
+    `samples` are the policy's (time, running, waiting), oldest first, this tick's last.
+
+    A flow balance and Little's law: arrivals = completions (the engines' success counter
+    rate) + the growth of running + waiting over the window; service time = mean running
+    requests over the window / completion rate. None without a completion rate, or when
+    requests run but none finished in the window (the service time is unknown).
+    """
+    if rate is None or policy.arrival_window_seconds <= 0:
+        return None
+    window = [e for e in samples if now - e[0] <= policy.arrival_window_seconds] or [(now, running, waiting)]
+    mean_running = sum(r for _, r, _ in window) / len(window)
+    if rate <= _EPS or mean_running <= _EPS:
+        return (0.0, 0.0) if running + waiting <= 0 else None
+    t0, r0, w0 = window[0]
+    growth = ((running + waiting) - (r0 + w0)) / (now - t0) if now > t0 else 0.0
+    return max(0.0, rate + growth), mean_running / rate
 
 
 def _record(recs: Recommendations, now: float, value: int) -> Recommendations:
@@ -342,10 +406,12 @@ def compute_scaling_decision(
     # maybeInitScaleDownStabilizationWindow does: no history is not evidence of a lower load.
     history = state.recommendations or ((now, current),)
     recs = tuple((t, r) for t, r in history if 0 <= now - t <= keep_for)
-    samples: Samples = ()
-    if policy.trend_window_seconds > 0:
-        kept = (s for s in state.running_samples if 0 <= now - s[0] <= policy.trend_window_seconds)
-        samples = (*kept, (now, running))
+    keep_samples = max(policy.trend_window_seconds, policy.arrival_window_seconds)
+    samples: LoadSamples = ()
+    if keep_samples > 0:
+        kept = (s for s in state.running_samples if 0 <= now - s[0] <= keep_samples)
+        samples = (*kept, (now, running, waiting))
+    trend: Samples = tuple((t, r) for t, r, _ in samples if now - t <= policy.trend_window_seconds)
 
     # ---- the floor: zero only when scale-to-zero is allowed and the idle period has passed ----
     may_be_zero = lo == 0 and policy.scale_to_zero_after_seconds is not None
@@ -353,13 +419,16 @@ def compute_scaling_decision(
     idle_long = may_be_zero and load <= 0 and idle_for >= (policy.scale_to_zero_after_seconds or 0.0)
     floor = lo if (lo > 0 or idle_long) else min(1, hi)
 
-    planned = expected_running(running, samples, policy, now)
-    raw = replicas_for(waiting, planned, policy, policy.target_utilization)
+    planned = expected_running(running, trend, policy, now)
+    flow = estimate_flow(waiting, running, _valid(sample.completion_rate), samples, policy, now)
+    raw = replicas_for(waiting, planned, policy, policy.target_utilization, flow)
     rec = min(max(raw, floor), hi)
     limited = rec != raw and (raw > hi or raw < lo)
-    keep = min(max(replicas_for(waiting, planned, policy, policy.scale_down_utilization), floor), hi)
+    keep = min(max(replicas_for(waiting, planned, policy, policy.scale_down_utilization, flow), floor), hi)
     recs = _record(recs, now, max(keep, rec))
     new_state = replace(state, recommendations=recs, last_active=last_active, running_samples=samples)
+
+    queue_high = waiting > policy.target_queue_depth * max(ready, 1)
 
     def finish(replicas: int, reason: str, message: str, lim: bool) -> tuple[ScalingDecision, ScalerState]:
         out = new_state
@@ -397,7 +466,6 @@ def compute_scaling_decision(
     up_rec = min([r for t, r in recs[:-1] if t > up_cut] + [rec])
     down_rec = max([r for t, r in recs if t > down_cut] + [rec])
     target = min(max(current, up_rec), down_rec)
-    queue_high = waiting > policy.target_queue_depth * max(ready, 1)
 
     if current < lo:
         return finish(lo, AT_MIN_REPLICAS, f"{numbers}; raising to min {lo}", True)

@@ -51,6 +51,8 @@ class Observation:
     placed: ConditionUpdate | None = None
     """Multi-node services only: whether every replica group has its nodes."""
     placement: tuple[dict[str, Any], ...] = ()
+    apply_error: str | None = None
+    """Why the last apply of a child object failed; Ready stays False until an apply succeeds."""
 
 
 def aggregate_groups(groups: Sequence[ObservedGroup]) -> ObservedDeployment:
@@ -96,6 +98,9 @@ def compute_ready(obs: Observation) -> tuple[ConditionUpdate, Phase]:
         phase = Phase.FAILED if obs.blocked.reason == "InvalidSpec" else Phase.PENDING
         return ConditionUpdate(READY, False, obs.blocked.reason, obs.blocked.message), phase
     d = obs.deployment
+    if obs.apply_error is not None:
+        phase = Phase.DEGRADED if d is not None and d.ready_replicas else Phase.DEPLOYING
+        return ConditionUpdate(READY, False, "ApplyFailed", obs.apply_error), phase
     if obs.placed is not None and not obs.placed.status and (d is None or d.ready_replicas == 0):
         return ConditionUpdate(READY, False, obs.placed.reason, obs.placed.message), Phase.PLACING
     if d is None:

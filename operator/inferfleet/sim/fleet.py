@@ -1,9 +1,9 @@
 """Simulated inference engines for the local cluster's KWOK pods.
 
 KWOK pods run nothing, so this stands in for the engines: for every Ready pod of an
-InferenceService it serves vLLM's queue metrics on 127.0.0.1 and registers the endpoint with
-the local Prometheus. Requests arrive from a load profile (a trace or a step), wait in one
-queue in front of the fleet, and run on pods with a free slot (each pod runs at most
+InferenceService it serves vLLM's queue metrics and request-success counter on 127.0.0.1 and
+registers the endpoint with the local Prometheus. Requests arrive from a load profile (a trace
+or a step), wait in one queue in front of the fleet, and run on pods with a free slot (each pod runs at most
 `max_concurrent` at once for `service_seconds`). The operator then sees, through real
 Prometheus, the queue it must scale for: a closed loop.
 """
@@ -18,7 +18,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from kubernetes import client
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.planning.names import SERVICE_LABEL
@@ -38,6 +38,8 @@ class SimulatedPod:
     exporter: TextExporter
     waiting: Gauge
     running: Gauge
+    success: Counter
+    """vllm:request_success_total: requests this pod finished (the autoscaler's completion rate)."""
     busy: list[float] = field(default_factory=list)  # seconds left for each running request
 
 
@@ -93,8 +95,13 @@ class SimulatedFleet:
         running = Gauge(
             "vllm:num_requests_running", "Requests running on the engine.", labels, registry=registry
         )
+        success = Counter(
+            "vllm:request_success", "Count of successfully processed requests.", labels, registry=registry
+        )
         exporter = start_text_exporter(registry)
-        self.pods[pod] = SimulatedPod(pod, exporter, waiting.labels(self.model), running.labels(self.model))
+        self.pods[pod] = SimulatedPod(
+            pod, exporter, waiting.labels(self.model), running.labels(self.model), success.labels(self.model)
+        )
         target_labels = {"namespace": self.namespace, "inferfleet_io_service": self.service, "pod": pod}
         self.prometheus.add_target(self._target(pod), exporter.address, target_labels)
 
@@ -118,7 +125,10 @@ class SimulatedFleet:
         self.queue += _poisson(self._rng, self.load(t) * dt)
         for sim in self.pods.values():
             still = [left - dt for left in sim.busy if left - dt > 0]
-            self.completed += len(sim.busy) - len(still)
+            done = len(sim.busy) - len(still)
+            self.completed += done
+            if done:
+                sim.success.inc(done)
             sim.busy = still
         for sim in sorted(self.pods.values(), key=lambda s: len(s.busy)):
             take = min(self.queue, self.max_concurrent - len(sim.busy))
