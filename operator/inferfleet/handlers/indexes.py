@@ -22,7 +22,8 @@ def inference_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> 
     snapshot = {
         "apiVersion": body["apiVersion"],
         "kind": body["kind"],
-        "metadata": dict(body.metadata),
+        # managedFields is most of an object's size and nothing here reads it.
+        "metadata": {k: v for k, v in body.metadata.items() if k != "managedFields"},
         "spec": dict(body.spec),
         "status": dict(body.status),
     }
