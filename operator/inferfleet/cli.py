@@ -38,6 +38,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             qps=args.kube_qps, burst=args.kube_burst, concurrency=args.kube_concurrency
         ),
         workers=args.workers,
+        namespaces=tuple(args.namespace or ()),
         scheduler_name=args.scheduler_name,
         peering_lifetime=args.peering_lifetime,
         peering=Peering(

@@ -9,7 +9,9 @@ collector delete the children.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +21,10 @@ from pydantic import ValidationError
 
 from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec
 from inferfleet.handlers.indexes import ClusterView, Key, unschedulable
-from inferfleet.handlers.reconcile_queue import ReconcileQueue
+from inferfleet.handlers.reconcile_queue import STATUS_ONLY, ReconcileQueue
 from inferfleet.handlers.state import REFUSED_NODES, ServiceState, forget_service, service_state
 from inferfleet.kube.apply import apply_object, delete_group, delete_pod, patch_inference_service_status
+from inferfleet.kube.events import post_event
 from inferfleet.metrics.operator import (
     PLACEMENT_FAILURES,
     STATUS_WRITES,
@@ -46,6 +49,8 @@ from inferfleet.planning.status import (
     placement_status,
     pod_placement_status,
 )
+
+log = logging.getLogger(__name__)
 
 WAITING_REASONS = frozenset(
     {"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit", "InsufficientCapacity"}
@@ -127,6 +132,7 @@ def _write_status(
     view: ClusterView,
 ) -> None:
     """Write the status computed from the newest observations (call with the state's lock held)."""
+    state.take_offered()
     previous = state.written_status or dict(body.get("status") or {})
     if plan.multi_node:
         deployment: ObservedDeployment | None = aggregate_groups(groups)
@@ -163,7 +169,12 @@ def _write_status(
     state.written_status = status
     STATUS_WRITES.inc()
     for kind, reason, message in compute_events(previous, status):
-        kopf.event(body, type=kind, reason=reason, message=message)
+        # Our own client, not kopf.event: this also runs in the reconcile queue's threads,
+        # outside kopf's handler context. An Event is best effort; the status is written.
+        try:
+            post_event(api, body, kind, reason, message)
+        except ApiException as e:
+            log.warning(f"posting Event {reason} for {owner.namespace}/{owner.name}: {e.status} {e.reason}")
 
 
 def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str) -> None:
@@ -198,6 +209,19 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
             raise
         state.apply_error = None
         _write_status(api, body, owner, plan, spec, state, remaining, view)
+        state.reconciled = (owner.uid, int(body["metadata"].get("generation") or 0))
+
+
+def refresh_status(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
+    """A child's status changed: write the service's status from the newest observations, apply nothing."""
+    owner = _owner(body["metadata"])
+    spec = _parse(body["spec"])
+    if isinstance(spec, Blocked):
+        return
+    plan = plan_service(owner, spec, summarize_products(view.all_nodes()))
+    state = service_state((owner.namespace, owner.name))
+    with state.lock:
+        _write_status(api, body, owner, plan, spec, state, [], view)
 
 
 def _waiting(snapshot: Any) -> bool:
@@ -221,7 +245,7 @@ def _enqueue_waiting(memo: kopf.Memo, view: ClusterView) -> None:
 def on_startup_reconcile_queue(memo: kopf.Memo, **kwargs: Any) -> None:
     workers = int(memo.get("workers") or 8)
     memo["reconcile_queue"] = ReconcileQueue(
-        memo.api, ClusterView.from_kwargs(kwargs, memo), reconcile, workers
+        memo.api, ClusterView.from_kwargs(kwargs, memo), reconcile, refresh_status, workers
     )
     memo["reconcile_queue"].start()
 
@@ -236,6 +260,12 @@ def on_cleanup_reconcile_queue(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_change_inferenceservice(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    meta = body["metadata"]
+    if service_state((meta["namespace"], meta["name"])).reconciled == (meta["uid"], meta.get("generation")):
+        # kopf runs a creation twice when the watch lags its own patch beyond the consistency
+        # timeout; this generation's children were applied moments ago by this process.
+        logger.debug("this generation is already reconciled")
+        return
     reconcile(memo.api, body, ClusterView.from_kwargs(kwargs, memo), logger, "inferenceservice")
 
 
@@ -246,7 +276,7 @@ def on_delete_inferenceservice(namespace: str, name: str, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "nodes")
-def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+async def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Retry services waiting for GPUs when the GPU inventory changes; restart groups on a lost node.
 
     Event-driven instead of a kopf timer: timers put a finalizer on every InferenceService.
@@ -259,7 +289,7 @@ def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **
             if name in group.nodes and snapshot is not None:
                 _queue(memo).enqueue((group.namespace, group.service), "node")
     if type == "DELETED" or name in view.lost_nodes():
-        _replace_single_pods_on(memo.api, view, name, logger)
+        await asyncio.to_thread(_replace_single_pods_on, memo.api, view, name, logger)
     products = summarize_products(view.all_nodes())
     if products != memo.get("gpu_products") or memo.get("healthy_nodes") != healthy:
         memo["gpu_products"], memo["healthy_nodes"] = products, healthy
@@ -267,7 +297,7 @@ def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **
 
 
 @kopf.on.event("", "v1", "pods")
-def on_event_pod(
+async def on_event_pod(
     type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:  # fmt: skip
@@ -279,7 +309,8 @@ def on_event_pod(
         return
     if body.get("spec", {}).get("nodeName"):  # a bound pod went away: its GPUs are free
         _enqueue_waiting(memo, view)
-    _restart_group_of(memo.api, view, namespace, labels, body, logger)
+    if labels.get(SERVICE_LABEL) and REPLICA_LABEL in labels:
+        await asyncio.to_thread(_restart_group_of, memo.api, view, namespace, labels, body, logger)
 
 
 def _replace_single_pods_on(api: Any, view: ClusterView, node: str, logger: Any) -> None:
@@ -319,7 +350,7 @@ def _restart_group_of(
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})
-def on_event_statefulset(
+async def on_event_statefulset(
     type: str, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
     view = ClusterView.from_kwargs(kwargs, memo)
@@ -329,7 +360,7 @@ def on_event_statefulset(
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={SERVICE_LABEL: kopf.PRESENT})
-def on_event_deployment(
+async def on_event_deployment(
     type: str, body: kopf.Body, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger,
     **kwargs: Any,
 ) -> None:  # fmt: skip
@@ -339,23 +370,10 @@ def on_event_deployment(
     if snapshot is None or snapshot["metadata"].get("deletionTimestamp"):
         forget_service(key)
         return  # the owner is gone or going: garbage collection removes the rest
-    state = service_state(key)
-    with state.lock:
-        state.observe_deployment(body, deleted=type == "DELETED")
-        edited = state.applied_generation is not None and (
-            ObservedDeployment.from_object(body).generation != state.applied_generation
-        )
-    if type == "DELETED" or edited:
-        logger.info(f"Deployment {key[1]} was {'deleted' if type == 'DELETED' else 'edited'}; restoring it")
+    deleted = type == "DELETED"
+    edited = service_state(key).offer_deployment(body, deleted=deleted)
+    if deleted or edited:
+        logger.info(f"Deployment {key[1]} was {'deleted' if deleted else 'edited'}; restoring it")
         _queue(memo).enqueue(key, "deployment")
-        return
-    owner = _owner(snapshot["metadata"])
-    spec = _parse(snapshot["spec"])
-    if isinstance(spec, Blocked):
-        return
-    plan = plan_service(owner, spec, summarize_products(view.all_nodes()))
-    try:
-        with state.lock:
-            _write_status(memo.api, snapshot, owner, plan, spec, state, [], view)
-    except kopf.TemporaryError:
-        _queue(memo).enqueue(key, "deployment")  # retried there with backoff
+    else:
+        _queue(memo).enqueue(key, STATUS_ONLY)

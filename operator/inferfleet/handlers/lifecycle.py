@@ -8,10 +8,11 @@ import ctypes.util
 import gc
 from typing import Any
 
+import aiohttp
 import kopf
 
 import inferfleet
-from inferfleet.kube.connection import ClientLimits, connect
+from inferfleet.kube.connection import ClientLimits, connect, kopf_connection_limit
 from inferfleet.metrics.operator import API_THROTTLED
 
 FINALIZER = "inferfleet.io/finalizer"
@@ -36,6 +37,30 @@ def on_startup_configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: 
     settings.peering.lifetime = int(memo.get("peering_lifetime") or 15)
 
 
+@kopf.on.login()
+async def on_login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
+    """kopf's own login, but with a bounded connection pool (see `kopf_connection_limit`)."""
+    info = kopf.login_via_client(**kwargs)
+    if info is None:
+        return None
+    limits = memo.get("client_limits") or ClientLimits()
+    limit = kopf_connection_limit(limits, len(memo.get("namespaces") or ()))
+    session = aiohttp.ClientSession(  # as kopf builds its own, with a limit
+        connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(),
+        auth=info.as_aiohttp_basic_auth(),
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
+    )
+    return kopf.AiohttpSession(
+        aiohttp_session=session,
+        server=info.server,
+        default_namespace=info.default_namespace,
+        expiration=info.expiration,
+        priority=info.priority,
+    )
+
+
 @kopf.on.probe(id="version")
 def on_probe_version(**_: Any) -> str:
     return inferfleet.__version__
@@ -52,9 +77,10 @@ TRIM_INTERVAL_SECONDS = 60.0
 def release_free_memory() -> None:
     """Collect cycles and hand free heap pages back to the OS (glibc's malloc_trim).
 
-    A burst of watch events (hundreds of services created at once) leaves the heap at its peak:
-    the parsed bodies are freed, but glibc keeps the pages, so RSS would stay at the burst's
-    high-water mark for the life of the process.
+    A burst of watch events (hundreds of services created at once) is parsed into large
+    buffers that are freed soon after; glibc keeps such pages unless asked. On the local
+    cluster this gave back about 5% of RSS after 300 services were created at once (Python's
+    own small-object arenas keep the rest of the burst's high-water mark).
     """
     gc.collect()
     if _LIBC is not None:

@@ -14,11 +14,18 @@ from inferfleet.handlers.workqueue import WorkQueue
 log = logging.getLogger(__name__)
 
 Reconcile = Callable[[Any, Any, ClusterView, Any, str], None]
+RefreshStatus = Callable[[Any, Any, ClusterView, Any], None]
+
+STATUS_ONLY = "status"
+"""The trigger of a child's status change: write the service's status, apply nothing. Any other
+trigger queued for the same service replaces it (a full reconcile writes status too)."""
 
 
 class ReconcileQueue:
-    def __init__(self, api: Any, view: ClusterView, reconcile: Reconcile, workers: int) -> None:
-        self._api, self._view, self._reconcile = api, view, reconcile
+    def __init__(
+        self, api: Any, view: ClusterView, reconcile: Reconcile, refresh_status: RefreshStatus, workers: int
+    ) -> None:
+        self._api, self._view, self._reconcile, self._refresh = api, view, reconcile, refresh_status
         self._queue: WorkQueue[Key] = WorkQueue()
         self._triggers: dict[Key, str] = {}
         self._lock = threading.Lock()
@@ -27,9 +34,14 @@ class ReconcileQueue:
         ]
 
     def enqueue(self, key: Key, trigger: str) -> None:
-        with self._lock:
-            self._triggers.setdefault(key, trigger)  # the first reason since the last run names it
+        self._note(key, trigger)
         self._queue.add(key)
+
+    def _note(self, key: Key, trigger: str) -> None:
+        with self._lock:
+            # The first reason since the last run names it, unless that asked for status only.
+            if self._triggers.get(key, STATUS_ONLY) == STATUS_ONLY:
+                self._triggers[key] = trigger
 
     def start(self) -> None:
         for thread in self._threads:
@@ -49,12 +61,13 @@ class ReconcileQueue:
             try:
                 if snapshot is None or snapshot["metadata"].get("deletionTimestamp"):
                     self._queue.forget(key)
+                elif trigger == STATUS_ONLY:
+                    self._refresh(self._api, snapshot, self._view, service_logger(snapshot))
                 else:
                     self._reconcile(self._api, snapshot, self._view, service_logger(snapshot), trigger)
             except Exception as e:
                 failed = True
-                with self._lock:
-                    self._triggers.setdefault(key, "retry")
+                self._note(key, "retry")
                 retries = self._queue.failures(key)
                 log.warning(f"reconciling {key[0]}/{key[1]} ({trigger}) failed, retry #{retries + 1}: {e}")
             finally:

@@ -34,9 +34,14 @@ class ServiceState:
     """The Deployment's generation right after our last apply: a newer one means a hand edit."""
     written_status: dict[str, Any] | None = None
     apply_error: str | None = None
+    reconciled: tuple[str, int] | None = None
+    """(uid, generation) of the last reconcile that succeeded in this process."""
     """Why the last apply of a child failed, None after one succeeds (reported in Ready)."""
     scaler: Any = None
     """The autoscaler's window state (planning.scaling.ScalerState), newer than the one in status."""
+
+    _offered: tuple[int, ObservedDeployment | None] | None = None
+    _offered_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe_deployment(self, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Keep the newest Deployment seen (call with the lock held)."""
@@ -44,6 +49,27 @@ class ServiceState:
         if version >= self.deployment_version:
             self.deployment_version = version
             self.deployment = None if deleted else ObservedDeployment.from_object(obj)
+
+    def offer_deployment(self, obj: Mapping[str, Any], *, deleted: bool = False) -> bool:
+        """Hand over a Deployment from a watch event without waiting for the service's lock.
+
+        Returns whether someone else changed it: a generation other than the one our last apply
+        left. `take_offered` folds the newest offer in.
+        """
+        version = _resource_version(obj)
+        observed = None if deleted else ObservedDeployment.from_object(obj)
+        with self._offered_lock:
+            if self._offered is None or version >= self._offered[0]:
+                self._offered = (version, observed)
+        applied = self.applied_generation
+        return observed is not None and applied is not None and observed.generation != applied
+
+    def take_offered(self) -> None:
+        """Fold the newest offered Deployment into `deployment` (call with the lock held)."""
+        with self._offered_lock:
+            offered, self._offered = self._offered, None
+        if offered is not None and offered[0] >= self.deployment_version:
+            self.deployment_version, self.deployment = offered
 
 
 _states: dict[Key, ServiceState] = {}

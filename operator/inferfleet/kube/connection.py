@@ -95,3 +95,18 @@ def connect(limits: ClientLimits | None = None, on_throttled: Callable[[], None]
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)
     return ThrottledApiClient(configuration, limits or ClientLimits(), on_throttled)
+
+
+# kopf's own watch streams: InferenceServices, nodes, pods, Deployments, StatefulSets, and its
+# CRD and peering watches; each holds a connection for as long as it streams.
+_WATCHED_PER_NAMESPACE = 4
+_WATCHED_CLUSTER_WIDE = 4
+
+
+def kopf_connection_limit(limits: ClientLimits, namespaces: int) -> int:
+    """Connections kopf may open: one per watch stream plus `limits.concurrency` for its writes.
+
+    kopf's default session has no limit: a burst of new objects opens a connection per object
+    for its patches (each with a 256 KiB TLS buffer), and nothing bounds its load on the API server.
+    """
+    return limits.concurrency + _WATCHED_CLUSTER_WIDE + _WATCHED_PER_NAMESPACE * max(namespaces, 1)

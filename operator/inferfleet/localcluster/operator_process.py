@@ -39,18 +39,22 @@ class OperatorProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    def start(self, *, timeout_seconds: float = 60) -> None:
-        self.liveness_port = self.liveness_port or free_port()
-        self.metrics_port = self.metrics_port or free_port()
+    def command(self) -> list[str]:
+        """The process's argv (ports are chosen by then)."""
         args = [sys.executable, "-m", "inferfleet", "run", "--kubeconfig", str(self.kubeconfig), "--verbose",
                 "--liveness", self.liveness_url,
                 "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]  # fmt: skip
         for ns in self.namespaces:
             args += ["--namespace", ns]
+        return [*args, *self.extra_args]
+
+    def start(self, *, timeout_seconds: float = 60) -> None:
+        self.liveness_port = self.liveness_port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
-            [*args, *self.extra_args],
+            self.command(),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=os.environ | self.env,

@@ -1,0 +1,90 @@
+"""Reconcile triggers: a child's status change only writes status; any other trigger reconciles."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from inferfleet.handlers.reconcile_queue import STATUS_ONLY, ReconcileQueue
+from inferfleet.handlers.state import ServiceState
+
+pytestmark = pytest.mark.unit
+
+KEY = ("ml", "llama")
+
+
+class _View:
+    def service(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        return {"metadata": {"namespace": key[0], "name": key[1]}}
+
+
+class _Calls:
+    def __init__(self, expected: int) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self._expected, self._done = expected, threading.Event()
+
+    def reconcile(self, api: Any, body: Any, view: Any, logger: Any, trigger: str) -> None:
+        self.calls.append(("reconcile", trigger))
+        if len(self.calls) >= self._expected:
+            self._done.set()
+
+    def refresh(self, api: Any, body: Any, view: Any, logger: Any) -> None:
+        self.calls.append(("status", ""))
+        if len(self.calls) >= self._expected:
+            self._done.set()
+
+    def wait(self) -> None:
+        assert self._done.wait(timeout=5), f"calls so far: {self.calls}"
+
+
+def _run(triggers: list[str]) -> list[tuple[str, str]]:
+    calls = _Calls(expected=1)
+    queue = ReconcileQueue(None, _View(), calls.reconcile, calls.refresh, workers=1)  # type: ignore[arg-type]
+    for trigger in triggers:  # queued before a worker runs: they coalesce into one run
+        queue.enqueue(KEY, trigger)
+    queue.start()
+    calls.wait()
+    queue.stop()
+    return calls.calls
+
+
+def test_a_status_change_alone_writes_status_and_applies_nothing() -> None:
+    assert _run([STATUS_ONLY, STATUS_ONLY]) == [("status", "")]
+
+
+@pytest.mark.parametrize("order", [["unschedulable", STATUS_ONLY], [STATUS_ONLY, "unschedulable"]])
+def test_any_other_trigger_queued_with_a_status_change_wins_the_coalesced_run(order: list[str]) -> None:
+    assert _run(order) == [("reconcile", "unschedulable")]
+
+
+def _deployment(version: int, generation: int, ready: int = 0) -> dict[str, Any]:
+    return {
+        "metadata": {"resourceVersion": str(version), "generation": generation},
+        "status": {"observedGeneration": generation, "readyReplicas": ready, "replicas": 1},
+    }
+
+
+def test_the_newest_offered_deployment_is_folded_in_and_an_older_one_never_replaces_it() -> None:
+    state = ServiceState()
+    state.offer_deployment(_deployment(12, 1, ready=1))
+    state.offer_deployment(_deployment(10, 1, ready=0))  # a late, older event
+    state.take_offered()
+    assert state.deployment is not None
+    assert state.deployment.ready_replicas == 1
+    state.offer_deployment(_deployment(11, 1, ready=0))  # older than what was folded
+    state.take_offered()
+    assert state.deployment.ready_replicas == 1
+    state.offer_deployment(_deployment(13, 1), deleted=True)
+    state.take_offered()
+    assert state.deployment is None
+
+
+def test_an_offer_with_a_generation_the_operator_did_not_apply_is_an_edit() -> None:
+    state = ServiceState()
+    assert not state.offer_deployment(_deployment(5, 3))  # nothing applied yet: nothing to compare
+    state.applied_generation = 3
+    assert not state.offer_deployment(_deployment(6, 3, ready=1))  # a status change
+    assert state.offer_deployment(_deployment(7, 4))  # someone changed the spec
+    assert not state.offer_deployment(_deployment(8, 4), deleted=True)  # deletion is reported apart
