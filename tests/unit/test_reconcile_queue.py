@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from inferfleet.handlers.reconcile_queue import STATUS_ONLY, ReconcileQueue
-from inferfleet.handlers.state import ServiceState
+from inferfleet.handlers.state import ServiceState, forget_service, service_state
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +88,15 @@ def test_an_offer_with_a_generation_the_operator_did_not_apply_is_an_edit() -> N
     assert not state.offer_deployment(_deployment(6, 3, ready=1))  # a status change
     assert state.offer_deployment(_deployment(7, 4))  # someone changed the spec
     assert not state.offer_deployment(_deployment(8, 4), deleted=True)  # deletion is reported apart
+
+
+def test_a_new_object_under_an_old_name_does_not_inherit_the_old_ones_state() -> None:
+    key = ("ml", "reused-name")
+    old = service_state(key, "uid-1")
+    old.written_status = {"phase": "Ready"}
+    old.reconciled = ("uid-1", 1)
+    assert service_state(key, "uid-1") is old
+    new = service_state(key, "uid-2")  # deleted and created again, the deletion unseen
+    assert new.written_status is None
+    assert new.reconciled is None
+    forget_service(key)

@@ -110,7 +110,7 @@ def _decide(
     policy = build_scaling_policy(spec)
     assert policy is not None
     sample, missing = _sample(reader, key, spec, fleet, problem)
-    state = service_state(key)
+    state = service_state(key, meta["uid"])
     with state.lock:
         previous = state.written_status or dict(snapshot.get("status") or {})
         scaler = state.scaler if state.scaler is not None else scaler_state_of(previous)

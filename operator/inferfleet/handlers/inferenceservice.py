@@ -180,7 +180,7 @@ def _write_status(
 def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str) -> None:
     owner = _owner(body["metadata"])
     key = (owner.namespace, owner.name)
-    state = service_state(key)
+    state = service_state(key, owner.uid)
     with state.lock, track_reconcile(trigger):
         groups = view.groups_of(key)
         lost = _lost(key, groups, view)
@@ -219,7 +219,7 @@ def refresh_status(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
     if isinstance(spec, Blocked):
         return
     plan = plan_service(owner, spec, summarize_products(view.all_nodes()))
-    state = service_state((owner.namespace, owner.name))
+    state = service_state((owner.namespace, owner.name), owner.uid)
     with state.lock:
         _write_status(api, body, owner, plan, spec, state, [], view)
 
@@ -261,7 +261,8 @@ def on_cleanup_reconcile_queue(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_change_inferenceservice(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     meta = body["metadata"]
-    if service_state((meta["namespace"], meta["name"])).reconciled == (meta["uid"], meta.get("generation")):
+    state = service_state((meta["namespace"], meta["name"]), meta["uid"])
+    if state.reconciled == (meta["uid"], meta.get("generation")):
         # kopf runs a creation twice when the watch lags its own patch beyond the consistency
         # timeout; this generation's children were applied moments ago by this process.
         logger.debug("this generation is already reconciled")
@@ -371,7 +372,10 @@ async def on_event_deployment(
         forget_service(key)
         return  # the owner is gone or going: garbage collection removes the rest
     deleted = type == "DELETED"
-    edited = service_state(key).offer_deployment(body, deleted=deleted)
+    owners = {ref.get("uid") for ref in body.get("metadata", {}).get("ownerReferences") or []}
+    if owners and snapshot["metadata"]["uid"] not in owners:
+        return  # a Deployment of an earlier object of this name, on its way out
+    edited = service_state(key, snapshot["metadata"]["uid"]).offer_deployment(body, deleted=deleted)
     if deleted or edited:
         logger.info(f"Deployment {key[1]} was {'deleted' if deleted else 'edited'}; restoring it")
         _queue(memo).enqueue(key, "deployment")

@@ -27,6 +27,7 @@ def _resource_version(obj: Mapping[str, Any]) -> int:
 
 @dataclass
 class ServiceState:
+    uid: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     deployment: ObservedDeployment | None = None
     deployment_version: int = -1
@@ -76,9 +77,14 @@ _states: dict[Key, ServiceState] = {}
 _states_lock = threading.Lock()
 
 
-def service_state(key: Key) -> ServiceState:
+def service_state(key: Key, uid: str) -> ServiceState:
+    """The state of the object `uid` named `key`: a new object under an old name starts afresh
+    (its deletion may have gone unseen, and the old status must not pass for its own)."""
     with _states_lock:
-        return _states.setdefault(key, ServiceState())
+        state = _states.get(key)
+        if state is None or state.uid != uid:
+            state = _states[key] = ServiceState(uid=uid)
+        return state
 
 
 def forget_service(key: Key) -> None:
