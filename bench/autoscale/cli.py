@@ -24,8 +24,8 @@ from bench.autoscale.workload import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_TRACES = REPO.parent / "shared" / "traces"
-DEFAULT_TRACE = SHARED_TRACES / "azure-llm-2023-conv.csv"
+TRACES = REPO / "traces"  # the shared Azure traces, copied with their attribution
+DEFAULT_TRACE = TRACES / "azure-llm-2023-conv.csv"
 ORACLE_CAP = 1000
 ALL_POLICIES = ("inferfleet", "hpa", "keda", "kubeai", "static-peak", "oracle")
 

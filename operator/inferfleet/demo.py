@@ -141,12 +141,12 @@ def start_load(
     api: client.ApiClient, prometheus: LocalPrometheus, bodies: list[dict[str, Any]]
 ) -> dict[str, SimulatedFleet]:
     """Autoscaled services get the trace's busy-then-quiet cycle; the others a light steady load."""
-    conversation = repo_root().parent / "shared" / "traces" / "azure-llm-2023-conv.csv"
+    conversation = repo_root() / "traces" / "azure-llm-2023-conv.csv"  # CC-BY 4.0, see traces/README.md
     fleets = {}
     for body in bodies:
         name, spec = body["metadata"]["name"], body["spec"]
         concurrency = int(spec["engine"].get("maxConcurrentRequests", 256))
-        if spec.get("scaling") and conversation.exists():
+        if spec.get("scaling"):
             arrivals = load_arrivals(conversation)
             trace = trace_rate(arrivals, compression=arrivals[-1] / CYCLE_SECONDS, scale=TRACE_SCALE)
             load = busy_then_quiet(trace)

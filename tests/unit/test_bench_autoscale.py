@@ -147,7 +147,6 @@ def test_azure_csv_is_read_as_seconds_from_the_first_request(tmp_path: Path) -> 
     assert w.generated_tokens == (44, 109)
 
 
-@pytest.mark.skipif(not DEFAULT_TRACE.exists(), reason="shared traces not present")
 def test_the_shared_trace_loads() -> None:
     w = load_azure_csv(DEFAULT_TRACE)
     assert len(w) == 19366

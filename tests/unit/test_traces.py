@@ -4,7 +4,7 @@ import pytest
 
 from inferfleet.sim.traces import load_arrivals, trace_rate
 
-SHARED = Path(__file__).parents[3] / "shared" / "traces"
+TRACES = Path(__file__).parents[2] / "traces"
 
 
 def test_rates_reproduce_the_arrivals_at_any_compression(tmp_path: Path) -> None:
@@ -23,8 +23,7 @@ def test_rates_reproduce_the_arrivals_at_any_compression(tmp_path: Path) -> None
     assert trace_rate(arrivals, scale=3, bin_seconds=10)(5) == pytest.approx(1.2)
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="the shared traces are not beside this checkout")
 def test_the_shared_conversation_trace_is_an_hour_of_requests() -> None:
-    arrivals = load_arrivals(SHARED / "azure-llm-2023-conv.csv")
+    arrivals = load_arrivals(TRACES / "azure-llm-2023-conv.csv")
     assert 19000 < len(arrivals) < 20000  # the README says 19,365 requests
     assert 3000 < arrivals[-1] <= 3700
