@@ -37,6 +37,7 @@ pytestmark = pytest.mark.usefixtures("crds_installed")
 RACK = "inferfleet.io/rack"
 A100 = "NVIDIA-A100-SXM4-40GB"
 NOT_READY = "node-not-ready.stage.kwok.x-k8s.io"
+MAINTENANCE = {"key": "example.com/maintenance", "value": "true", "effect": "NoSchedule"}
 
 
 @pytest.fixture
@@ -289,13 +290,14 @@ def test_with_the_binpack_profile_a_one_gpu_replica_fills_a_partly_used_node(
 
 
 @pytest.fixture
-def extra_rack(cluster: Cluster) -> Iterator[Callable[[], list[str]]]:
+def extra_rack(cluster: Cluster) -> Iterator[Callable[..., list[str]]]:
     added: list[str] = []
 
-    def add() -> list[str]:
+    def add(taints: list[dict[str, str]] | None = None) -> list[str]:
         inventory = load_inventory()
         for i in (1, 2):
             node = build_node(f"h100-d-{i}", inventory.pools["h100"], "zone-d", "rack-d1", inventory)
+            node["spec"]["taints"] = node["spec"].get("taints", []) + (taints or [])
             cluster.core.create_node(node)
             added.append(node["metadata"]["name"])
         return added
@@ -305,8 +307,8 @@ def extra_rack(cluster: Cluster) -> Iterator[Callable[[], list[str]]]:
         cluster.core.delete_node(name)
 
 
-def test_a_group_waiting_for_capacity_is_placed_when_nodes_are_added(
-    cluster: Cluster, namespace: str, operator: OperatorProcess, extra_rack: Callable[[], list[str]]
+def test_a_group_waiting_for_capacity_is_placed_when_nodes_are_added_and_released(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, extra_rack: Callable[..., list[str]]
 ) -> None:
     whole_racks = sum(1 for nodes in h100_racks(cluster).values() if len(nodes) >= 2)
     create(cluster, namespace, service_405b("two", replicas=whole_racks + 1))
@@ -323,7 +325,23 @@ def test_a_group_waiting_for_capacity_is_placed_when_nodes_are_added(
         p for p in group_pods(cluster, namespace, "two") if p.metadata.name.startswith(f"two-g{whole_racks}-")
     ]
 
-    new_nodes = extra_rack()  # no user action on the InferenceService
+    # The platform team adds a rack and keeps it tainted while preparing it: Ready, but no place
+    # for engine pods (nor is the node.kubernetes.io/not-ready taint a new node carries at first).
+    new_nodes = extra_rack(taints=[MAINTENANCE])
+
+    def ready(name: str) -> bool:
+        conditions = cluster.core.read_node(name).status.conditions or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    wait_for(lambda: all(ready(n) for n in new_nodes), timeout=60, what="the new nodes Ready")
+    assert not [p for p in group_pods(cluster, namespace, "two") if p.spec.node_name in new_nodes]
+    for name in new_nodes:  # released; no user action on the InferenceService
+        taints = [
+            {"key": t.key, "value": t.value, "effect": t.effect}
+            for t in cluster.core.read_node(name).spec.taints
+            if t.key != MAINTENANCE["key"]
+        ]
+        cluster.core.patch_node(name, {"spec": {"taints": taints}})
     placed = wait_ready(cluster, namespace, "two", timeout=120)
     assert status_condition(placed, "Placed")["status"] == "True"
     last = next(p for p in placed["status"]["placement"] if p["replica"] == whole_racks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -100,3 +101,23 @@ def test_a_new_object_under_an_old_name_does_not_inherit_the_old_ones_state() ->
     assert new.written_status is None
     assert new.reconciled is None
     forget_service(key)
+
+
+def test_a_reconcile_that_asks_to_be_looked_at_again_runs_again_after_that_delay() -> None:
+    runs: list[tuple[str, float]] = []
+    done = threading.Event()
+    started = time.monotonic()
+
+    def reconcile(api: Any, body: Any, view: Any, logger: Any, trigger: str) -> float | None:
+        runs.append((trigger, time.monotonic() - started))
+        if len(runs) == 2:
+            done.set()
+        return 0.3 if len(runs) == 1 else None
+
+    queue = ReconcileQueue(None, _View(), reconcile, lambda *_: None, workers=1)  # type: ignore[arg-type]
+    queue.enqueue(KEY, "inferenceservice")
+    queue.start()
+    assert done.wait(timeout=5), runs
+    queue.stop()
+    assert [trigger for trigger, _ in runs] == ["inferenceservice", "recheck"]
+    assert runs[1][1] - runs[0][1] >= 0.3

@@ -185,3 +185,26 @@ def test_cordoned_or_not_ready_nodes_offer_no_capacity() -> None:
     assert summarize_products(gpu_nodes) == {}
     cordoned, not_ready_node = gpu_nodes
     assert (cordoned.ready, not_ready_node.ready) == (True, False)  # only a NotReady node is lost
+
+
+@pytest.mark.parametrize(
+    ("taints", "schedulable"),
+    [
+        ([], True),
+        ([{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}], True),
+        ([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}], False),
+        ([{"key": "maintenance", "value": "true", "effect": "NoExecute"}], False),
+        ([{"key": "spot", "value": "true", "effect": "PreferNoSchedule"}], True),
+    ],
+)
+def test_a_node_with_a_taint_engine_pods_do_not_tolerate_offers_no_capacity(
+    taints: list[dict[str, str]], schedulable: bool
+) -> None:
+    node = build_gpu_node(
+        {"metadata": {"name": "n", "labels": {"nvidia.com/gpu.product": "X"}}, "spec": {"taints": taints},
+         "status": {"allocatable": {"nvidia.com/gpu": "8"}, "conditions": READY}}
+    )  # fmt: skip
+    assert node is not None
+    assert node.ready
+    assert node.schedulable is schedulable
+    assert bool(summarize_products([node])) is schedulable

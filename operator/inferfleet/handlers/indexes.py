@@ -13,6 +13,7 @@ from inferfleet.planning.inventory import GpuNode, build_gpu_node
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 from inferfleet.planning.observed import ObservedGroup, pod_gpus
 from inferfleet.planning.placement import BoundPod, Reservation
+from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member
 
 Key = tuple[str, str]
 
@@ -82,12 +83,14 @@ def unschedulable(spec: Any, status: Any) -> bool:
 def stuck_group_pods(
     namespace: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, **_: Any
 ) -> Any:
-    """Group members the scheduler cannot put on their planned node (another pod took its GPUs
-    between the plan and the binding): (replica, owning StatefulSet uid) by service."""
+    """Group members the scheduler refused to put on their planned node, by service."""
     if not unschedulable(spec, status) or not str(labels[REPLICA_LABEL]).isdigit():
         return None
     owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
-    return {(namespace, labels[SERVICE_LABEL]): (int(labels[REPLICA_LABEL]), owners[0] if owners else "")}
+    member = build_unschedulable_member(
+        int(labels[REPLICA_LABEL]), owners[0] if owners else "", status.get("conditions") or []
+    )
+    return {(namespace, labels[SERVICE_LABEL]): member} if member else None
 
 
 @kopf.index("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})
@@ -105,7 +108,7 @@ class ClusterView:
     pods: kopf.Index[str, BoundPod]
     groups: kopf.Index[Key, ObservedGroup]
     service_pods: kopf.Index[Key, EnginePod]
-    stuck: kopf.Index[Key, tuple[int, str]]
+    stuck: kopf.Index[Key, UnschedulableMember]
     scheduler_name: str | None = None
     """The operator's --scheduler-name: the kube-scheduler profile of single-pod replicas."""
 
@@ -143,9 +146,9 @@ class ClusterView:
     def all_nodes(self) -> list[GpuNode]:
         return [node for _, values in self.nodes.items() for node in values]
 
-    def stuck_groups(self, key: Key) -> set[tuple[int, str]]:
-        """(replica, StatefulSet uid) of the service's groups with a member that cannot be scheduled."""
-        return set(self.stuck.get(key, []))
+    def unschedulable_members(self, key: Key) -> list[UnschedulableMember]:
+        """The service's group members the scheduler refused to bind."""
+        return list(self.stuck.get(key, []))
 
     def lost_nodes(self) -> set[str]:
         """GPU nodes that are not Ready (cordoned ones are not lost)."""

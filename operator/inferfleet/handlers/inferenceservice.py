@@ -49,6 +49,7 @@ from inferfleet.planning.status import (
     placement_status,
     pod_placement_status,
 )
+from inferfleet.planning.stuck import compute_stuck_groups
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,39 @@ def _parse(raw_spec: Any) -> InferenceServiceSpec | Blocked:
         return Blocked("InvalidSpec", f"spec rejected: {errors}")
 
 
-def _lost(key: Key, groups: list[ObservedGroup], view: ClusterView) -> list[ObservedGroup]:
-    """Groups that restart whole and are placed again: a member's node is gone, NotReady or
-    cordoned, or a member cannot be scheduled because its planned node's GPUs were taken by a pod
-    the kube-scheduler bound after the plan (the plan reserves GPUs only against inferfleet)."""
+def _lost(
+    key: Key, groups: list[ObservedGroup], view: ClusterView, now: datetime, logger: Any
+) -> tuple[list[ObservedGroup], datetime | None]:
+    """Groups that restart whole and are placed again, and when to look again at members the
+    scheduler refused for a reason it may get past by itself (see planning/stuck.py).
+
+    A group is lost when a member's node is gone, NotReady, cordoned or tainted, or when the
+    scheduler refused a member its planned node: its GPUs were taken by a pod bound after the
+    plan (the plan reserves GPUs only against inferfleet), or it kept refusing past the grace."""
     healthy = {node.name for node in view.all_nodes() if node.schedulable}
-    stuck = [g for g in groups if (g.replica, g.uid) in view.stuck_groups(key)]
-    for group in stuck:  # the planned nodes its bound members do not hold refused the others
-        held = {p.node for p in view.all_bound() if p.group == group_key(*key, group.replica)}
-        REFUSED_NODES.refuse(set(group.nodes) - held)
-    return [g for g in groups if any(n not in healthy for n in g.nodes) or g in stuck]
+    members = view.unschedulable_members(key)
+    stuck = compute_stuck_groups(members, now)
+    lost = []
+    for group in groups:
+        gone = [n for n in group.nodes if n not in healthy]
+        refused = [m for m in members if (m.replica, m.group_uid) == (group.replica, group.uid)]
+        if gone:
+            logger.warning(
+                f"replica group {group.replica} lost {gone} (gone, NotReady, cordoned or tainted); "
+                "restarting it whole"
+            )
+        elif (group.replica, group.uid) in stuck.restart:
+            # The planned nodes its bound members do not hold refused the others.
+            held = {p.node for p in view.all_bound() if p.group == group_key(*key, group.replica)}
+            REFUSED_NODES.refuse(set(group.nodes) - held)
+            logger.warning(
+                f"replica group {group.replica}: the scheduler refused a member its planned node "
+                f"({refused[0].message if refused else 'no message'}); restarting it whole elsewhere"
+            )
+        else:
+            continue
+        lost.append(group)
+    return lost, stuck.recheck_at
 
 
 def _plan(
@@ -177,23 +201,20 @@ def _write_status(
             log.warning(f"posting Event {reason} for {owner.namespace}/{owner.name}: {e.status} {e.reason}")
 
 
-def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str) -> None:
+def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str) -> float | None:
+    """Reconcile one service; returns seconds after which to reconcile it again, if it must."""
     owner = _owner(body["metadata"])
     key = (owner.namespace, owner.name)
     state = service_state(key, owner.uid)
     with state.lock, track_reconcile(trigger):
+        now = datetime.now(UTC)
         groups = view.groups_of(key)
-        lost = _lost(key, groups, view)
+        lost, recheck_at = _lost(key, groups, view, now, logger)
         plan, spec = _plan(owner, body["spec"], view, lost)
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
         if plan.shortfalls:
             PLACEMENT_FAILURES.labels("InsufficientCapacity").inc(len(plan.shortfalls))
-        for group in lost:
-            logger.warning(
-                f"replica group {group.replica} lost a node of {list(group.nodes)} (gone, not ready, "
-                "or its GPUs taken); restarting it whole"
-            )
         gone = {g.replica for g in lost} | set(plan.surplus_groups)
         for replica in sorted(gone, reverse=True):
             _call(
@@ -210,6 +231,19 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
         state.apply_error = None
         _write_status(api, body, owner, plan, spec, state, remaining, view)
         state.reconciled = (owner.uid, int(body["metadata"].get("generation") or 0))
+    return _recheck_after(now, recheck_at, waiting_on_refused=bool(plan.shortfalls))
+
+
+def _recheck_after(now: datetime, recheck_at: datetime | None, *, waiting_on_refused: bool) -> float | None:
+    """Seconds until this service must be reconciled again though no watch event may come: a
+    refused member's grace ends, or a node hold ends while a group waits for capacity."""
+    delays = []
+    if recheck_at is not None:
+        delays.append((recheck_at - now).total_seconds() + 1.0)
+    release = REFUSED_NODES.seconds_to_next_release() if waiting_on_refused else None
+    if release is not None:
+        delays.append(release + 1.0)
+    return max(0.0, min(delays)) if delays else None
 
 
 def refresh_status(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
@@ -267,7 +301,9 @@ def on_change_inferenceservice(body: kopf.Body, memo: kopf.Memo, logger: kopf.Lo
         # timeout; this generation's children were applied moments ago by this process.
         logger.debug("this generation is already reconciled")
         return
-    reconcile(memo.api, body, ClusterView.from_kwargs(kwargs, memo), logger, "inferenceservice")
+    again = reconcile(memo.api, body, ClusterView.from_kwargs(kwargs, memo), logger, "inferenceservice")
+    if again is not None:
+        _queue(memo).enqueue((meta["namespace"], meta["name"]), "recheck", delay=again)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)  # optional: no finalizer is added for it

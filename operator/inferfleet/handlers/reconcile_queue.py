@@ -13,7 +13,8 @@ from inferfleet.handlers.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
-Reconcile = Callable[[Any, Any, ClusterView, Any, str], None]
+Reconcile = Callable[[Any, Any, ClusterView, Any, str], float | None]
+"""Returns seconds after which to reconcile the service again though no event comes, or None."""
 RefreshStatus = Callable[[Any, Any, ClusterView, Any], None]
 
 STATUS_ONLY = "status"
@@ -33,9 +34,9 @@ class ReconcileQueue:
             threading.Thread(target=self._work, name=f"reconcile-{i}", daemon=True) for i in range(workers)
         ]
 
-    def enqueue(self, key: Key, trigger: str) -> None:
+    def enqueue(self, key: Key, trigger: str, delay: float = 0.0) -> None:
         self._note(key, trigger)
-        self._queue.add(key)
+        self._queue.add(key, delay=delay)
 
     def _note(self, key: Key, trigger: str) -> None:
         with self._lock:
@@ -56,7 +57,7 @@ class ReconcileQueue:
         while (key := self._queue.get()) is not None:
             with self._lock:
                 trigger = self._triggers.pop(key, "event")
-            failed = False
+            failed, again = False, None
             snapshot = self._view.service(key)
             try:
                 if snapshot is None or snapshot["metadata"].get("deletionTimestamp"):
@@ -64,7 +65,8 @@ class ReconcileQueue:
                 elif trigger == STATUS_ONLY:
                     self._refresh(self._api, snapshot, self._view, service_logger(snapshot))
                 else:
-                    self._reconcile(self._api, snapshot, self._view, service_logger(snapshot), trigger)
+                    logger = service_logger(snapshot)
+                    again = self._reconcile(self._api, snapshot, self._view, logger, trigger)
             except Exception as e:
                 failed = True
                 self._note(key, "retry")
@@ -72,3 +74,5 @@ class ReconcileQueue:
                 log.warning(f"reconciling {key[0]}/{key[1]} ({trigger}) failed, retry #{retries + 1}: {e}")
             finally:
                 self._queue.done(key, failed=failed)
+            if again is not None:
+                self.enqueue(key, "recheck", delay=again)

@@ -110,6 +110,11 @@ class RefusedNodes:
             for node in nodes:
                 self._until[node] = self._clock() + self._hold
 
+    def seconds_to_next_release(self) -> float | None:
+        """Seconds until the first hold ends; None when no node is held."""
+        with self._lock:
+            return max(0.0, min(self._until.values()) - self._clock()) if self._until else None
+
     def current(self) -> frozenset[str]:
         with self._lock:
             now = self._clock()

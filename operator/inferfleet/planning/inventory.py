@@ -19,7 +19,7 @@ class GpuNode:
     gpu_memory_gib: float | None
     labels: Mapping[str, str]
     schedulable: bool
-    """Ready and not cordoned."""
+    """Ready, not cordoned, and no taint the engine pods do not tolerate keeps new pods off."""
     ready: bool = True
 
 
@@ -41,6 +41,18 @@ def _gpu_count(node: Mapping[str, Any], resource_name: str) -> int:
         return 0
 
 
+def _blocking_taints(node: Mapping[str, Any], resource_name: str) -> list[str]:
+    """Taints that keep engine pods off the node: they tolerate only the GPU resource's own taint.
+
+    A new node carries node.kubernetes.io/not-ready until the node lifecycle controller sees it
+    Ready; placing a group there before would leave its members Unschedulable."""
+    return [
+        str(t.get("key"))
+        for t in (node.get("spec") or {}).get("taints") or []
+        if t.get("effect") in ("NoSchedule", "NoExecute") and t.get("key") != resource_name
+    ]
+
+
 def build_gpu_node(node: Mapping[str, Any], resource_name: str = "nvidia.com/gpu") -> GpuNode | None:
     """The GPU view of a Node object, or None for nodes without GPUs of `resource_name`."""
     gpus = _gpu_count(node, resource_name)
@@ -59,7 +71,9 @@ def build_gpu_node(node: Mapping[str, Any], resource_name: str = "nvidia.com/gpu
         gpus=gpus,
         gpu_memory_gib=int(memory_mib) / MIB_PER_GIB if memory_mib and memory_mib.isdigit() else None,
         labels=labels,
-        schedulable=ready and not (node.get("spec") or {}).get("unschedulable", False),
+        schedulable=ready
+        and not (node.get("spec") or {}).get("unschedulable", False)
+        and not _blocking_taints(node, resource_name),
         ready=ready,
     )
 
