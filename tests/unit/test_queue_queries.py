@@ -15,16 +15,26 @@ def series(ns: str, svc: str, signal: str, value: str) -> dict:
             "value": [1700000000.0, value]}  # fmt: skip
 
 
-def test_one_query_covers_every_engine_grouped_by_service() -> None:
+@pytest.mark.parametrize(
+    ("engine", "waiting", "running", "completed"),
+    [
+        ("vllm", "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:request_success_total"),
+        ("sglang", "sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:num_requests_total"),
+        ("tgi", "tgi_queue_size", "tgi_batch_current_size", "tgi_request_success"),
+    ],
+)
+def test_one_query_asks_every_engine_for_its_queue_batch_and_completion_rate_by_service(
+    engine: str, waiting: str, running: str, completed: str
+) -> None:
     q = build_fleet_query()
-    for metric in (
-        "vllm:num_requests_waiting",
-        "vllm:num_requests_running",
-        "sglang:num_queue_reqs",
-        "tgi_queue_size",
-    ):
-        assert metric in q
-    assert q.count("sum by (namespace, inferfleet_io_service)") == 5
+    by_service = "sum by (namespace, inferfleet_io_service)"
+    assert f'label_replace({by_service} ({waiting}), "inferfleet_signal", "waiting", "", "")' in q
+    assert f'label_replace({by_service} ({running}), "inferfleet_signal", "running", "", "")' in q
+    assert (
+        f'label_replace({by_service} (rate({completed}[1m])), "inferfleet_signal", "completion_rate", "", "")'
+        in q
+    )
+    assert q.count(by_service) == 9
 
 
 def test_results_become_samples_per_service() -> None:
@@ -53,19 +63,12 @@ def test_an_override_query_sums_its_series_and_treats_any_bad_value_as_missing()
     assert not math.isnan(parse_override_result([{"value": [0, "0"]}]).waiting or 0)
 
 
-def test_one_batched_query_carries_the_completion_rate_per_service() -> None:
-    from inferfleet.metrics.prometheus import FleetSample, build_batched_query, parse_batched_result
-
-    query = build_batched_query()
-    assert query.startswith(build_fleet_query() + " or ")
-    assert "rate(vllm:request_success_total[1m])" in query
-    assert '"inferfleet_signal", "completion_rate"' in query
-
+def test_the_completion_rate_rides_with_the_queue_of_its_service() -> None:
     def series(service: str, signal: str, value: str) -> dict[str, object]:
         metric = {"namespace": "ml", "inferfleet_io_service": service, "inferfleet_signal": signal}
         return {"metric": metric, "value": [0, value]}
 
-    got = parse_batched_result(
+    got = parse_fleet_result(
         [
             series("a", "waiting", "3"),
             series("a", "running", "40"),
@@ -73,6 +76,12 @@ def test_one_batched_query_carries_the_completion_rate_per_service() -> None:
             series("b", "waiting", "0"),
             series("b", "completion_rate", "NaN"),
             series("c", "completion_rate", "1"),  # a rate without a queue is no sample
+            series("d", "waiting", "1"),
+            series("d", "completion_rate", "-1"),  # a counter reset Prometheus did not catch
         ]
     )
-    assert got == {("ml", "a"): FleetSample(3.0, 40.0, 2.5), ("ml", "b"): FleetSample(0.0, None, None)}
+    assert got == {
+        ("ml", "a"): QueueSample(3.0, 40.0, 2.5),
+        ("ml", "b"): QueueSample(0.0, None, None),
+        ("ml", "d"): QueueSample(1.0, None, None),
+    }

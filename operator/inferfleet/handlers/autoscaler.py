@@ -23,7 +23,7 @@ from inferfleet.kube.apply import patch_inference_service_status, scale_inferenc
 from inferfleet.kube.events import post_event
 from inferfleet.kube.peering import Peering, read_peers
 from inferfleet.metrics.operator import AUTOSCALER_TICKS, SCALING_DECISIONS
-from inferfleet.metrics.prometheus import FleetSample, MetricsUnavailableError, QueueReader
+from inferfleet.metrics.prometheus import MetricsUnavailableError, QueueReader
 from inferfleet.planning.autoscale import (
     METRICS_AVAILABLE,
     build_scaling_policy,
@@ -95,9 +95,7 @@ def _sample(
 
 def _scaling_sample(sample: QueueSample) -> ScalingSample:
     """The policy's input; the completion rate only rides along with fresh queue samples."""
-    rate = sample.completion_rate if isinstance(sample, FleetSample) else None
-    if sample.waiting is None:
-        rate = None
+    rate = sample.completion_rate if sample.waiting is not None else None
     return ScalingSample(sample.waiting, sample.running, rate)
 
 

@@ -1,7 +1,11 @@
-"""PromQL for engine queue depth: one query answers for the whole fleet, grouped by service.
+"""PromQL for engine load: one instant query answers for the whole fleet, grouped by service.
 
 Engine pods are scraped with their namespace and `inferfleet.io/service` label (as the
-Prometheus label `inferfleet_io_service`), so `sum by` gives one series per service.
+Prometheus label `inferfleet_io_service`), so `sum by` gives one series per service. Per engine
+the query asks for the waiting and running requests and the completion rate, the engine's
+finished-request counter over the last minute: with it the scaling policy estimates arrivals
+and service time (Little's law) instead of treating a backlog as concurrent load. A service
+whose pods have not finished anything yet gets no rate, and the policy falls back to the queue.
 """
 
 from __future__ import annotations
@@ -15,26 +19,43 @@ from inferfleet.api import EngineKind
 
 SERVICE_SERIES_LABEL = "inferfleet_io_service"
 GROUPING = f"namespace, {SERVICE_SERIES_LABEL}"
+SIGNAL_LABEL = "inferfleet_signal"
+RATE_WINDOW = "1m"
 
-# (waiting metric, running metric) per engine, as the engines name them.
-ENGINE_QUEUE_METRICS: dict[EngineKind, tuple[str, str | None]] = {
-    EngineKind.VLLM: ("vllm:num_requests_waiting", "vllm:num_requests_running"),
-    EngineKind.SGLANG: ("sglang:num_queue_reqs", "sglang:num_running_reqs"),
-    EngineKind.TGI: ("tgi_queue_size", None),
+
+@dataclass(frozen=True)
+class EngineSignals:
+    waiting: str
+    """Gauge of requests queued for a slot in the running batch."""
+    running: str
+    """Gauge of requests in the running batch."""
+    completed: str
+    """Counter of finished requests."""
+
+
+# As the engines name them: vLLM's /metrics, SGLang's collector (--enable-metrics), TGI's router.
+ENGINE_SIGNALS: dict[EngineKind, EngineSignals] = {
+    EngineKind.VLLM: EngineSignals(
+        "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:request_success_total"
+    ),
+    EngineKind.SGLANG: EngineSignals(
+        "sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:num_requests_total"
+    ),
+    EngineKind.TGI: EngineSignals("tgi_queue_size", "tgi_batch_current_size", "tgi_request_success"),
 }
 
 
-def _tagged(expr: str, kind: str) -> str:
-    return f'label_replace(sum by ({GROUPING}) ({expr}), "inferfleet_signal", "{kind}", "", "")'
+def _tagged(expr: str, signal: str) -> str:
+    return f'label_replace(sum by ({GROUPING}) ({expr}), "{SIGNAL_LABEL}", "{signal}", "", "")'
 
 
 def build_fleet_query() -> str:
-    """Waiting and running requests of every engine kind in one instant query."""
+    """Waiting, running and completion rate of every engine kind in one instant query."""
     parts = []
-    for waiting, running in ENGINE_QUEUE_METRICS.values():
-        parts.append(_tagged(waiting, "waiting"))
-        if running:
-            parts.append(_tagged(running, "running"))
+    for signals in ENGINE_SIGNALS.values():
+        parts.append(_tagged(signals.waiting, "waiting"))
+        parts.append(_tagged(signals.running, "running"))
+        parts.append(_tagged(f"rate({signals.completed}[{RATE_WINDOW}])", "completion_rate"))
     return " or ".join(parts)
 
 
@@ -42,6 +63,8 @@ def build_fleet_query() -> str:
 class QueueSample:
     waiting: float | None
     running: float | None
+    completion_rate: float | None = None
+    """Requests finished per second over the last minute; None when there is no such counter."""
 
 
 def _number(raw: Any) -> float | None:
@@ -53,17 +76,25 @@ def _number(raw: Any) -> float | None:
 
 
 def parse_fleet_result(result: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], QueueSample]:
-    """Samples by (namespace, service); NaN, Inf and garbage become None (missing)."""
+    """Samples by (namespace, service); NaN, Inf and garbage become None (missing).
+
+    A service appears only with a queue series: a completion rate alone is no sample."""
     values: dict[tuple[str, str], dict[str, float | None]] = {}
     for series in result:
         metric = series.get("metric") or {}
         key = (str(metric.get("namespace", "")), str(metric.get(SERVICE_SERIES_LABEL, "")))
-        signal = metric.get("inferfleet_signal")
-        if not all(key) or signal not in ("waiting", "running"):
+        signal = metric.get(SIGNAL_LABEL)
+        if not all(key) or signal not in ("waiting", "running", "completion_rate"):
             continue
         value = _number((series.get("value") or [None, None])[1])
+        if signal == "completion_rate" and value is not None and value < 0:
+            value = None
         values.setdefault(key, {})[signal] = value
-    return {k: QueueSample(v.get("waiting"), v.get("running")) for k, v in values.items()}
+    return {
+        k: QueueSample(v.get("waiting"), v.get("running"), v.get("completion_rate"))
+        for k, v in values.items()
+        if "waiting" in v or "running" in v
+    }
 
 
 def parse_override_result(result: Iterable[Mapping[str, Any]]) -> QueueSample:
