@@ -1,0 +1,142 @@
+"""What any policy could reach on a workload: the bounds behind the targets of issue 5.
+
+`python -m bench.autoscale.frontier [--trace FILE | --synthetic bursty] [--load-scale F] [--json]`
+replays the workload of the benchmark (same arrivals, engine model and cold starts) through
+
+* fixed fleets of 1 .. max replicas, ready from the start and never changed: the price of
+  absorbing every burst by provisioning for it in advance;
+* a reactive upper bound: a policy that requests `max_replicas` at the first tick that sees a
+  waiting request and never scales down. No policy that reacts to what Prometheus shows gets
+  capacity sooner, so none reaches a higher SLO without holding capacity before the load
+  shows (it may still beat it by scaling before a queue forms, on the arrival rate);
+* the oracle, for the GPU-hour ratios.
+
+It prints, per fleet, the SLO attainment and the GPU-hours as a ratio to the oracle's, and
+whether any fixed fleet reaches the SLO target within the GPU-hour target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.autoscale import policies as pol
+from bench.autoscale.cli import ORACLE_CAP, build_workload
+from bench.autoscale.report import summarize
+from bench.autoscale.sim import Observation, Plan, SimParams, simulate
+from bench.autoscale.workload import Workload
+
+SLO_TARGET = 0.99
+GPU_TARGET_VS_ORACLE = 1.25
+
+
+@dataclass
+class JumpToMax:
+    """Requests `max_replicas` at the first tick that sees a waiting request; never scales down."""
+
+    max_replicas: int
+    initial: int
+    name: str = "reactive-max"
+    interval: float = pol.INFERFLEET_TICK_S
+    uses_prometheus: bool = True
+
+    def decide(self, now: float, obs: Observation, current: int, ready: int) -> int:
+        if (obs.waiting or 0) > 0 or current == self.max_replicas:
+            return self.max_replicas
+        return max(current, self.initial)
+
+
+def compute_frontier(
+    workload: Workload, params: SimParams, slo_s: float = 2.0, min_replicas: int = 1
+) -> dict[str, Any]:
+    need = pol.oracle_needs(workload, params, slo_s, min_replicas, cap=ORACLE_CAP)
+    peak = pol.peak_replicas(need)
+    max_replicas = max(peak + 2, math.ceil(1.5 * peak))
+    initial = pol.initial_replicas(need, min_replicas)
+
+    def run(policy: Any, start: int) -> dict[str, Any]:
+        result = simulate(workload, params, policy, initial_replicas=start)
+        return summarize(result, slo_s, workload.horizon, params.gpus_per_replica)
+
+    oracle = run(pol.oracle_plan(need, params, workload.horizon), initial)
+    fixed = {n: run(Plan(f"fixed-{n}", initial_ready=n), n) for n in range(1, max_replicas + 1)}
+    reactive = run(JumpToMax(max_replicas, initial), initial)
+
+    def ratio(m: dict[str, Any]) -> float:
+        return round(m["gpu_hours"] / oracle["gpu_hours"], 3) if oracle["gpu_hours"] else math.inf
+
+    meeting = [n for n, m in fixed.items() if m["slo_attainment"] >= SLO_TARGET]
+    cheapest = min(meeting) if meeting else None
+    return {
+        "trace": workload.name,
+        "slo_s": slo_s,
+        "max_replicas": max_replicas,
+        "initial_replicas": initial,
+        "oracle": {**oracle, "gpu_hours_vs_oracle": 1.0},
+        "fixed": {str(n): {**m, "gpu_hours_vs_oracle": ratio(m)} for n, m in fixed.items()},
+        "reactive_max": {**reactive, "gpu_hours_vs_oracle": ratio(reactive)},
+        "cheapest_fixed_meeting_slo": cheapest,
+        "fixed_meets_both_targets": cheapest is not None and ratio(fixed[cheapest]) <= GPU_TARGET_VS_ORACLE,
+        "reactive_max_meets_slo": reactive["slo_attainment"] >= SLO_TARGET,
+    }
+
+
+def render(frontier: dict[str, Any]) -> str:
+    lines = [
+        f"{frontier['trace']}: SLO {frontier['slo_s']} s queue wait, oracle SLO "
+        f"{frontier['oracle']['slo_attainment']:.4f} at {frontier['oracle']['gpu_hours']:.2f} GPU-h",
+        "",
+        f"{'fleet':<14} {'SLO':>8} {'GPU-h':>8} {'vs oracle':>10}",
+    ]
+    rows = [(f"fixed {n}", m) for n, m in frontier["fixed"].items()] + [
+        ("reactive max", frontier["reactive_max"])
+    ]
+    for name, m in rows:
+        lines.append(
+            f"{name:<14} {m['slo_attainment']:>8.4f} {m['gpu_hours']:>8.2f} {m['gpu_hours_vs_oracle']:>9.3f}x"
+        )
+    cheapest = frontier["cheapest_fixed_meeting_slo"]
+    lines.append("")
+    if cheapest is None:
+        lines.append(f"no fixed fleet up to {frontier['max_replicas']} reaches SLO >= {SLO_TARGET}")
+    else:
+        m = frontier["fixed"][str(cheapest)]
+        lines.append(
+            f"cheapest fixed fleet with SLO >= {SLO_TARGET}: {cheapest} replicas, "
+            f"{m['gpu_hours_vs_oracle']:.3f}x the oracle's GPU-hours "
+            f"({'within' if frontier['fixed_meets_both_targets'] else 'over'} {GPU_TARGET_VS_ORACLE}x)"
+        )
+    r = frontier["reactive_max"]
+    lines.append(
+        f"reactive bound (max replicas at the first queue): SLO {r['slo_attainment']:.4f} "
+        f"({'meets' if frontier['reactive_max_meets_slo'] else 'below'} {SLO_TARGET}) at "
+        f"{r['gpu_hours_vs_oracle']:.3f}x the oracle"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.autoscale.frontier", description=(__doc__ or "").split("\n")[0]
+    )
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--trace", type=Path)
+    src.add_argument("--synthetic", choices=["bursty"])
+    ap.add_argument("--load-scale", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--slo", type=float, default=2.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    workload = build_workload(args.trace, args.synthetic, args.load_scale, 1.0, None, args.seed)
+    frontier = compute_frontier(workload, SimParams(seed=args.seed), slo_s=args.slo)
+    print(json.dumps(frontier, indent=2) if args.json else render(frontier))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
