@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,24 @@ from inferfleet.localcluster.waiting import wait_for
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 GPU_TOLERATION = client.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+
+
+RESTRICTED_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""A container securityContext the `restricted` Pod Security profile admits."""
+
+
+def restricted_namespace(core: client.CoreV1Api, prefix: str) -> str:
+    """A new namespace that enforces the `restricted` Pod Security profile."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    return name
 
 
 def gpu_pod_spec(gpus: int, product: str) -> client.V1PodSpec:

@@ -58,6 +58,12 @@ REJECTED = [
     ({"scaling": {"targetQueueDepth": 0}}, "should be greater than 0"),
     ({"model": None}, "spec.model: Required value"),
     ({"accelerator.gpusPerNode": 0}, "should be greater than or equal to 1"),
+    (
+        {"engine.securityContext": {"seccompProfile": {"type": "Localhost"}}},
+        "localhostProfile is set exactly when type is Localhost",
+    ),
+    ({"engine.securityContext": {"runAsUser": -1}}, "should be greater than or equal to 0"),
+    ({"engine.securityContext": {"privileged": True}}, "unknown field"),
 ]
 
 # Accepted by the API server; the operator reports them with this Ready reason and creates nothing.

@@ -29,7 +29,7 @@ from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster, print_log_tail
 from tests.integration.test_reconcile import create, example, small_service, wait_ready
-from tests.support import token_kubeconfig, wait_for_idle_h100
+from tests.support import restricted_namespace, token_kubeconfig, wait_for_idle_h100
 
 CHART = Path(__file__).parents[2] / "charts" / "inferfleet"
 BINARIES = locate_binaries()
@@ -65,13 +65,6 @@ def run(cluster: Cluster, tool: Path, *args: str, check: bool = True) -> subproc
 
 def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(cluster, BINARIES.helm, *args, check=check)
-
-
-def restricted_namespace(cluster: Cluster, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    labels = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")}
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    return name
 
 
 def install(cluster: Cluster, namespace: str, *sets: str) -> Release:
@@ -121,7 +114,7 @@ def exists(read_call: Any, *args: str) -> bool:
 @pytest.fixture(scope="module")
 def release(cluster: Cluster) -> Iterator[Release]:
     """The chart with default values (cluster-wide) in a namespace enforcing `restricted`."""
-    namespace = restricted_namespace(cluster, "inferfleet-system")
+    namespace = restricted_namespace(cluster.core, "inferfleet-system")
     rel = install(cluster, namespace)
     yield rel
     uninstall(rel)
@@ -256,7 +249,7 @@ def test_the_service_account_has_what_it_uses_and_no_secrets_or_unmanaged_kinds(
 def test_watched_namespaces_mode_reconciles_with_roles_in_those_namespaces_only(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    home = restricted_namespace(cluster, "inferfleet-scoped")
+    home = restricted_namespace(cluster.core, "inferfleet-scoped")
     rel = install(cluster, home, f"watchNamespaces={{{namespace}}}")
     try:
         assert f"It manages InferenceServices in: {namespace}." in rel.install_output

@@ -18,7 +18,7 @@ from inferfleet.localcluster.binaries import locate_binaries
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
-from tests.support import status_condition
+from tests.support import RESTRICTED_SECURITY_CONTEXT, restricted_namespace, status_condition
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -309,3 +309,32 @@ def test_the_api_server_rejects_bad_specs_with_clear_messages(
         create(cluster, namespace, body)
     assert info.value.status == 422
     assert message in json.loads(info.value.body)["message"]
+
+
+def test_in_a_restricted_namespace_refused_pods_are_reported_and_a_security_context_gets_them_admitted(
+    cluster: Cluster, run_operator: Callable[..., OperatorProcess]
+) -> None:
+    namespace = restricted_namespace(cluster.core, "restricted-engines")
+    try:
+        run_operator(namespaces=[namespace])
+        create(cluster, namespace, small_service("locked"))
+
+        def refused() -> dict[str, Any]:
+            ready = status_condition(read(cluster, namespace, "locked"), "Ready")
+            assert ready.get("reason") == "PodCreationFailed", ready
+            return ready
+
+        ready = wait_for(refused, timeout=90, what="Ready=False PodCreationFailed")
+        assert 'violates PodSecurity "restricted:latest"' in ready["message"]
+        warnings = [e for e in events_for(cluster, namespace, "locked") if e.reason == "PodCreationFailed"]
+        assert warnings
+        assert warnings[0].type == "Warning"
+
+        patch_spec(cluster, namespace, "locked", {"engine": {"securityContext": RESTRICTED_SECURITY_CONTEXT}})
+        wait_ready(cluster, namespace, "locked")
+        [pod] = engine_pods(cluster, namespace, "locked")
+        engine = next(c for c in pod.spec.containers if c.name == "engine")
+        assert engine.security_context.run_as_user == 1000
+        assert engine.security_context.capabilities.drop == ["ALL"]
+    finally:
+        cluster.core.delete_namespace(namespace)

@@ -201,6 +201,12 @@ def test_cel_rules_are_where_they_belong() -> None:
         "spec.engine": [
             ("self.kind != 'custom' || has(self.image)", "image is required when kind is custom")
         ],
+        "spec.engine.securityContext.seccompProfile": [
+            (
+                "(self.type == 'Localhost') == has(self.localhostProfile)",
+                "localhostProfile is set exactly when type is Localhost",
+            )
+        ],
         "spec.sharding": [
             (
                 "self.mode != 'manual' || has(self.tensorParallel)",

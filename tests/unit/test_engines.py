@@ -11,6 +11,7 @@ from inferfleet.planning.engines import (
     build_engine_container,
     build_engine_volumes,
 )
+from tests.support import RESTRICTED_SECURITY_CONTEXT
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -138,3 +139,34 @@ def test_a_pvc_source_is_mounted_read_only_and_loaded_from_its_path() -> None:
 def test_shared_memory_is_memory_backed_and_grows_with_gpus() -> None:
     [dshm] = [v for v in build_engine_volumes(spec_with(), 8) if v["name"] == "dshm"]
     assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang", "tgi"])
+def test_the_engine_container_carries_the_security_context_the_spec_gives(kind: str) -> None:
+    spec = spec_with(engine__kind=kind, engine__securityContext=RESTRICTED_SECURITY_CONTEXT)
+    c = build_engine_container(spec, Parallelism(tensor=1, pipeline=1), gpus=1)
+    assert c["securityContext"] == RESTRICTED_SECURITY_CONTEXT
+
+
+def test_without_a_security_context_the_images_defaults_apply() -> None:
+    c = build_engine_container(spec_with(), Parallelism(tensor=1, pipeline=1), gpus=1)
+    assert "securityContext" not in c
+
+
+@pytest.mark.parametrize(
+    ("profile", "valid"),
+    [
+        ({"type": "RuntimeDefault"}, True),
+        ({"type": "Localhost", "localhostProfile": "profiles/engine.json"}, True),
+        ({"type": "Localhost"}, False),
+        ({"type": "RuntimeDefault", "localhostProfile": "profiles/engine.json"}, False),
+    ],
+)
+def test_a_localhost_profile_is_named_exactly_when_the_seccomp_type_is_localhost(
+    profile: dict[str, str], valid: bool
+) -> None:
+    if valid:
+        spec_with(engine__securityContext={"seccompProfile": profile})
+    else:
+        with pytest.raises(ValueError, match="localhostProfile is set exactly when type is Localhost"):
+            spec_with(engine__securityContext={"seccompProfile": profile})

@@ -150,3 +150,50 @@ def test_single_pod_replicas_are_listed_by_pod_name_with_their_nodes_domain() ->
         {"replica": 0, "domain": "zone-a", "nodes": ["n1"]},
         {"replica": 1, "domain": "zone-b", "nodes": ["n2"]},
     )
+
+
+FORBIDDEN = (
+    'pods "llama-6d4f-x2" is forbidden: violates PodSecurity "restricted:latest": '
+    'allowPrivilegeEscalation != false (container "engine" must set '
+    "securityContext.allowPrivilegeEscalation=false)"
+)
+
+
+def test_pods_the_cluster_refuses_to_create_are_named_in_ready_with_the_reason() -> None:
+    deployment = ObservedDeployment.from_object(
+        {
+            "metadata": {"generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "conditions": [
+                    {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+                    {
+                        "type": "ReplicaFailure",
+                        "status": "True",
+                        "reason": "FailedCreate",
+                        "message": FORBIDDEN,
+                    },
+                ],
+            },
+        }
+    )
+    status = compute_status(observe(deployment=deployment), {}, NOW)
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (status["phase"], ready["status"], ready["reason"]) == ("Deploying", "False", "PodCreationFailed")
+    assert ready["message"] == f"0/2 replicas ready; {FORBIDDEN}"
+    assert compute_events({}, status) == [("Warning", "PodCreationFailed", ready["message"])]
+
+
+def test_a_replica_failure_that_cleared_leaves_the_usual_reasons() -> None:
+    deployment = ObservedDeployment.from_object(
+        {
+            "metadata": {"generation": 1},
+            "status": {
+                "observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2,
+                "conditions": [{"type": "ReplicaFailure", "status": "False", "reason": "FailedCreate"}],
+            },
+        }
+    )  # fmt: skip
+    assert deployment.replica_failure is None
+    status = compute_status(observe(deployment=deployment), {}, NOW)
+    assert status["phase"] == "Ready"

@@ -7,7 +7,7 @@ carries them and the `model_validator`s below enforce the same condition and mes
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -147,6 +147,57 @@ class EnvVar(SpecModel):
     )
 
 
+class Capabilities(SpecModel):
+    add: list[str] = Field(default_factory=list, description="Capabilities to add.")
+    drop: list[str] = Field(default_factory=list, description='Capabilities to drop, e.g. ["ALL"].')
+
+
+LOCALHOST_PROFILE_WITH_LOCALHOST = CelRule(
+    rule="(self.type == 'Localhost') == has(self.localhostProfile)",
+    message="localhostProfile is set exactly when type is Localhost",
+    field_path=".localhostProfile",
+    reason="FieldValueInvalid",
+)
+
+
+class SeccompProfile(SpecModel):
+    model_config = ConfigDict(json_schema_extra=cel_validations(LOCALHOST_PROFILE_WITH_LOCALHOST))
+
+    type: Literal["RuntimeDefault", "Localhost", "Unconfined"] = Field(description="Kind of profile.")
+    localhost_profile: str | None = Field(
+        default=None, min_length=1, description="Profile file on the node, for type Localhost."
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        localhost = self.type == "Localhost"
+        enforce((LOCALHOST_PROFILE_WITH_LOCALHOST, localhost == (self.localhost_profile is not None)))
+        return self
+
+
+class EngineSecurityContext(SpecModel):
+    """The engine container's securityContext, as in a Pod: the fields the Pod Security profiles
+    check. Set it to run engines in a namespace that enforces `restricted`."""
+
+    run_as_non_root: bool | None = Field(
+        default=None,
+        description="Refuse to start the container as root. Most engine images run as root by "
+        "default: set runAsUser to a user the image can run as.",
+    )
+    run_as_user: int | None = Field(default=None, ge=0, description="UID to run the engine as.")
+    run_as_group: int | None = Field(default=None, ge=0, description="GID to run the engine as.")
+    allow_privilege_escalation: bool | None = Field(
+        default=None, description="Whether a process can gain more privileges than its parent."
+    )
+    read_only_root_filesystem: bool | None = Field(
+        default=None,
+        description="Mount the root filesystem read-only (the engine then needs writable volumes for "
+        "its caches).",
+    )
+    capabilities: Capabilities | None = Field(default=None, description="Linux capabilities.")
+    seccomp_profile: SeccompProfile | None = Field(default=None, description="Seccomp profile.")
+
+
 class EngineSpec(SpecModel):
     model_config = ConfigDict(json_schema_extra=cel_validations(CUSTOM_ENGINE_NEEDS_IMAGE))
 
@@ -187,6 +238,12 @@ class EngineSpec(SpecModel):
         description="When a replica is removed (scale-down, rollout), it first gets no new requests "
         "and finishes the ones it has, for at most this long, before the engine is stopped. "
         "0 stops at once. vllm, sglang and tgi only (their metrics say when they are idle).",
+    )
+
+    security_context: EngineSecurityContext | None = Field(
+        default=None,
+        description="securityContext of the engine container. Unset: the image's defaults (often "
+        "root, which a namespace enforcing the restricted Pod Security profile refuses).",
     )
 
     @model_validator(mode="after")

@@ -173,6 +173,10 @@ def build_engine_container(spec: InferenceServiceSpec, par: Parallelism, gpus: i
     drain = build_drain_hook(kind, spec.engine.port, spec.engine.drain_seconds)
     if drain is not None:
         container["lifecycle"] = drain
+    if spec.engine.security_context is not None:
+        container["securityContext"] = spec.engine.security_context.model_dump(
+            by_alias=True, exclude_none=True, exclude_defaults=True
+        )
     if kind == EngineKind.CUSTOM:
         container["args"] = list(spec.engine.args)
     else:

@@ -25,17 +25,29 @@ class ObservedDeployment:
     updated_replicas: int
     generation: int
     observed_generation: int
+    replica_failure: str | None = None
+    """Why pods cannot be created (the ReplicaFailure condition the Deployment copies from its
+    ReplicaSet: a Pod Security profile, a ResourceQuota, a missing ServiceAccount)."""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ObservedDeployment:
         status = obj.get("status") or {}
         meta = obj.get("metadata") or {}
+        failure = next(
+            (
+                c.get("message") or c.get("reason") or "pods cannot be created"
+                for c in status.get("conditions") or []
+                if c.get("type") == "ReplicaFailure" and c.get("status") == "True"
+            ),
+            None,
+        )
         return cls(
             replicas=int(status.get("replicas") or 0),
             ready_replicas=int(status.get("readyReplicas") or 0),
             updated_replicas=int(status.get("updatedReplicas") or 0),
             generation=int(meta.get("generation") or 0),
             observed_generation=int(status.get("observedGeneration") or 0),
+            replica_failure=str(failure) if failure is not None else None,
         )
 
 
@@ -109,6 +121,9 @@ def compute_ready(obs: Observation) -> tuple[ConditionUpdate, Phase]:
     if desired == 0:
         return ConditionUpdate(READY, True, "ScaledToZero", "0 replicas desired"), Phase.READY
     counts = f"{d.ready_replicas}/{desired} replicas ready"
+    if d.replica_failure is not None and d.ready_replicas < desired:
+        phase = Phase.DEGRADED if d.ready_replicas else Phase.DEPLOYING
+        return ConditionUpdate(READY, False, "PodCreationFailed", f"{counts}; {d.replica_failure}"), phase
     rolled_out = (
         d.observed_generation >= d.generation and d.updated_replicas >= desired and d.replicas == desired
     )
