@@ -1,5 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Each sets itself up first.
 VENV := .venv/bin
+include hack/versions.env
+ACTIONLINT := $(or $(INFERFLEET_CACHE),.cache)/bin/actionlint-v$(ACTIONLINT_VERSION)/actionlint
 
 .PHONY: setup demo test lint unit
 
@@ -14,6 +16,8 @@ lint: setup
 	$(VENV)/ruff format --check operator tests bench
 	$(VENV)/mypy
 	$(VENV)/lint-imports
+	shellcheck -x -P hack hack/*.sh .ci/run
+	$(ACTIONLINT) -color=false
 
 test: lint
 	$(VENV)/python -m pytest $(PYTEST_ARGS)

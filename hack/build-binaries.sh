@@ -5,6 +5,7 @@
 #   etcd                                                             (go.etcd.io/etcd/server/v3)
 #   kwok, kwokctl                                                    (sigs.k8s.io/kwok)
 #   helm                                                             (helm.sh/helm/v3)
+#   actionlint (lints .github/workflows, `make lint`)                 (github.com/rhysd/actionlint)
 #
 # Binaries land in $INFERFLEET_CACHE/bin/<component>-<version>/ (default: <repo>/.cache).
 # A component whose folder already holds its binaries is skipped, so reruns are instant.
@@ -130,10 +131,16 @@ build_helm() {
   go_install helm "$HELM_VERSION" "$dir" helm.sh/helm/v3/cmd/helm
 }
 
+build_actionlint() {
+  local dir="$bin_root/actionlint-v$ACTIONLINT_VERSION"
+  have_all "$dir" actionlint && return 0
+  go_install actionlint "$ACTIONLINT_VERSION" "$dir" github.com/rhysd/actionlint/cmd/actionlint
+}
+
 main() {
   local start=$SECONDS
   local components=("$@")
-  [ ${#components[@]} -gt 0 ] || components=(kwok etcd kubernetes helm)
+  [ ${#components[@]} -gt 0 ] || components=(kwok etcd kubernetes helm actionlint)
   local c
   for c in "${components[@]}"; do "build_$c"; done
   log "all binaries ready under $bin_root ($((SECONDS - start)) s)"

@@ -12,6 +12,7 @@ log() { printf '[setup %(%H:%M:%S)T] %s\n' -1 "$*"; }
 # 1. Debian packages
 apt_packages=()
 command -v prometheus >/dev/null || apt_packages+=(prometheus)
+command -v shellcheck >/dev/null || apt_packages+=(shellcheck)  # for `make lint` (scripts, workflows)
 command -v python3 >/dev/null || apt_packages+=(python3 python3-venv)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -37,6 +38,6 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-* && touch "$stamp"
 fi
 
-# 3. Cluster binaries (kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm)
+# 3. Cluster binaries (kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm) and actionlint
 bash "$here/build-binaries.sh"
 log "ready"
