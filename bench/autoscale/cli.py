@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -65,7 +64,7 @@ def run_benchmark(
     """Run every policy on `workload`; the report (JSON-ready) and the raw runs."""
     need = pol.oracle_needs(workload, params, config.slo_s, config.min_replicas, cap=ORACLE_CAP)
     peak = pol.peak_replicas(need)
-    max_replicas = config.max_replicas or max(peak + 2, math.ceil(1.5 * peak))
+    max_replicas = config.max_replicas or pol.default_max_replicas(peak)
     initial = min(pol.initial_replicas(need, config.min_replicas), max_replicas)
     limits = pol.FleetLimits(config.min_replicas, max_replicas, config.target_queue_depth, params.concurrency)
 

@@ -56,7 +56,7 @@ def compute_frontier(
 ) -> dict[str, Any]:
     need = pol.oracle_needs(workload, params, slo_s, min_replicas, cap=ORACLE_CAP)
     peak = pol.peak_replicas(need)
-    max_replicas = max(peak + 2, math.ceil(1.5 * peak))
+    max_replicas = pol.default_max_replicas(peak)
     initial = pol.initial_replicas(need, min_replicas)
 
     def run(policy: Any, start: int) -> dict[str, Any]:

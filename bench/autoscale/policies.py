@@ -344,6 +344,11 @@ def peak_replicas(need: list[tuple[float, int]]) -> int:
     return max(r for _, r in need)
 
 
+def default_max_replicas(peak: int) -> int:
+    """Room for an autoscaler to overshoot the oracle's peak need: max(peak + 2, 1.5 x peak)."""
+    return max(peak + 2, math.ceil(1.5 * peak))
+
+
 def initial_replicas(need: list[tuple[float, int]], min_replicas: int, first_seconds: float = 60.0) -> int:
     return max([min_replicas, 1] + [r for t, r in need if t <= first_seconds])
 

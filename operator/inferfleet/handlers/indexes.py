@@ -13,7 +13,7 @@ from inferfleet.planning.inventory import GpuNode, build_gpu_node
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 from inferfleet.planning.observed import ObservedGroup, pod_gpus
 from inferfleet.planning.placement import BoundPod, Reservation
-from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member
+from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, find_refusal
 
 Key = tuple[str, str]
 
@@ -73,10 +73,7 @@ def engine_pods(
 
 def unschedulable(spec: Any, status: Any) -> bool:
     conditions = (status or {}).get("conditions") or []
-    return not (spec or {}).get("nodeName") and any(
-        c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable"
-        for c in conditions
-    )
+    return not (spec or {}).get("nodeName") and find_refusal(conditions) is not None
 
 
 @kopf.index("", "v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT, REPLICA_LABEL: kopf.PRESENT})

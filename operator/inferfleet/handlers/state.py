@@ -35,9 +35,9 @@ class ServiceState:
     """The Deployment's generation right after our last apply: a newer one means a hand edit."""
     written_status: dict[str, Any] | None = None
     apply_error: str | None = None
+    """Why the last apply of a child failed, None after one succeeds (reported in Ready)."""
     reconciled: tuple[str, int] | None = None
     """(uid, generation) of the last reconcile that succeeded in this process."""
-    """Why the last apply of a child failed, None after one succeeds (reported in Ready)."""
     scaler: Any = None
     """The autoscaler's window state (planning.scaling.ScalerState), newer than the one in status."""
 

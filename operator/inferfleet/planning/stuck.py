@@ -41,14 +41,26 @@ class StuckGroups:
     """When a member still within its grace period runs out of it."""
 
 
+def find_refusal(conditions: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """A pod's PodScheduled condition when the scheduler refused it (reason Unschedulable)."""
+    return next(
+        (
+            c
+            for c in conditions
+            if (c.get("type"), c.get("status"), c.get("reason")) == ("PodScheduled", "False", "Unschedulable")
+        ),
+        None,
+    )
+
+
 def build_unschedulable_member(
     replica: int, group_uid: str, conditions: Iterable[Mapping[str, Any]]
 ) -> UnschedulableMember | None:
     """The member's refusal from its pod's conditions; None when the scheduler has not refused it."""
-    for c in conditions:
-        if (c.get("type"), c.get("status"), c.get("reason")) == ("PodScheduled", "False", "Unschedulable"):
-            return UnschedulableMember(replica, group_uid, str(c.get("message") or ""), _parse(c))
-    return None
+    refusal = find_refusal(conditions)
+    if refusal is None:
+        return None
+    return UnschedulableMember(replica, group_uid, str(refusal.get("message") or ""), _parse(refusal))
 
 
 def _parse(condition: Mapping[str, Any]) -> datetime | None:
