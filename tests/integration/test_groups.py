@@ -30,7 +30,15 @@ from tests.integration.test_reconcile import (
     small_service,
     wait_ready,
 )
-from tests.support import H100, gpu_pod, status_condition, wait_for_idle_h100, wait_for_idle_nodes
+from tests.support import (
+    H100,
+    RESTRICTED_SECURITY_CONTEXT,
+    gpu_pod,
+    restricted_namespace,
+    status_condition,
+    wait_for_idle_h100,
+    wait_for_idle_nodes,
+)
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -346,3 +354,32 @@ def test_a_group_waiting_for_capacity_is_placed_when_nodes_are_added_and_release
     assert status_condition(placed, "Placed")["status"] == "True"
     last = next(p for p in placed["status"]["placement"] if p["replica"] == whole_racks)
     assert sorted(last["nodes"]) == sorted(new_nodes)
+
+
+def test_a_group_whose_pods_are_refused_reports_why_and_is_admitted_with_a_security_context(
+    cluster: Cluster, run_operator: Callable[..., OperatorProcess]
+) -> None:
+    wait_for_idle_h100(cluster.core, cluster.apps)
+    namespace = restricted_namespace(cluster.core, "restricted-groups")
+    try:
+        run_operator()
+        create(cluster, namespace, service_405b("locked"))
+
+        def refused() -> dict[str, Any]:
+            ready = status_condition(read(cluster, namespace, "locked"), "Ready")
+            assert ready.get("reason") == "PodCreationFailed", ready
+            return ready
+
+        ready = wait_for(refused, timeout=90, what="Ready=False PodCreationFailed")
+        assert ready["message"].startswith("0/1 replicas ready; replica group 0: Create Pod locked-g0-0 ")
+        assert 'violates PodSecurity "restricted:latest"' in ready["message"]
+        assert group_pods(cluster, namespace, "locked") == []
+
+        patch_spec(cluster, namespace, "locked", {"engine": {"securityContext": RESTRICTED_SECURITY_CONTEXT}})
+        obj = wait_ready(cluster, namespace, "locked", timeout=120)
+        assert status_condition(obj, "Ready")["reason"] == "AllReplicasReady"
+        pods = group_pods(cluster, namespace, "locked")
+        assert len(pods) == 2
+        assert all(p.spec.containers[0].security_context.run_as_non_root for p in pods)
+    finally:
+        cluster.core.delete_namespace(namespace)

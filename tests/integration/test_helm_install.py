@@ -213,6 +213,7 @@ ALLOWED = [
     ("patch", "deployments.apps", "svc"),
     ("delete", "statefulsets.apps", "svc"),
     ("create", "events", "svc"),
+    ("list", "events", "svc"),
 ]
 DENIED_ACCESS = [
     *[(verb, "secrets", ns) for verb in ("get", "list", "watch") for ns in (None, "svc", "kube-system")],

@@ -87,6 +87,7 @@ NAMESPACED = {
     ("policy", "poddisruptionbudgets", "create"),
     ("policy", "poddisruptionbudgets", "patch"),
     ("", "events", "create"),
+    ("", "events", "list"),
 }
 CLUSTER_READS = {
     ("", "nodes", "list"),

@@ -197,3 +197,56 @@ def test_a_replica_failure_that_cleared_leaves_the_usual_reasons() -> None:
     assert deployment.replica_failure is None
     status = compute_status(observe(deployment=deployment), {}, NOW)
     assert status["phase"] == "Ready"
+
+
+def statefulset(replicas: int, created: int, generation: int = 1, seen: int = 1) -> dict[str, object]:
+    return {
+        "metadata": {
+            "namespace": "ml", "uid": "u-1", "generation": generation,
+            "labels": {"inferfleet.io/service": "big", "inferfleet.io/replica": "0"},
+        },
+        "spec": {
+            "replicas": replicas,
+            "template": {
+                "metadata": {"annotations": {"inferfleet.io/placement-domain": "rack-a"}},
+                "spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "8"}}}]},
+            },
+        },
+        "status": {"observedGeneration": seen, "replicas": created, "readyReplicas": 0},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sts", "missing"),
+    [
+        (statefulset(replicas=2, created=0), True),  # synced, and no member could be created
+        (statefulset(replicas=2, created=1), True),
+        (statefulset(replicas=2, created=2), False),
+        (statefulset(replicas=2, created=0, generation=2, seen=1), False),  # not synced yet
+    ],
+)
+def test_a_group_lacks_pods_only_when_its_controller_synced_and_could_not_create_them(
+    sts: dict[str, object], missing: bool
+) -> None:
+    from inferfleet.planning.observed import ObservedGroup
+
+    group = ObservedGroup.from_object(sts)
+    assert group is not None
+    assert group.pods_missing is missing
+
+
+def test_refused_group_pods_make_the_service_report_pod_creation_failed() -> None:
+    from inferfleet.planning.observed import ObservedGroup
+    from inferfleet.planning.status import aggregate_groups
+
+    refused, fine = ObservedGroup.from_object(statefulset(2, 0)), ObservedGroup.from_object(statefulset(2, 2))
+    assert refused is not None
+    assert fine is not None
+    fine = replace(fine, replica=1, ready_pods=2)
+    message = f"create Pod big-0-1 in StatefulSet big-0 failed error: {FORBIDDEN}"
+    deployment = aggregate_groups([refused, fine], {0: message})
+    status = compute_status(observe(deployment=deployment), {}, NOW)
+    [ready] = [c for c in status["conditions"] if c["type"] == "Ready"]
+    assert (status["phase"], ready["reason"]) == ("Degraded", "PodCreationFailed")
+    assert ready["message"] == f"1/2 replicas ready; replica group 0: {message}"
+    assert aggregate_groups([refused, fine]).replica_failure is None

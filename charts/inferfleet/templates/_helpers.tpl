@@ -72,7 +72,8 @@ runs it under the full set):
 - deployments, statefulsets, services, poddisruptionbudgets: server-side apply (patch; create
   when the object does not exist yet); kopf watches deployments and statefulsets. StatefulSets
   and headless Services of a multi-node replica group are deleted to restart the group whole.
-- events: kopf posts Kubernetes Events on InferenceServices (core/v1).
+- events: kopf posts Kubernetes Events on InferenceServices (core/v1); when a replica group's
+  StatefulSet lacks pods, the operator lists its FailedCreate Events to report why.
 - kopfpeerings (HA, namespaced mode): kopf's peering records, one per watched namespace.
 */}}
 {{- define "inferfleet.namespacedRules" -}}
@@ -99,7 +100,7 @@ runs it under the full set):
   verbs: [create, patch]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- if and .Values.ha.enabled .Values.watchNamespaces }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,7 @@ from inferfleet.handlers.indexes import ClusterView, Key, unschedulable
 from inferfleet.handlers.reconcile_queue import STATUS_ONLY, ReconcileQueue
 from inferfleet.handlers.state import REFUSED_NODES, ServiceState, forget_service, service_state
 from inferfleet.kube.apply import apply_object, delete_group, delete_pod, patch_inference_service_status
-from inferfleet.kube.events import post_event
+from inferfleet.kube.events import latest_failed_create, post_event
 from inferfleet.metrics.operator import (
     PLACEMENT_FAILURES,
     STATUS_WRITES,
@@ -56,6 +57,10 @@ log = logging.getLogger(__name__)
 WAITING_REASONS = frozenset(
     {"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit", "InsufficientCapacity"}
 )
+UNEXPLAINED_MISSING_PODS_RECHECK = 15.0
+"""Seconds until a group whose StatefulSet lacks pods is looked at again when no FailedCreate
+Event says why yet (the controller posts it asynchronously, after the status update that
+told us)."""
 
 
 def _owner(meta: Any) -> Owner:
@@ -145,6 +150,26 @@ def _apply(api: Any, owner: Owner, plan: ServicePlan, state: ServiceState) -> No
             state.applied_generation = ObservedDeployment.from_object(applied).generation
 
 
+def _creation_failures(api: Any, groups: list[ObservedGroup], logger: Any) -> tuple[dict[int, str], bool]:
+    """Why the API server refuses pods of replica groups that lack them, by replica, and
+    whether a group lacks pods for a reason not yet posted."""
+    failures: dict[int, str] = {}
+    unexplained = False
+    for group in groups:
+        if not group.pods_missing:
+            continue
+        try:
+            message = latest_failed_create(api, group.namespace, group.uid)
+        except ApiException as e:
+            logger.warning(f"reading Events of replica group {group.replica}: {e.status} {e.reason}")
+            message = None
+        if message is None:
+            unexplained = True
+        else:
+            failures[group.replica] = message
+    return failures, unexplained
+
+
 def _write_status(
     api: Any,
     body: Any,
@@ -154,12 +179,13 @@ def _write_status(
     state: ServiceState,
     groups: list[ObservedGroup],
     view: ClusterView,
+    creation_failures: Mapping[int, str] | None = None,
 ) -> None:
     """Write the status computed from the newest observations (call with the state's lock held)."""
     state.take_offered()
     previous = state.written_status or dict(body.get("status") or {})
     if plan.multi_node:
-        deployment: ObservedDeployment | None = aggregate_groups(groups)
+        deployment: ObservedDeployment | None = aggregate_groups(groups, creation_failures)
         placement = placement_status(groups)
     else:
         deployment = state.deployment if plan.children else None
@@ -221,23 +247,33 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
                 f"deleting replica group {replica}", delete_group, api, owner.namespace, owner.name, replica
             )
         remaining = [g for g in groups if g.replica not in gone]
+        failures, unexplained = _creation_failures(api, remaining, logger)
         try:
             _apply(api, owner, plan, state)
         except (kopf.TemporaryError, kopf.PermanentError) as e:
             state.apply_error = str(e)
             with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
-                _write_status(api, body, owner, plan, spec, state, remaining, view)
+                _write_status(api, body, owner, plan, spec, state, remaining, view, failures)
             raise
         state.apply_error = None
-        _write_status(api, body, owner, plan, spec, state, remaining, view)
+        _write_status(api, body, owner, plan, spec, state, remaining, view, failures)
         state.reconciled = (owner.uid, int(body["metadata"].get("generation") or 0))
-    return _recheck_after(now, recheck_at, waiting_on_refused=bool(plan.shortfalls))
+    return _recheck_after(
+        now, recheck_at, waiting_on_refused=bool(plan.shortfalls), missing_pods_unexplained=unexplained
+    )
 
 
-def _recheck_after(now: datetime, recheck_at: datetime | None, *, waiting_on_refused: bool) -> float | None:
+def _recheck_after(
+    now: datetime,
+    recheck_at: datetime | None,
+    *,
+    waiting_on_refused: bool,
+    missing_pods_unexplained: bool = False,
+) -> float | None:
     """Seconds until this service must be reconciled again though no watch event may come: a
-    refused member's grace ends, or a node hold ends while a group waits for capacity."""
-    delays = []
+    refused member's grace ends, a node hold ends while a group waits for capacity, or a group
+    lacks pods and no Event says why yet."""
+    delays = [UNEXPLAINED_MISSING_PODS_RECHECK] if missing_pods_unexplained else []
     if recheck_at is not None:
         delays.append((recheck_at - now).total_seconds() + 1.0)
     release = REFUSED_NODES.seconds_to_next_release() if waiting_on_refused else None

@@ -35,3 +35,19 @@ def post_event(api: client.ApiClient, involved: Any, type_: str, reason: str, me
         "count": 1,
     }
     client.CoreV1Api(api).create_namespaced_event(meta["namespace"], body)
+
+
+def latest_failed_create(api: client.ApiClient, namespace: str, uid: str) -> str | None:
+    """The newest FailedCreate Event message a controller posted on the object with this uid:
+    why the API server refused the pods a StatefulSet tried to create (StatefulSets, unlike
+    Deployments, have no ReplicaFailure condition)."""
+    events = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.uid={uid},reason=FailedCreate")
+        .items
+    )
+    if not events:
+        return None
+    epoch = datetime.min.replace(tzinfo=UTC)
+    newest = max(events, key=lambda e: e.last_timestamp or e.event_time or epoch)
+    return str(newest.message or "pods cannot be created")

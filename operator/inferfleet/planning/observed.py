@@ -42,10 +42,18 @@ class ObservedGroup:
     ready_pods: int
     generation: int
     observed_generation: int
+    created_pods: int = 0
 
     @property
     def ready(self) -> bool:
         return self.ready_pods >= self.pods and self.observed_generation >= self.generation
+
+    @property
+    def pods_missing(self) -> bool:
+        """The StatefulSet controller has synced this generation and still lacks pods: with the
+        Parallel pod policy it creates every member in one pass, so a shortfall means the API
+        server refused some (Pod Security, a ResourceQuota; the reason is in its Events)."""
+        return self.observed_generation >= self.generation and self.created_pods < self.pods
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ObservedGroup | None:
@@ -70,4 +78,5 @@ class ObservedGroup:
             ready_pods=int(status.get("readyReplicas") or 0),
             generation=int(meta.get("generation") or 0),
             observed_generation=int(status.get("observedGeneration") or 0),
+            created_pods=int(status.get("replicas") or 0),
         )

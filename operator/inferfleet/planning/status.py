@@ -67,14 +67,19 @@ class Observation:
     """Why the last apply of a child object failed; Ready stays False until an apply succeeds."""
 
 
-def aggregate_groups(groups: Sequence[ObservedGroup]) -> ObservedDeployment:
-    """Replica groups seen as one Deployment whose replicas are whole groups."""
+def aggregate_groups(
+    groups: Sequence[ObservedGroup], creation_failures: Mapping[int, str] | None = None
+) -> ObservedDeployment:
+    """Replica groups seen as one Deployment whose replicas are whole groups; `creation_failures`
+    (replica -> why its pods cannot be created) plays the Deployment's ReplicaFailure."""
+    failures = "; ".join(f"replica group {r}: {m}" for r, m in sorted((creation_failures or {}).items()))
     return ObservedDeployment(
         replicas=len(groups),
         ready_replicas=sum(1 for g in groups if g.ready),
         updated_replicas=sum(1 for g in groups if g.observed_generation >= g.generation),
         generation=1,
         observed_generation=1,
+        replica_failure=failures or None,
     )
 
 
