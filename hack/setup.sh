@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs before the demo or the tests, idempotent and quick when done:
-#   1. Debian packages (Prometheus), when missing and we can install them;
+#   1. Debian packages (Prometheus, shellcheck, buildah, debootstrap), when missing and we can install them;
 #   2. the Python environment in .venv (re-installed when pyproject.toml changes);
 #   3. the local cluster's binaries, built from the Go module proxy and cached by version.
 set -euo pipefail
@@ -14,6 +14,9 @@ apt_packages=()
 command -v prometheus >/dev/null || apt_packages+=(prometheus)
 command -v shellcheck >/dev/null || apt_packages+=(shellcheck)  # for `make lint` (scripts, workflows)
 command -v python3 >/dev/null || apt_packages+=(python3 python3-venv)
+# The image test builds the Dockerfile without a Docker engine (hack/build-image.sh).
+command -v buildah >/dev/null || apt_packages+=(buildah)
+command -v debootstrap >/dev/null || apt_packages+=(debootstrap)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing Debian packages: ${apt_packages[*]}"

@@ -22,8 +22,8 @@ class OperatorProcess:
     namespaces: list[str] = field(default_factory=list)
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    python: str = sys.executable
-    """The interpreter whose installed inferfleet runs (another environment's, e.g. the image's recipe)."""
+    launcher: list[str] = field(default_factory=lambda: [sys.executable, "-m", "inferfleet"])
+    """The argv that runs the `inferfleet` command (another environment's, e.g. the image's)."""
     liveness_port: int = 0
     metrics_port: int = 0
     _process: subprocess.Popen[bytes] | None = None
@@ -43,7 +43,7 @@ class OperatorProcess:
 
     def command(self) -> list[str]:
         """The process's argv (ports are chosen by then)."""
-        args = [self.python, "-m", "inferfleet", "run", "--kubeconfig", str(self.kubeconfig), "--verbose",
+        args = [*self.launcher, "run", "--kubeconfig", str(self.kubeconfig), "--verbose",
                 "--liveness", self.liveness_url,
                 "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1"]  # fmt: skip
         for ns in self.namespaces:
