@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ import pytest
 import yaml
 
 from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.ports import free_port
+from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import create, small_service, wait_ready
 from tests.unit.test_chart_render import NS, container, one, render
@@ -148,3 +152,33 @@ def test_the_image_reconciles_a_service_as_its_user_on_a_read_only_root_filesyst
         assert "Read-only file system" not in log
     finally:
         op.stop()
+
+
+def test_the_image_serves_as_the_e2e_workflows_simulated_engine_and_load_job(image: Image) -> None:
+    """.github/workflows/e2e.yml runs this image with `sim-engine` args as the model server and
+    with `sim-load` as a Job against it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    serve = ["sim-engine", "--model", "tiny", "--host", "127.0.0.1", "--port", str(port)]
+    engine = subprocess.Popen([*image.launcher(), *serve], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+
+        def healthy() -> bool:
+            assert engine.poll() is None, engine.stdout.read() if engine.stdout else ""
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                return bool(r.status == 200)
+
+        wait_for(healthy, timeout=60, what="sim-engine /health from the image")
+        send = ["sim-load", "--url", url, "--rps", "10", "--duration", "2", "--seed", "1"]
+        load = subprocess.run([*image.launcher(), *send], capture_output=True, text=True, timeout=120)
+        assert load.returncode == 0, load.stdout + load.stderr
+        ok = int(re.search(r"ok=(\d+) errors=0", load.stdout).group(1))  # type: ignore[union-attr]
+        assert ok > 0
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        served = re.search(r"^vllm:request_success_total\{[^}]*\} (\S+)$", metrics, re.MULTILINE)
+        assert served is not None, metrics
+        assert float(served.group(1)) == ok
+    finally:
+        engine.terminate()
+        engine.wait(timeout=60)
