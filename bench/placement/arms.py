@@ -130,9 +130,7 @@ def run_least_allocated(case: Case) -> Outcome:
 
 
 def gpu_nodes(cluster: Cluster) -> list[GpuNode]:
-    return [
-        GpuNode(n.name, PRODUCT, n.gpus, None, {RACK_LABEL: n.rack}, schedulable=True) for n in cluster.nodes
-    ]
+    return [GpuNode(n.name, PRODUCT, n.gpus, None, {RACK_LABEL: n.rack}) for n in cluster.nodes]
 
 
 def plan(nodes: Sequence[GpuNode], bound: Sequence[BoundPod], arrival: Arrival) -> tuple[str | None, ...]:

@@ -64,6 +64,20 @@ REJECTED = [
     ),
     ({"engine.securityContext": {"runAsUser": -1}}, "should be greater than or equal to 0"),
     ({"engine.securityContext": {"privileged": True}}, "unknown field"),
+    (
+        {"scheduling": {"tolerations": [{"key": "sku", "operator": "Exists", "value": "gpu"}]}},
+        "value must be unset when operator is Exists",
+    ),
+    ({"scheduling": {"tolerations": [{"value": "gpu"}]}}, "operator must be Exists when key is unset"),
+    (
+        {"scheduling": {"tolerations": [{"key": "sku", "effect": "NoSchedule", "tolerationSeconds": 30}]}},
+        "tolerationSeconds is set only with effect NoExecute",
+    ),
+    ({"scheduling": {"tolerations": [{"key": "sku", "effect": "NoEvict"}]}}, 'Unsupported value: "NoEvict"'),
+    (
+        {"scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"}}},
+        "set the GPU product with spec.accelerator.product",
+    ),
 ]
 
 # Accepted by the API server; the operator reports them with this Ready reason and creates nothing.
@@ -76,6 +90,7 @@ TGI_405B = {"model.parametersBillions": 405.9, "engine.kind": "tgi", "engine.ima
             "accelerator": {"product": "NVIDIA-H100-80GB-HBM3"}}  # fmt: skip
 REPORTED = [
     ({"accelerator": {"product": "NVIDIA-B200"}}, "NoMatchingNodes"),
+    ({"scheduling": {"nodeSelector": {"example.com/pool": "no-such-pool"}}}, "NoMatchingNodes"),
     (TOO_BIG, "ModelDoesNotFit"),
     (TGI_405B, "EngineNotMultiNode"),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import subprocess
@@ -338,3 +339,46 @@ def test_in_a_restricted_namespace_refused_pods_are_reported_and_a_security_cont
         assert engine.security_context.capabilities.drop == ["ALL"]
     finally:
         cluster.core.delete_namespace(namespace)
+
+
+def test_a_tainted_gpu_pool_serves_only_services_that_tolerate_it_with_their_priority_class(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """GPU pools are often tainted beyond the GPU resource's own taint (AKS advises sku=gpu)."""
+    l4_nodes = cluster.core.list_node(label_selector="nvidia.com/gpu.product=NVIDIA-L4").items
+    sku = client.V1Taint(key="sku", value="gpu", effect="NoSchedule")
+    scheduling_api = client.SchedulingV1Api(cluster.api_client)
+    priority = f"inference-{namespace}"
+    for node in l4_nodes:
+        cluster.core.patch_node(node.metadata.name, {"spec": {"taints": [*(node.spec.taints or []), sku]}})
+    try:
+        create(cluster, namespace, small_service("pool"))
+
+        def no_matching_nodes() -> dict[str, Any]:
+            ready = status_condition(read(cluster, namespace, "pool"), "Ready")
+            assert ready.get("reason") == "NoMatchingNodes", ready
+            return ready
+
+        wait_for(no_matching_nodes, timeout=60, what="Ready=False NoMatchingNodes")
+        assert engine_pods(cluster, namespace, "pool") == []
+
+        scheduling_api.create_priority_class(
+            client.V1PriorityClass(metadata=client.V1ObjectMeta(name=priority), value=100000)
+        )
+        toleration = {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+        patch_spec(cluster, namespace, "pool",
+                   {"scheduling": {"tolerations": [toleration], "priorityClassName": priority}})  # fmt: skip
+        wait_ready(cluster, namespace, "pool")
+        [pod] = engine_pods(cluster, namespace, "pool")
+        assert pod.spec.node_name in {n.metadata.name for n in l4_nodes}
+        assert ("sku", "Equal", "gpu", "NoSchedule") in {
+            (t.key, t.operator, t.value, t.effect) for t in pod.spec.tolerations
+        }
+        assert (pod.spec.priority_class_name, pod.spec.priority) == (priority, 100000)
+    finally:
+        for node in l4_nodes:
+            current = cluster.core.read_node(node.metadata.name)
+            kept = [t for t in current.spec.taints or [] if t.key != "sku"]
+            cluster.core.patch_node(node.metadata.name, {"spec": {"taints": kept}})
+        with contextlib.suppress(ApiException):
+            scheduling_api.delete_priority_class(priority)

@@ -92,6 +92,7 @@ def test_defaults_match_the_design() -> None:
         "spec.scaling.targetQueueDepth": 4,
         "spec.scaling.scaleUpStabilizationSeconds": 0,
         "spec.scaling.scaleDownStabilizationSeconds": 300,
+        "spec.scheduling.tolerations[].operator": "Equal",
         "spec.replicas": 1,
     }
 
@@ -138,7 +139,7 @@ def test_free_form_only_where_intended() -> None:
 
 @pytest.mark.parametrize("path", [p for p in NODES if p.startswith(("spec", "status"))])
 def test_every_field_has_a_description(path: str) -> None:
-    assert NODES[path].get("description", "").strip() or path.endswith("[]")
+    assert NODES[path].get("description", "").strip() or path.endswith(("[]", "{}"))
 
 
 def test_names_scope_and_version() -> None:
@@ -223,6 +224,23 @@ def test_cel_rules_are_where_they_belong() -> None:
         ],
         "spec.scaling": [
             ("self.minReplicas <= self.maxReplicas", "minReplicas must be less than or equal to maxReplicas")
+        ],
+        "spec.scheduling": [
+            (
+                "!has(self.nodeSelector) || !('nvidia.com/gpu.product' in self.nodeSelector)",
+                "set the GPU product with spec.accelerator.product, not scheduling.nodeSelector",
+            )
+        ],
+        "spec.scheduling.tolerations[]": [
+            ("self.operator != 'Exists' || !has(self.value)", "value must be unset when operator is Exists"),
+            (
+                "has(self.key) || self.operator == 'Exists'",
+                "operator must be Exists when key is unset (a toleration of every taint)",
+            ),
+            (
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "tolerationSeconds is set only with effect NoExecute",
+            ),
         ],
     }
 

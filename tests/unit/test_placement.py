@@ -26,7 +26,7 @@ def node(
 ) -> GpuNode:
     labels = {"nvidia.com/gpu.product": product} | ({ZONE: zone} if zone else {})
     return GpuNode(
-        name=name, product=product, gpus=gpus, gpu_memory_gib=80.0, labels=labels, schedulable=schedulable
+        name=name, product=product, gpus=gpus, gpu_memory_gib=80.0, labels=labels, cordoned=not schedulable
     )
 
 

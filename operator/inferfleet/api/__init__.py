@@ -22,8 +22,10 @@ from inferfleet.api.spec import (
     InferenceServiceSpec,
     ModelSpec,
     ScalingSpec,
+    SchedulingSpec,
     ShardingMode,
     ShardingSpec,
+    Toleration,
 )
 from inferfleet.api.status import (
     Condition,
@@ -55,8 +57,10 @@ __all__ = [
     "Phase",
     "ReplicaPlacement",
     "ScalingSpec",
+    "SchedulingSpec",
     "ShardPlan",
     "ShardingMode",
     "ShardingSpec",
+    "Toleration",
     "parse_inference_service",
 ]

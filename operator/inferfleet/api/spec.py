@@ -363,6 +363,93 @@ class ScalingSpec(SpecModel):
         return self
 
 
+EXISTS_TOLERATES_ANY_VALUE = CelRule(
+    rule="self.operator != 'Exists' || !has(self.value)",
+    message="value must be unset when operator is Exists",
+    field_path=".value",
+    reason="FieldValueForbidden",
+)
+NO_KEY_NEEDS_EXISTS = CelRule(
+    rule="has(self.key) || self.operator == 'Exists'",
+    message="operator must be Exists when key is unset (a toleration of every taint)",
+    field_path=".operator",
+    reason="FieldValueInvalid",
+)
+SECONDS_ONLY_FOR_NO_EXECUTE = CelRule(
+    rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    message="tolerationSeconds is set only with effect NoExecute",
+    field_path=".tolerationSeconds",
+    reason="FieldValueForbidden",
+)
+PRODUCT_NOT_IN_NODE_SELECTOR = CelRule(
+    rule="!has(self.nodeSelector) || !('nvidia.com/gpu.product' in self.nodeSelector)",
+    message="set the GPU product with spec.accelerator.product, not scheduling.nodeSelector",
+    field_path=".nodeSelector",
+    reason="FieldValueForbidden",
+)
+
+
+class Toleration(SpecModel):
+    """A toleration of the engine pods (core/v1 Toleration); placement honours it too."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_validations(
+            EXISTS_TOLERATES_ANY_VALUE, NO_KEY_NEEDS_EXISTS, SECONDS_ONLY_FOR_NO_EXECUTE
+        )
+    )
+
+    key: str | None = Field(
+        default=None, min_length=1, description="Taint key. Unset, with operator Exists: every taint."
+    )
+    operator: Literal["Exists", "Equal"] = Field(
+        default="Equal", description="Equal: the taint's value must be `value`; Exists: any value."
+    )
+    value: str | None = Field(default=None, description="Taint value to match, with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match. Unset: every effect."
+    )
+    toleration_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Effect NoExecute only: how long a pod stays on a node after the taint appears.",
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        enforce(
+            (EXISTS_TOLERATES_ANY_VALUE, self.operator != "Exists" or self.value is None),
+            (NO_KEY_NEEDS_EXISTS, self.key is not None or self.operator == "Exists"),
+            (SECONDS_ONLY_FOR_NO_EXECUTE, self.toleration_seconds is None or self.effect == "NoExecute"),
+        )
+        return self
+
+
+class SchedulingSpec(SpecModel):
+    """Where engine pods may run besides the GPU product: a node pool, tainted nodes, a priority."""
+
+    model_config = ConfigDict(json_schema_extra=cel_validations(PRODUCT_NOT_IN_NODE_SELECTOR))
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels the engine pods' nodes must carry as well (a node pool, say). Sizing "
+        "and placement count only those nodes.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Taints the engine pods tolerate besides the GPU resource's own (always "
+        "tolerated), e.g. a dedicated GPU pool's sku=gpu:NoSchedule. A node with a NoSchedule or "
+        "NoExecute taint they do not tolerate is not planned on.",
+    )
+    priority_class_name: str | None = Field(
+        default=None, min_length=1, description="PriorityClass of the engine pods (it must exist)."
+    )
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        enforce((PRODUCT_NOT_IN_NODE_SELECTOR, "nvidia.com/gpu.product" not in self.node_selector))
+        return self
+
+
 class InferenceServiceSpec(SpecModel):
     """Desired state of an InferenceService: the model, its engine, the GPUs and the scaling policy."""
 
@@ -379,6 +466,10 @@ class InferenceServiceSpec(SpecModel):
         default_factory=ShardingSpec,
         json_schema_extra={"default": ShardingSpec().model_dump(mode="json", exclude_none=True)},
         description="How one replica is split across GPUs and nodes.",
+    )
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec,
+        description="Node pool, tolerations and priority of the engine pods.",
     )
     scaling: ScalingSpec | None = Field(
         default=None,

@@ -76,15 +76,22 @@ def _parse(raw_spec: Any) -> InferenceServiceSpec | Blocked:
 
 
 def _lost(
-    key: Key, groups: list[ObservedGroup], view: ClusterView, now: datetime, logger: Any
+    key: Key,
+    groups: list[ObservedGroup],
+    spec: InferenceServiceSpec | Blocked,
+    view: ClusterView,
+    now: datetime,
+    logger: Any,
 ) -> tuple[list[ObservedGroup], datetime | None]:
     """Groups that restart whole and are placed again, and when to look again at members the
     scheduler refused for a reason it may get past by itself (see planning/stuck.py).
 
-    A group is lost when a member's node is gone, NotReady, cordoned or tainted, or when the
+    A group is lost when a member's node is gone, NotReady, cordoned or tainted (with a taint the
+    service does not tolerate), or when the
     scheduler refused a member its planned node: its GPUs were taken by a pod bound after the
     plan (the plan reserves GPUs only against inferfleet), or it kept refusing past the grace."""
-    healthy = {node.name for node in view.all_nodes() if node.schedulable}
+    scheduling = None if isinstance(spec, Blocked) else spec.scheduling
+    healthy = {node.name for node in view.all_nodes() if node.accepts(scheduling)}
     members = view.unschedulable_members(key)
     stuck = compute_stuck_groups(members, now)
     lost = []
@@ -111,11 +118,10 @@ def _lost(
 
 
 def _plan(
-    owner: Owner, raw_spec: Any, view: ClusterView, lost: list[ObservedGroup]
-) -> tuple[ServicePlan, Any]:
-    spec = _parse(raw_spec)
+    owner: Owner, spec: InferenceServiceSpec | Blocked, view: ClusterView, lost: list[ObservedGroup]
+) -> ServicePlan:
     if isinstance(spec, Blocked):
-        return ServicePlan(blocked=spec), None
+        return ServicePlan(blocked=spec)
     lost_keys = frozenset(group_key(g.namespace, g.service, g.replica) for g in lost)
     existing = {
         g.replica: GroupPlacement(domain=g.domain, nodes=g.nodes)
@@ -129,8 +135,8 @@ def _plan(
         existing=existing,
         refused=REFUSED_NODES.current(),
     )
-    products = summarize_products(view.all_nodes())
-    return plan_service(owner, spec, products, inputs, view.scheduler_name), spec
+    products = summarize_products(view.all_nodes(), spec.scheduling)
+    return plan_service(owner, spec, products, inputs, view.scheduler_name)
 
 
 def _call(what: str, fn: Any, *args: Any) -> Any:
@@ -235,8 +241,10 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
     with state.lock, track_reconcile(trigger):
         now = datetime.now(UTC)
         groups = view.groups_of(key)
-        lost, recheck_at = _lost(key, groups, view, now, logger)
-        plan, spec = _plan(owner, body["spec"], view, lost)
+        parsed = _parse(body["spec"])
+        spec = None if isinstance(parsed, Blocked) else parsed
+        lost, recheck_at = _lost(key, groups, parsed, view, now, logger)
+        plan = _plan(owner, parsed, view, lost)
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
         if plan.shortfalls:
@@ -288,7 +296,7 @@ def refresh_status(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
     spec = _parse(body["spec"])
     if isinstance(spec, Blocked):
         return
-    plan = plan_service(owner, spec, summarize_products(view.all_nodes()))
+    plan = plan_service(owner, spec, summarize_products(view.all_nodes(), spec.scheduling))
     state = service_state((owner.namespace, owner.name), owner.uid)
     with state.lock:
         _write_status(api, body, owner, plan, spec, state, [], view)
@@ -363,9 +371,11 @@ async def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logg
                 _queue(memo).enqueue((group.namespace, group.service), "node")
     if type == "DELETED" or name in view.lost_nodes():
         await asyncio.to_thread(_replace_single_pods_on, memo.api, view, name, logger)
-    products = summarize_products(view.all_nodes())
-    if products != memo.get("gpu_products") or memo.get("healthy_nodes") != healthy:
-        memo["gpu_products"], memo["healthy_nodes"] = products, healthy
+    # Any change a service's sizing or placement may see (capacity, readiness, a cordon, a taint,
+    # a label its nodeSelector wants) retries the services waiting for GPUs.
+    inventory = sorted(view.all_nodes(), key=lambda node: node.name)
+    if inventory != memo.get("gpu_inventory"):
+        memo["gpu_inventory"] = inventory
         _enqueue_waiting(memo, view)
 
 

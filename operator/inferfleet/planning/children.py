@@ -42,11 +42,13 @@ def _metadata(owner: Owner, spec: InferenceServiceSpec, name: str | None = None)
 
 
 def build_pod_spec(spec: InferenceServiceSpec, par: Parallelism, gpus: int, service: str) -> dict[str, Any]:
+    scheduling = spec.scheduling
     pod: dict[str, Any] = {
         "containers": [build_engine_container(spec, par, gpus)],
         "volumes": build_engine_volumes(spec, gpus),
         "tolerations": [
-            {"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+            {"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"},
+            *(t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in scheduling.tolerations),
         ],
         "terminationGracePeriodSeconds": termination_grace_seconds(
             spec.engine.kind, spec.engine.drain_seconds
@@ -62,8 +64,13 @@ def build_pod_spec(spec: InferenceServiceSpec, par: Parallelism, gpus: int, serv
         ],
         "enableServiceLinks": False,
     }
+    node_selector = dict(scheduling.node_selector)
     if spec.accelerator.product:
-        pod["nodeSelector"] = {GPU_PRODUCT_LABEL: spec.accelerator.product}
+        node_selector[GPU_PRODUCT_LABEL] = spec.accelerator.product
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if scheduling.priority_class_name:
+        pod["priorityClassName"] = scheduling.priority_class_name
     return pod
 
 

@@ -6,9 +6,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from inferfleet.api import SchedulingSpec, Toleration
 from inferfleet.planning.names import GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL
 
 MIB_PER_GIB = 1024
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
 
 
 @dataclass(frozen=True)
@@ -18,9 +26,38 @@ class GpuNode:
     gpus: int
     gpu_memory_gib: float | None
     labels: Mapping[str, str]
-    schedulable: bool
-    """Ready, not cordoned, and no taint the engine pods do not tolerate keeps new pods off."""
     ready: bool = True
+    cordoned: bool = False
+    taints: tuple[Taint, ...] = ()
+    """NoSchedule and NoExecute taints besides the GPU resource's own (engine pods tolerate that)."""
+
+    @property
+    def schedulable(self) -> bool:
+        """Ready, not cordoned, and no taint keeps pods without extra tolerations off."""
+        return self.ready and not self.cordoned and not self.taints
+
+    def accepts(self, scheduling: SchedulingSpec | None) -> bool:
+        """Whether engine pods with this scheduling spec may be placed here now.
+
+        A new node carries node.kubernetes.io/not-ready until the node lifecycle controller sees it
+        Ready; placing a group there before would leave its members Unschedulable."""
+        if scheduling is None:
+            return self.schedulable
+        return (
+            self.ready
+            and not self.cordoned
+            and all(any(tolerates(t, taint) for t in scheduling.tolerations) for taint in self.taints)
+            and all(self.labels.get(k) == v for k, v in scheduling.node_selector.items())
+        )
+
+
+def tolerates(toleration: Toleration, taint: Taint) -> bool:
+    """core/v1 Toleration.ToleratesTaint."""
+    if toleration.effect is not None and toleration.effect != taint.effect:
+        return False
+    if toleration.key is not None and toleration.key != taint.key:
+        return False
+    return toleration.operator == "Exists" or (toleration.value or "") == taint.value
 
 
 @dataclass(frozen=True)
@@ -41,16 +78,13 @@ def _gpu_count(node: Mapping[str, Any], resource_name: str) -> int:
         return 0
 
 
-def _blocking_taints(node: Mapping[str, Any], resource_name: str) -> list[str]:
-    """Taints that keep engine pods off the node: they tolerate only the GPU resource's own taint.
-
-    A new node carries node.kubernetes.io/not-ready until the node lifecycle controller sees it
-    Ready; placing a group there before would leave its members Unschedulable."""
-    return [
-        str(t.get("key"))
+def _blocking_taints(node: Mapping[str, Any], resource_name: str) -> tuple[Taint, ...]:
+    """Taints that keep pods off the node, except the GPU resource's own (engine pods tolerate it)."""
+    return tuple(
+        Taint(key=str(t.get("key") or ""), value=str(t.get("value") or ""), effect=str(t.get("effect")))
         for t in (node.get("spec") or {}).get("taints") or []
         if t.get("effect") in ("NoSchedule", "NoExecute") and t.get("key") != resource_name
-    ]
+    )
 
 
 def build_gpu_node(node: Mapping[str, Any], resource_name: str = "nvidia.com/gpu") -> GpuNode | None:
@@ -71,17 +105,19 @@ def build_gpu_node(node: Mapping[str, Any], resource_name: str = "nvidia.com/gpu
         gpus=gpus,
         gpu_memory_gib=int(memory_mib) / MIB_PER_GIB if memory_mib and memory_mib.isdigit() else None,
         labels=labels,
-        schedulable=ready
-        and not (node.get("spec") or {}).get("unschedulable", False)
-        and not _blocking_taints(node, resource_name),
         ready=ready,
+        cordoned=bool((node.get("spec") or {}).get("unschedulable", False)),
+        taints=_blocking_taints(node, resource_name),
     )
 
 
-def summarize_products(nodes: Iterable[GpuNode]) -> dict[str, ProductCapacity]:
+def summarize_products(
+    nodes: Iterable[GpuNode], scheduling: SchedulingSpec | None = None
+) -> dict[str, ProductCapacity]:
+    """GPU products of the nodes that pods with `scheduling` may use (None: no extra tolerations)."""
     by_product: dict[str, list[GpuNode]] = {}
     for node in nodes:
-        if node.schedulable:
+        if node.accepts(scheduling):
             by_product.setdefault(node.product, []).append(node)
     summary = {}
     for product, group in by_product.items():

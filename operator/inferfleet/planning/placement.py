@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from inferfleet.api import SchedulingSpec
 from inferfleet.planning.inventory import GpuNode
 
 
@@ -63,8 +64,10 @@ def compute_free_gpus(
     topology_key: str,
     bound: Iterable[BoundPod],
     reservations: Iterable[Reservation],
+    scheduling: SchedulingSpec | None = None,
 ) -> list[NodeFree]:
-    """Free GPUs of the schedulable `product` nodes (any product when None) carrying `topology_key`.
+    """Free GPUs of the `product` nodes (any product when None) carrying `topology_key` that pods
+    with `scheduling` may use now (None: no extra tolerations).
 
     A reservation holds its GPUs on a node only until one of its group's pods is bound there (the
     bound pod then counts), so nothing is counted twice. Sorted by (domain, name).
@@ -82,7 +85,7 @@ def compute_free_gpus(
     free = [
         NodeFree(name=n.name, domain=n.labels[topology_key], free_gpus=max(0, n.gpus - used.get(n.name, 0)))
         for n in nodes
-        if n.schedulable and (product is None or n.product == product) and topology_key in n.labels
+        if n.accepts(scheduling) and (product is None or n.product == product) and topology_key in n.labels
     ]
     return sorted(free, key=lambda f: (f.domain, f.name))
 

@@ -166,6 +166,7 @@ def plan_multi_node(
         spec.sharding.topology_key,
         groups.bound,
         groups.reservations,
+        spec.scheduling,
     )
     new = plan_groups(
         [f for f in free if f.name not in groups.refused],
