@@ -84,7 +84,7 @@ def plan(body: Mapping[str, Any], snapshot: ClusterSnapshot) -> ServicePlan:
     """inferfleet's plan for the service, from a snapshot instead of indexes (raises on invalid specs)."""
     spec = InferenceServiceSpec.model_validate(dict(body["spec"]))
     inputs = GroupInputs(gpu_nodes=snapshot.gpu_nodes, bound=snapshot.bound)
-    return plan_service(owner_of(body), spec, summarize_products(snapshot.gpu_nodes), inputs)
+    return plan_service(owner_of(body), spec, summarize_products(snapshot.gpu_nodes, spec.scheduling), inputs)
 
 
 def desired_status(
