@@ -34,7 +34,8 @@ PATHS = [
     ("accelerator", "memoryGiB"), ("accelerator", "gpusPerNode"), ("sharding", "mode"),
     ("sharding", "tensorParallel"), ("sharding", "pipelineParallel"), ("sharding", "topologyKey"),
     ("scaling", "minReplicas"), ("scaling", "maxReplicas"), ("scaling", "targetQueueDepth"),
-    ("scaling", "scaleToZeroAfterSeconds"), ("unknownField",),
+    ("scaling", "scaleToZeroAfterSeconds"), ("scheduling", "nodeSelector"), ("scheduling", "tolerations"),
+    ("scheduling", "priorityClassName"), ("unknownField",),
 ]  # fmt: skip
 SCALARS = st.one_of(
     st.none(),
