@@ -19,9 +19,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         os.environ["POD_ID"] = f"{socket.gethostname()}-{os.getpid()}"
 
     import kopf
+    from kubernetes.config import ConfigException
 
     import inferfleet.handlers  # noqa: F401 - registers the handlers
-    from inferfleet.kube.connection import ClientLimits
+    from inferfleet.kube.connection import ClientLimits, connect
+
+    try:  # unusable credentials do not fix themselves: exit with the reason instead of retrying
+        connect()
+    except ConfigException as e:
+        print(f"error: no usable Kubernetes credentials: {e}", file=sys.stderr)
+        return 1
     from inferfleet.kube.peering import Peering
     from inferfleet.metrics.operator import serve_metrics
 

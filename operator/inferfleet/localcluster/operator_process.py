@@ -64,6 +64,7 @@ class OperatorProcess:
         try:
             wait_for(self.healthy, timeout=timeout_seconds, what=f"operator liveness at {self.liveness_url}")
         except Exception as e:
+            self.kill()  # a caller that sees start() fail has no process to stop
             raise RuntimeError(f"{e}; operator log tail:\n{self.log_text()[-3000:]}") from e
 
     def healthy(self) -> bool:
