@@ -383,3 +383,25 @@ def test_a_group_whose_pods_are_refused_reports_why_and_is_admitted_with_a_secur
         assert all(p.spec.containers[0].security_context.run_as_non_root for p in pods)
     finally:
         cluster.core.delete_namespace(namespace)
+
+
+def test_a_group_runs_on_a_dedicated_tainted_rack_when_its_service_tolerates_the_taint(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, extra_rack: Callable[..., list[str]]
+) -> None:
+    dedicated = {"key": "example.com/dedicated", "value": "llm", "effect": "NoSchedule"}
+    new_nodes = extra_rack(taints=[dedicated])
+    body = service_405b("dedicated")
+    body["spec"]["scheduling"] = {"nodeSelector": {RACK: "rack-d1"}, "tolerations": [dedicated]}
+    create(cluster, namespace, body)
+
+    def statefulset_uid() -> str:
+        [sts] = cluster.apps.list_namespaced_stateful_set(namespace).items
+        return str(sts.metadata.uid)
+
+    first = wait_for(statefulset_uid, timeout=90, what="the replica group's StatefulSet")
+    obj = wait_ready(cluster, namespace, "dedicated", timeout=120)
+    [placement] = obj["status"]["placement"]
+    assert sorted(placement["nodes"]) == sorted(new_nodes)
+    assert sorted(p.spec.node_name for p in group_pods(cluster, namespace, "dedicated")) == sorted(new_nodes)
+    # A tolerated taint is not a lost node: the group was never restarted.
+    assert statefulset_uid() == first

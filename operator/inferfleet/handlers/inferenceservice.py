@@ -20,10 +20,16 @@ import kopf
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec
+from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec, SchedulingSpec
 from inferfleet.handlers.indexes import ClusterView, Key, unschedulable
 from inferfleet.handlers.reconcile_queue import STATUS_ONLY, ReconcileQueue
-from inferfleet.handlers.state import REFUSED_NODES, ServiceState, forget_service, service_state
+from inferfleet.handlers.state import (
+    GPU_INVENTORY,
+    REFUSED_NODES,
+    ServiceState,
+    forget_service,
+    service_state,
+)
 from inferfleet.kube.apply import apply_object, delete_group, delete_pod, patch_inference_service_status
 from inferfleet.kube.events import latest_failed_create, post_event
 from inferfleet.metrics.operator import (
@@ -240,6 +246,7 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
     state = service_state(key, owner.uid)
     with state.lock, track_reconcile(trigger):
         now = datetime.now(UTC)
+        inventory = GPU_INVENTORY.current()  # before the view is read
         groups = view.groups_of(key)
         parsed = _parse(body["spec"])
         spec = None if isinstance(parsed, Blocked) else parsed
@@ -266,8 +273,13 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
         state.apply_error = None
         _write_status(api, body, owner, plan, spec, state, remaining, view, failures)
         state.reconciled = (owner.uid, int(body["metadata"].get("generation") or 0))
+    waiting = bool(plan.shortfalls) or (plan.blocked is not None and plan.blocked.reason in WAITING_REASONS)
     return _recheck_after(
-        now, recheck_at, waiting_on_refused=bool(plan.shortfalls), missing_pods_unexplained=unexplained
+        now,
+        recheck_at,
+        waiting_on_refused=bool(plan.shortfalls),
+        missing_pods_unexplained=unexplained,
+        inventory_changed=waiting and GPU_INVENTORY.current() != inventory,
     )
 
 
@@ -277,11 +289,15 @@ def _recheck_after(
     *,
     waiting_on_refused: bool,
     missing_pods_unexplained: bool = False,
+    inventory_changed: bool = False,
 ) -> float | None:
-    """Seconds until this service must be reconciled again though no watch event may come: a
-    refused member's grace ends, a node hold ends while a group waits for capacity, or a group
+    """Seconds until this service must be reconciled again though no watch event may come: at
+    once if it waits for GPUs and the inventory changed while it was planned, when a refused
+    member's grace ends, when a node hold ends while a group waits for capacity, or when a group
     lacks pods and no Event says why yet."""
     delays = [UNEXPLAINED_MISSING_PODS_RECHECK] if missing_pods_unexplained else []
+    if inventory_changed:
+        delays.append(0.0)
     if recheck_at is not None:
         delays.append((recheck_at - now).total_seconds() + 1.0)
     release = REFUSED_NODES.seconds_to_next_release() if waiting_on_refused else None
@@ -302,8 +318,20 @@ def refresh_status(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
         _write_status(api, body, owner, plan, spec, state, [], view)
 
 
-def _waiting(snapshot: Any) -> bool:
-    conditions = (snapshot.get("status") or {}).get("conditions") or []
+def _scheduling_of(snapshot: Any) -> SchedulingSpec | None:
+    """The service's scheduling spec from its snapshot; None when it does not parse (the
+    reconcile reports why)."""
+    try:
+        return SchedulingSpec.model_validate((snapshot.get("spec") or {}).get("scheduling") or {})
+    except ValidationError:
+        return None
+
+
+def _waiting(key: Key, snapshot: Any) -> bool:
+    """Whether the service waits for GPUs, by the status this process last wrote (the index
+    may not show it yet) or else the one in its snapshot."""
+    status = service_state(key, snapshot["metadata"]["uid"]).written_status or snapshot.get("status") or {}
+    conditions = status.get("conditions") or []
     return any(c.get("status") == "False" and c.get("reason") in WAITING_REASONS for c in conditions)
 
 
@@ -315,7 +343,9 @@ def _queue(memo: kopf.Memo) -> ReconcileQueue:
 def _enqueue_waiting(memo: kopf.Memo, view: ClusterView) -> None:
     for key in list(view.services):
         snapshot = view.service(key)
-        if snapshot is not None and not snapshot["metadata"].get("deletionTimestamp") and _waiting(snapshot):
+        if snapshot is None or snapshot["metadata"].get("deletionTimestamp"):
+            continue
+        if _waiting(key, snapshot):
             _queue(memo).enqueue(key, "capacity")
 
 
@@ -363,12 +393,15 @@ async def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logg
     Event-driven instead of a kopf timer: timers put a finalizer on every InferenceService.
     """
     view = ClusterView.from_kwargs(kwargs, memo)
-    healthy = {node.name for node in view.all_nodes() if node.schedulable}
-    if type == "DELETED" or name not in healthy:
+    node = next((n for n in view.all_nodes() if n.name == name), None)
+    if type == "DELETED" or node is None or not node.schedulable:
         for group in view.all_groups():
             snapshot = view.service((group.namespace, group.service))
-            if name in group.nodes and snapshot is not None:
-                _queue(memo).enqueue((group.namespace, group.service), "node")
+            if name not in group.nodes or snapshot is None:
+                continue
+            if type != "DELETED" and node is not None and node.accepts(_scheduling_of(snapshot)):
+                continue  # a taint this service tolerates: its group stays (no reconcile per heartbeat)
+            _queue(memo).enqueue((group.namespace, group.service), "node")
     if type == "DELETED" or name in view.lost_nodes():
         await asyncio.to_thread(_replace_single_pods_on, memo.api, view, name, logger)
     # Any change a service's sizing or placement may see (capacity, readiness, a cordon, a taint,
@@ -376,6 +409,7 @@ async def on_event_node(type: str, name: str, memo: kopf.Memo, logger: kopf.Logg
     inventory = sorted(view.all_nodes(), key=lambda node: node.name)
     if inventory != memo.get("gpu_inventory"):
         memo["gpu_inventory"] = inventory
+        GPU_INVENTORY.bump()
         _enqueue_waiting(memo, view)
 
 

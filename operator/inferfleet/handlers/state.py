@@ -123,3 +123,28 @@ class RefusedNodes:
 
 
 REFUSED_NODES = RefusedNodes()
+
+
+class InventoryVersion:
+    """Counts changes of the GPU inventory (capacity, readiness, cordons, taints, labels).
+
+    A service waiting for GPUs is retried when the inventory changes; the retry picks services by
+    their written status. A node event that arrives while a reconcile of that service runs finds
+    it not yet marked as waiting, so the reconcile compares the version it planned against with
+    the current one and runs again if they differ, instead of waiting for the next node event.
+    """
+
+    def __init__(self) -> None:
+        self._value = 0
+        self._lock = threading.Lock()
+
+    def bump(self) -> None:
+        with self._lock:
+            self._value += 1
+
+    def current(self) -> int:
+        with self._lock:
+            return self._value
+
+
+GPU_INVENTORY = InventoryVersion()
