@@ -92,10 +92,10 @@ def _lost(
     """Groups that restart whole and are placed again, and when to look again at members the
     scheduler refused for a reason it may get past by itself (see planning/stuck.py).
 
-    A group is lost when a member's node is gone, NotReady, cordoned or tainted (with a taint the
-    service does not tolerate), or when the
-    scheduler refused a member its planned node: its GPUs were taken by a pod bound after the
-    plan (the plan reserves GPUs only against inferfleet), or it kept refusing past the grace."""
+    A group is lost when a member's node is gone, NotReady, cordoned or tainted with a taint the
+    service does not tolerate, or when the scheduler refused a member its planned node: its GPUs
+    were taken by a pod bound after the plan (the plan reserves GPUs only against inferfleet), or
+    it kept refusing past the grace."""
     scheduling = None if isinstance(spec, Blocked) else spec.scheduling
     healthy = {node.name for node in view.all_nodes() if node.accepts(scheduling)}
     members = view.unschedulable_members(key)
