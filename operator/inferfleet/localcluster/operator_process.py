@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from inferfleet.localcluster.ports import free_port
+from inferfleet.localcluster.ports import free_ports
 from inferfleet.localcluster.waiting import GiveUpError, wait_for
 
 
@@ -51,8 +52,11 @@ class OperatorProcess:
         return [*args, *self.extra_args]
 
     def start(self, *, timeout_seconds: float = 60) -> None:
-        self.liveness_port = self.liveness_port or free_port()
-        self.metrics_port = self.metrics_port or free_port()
+        # Distinct: the metrics server answers any path, so a shared port would pass the
+        # liveness check while kopf's own health endpoint failed to bind.
+        liveness, metrics = free_ports(2)
+        self.liveness_port = self.liveness_port or liveness
+        self.metrics_port = self.metrics_port or metrics
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self._process = subprocess.Popen(
@@ -72,7 +76,8 @@ class OperatorProcess:
             code = self._process.returncode if self._process else None
             raise GiveUpError(f"operator is not running (exit code {code}); log: {self.log_path}")
         with urllib.request.urlopen(self.liveness_url, timeout=2) as r:
-            return bool(r.status == 200)
+            # kopf's probe results, with the operator's version probe: not any server on the port.
+            return bool(r.status == 200 and "version" in json.loads(r.read() or b"{}"))
 
     def stop(self, *, timeout_seconds: float = 30) -> int | None:
         """SIGTERM and wait, as Kubernetes stops a pod; SIGKILL if it does not exit in time."""

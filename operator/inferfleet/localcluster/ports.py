@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: each is held until all are chosen, so the kernel cannot
+    hand out one twice (two calls of `free_port` in a row can return the same port)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    [port] = free_ports(1)
+    return port
