@@ -29,6 +29,7 @@ from tests.integration.test_reconcile import (
     read,
     small_service,
     wait_ready,
+    wait_ready_reason,
 )
 from tests.support import (
     H100,
@@ -365,12 +366,7 @@ def test_a_group_whose_pods_are_refused_reports_why_and_is_admitted_with_a_secur
         run_operator()
         create(cluster, namespace, service_405b("locked"))
 
-        def refused() -> dict[str, Any]:
-            ready = status_condition(read(cluster, namespace, "locked"), "Ready")
-            assert ready.get("reason") == "PodCreationFailed", ready
-            return ready
-
-        ready = wait_for(refused, timeout=90, what="Ready=False PodCreationFailed")
+        ready = wait_ready_reason(cluster, namespace, "locked", "PodCreationFailed")
         assert ready["message"].startswith("0/1 replicas ready; replica group 0: Create Pod locked-g0-0 ")
         assert 'violates PodSecurity "restricted:latest"' in ready["message"]
         assert group_pods(cluster, namespace, "locked") == []

@@ -68,6 +68,19 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 90)
     return wait_for(ready, timeout=timeout, what=f"InferenceService {name} Ready")
 
 
+def wait_ready_reason(
+    cluster: Cluster, namespace: str, name: str, reason: str, timeout: float = 90
+) -> dict[str, Any]:
+    """The service's Ready condition once its reason is `reason`."""
+
+    def reported() -> dict[str, Any]:
+        ready = status_condition(read(cluster, namespace, name), "Ready")
+        assert ready.get("reason") == reason, ready
+        return ready
+
+    return wait_for(reported, timeout=timeout, what=f"{name} Ready=False {reason}")
+
+
 def engine_pods(cluster: Cluster, namespace: str, name: str) -> list[client.V1Pod]:
     pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"inferfleet.io/service={name}").items
     return [p for p in pods if p.metadata.deletion_timestamp is None]
@@ -320,12 +333,7 @@ def test_in_a_restricted_namespace_refused_pods_are_reported_and_a_security_cont
         run_operator(namespaces=[namespace])
         create(cluster, namespace, small_service("locked"))
 
-        def refused() -> dict[str, Any]:
-            ready = status_condition(read(cluster, namespace, "locked"), "Ready")
-            assert ready.get("reason") == "PodCreationFailed", ready
-            return ready
-
-        ready = wait_for(refused, timeout=90, what="Ready=False PodCreationFailed")
+        ready = wait_ready_reason(cluster, namespace, "locked", "PodCreationFailed")
         assert 'violates PodSecurity "restricted:latest"' in ready["message"]
         warnings = [e for e in events_for(cluster, namespace, "locked") if e.reason == "PodCreationFailed"]
         assert warnings
@@ -354,12 +362,7 @@ def test_a_tainted_gpu_pool_serves_only_services_that_tolerate_it_with_their_pri
     try:
         create(cluster, namespace, small_service("pool"))
 
-        def no_matching_nodes() -> dict[str, Any]:
-            ready = status_condition(read(cluster, namespace, "pool"), "Ready")
-            assert ready.get("reason") == "NoMatchingNodes", ready
-            return ready
-
-        wait_for(no_matching_nodes, timeout=60, what="Ready=False NoMatchingNodes")
+        wait_ready_reason(cluster, namespace, "pool", "NoMatchingNodes", timeout=60)
         assert engine_pods(cluster, namespace, "pool") == []
 
         scheduling_api.create_priority_class(
