@@ -34,20 +34,21 @@ class GpuNode:
     @property
     def schedulable(self) -> bool:
         """Ready, not cordoned, and no taint keeps pods without extra tolerations off."""
-        return self.ready and not self.cordoned and not self.taints
+        return self.accepts(None)
 
     def accepts(self, scheduling: SchedulingSpec | None) -> bool:
-        """Whether engine pods with this scheduling spec may be placed here now.
+        """Whether engine pods with this scheduling spec (None: no extra tolerations, no node
+        selector) may be placed here now.
 
         A new node carries node.kubernetes.io/not-ready until the node lifecycle controller sees it
         Ready; placing a group there before would leave its members Unschedulable."""
-        if scheduling is None:
-            return self.schedulable
+        tolerations = scheduling.tolerations if scheduling else []
+        selector = scheduling.node_selector if scheduling else {}
         return (
             self.ready
             and not self.cordoned
-            and all(any(tolerates(t, taint) for t in scheduling.tolerations) for taint in self.taints)
-            and all(self.labels.get(k) == v for k, v in scheduling.node_selector.items())
+            and all(any(tolerates(t, taint) for t in tolerations) for taint in self.taints)
+            and all(self.labels.get(k) == v for k, v in selector.items())
         )
 
 
