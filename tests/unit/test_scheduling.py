@@ -9,6 +9,7 @@ from inferfleet.api import InferenceServiceSpec, SchedulingSpec, Toleration
 from inferfleet.planning.children import Owner
 from inferfleet.planning.inventory import GpuNode, Taint, build_gpu_node, summarize_products, tolerates
 from inferfleet.planning.placement import compute_free_gpus
+from inferfleet.planning.policy import TenantPolicy
 from inferfleet.planning.service import GroupInputs, plan_service
 
 OWNER = Owner(name="svc", namespace="ml", uid="u")
@@ -92,6 +93,9 @@ def test_tainted_gpu_nodes_count_only_for_services_that_tolerate_the_taint() -> 
     ]
 
 
+ALLOWED = frozenset({"inference-high"})
+
+
 def test_a_node_pool_selector_narrows_sizing_and_goes_into_the_pod_spec_with_a_priority_class() -> None:
     nodes = [node("l4-a", L4, 4, pool="inference"), node("l4-b", L4, 2, pool="batch")]
     chosen = spec_with({"nodeSelector": {"pool": "batch"}, "priorityClassName": "inference-high"})
@@ -99,7 +103,7 @@ def test_a_node_pool_selector_narrows_sizing_and_goes_into_the_pod_spec_with_a_p
     assert products[L4].gpus_per_node == 2  # the batch pool's nodes only
     assert summarize_products(nodes)[L4].gpus_per_node == 4
 
-    plan = plan_service(OWNER, chosen, products)
+    plan = plan_service(OWNER, chosen, products, policy=TenantPolicy(allowed_priority_classes=ALLOWED))
     pod = plan.children[0]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"pool": "batch", "nvidia.com/gpu.product": L4}
     assert pod["priorityClassName"] == "inference-high"

@@ -63,6 +63,8 @@ def build_pod_spec(spec: InferenceServiceSpec, par: Parallelism, gpus: int, serv
             }
         ],
         "enableServiceLinks": False,
+        # Engines never call the Kubernetes API: a token in the pod would only be something to steal.
+        "automountServiceAccountToken": False,
     }
     node_selector = dict(scheduling.node_selector)
     if spec.accelerator.product:

@@ -152,15 +152,20 @@ def plan_groups(
     product: str | None,
     topology_key: str,
 ) -> dict[int, GroupPlacement | Shortfall]:
-    """Place replicas one after another, each taking its GPUs from what the earlier ones left."""
+    """Place replicas one after another, each taking its GPUs from what the earlier ones left.
+
+    Planning stops at the first replica that does not fit: the groups are alike, so the later
+    ones cannot fit either, and they share its Shortfall (an absurd replica count costs no work)."""
     remaining = {n.name: n for n in free}
     plans: dict[int, GroupPlacement | Shortfall] = {}
-    for replica in replicas:
+    for i, replica in enumerate(replicas):
         plan = plan_group_placement(
             list(remaining.values()), pods, gpus_per_pod, product=product, topology_key=topology_key
         )
-        if isinstance(plan, GroupPlacement):
-            for name in plan.nodes:
-                remaining[name] = replace(remaining[name], free_gpus=remaining[name].free_gpus - gpus_per_pod)
+        if isinstance(plan, Shortfall):
+            plans.update(dict.fromkeys(replicas[i:], plan))
+            break
+        for name in plan.nodes:
+            remaining[name] = replace(remaining[name], free_gpus=remaining[name].free_gpus - gpus_per_pod)
         plans[replica] = plan
     return plans

@@ -25,6 +25,7 @@ from inferfleet.planning.placement import (
     compute_free_gpus,
     plan_groups,
 )
+from inferfleet.planning.policy import POLICY_VIOLATION, TenantPolicy, compute_policy_violations
 
 # Sizing needs a context length; an unset maxModelLen is budgeted as this many tokens.
 DEFAULT_SIZING_CONTEXT = 8192
@@ -130,8 +131,13 @@ def plan_service(
     products: Mapping[str, ProductCapacity],
     groups: GroupInputs | None = None,
     scheduler_name: str | None = None,
+    policy: TenantPolicy | None = None,
 ) -> ServicePlan:
-    """`scheduler_name` applies to single-pod replicas; groups are placed here, whole."""
+    """`scheduler_name` applies to single-pod replicas; groups are placed here, whole. A spec the
+    installation's `policy` refuses is planned no further (nothing of it is applied)."""
+    violations = compute_policy_violations(spec, policy or TenantPolicy())
+    if violations:
+        return ServicePlan(blocked=Blocked(POLICY_VIOLATION, "; ".join(violations)))
     gpu = resolve_gpu(spec, products)
     if isinstance(gpu, Blocked):
         return ServicePlan(blocked=gpu)
