@@ -7,6 +7,10 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inferfleet.runtime.config import OperatorConfig
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -38,7 +42,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     kopf.configure(
         verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL
     )
+    config = build_config(args)
     memo = kopf.Memo(
+        config=config,
         prometheus_url=args.prometheus_url,
         autoscale_interval=args.autoscale_interval,
         client_limits=ClientLimits(
@@ -166,6 +172,111 @@ def _cmd_sim_load(args: argparse.Namespace) -> int:
     return 0 if summary.passed else 1
 
 
+def _names(text: str) -> frozenset[str]:
+    """A comma-separated list of names, as a set (empty text: none)."""
+    return frozenset(name.strip() for name in text.split(",") if name.strip())
+
+
+def _add_prometheus_arguments(run: argparse.ArgumentParser) -> None:
+    from inferfleet.runtime.config import PrometheusConfig
+
+    default = PrometheusConfig()
+    run.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("INFERFLEET_PROMETHEUS_URL"),
+        help="Prometheus with engine queue metrics (default $INFERFLEET_PROMETHEUS_URL; none: no scaling)",
+    )
+    run.add_argument("--prometheus-ca-file", default=None, help="PEM CA bundle that verifies Prometheus' TLS")
+    run.add_argument(
+        "--prometheus-insecure-skip-verify",
+        action="store_true",
+        help="do not verify Prometheus' TLS certificate (not for production)",
+    )
+    run.add_argument(
+        "--prometheus-bearer-token-file", default=None, help="file holding a bearer token (read per query)"
+    )
+    run.add_argument("--prometheus-username-file", default=None, help="file holding the basic-auth user")
+    run.add_argument("--prometheus-password-file", default=None, help="file holding the basic-auth password")
+    run.add_argument(
+        "--prometheus-timeout",
+        type=float,
+        default=default.timeout_seconds,
+        help="seconds a query may take (sent as its server-side timeout)",
+    )
+    run.add_argument(
+        "--prometheus-max-series",
+        type=int,
+        default=default.max_series,
+        help="a query result with more series is refused",
+    )
+    run.add_argument(
+        "--allow-custom-queries",
+        action="store_true",
+        help="honour spec.scaling.query (each query is confined to its service's namespace)",
+    )
+
+
+def _add_policy_arguments(run: argparse.ArgumentParser) -> None:
+    from inferfleet.planning.policy import TenantPolicy
+
+    default = TenantPolicy()
+    run.add_argument(
+        "--max-replicas-per-service",
+        type=int,
+        default=default.max_replicas_per_service,
+        help="spec.replicas and scaling.maxReplicas above this are refused (PolicyViolation)",
+    )
+    run.add_argument(
+        "--allowed-capabilities",
+        type=_names,
+        default=default.allowed_capabilities,
+        help="comma-separated Linux capabilities engine containers may add (default: none)",
+    )
+    run.add_argument(
+        "--allowed-priority-classes",
+        type=_names,
+        default=default.allowed_priority_classes,
+        help="comma-separated PriorityClasses engine pods may use (default: none)",
+    )
+    run.add_argument(
+        "--gpu-resource-names",
+        type=_names,
+        default=default.gpu_resource_names,
+        help="comma-separated extended resources that are GPUs (spec.accelerator.resourceName must be "
+        f"one; default: {','.join(sorted(default.gpu_resource_names))})",
+    )
+
+
+def build_config(args: argparse.Namespace) -> OperatorConfig:
+    """The operator's configuration from `inferfleet run`'s arguments."""
+    from inferfleet.planning.policy import TenantPolicy
+    from inferfleet.runtime.config import OperatorConfig, PrometheusConfig
+
+    return OperatorConfig(
+        namespaces=tuple(args.namespace or ()),
+        workers=args.workers,
+        scheduler_name=args.scheduler_name,
+        autoscale_interval_seconds=args.autoscale_interval,
+        prometheus=PrometheusConfig(
+            url=args.prometheus_url,
+            ca_file=args.prometheus_ca_file,
+            insecure_skip_verify=args.prometheus_insecure_skip_verify,
+            bearer_token_file=args.prometheus_bearer_token_file,
+            username_file=args.prometheus_username_file,
+            password_file=args.prometheus_password_file,
+            timeout_seconds=args.prometheus_timeout,
+            max_series=args.prometheus_max_series,
+            custom_queries=args.allow_custom_queries,
+        ),
+        policy=TenantPolicy(
+            max_replicas_per_service=args.max_replicas_per_service,
+            allowed_capabilities=args.allowed_capabilities,
+            allowed_priority_classes=args.allowed_priority_classes,
+            gpu_resource_names=args.gpu_resource_names,
+        ),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,11 +298,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=8081, help="serve the operator's /metrics on this port (0: off)"
     )
     run.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds")
-    run.add_argument(
-        "--prometheus-url",
-        default=os.environ.get("INFERFLEET_PROMETHEUS_URL"),
-        help="Prometheus with engine queue metrics (default $INFERFLEET_PROMETHEUS_URL; none: no scaling)",
-    )
     run.add_argument(
         "--autoscale-interval", type=float, default=15.0, help="seconds between autoscaler ticks"
     )
@@ -222,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
     )
+    _add_prometheus_arguments(run)
+    _add_policy_arguments(run)
     run.add_argument("--log-json", action="store_true", help="structured JSON logs")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)

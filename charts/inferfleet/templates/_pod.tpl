@@ -52,6 +52,29 @@ spec:
         - --peering={{ include "inferfleet.peeringName" . }}
         - --priority=$(POD_INDEX)
         {{- end }}
+        {{- with .Values.prometheus }}
+        - --prometheus-timeout={{ .timeoutSeconds }}
+        - --prometheus-max-series={{ .maxSeries }}
+        {{- if .caSecret }}
+        - --prometheus-ca-file=/etc/inferfleet/prometheus-ca/ca.crt
+        {{- end }}
+        {{- if .insecureSkipVerify }}
+        - --prometheus-insecure-skip-verify
+        {{- end }}
+        {{- if and .authSecret (eq .authType "basic") }}
+        - --prometheus-username-file=/etc/inferfleet/prometheus-auth/username
+        - --prometheus-password-file=/etc/inferfleet/prometheus-auth/password
+        {{- else if .authSecret }}
+        - --prometheus-bearer-token-file=/etc/inferfleet/prometheus-auth/token
+        {{- end }}
+        {{- if .customQueries }}
+        - --allow-custom-queries
+        {{- end }}
+        {{- end }}
+        - --max-replicas-per-service={{ .Values.limits.maxReplicasPerService }}
+        - --allowed-capabilities={{ join "," .Values.policy.allowedCapabilities }}
+        - --allowed-priority-classes={{ join "," .Values.policy.allowedPriorityClasses }}
+        - --gpu-resource-names={{ join "," .Values.policy.gpuResourceNames }}
         {{- if eq .Values.logFormat "json" }}
         - --log-json
         {{- end }}
@@ -105,10 +128,31 @@ spec:
       volumeMounts:
         - name: tmp
           mountPath: /tmp
+        {{- if .Values.prometheus.caSecret }}
+        - name: prometheus-ca
+          mountPath: /etc/inferfleet/prometheus-ca
+          readOnly: true
+        {{- end }}
+        {{- if .Values.prometheus.authSecret }}
+        - name: prometheus-auth
+          mountPath: /etc/inferfleet/prometheus-auth
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
         sizeLimit: 64Mi
+    {{- with .Values.prometheus.caSecret }}
+    - name: prometheus-ca
+      secret:
+        secretName: {{ . }}
+        items: [{key: ca.crt, path: ca.crt}]
+    {{- end }}
+    {{- with .Values.prometheus.authSecret }}
+    - name: prometheus-auth
+      secret:
+        secretName: {{ . }}
+    {{- end }}
   {{- with .Values.nodeSelector }}
   nodeSelector:
     {{- toYaml . | nindent 4 }}

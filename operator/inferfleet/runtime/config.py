@@ -1,0 +1,42 @@
+"""The operator's configuration, built once from the command line and never changed after.
+
+Each setting's default is defined once, here; `inferfleet run`'s flags and the chart's values
+map onto these fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from inferfleet.planning.policy import TenantPolicy
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """Where the autoscaler reads engine metrics, and how it may use that access."""
+
+    url: str | None = None
+    ca_file: str | None = None
+    """PEM CA bundle that verifies Prometheus' TLS certificate (default: the system's CAs)."""
+    insecure_skip_verify: bool = False
+    bearer_token_file: str | None = None
+    """A Secret's key mounted as a file; read again for every query, so a rotated token is used."""
+    username_file: str | None = None
+    password_file: str | None = None
+    timeout_seconds: float = 10.0
+    """Server-side `timeout` of every query, and the client's deadline."""
+    max_series: int = 10000
+    """A result with more series is refused: a query may not cost the operator unbounded memory."""
+    custom_queries: bool = False
+    """Whether spec.scaling.query is honoured (each runs confined to its service's namespace)."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()
+    """Watched namespaces; empty: every namespace."""
+    workers: int = 8
+    scheduler_name: str | None = None
+    autoscale_interval_seconds: float = 15.0
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    policy: TenantPolicy = field(default_factory=TenantPolicy)
