@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from inferfleet.demo import demo_body
-from inferfleet.demo_report import ATTRIBUTION, RunRecorder, summarize, write_report
-from inferfleet.demo_view import GpuUsage, StatusView, build_snapshot, render_table
+from inferfleet.demo.driver import demo_body
+from inferfleet.demo.report import ATTRIBUTION, RunRecorder, summarize, write_report
+from inferfleet.demo.view import GpuUsage, StatusView, build_snapshot, render_table
 
 START = datetime(2026, 11, 22, 5, 0, 0, tzinfo=UTC)
 

@@ -2,8 +2,8 @@
 
 It installs the CRD, applies every InferenceService in examples/, drives load from the shared
 Azure LLM traces (CC-BY 4.0, Patel et al., ISCA 2024) through simulated engines that Prometheus
-scrapes, and shows what the operator makes of it in a live table (demo_view). At the end, on
-Ctrl-C or when --duration runs out, it writes a report (demo_report) and tears everything down.
+scrapes, and shows what the operator makes of it in a live table (demo.view). At the end, on
+Ctrl-C or when --duration runs out, it writes a report (demo.report) and tears everything down.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from inferfleet.api import GROUP, PLURAL, VERSION
-from inferfleet.demo_report import RunRecorder, write_report
-from inferfleet.demo_view import StatusView, build_snapshot
+from inferfleet.demo.report import RunRecorder, write_report
+from inferfleet.demo.view import StatusView, build_snapshot
 from inferfleet.localcluster.cluster import LocalCluster
 from inferfleet.localcluster.crds import install_crds
 from inferfleet.localcluster.operator_process import OperatorProcess

@@ -16,7 +16,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from inferfleet.demo_view import layout_of, node_labels, parse_time
+from inferfleet.demo.view import layout_of, node_labels, parse_time
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL, SHARD_RANK_LABEL, ZONE_LABEL
 
 ATTRIBUTION = "Load: Azure LLM inference traces 2023 (CC-BY 4.0, Patel et al., ISCA 2024)"

@@ -1,0 +1,8 @@
+"""`inferfleet demo`: the local GPU cluster, Prometheus, the operator and trace-driven load, end to end.
+
+driver (bring-up, load, teardown) → view (the live table) → report (markdown and PNG at the end).
+"""
+
+from inferfleet.demo.driver import run_demo
+
+__all__ = ["run_demo"]
