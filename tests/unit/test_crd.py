@@ -19,6 +19,7 @@ from inferfleet.api.crd import (
     structural_schema,
     write_crds,
 )
+from inferfleet.api.spec import ARGS_DO_NOT_OVERRIDE, PP_AT_MOST_LAYERS, TP_AND_KV_HEADS, TP_DIVIDES_HEADS
 
 REPO = Path(__file__).parents[2]
 CRD = build_crd()
@@ -134,7 +135,75 @@ def test_root_type_meta_and_metadata() -> None:
 
 def test_free_form_only_where_intended() -> None:
     free = [path for path, node in NODES.items() if node.get("x-kubernetes-preserve-unknown-fields")]
-    assert free == ["spec.engine.env[].valueFrom", "status.autoscaler"]
+    assert free == ["status.autoscaler"]
+
+
+SPEC_NODES = {path: node for path, node in NODES.items() if path.startswith("spec")}
+
+
+@pytest.mark.parametrize("path", [p for p, n in SPEC_NODES.items() if n["type"] == "string"])
+def test_every_spec_string_is_bounded(path: str) -> None:
+    node = SPEC_NODES[path]
+    assert "enum" in node or 0 < node["maxLength"] <= 32768
+
+
+@pytest.mark.parametrize("path", [p for p, n in SPEC_NODES.items() if n["type"] in ("array", "object")])
+def test_every_spec_list_and_map_is_bounded(path: str) -> None:
+    node = SPEC_NODES[path]
+    if node["type"] == "array":
+        assert 0 < node["maxItems"] <= 128
+    elif "additionalProperties" in node:
+        assert 0 < node["maxProperties"] <= 64
+
+
+@pytest.mark.parametrize("path", [p for p, n in SPEC_NODES.items() if n["type"] in ("integer", "number")])
+def test_every_spec_number_is_finite_and_integers_are_int32_or_int64(path: str) -> None:
+    node = SPEC_NODES[path]
+    assert node["maximum"] <= 2**31 - 1
+    if node["type"] == "integer":
+        assert node["format"] in ("int32", "int64")
+
+
+def test_sizes_and_windows_have_their_ceilings() -> None:
+    maxima = {
+        path: NODES[path]["maximum"]
+        for path in (
+            "spec.replicas",
+            "spec.scaling.minReplicas",
+            "spec.scaling.maxReplicas",
+            "spec.scaling.scaleUpStabilizationSeconds",
+            "spec.scaling.scaleDownStabilizationSeconds",
+            "spec.scaling.scaleToZeroAfterSeconds",
+        )
+    }
+    assert maxima == {
+        "spec.replicas": 1000,
+        "spec.scaling.minReplicas": 1000,
+        "spec.scaling.maxReplicas": 1000,
+        "spec.scaling.scaleUpStabilizationSeconds": 3600,
+        "spec.scaling.scaleDownStabilizationSeconds": 3600,
+        "spec.scaling.scaleToZeroAfterSeconds": 86400,
+    }
+    limits = {
+        "spec.engine.image": NODES["spec.engine.image"]["maxLength"],
+        "spec.engine.args": NODES["spec.engine.args"]["maxItems"],
+        "spec.engine.args[]": NODES["spec.engine.args[]"]["maxLength"],
+        "spec.engine.env": NODES["spec.engine.env"]["maxItems"],
+        "spec.scheduling.tolerations": NODES["spec.scheduling.tolerations"]["maxItems"],
+        "spec.scheduling.nodeSelector": NODES["spec.scheduling.nodeSelector"]["maxProperties"],
+    }
+    assert limits == {
+        "spec.engine.image": 512,
+        "spec.engine.args": 128,
+        "spec.engine.args[]": 4096,
+        "spec.engine.env": 128,
+        "spec.scheduling.tolerations": 64,
+        "spec.scheduling.nodeSelector": 64,
+    }
+
+
+def test_yaml_has_no_anchors() -> None:
+    assert "&id0" not in render_crd_yaml()
 
 
 @pytest.mark.parametrize("path", [p for p in NODES if p.startswith(("spec", "status"))])
@@ -193,6 +262,30 @@ def test_cel_rules_are_where_they_belong() -> None:
         if "x-kubernetes-validations" in node
     }
     assert rules == {
+        "": [
+            (
+                "self.metadata.name.size() <= 63 && "
+                "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+                "metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, "
+                "digits and '-', starting with a letter and ending with a letter or digit) so that its "
+                "Services, pods and labels are valid",
+            )
+        ],
+        "spec": [
+            (
+                TP_DIVIDES_HEADS.rule,
+                "sharding.tensorParallel must divide model.architecture.numAttentionHeads",
+            ),
+            (
+                TP_AND_KV_HEADS.rule,
+                "sharding.tensorParallel and model.architecture.numKeyValueHeads: one must be a multiple "
+                "of the other",
+            ),
+            (
+                PP_AT_MOST_LAYERS.rule,
+                "sharding.pipelineParallel must be at most model.architecture.numLayers",
+            ),
+        ],
         "spec.model.architecture": [
             (
                 "!has(self.numKeyValueHeads) || self.numAttentionHeads % self.numKeyValueHeads == 0",
@@ -200,7 +293,34 @@ def test_cel_rules_are_where_they_belong() -> None:
             )
         ],
         "spec.engine": [
-            ("self.kind != 'custom' || has(self.image)", "image is required when kind is custom")
+            ("self.kind != 'custom' || has(self.image)", "image is required when kind is custom"),
+            (ARGS_DO_NOT_OVERRIDE.rule, "args must not set a flag inferfleet generates from the spec"),
+            (
+                "!(self.kind in {'vllm': 6379, 'sglang': 5000}) || "
+                "self.port != {'vllm': 6379, 'sglang': 5000}[self.kind]",
+                "port is used by inferfleet's multi-node groups of this engine; choose another",
+            ),
+        ],
+        "spec.engine.env": [
+            ("self.all(e, self.exists_one(f, f.name == e.name))", "env names must be unique")
+        ],
+        "spec.engine.env[]": [
+            (
+                "!has(self.value) || !has(self.valueFrom)",
+                "value and valueFrom are exclusive: set one of them",
+            ),
+            (
+                "!(self.name in ['HF_HOME', 'PREFIX_CACHING', 'POD_INDEX', 'LEADER_ADDRESS', 'GROUP_SIZE'])",
+                "name must not be one of HF_HOME, PREFIX_CACHING, POD_INDEX, LEADER_ADDRESS, GROUP_SIZE: "
+                "inferfleet sets them",
+            ),
+        ],
+        "spec.engine.env[].valueFrom": [
+            (
+                "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
+                "has(self.resourceFieldRef)].exists_one(x, x)",
+                "valueFrom sets exactly one of secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef",
+            )
         ],
         "spec.engine.securityContext.seccompProfile": [
             (
@@ -229,7 +349,11 @@ def test_cel_rules_are_where_they_belong() -> None:
             (
                 "!has(self.nodeSelector) || !('nvidia.com/gpu.product' in self.nodeSelector)",
                 "set the GPU product with spec.accelerator.product, not scheduling.nodeSelector",
-            )
+            ),
+            (
+                "!has(self.nodeSelector) || self.nodeSelector.all(k, k.size() <= 317)",
+                "nodeSelector keys are label keys of at most 317 characters",
+            ),
         ],
         "spec.scheduling.tolerations[]": [
             ("self.operator != 'Exists' || !has(self.value)", "value must be unset when operator is Exists"),
@@ -250,12 +374,17 @@ def test_cel_rules_guard_optional_fields_with_has(path: str) -> None:
     """A field that may be absent (not required, no default) is only read after has() in the same rule."""
     node = NODES[path]
     for entry in node["x-kubernetes-validations"]:
+        if node["type"] == "array":
+            continue  # a rule on a list: `self` is the list, never absent
         for name in set(re.findall(r"self\.(\w+)", entry["rule"])):
             prop = node["properties"][name]
-            if name not in node.get("required", []) and "default" not in prop:
+            # The API server sets metadata.name before validating, even for generateName.
+            if name not in node.get("required", []) and "default" not in prop and path:
                 assert f"has(self.{name})" in entry["rule"], (path, name)
         if "fieldPath" in entry:
-            assert entry["fieldPath"].removeprefix(".") in node["properties"]
+            first, *rest = entry["fieldPath"].removeprefix(".").split(".")
+            assert first in node["properties"]
+            assert ".".join([path, first, *rest]) in NODES
 
 
 def test_rendered_yaml_is_the_crd_with_a_header() -> None:

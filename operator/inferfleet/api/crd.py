@@ -48,6 +48,8 @@ _ORDER = (
     "pattern",
     "minItems",
     "maxItems",
+    "minProperties",
+    "maxProperties",
     "required",
 )
 # Keywords copied as they are; anything else pydantic emits is an error (see _structural).
@@ -212,8 +214,16 @@ def _peering_crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
     }
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes a node the schema uses twice (a shared `required` list) in full, not as &id001/*id001."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _dump(crd: dict[str, Any]) -> str:
-    return HEADER + yaml.safe_dump(crd, sort_keys=False, width=100, allow_unicode=True)
+    text = yaml.dump(crd, Dumper=_NoAliasDumper, sort_keys=False, width=100, allow_unicode=True)
+    return HEADER + text
 
 
 def chart_crd_files() -> dict[str, str]:
