@@ -5,12 +5,15 @@ import pytest
 import yaml
 
 from inferfleet.api import InferenceServiceSpec
+from inferfleet.api.reserved import GENERATED_FLAGS, OPERATOR_ENV_NAMES, OPERATOR_PORTS, overridden_flag
+from inferfleet.planning.children import Owner
 from inferfleet.planning.engines import (
     DEFAULT_IMAGES,
     Parallelism,
     build_engine_container,
     build_engine_volumes,
 )
+from inferfleet.planning.groups import build_group_headless_service, build_group_statefulset
 from tests.support import RESTRICTED_SECURITY_CONTEXT
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -104,9 +107,69 @@ def test_fp8_asks_the_engine_for_fp8_quantization() -> None:
     assert "--dtype" not in c["args"]
 
 
-def test_user_args_come_last_so_they_override_generated_ones() -> None:
-    c = build_engine_container(spec_with(engine__args=["--max-num-seqs", "8"]), Parallelism(1, 1), 1)
-    assert c["args"][-2:] == ["--max-num-seqs", "8"]
+def test_user_args_come_after_the_generated_ones() -> None:
+    user = ["--gpu-memory-utilization", "0.85"]
+    c = build_engine_container(spec_with(engine__args=user), Parallelism(1, 1), 1)
+    assert c["args"][-2:] == user
+
+
+# Specs that make the engine presets generate every optional flag and variable between them.
+VARIANTS = [
+    {},
+    {"model__dtype": "fp8", "engine__enablePrefixCaching": False},
+    {"model__source": "s3://bucket/model", "model__dtype": "float16"},
+    {"model__source": "pvc://claim/llama", "model__dtype": "int4"},
+]
+
+
+def generated_flags(container: dict[str, Any]) -> set[str]:
+    return {a for a in container["args"] if a.startswith("-")}
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang", "tgi"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=range(len(VARIANTS)))
+def test_every_flag_an_engine_preset_generates_is_one_the_api_refuses_in_args(
+    kind: str, variant: dict[str, Any]
+) -> None:
+    spec = spec_with(engine__kind=kind, **variant)
+    c = build_engine_container(spec, Parallelism(2, 1), 2)
+    # --quantization/--quantize (fp8 only), --load-format (s3/gs only) and --enable-metrics stay
+    # open to users: an int4 AWQ checkpoint may need its quantization named.
+    allowed = {"--quantization", "--quantize", "--load-format", "--enable-metrics"}
+    assert generated_flags(c) - allowed <= set(GENERATED_FLAGS[kind])
+    assert {e["name"] for e in c["env"]} <= set(OPERATOR_ENV_NAMES)
+
+
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+def test_every_flag_variable_and_port_of_a_multi_node_group_is_reserved(kind: str) -> None:
+    spec = spec_with(engine__kind=kind)
+    owner = Owner(name="svc", namespace="ml", uid="u")
+    sts = build_group_statefulset(owner, spec, Parallelism(8, 2), 8, 2, 0, "zone-a", ["n1", "n2"])
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert generated_flags(container) - {"--enable-metrics"} <= set(GENERATED_FLAGS[kind])
+    assert {e["name"] for e in container["env"]} <= set(OPERATOR_ENV_NAMES)
+    headless = build_group_headless_service(owner, spec, 0)
+    ports = {p["port"] for p in headless["spec"]["ports"]} - {spec.engine.port}
+    assert ports == {OPERATOR_PORTS[kind]}
+
+
+@pytest.mark.parametrize(
+    ("kind", "args", "flag"),
+    [
+        ("vllm", ["--tensor-parallel-size", "8"], "--tensor-parallel-size"),
+        ("vllm", ["--tensor_parallel_size=8"], "--tensor-parallel-size"),
+        ("vllm", ["--trust-remote-code", "--port=9000"], "--port"),
+        ("sglang", ["--tp-size", "4"], "--tp-size"),
+        ("tgi", ["--num-shard", "4"], "--num-shard"),
+        ("vllm", ["--gpu-memory-utilization", "0.8"], None),
+        ("vllm", ["--model-loader-extra-config={}"], None),
+        ("tgi", ["--tp-size", "4"], None),
+    ],
+)
+def test_overridden_flag_reads_flags_as_the_crd_rule_does(
+    kind: str, args: list[str], flag: str | None
+) -> None:
+    assert overridden_flag(kind, args) == flag
 
 
 def test_custom_engine_runs_its_own_image_and_args_with_tcp_probes() -> None:

@@ -13,6 +13,7 @@ import pytest
 from inferfleet.planning.sizing import (
     Architecture,
     Dtype,
+    InvalidShardingError,
     SizingError,
     SizingInput,
     compute_kv_bytes_per_token,
@@ -124,25 +125,29 @@ def test_manual_mode_takes_the_layout_as_given(tp: int, pp: int | None, gpus_per
 
 
 @pytest.mark.parametrize(
-    ("inp", "message"),
+    ("inp", "reason", "message"),
     [
         pytest.param(
             dataclasses.replace(_input(70.6, BF16, LLAMA_70B, H100), tensor_parallel=2),
+            "ModelDoesNotFit",
             "needs 73.0 GiB per GPU, have 72.0 GiB usable",
             id="70b-tp2-does-not-fit",
         ),
         pytest.param(
             dataclasses.replace(_input(70.6, BF16, LLAMA_70B, H100), tensor_parallel=3),
+            "InvalidSpec",
             "power of two",
             id="tp3",
         ),
         pytest.param(
             dataclasses.replace(_input(70.6, BF16, LLAMA_70B, H100), tensor_parallel=16),
+            "ModelDoesNotFit",
             "exceeds gpus_per_node 8",
             id="tp16-on-8-gpu-nodes",
         ),
         pytest.param(
             dataclasses.replace(_input(7.62, BF16, QWEN_7B, H100), tensor_parallel=8),
+            "InvalidSpec",
             "does not divide num_attention_heads 28",
             id="tp-does-not-divide-heads",
         ),
@@ -151,24 +156,50 @@ def test_manual_mode_takes_the_layout_as_given(tp: int, pp: int | None, gpus_per
                 _input(2, BF16, Architecture(24, 2304, 12, 6), H100),  # hypothetical: 6 KV heads
                 tensor_parallel=4,
             ),
+            "InvalidSpec",
             "num_key_value_heads 6",
             id="tp-and-kv-heads-incompatible",
         ),
         pytest.param(
             dataclasses.replace(_input(70.6, BF16, LLAMA_70B, H100), tensor_parallel=8, pipeline_parallel=81),
+            "InvalidSpec",
             "num_layers 80",
             id="pp-beyond-layers",
         ),
         pytest.param(
             dataclasses.replace(_input(70.6, BF16, LLAMA_70B, H100), pipeline_parallel=2),
+            "InvalidSpec",
             "without tensor_parallel",
             id="pp-without-tp",
         ),
     ],
 )
-def test_manual_mode_refusals_say_why(inp: SizingInput, message: str) -> None:
-    with pytest.raises(SizingError, match=message):
+def test_manual_mode_refusals_say_why(inp: SizingInput, reason: str, message: str) -> None:
+    """InvalidSpec: no cluster can run it; ModelDoesNotFit: bigger or more GPUs would."""
+    with pytest.raises(SizingError, match=message) as info:
         plan_shards(inp)
+    assert info.value.reason == reason
+
+
+def test_tp_8_on_a_12_head_model_is_an_invalid_spec_even_on_4_gpu_nodes() -> None:
+    arch = Architecture(num_layers=12, hidden_size=768, num_attention_heads=12)
+    inp = dataclasses.replace(_input(0.1, BF16, arch, L4), tensor_parallel=8)
+    with pytest.raises(InvalidShardingError) as info:
+        plan_shards(inp)
+    assert (info.value.reason, str(info.value)) == (
+        "InvalidSpec",
+        "tensor_parallel 8 does not divide num_attention_heads 12",
+    )
+
+
+def test_an_invalid_tp_on_the_assumed_architecture_says_to_set_the_architecture() -> None:
+    inp = dataclasses.replace(_input(3, BF16, None, H100), tensor_parallel=16)  # assumed: 24 heads
+    with pytest.raises(InvalidShardingError) as info:
+        plan_shards(inp)
+    assert str(info.value) == (
+        "tensor_parallel 16 does not divide num_attention_heads 24 (the architecture assumed for 3B "
+        "parameters; set model.architecture from the model's config.json)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,8 @@ def _tgi_args(spec: InferenceServiceSpec, model: str, par: Parallelism) -> list[
     return args
 
 
+# Every flag and variable generated here is listed in inferfleet.api.reserved, which the API refuses
+# in engine.args and engine.env (tests/unit/test_engines.py checks that the lists are complete).
 _ARGS = {EngineKind.VLLM: _vllm_args, EngineKind.SGLANG: _sglang_args, EngineKind.TGI: _tgi_args}
 _COMMANDS = {
     EngineKind.VLLM: ["python3", "-m", "vllm.entrypoints.openai.api_server"],

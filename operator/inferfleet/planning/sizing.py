@@ -57,7 +57,19 @@ KV_BYTES: dict[Dtype, int] = {
 
 
 class SizingError(ValueError):
-    """The model cannot be placed as asked; the message says what is missing, with numbers."""
+    """The model cannot be placed as asked; the message says what is missing, with numbers.
+
+    `reason` is the Ready condition's reason: waiting for bigger or more GPUs.
+    """
+
+    reason = "ModelDoesNotFit"
+
+
+class InvalidShardingError(SizingError):
+    """The sharding asked for cannot work on this model on any cluster (heads or layers do not
+    divide): the spec must change, no capacity will help."""
+
+    reason = "InvalidSpec"
 
 
 @dataclass(frozen=True)
@@ -163,10 +175,16 @@ def _nodes(inp: SizingInput, tp: int, pp: int) -> int:
 
 
 def _tp_problem(tp: int, arch: Architecture, gpus_per_node: int) -> str | None:
-    if tp < 1 or tp & (tp - 1):
-        return f"tensor_parallel {tp} is not a power of two"
+    """What makes `tp` fail on nodes of `gpus_per_node` GPUs, or None; see _tp_invalid."""
     if tp > gpus_per_node:
         return f"tensor_parallel {tp} exceeds gpus_per_node {gpus_per_node} (TP stays inside one node)"
+    return _tp_invalid(tp, arch)
+
+
+def _tp_invalid(tp: int, arch: Architecture) -> str | None:
+    """What makes `tp` impossible for this model whatever the GPUs, or None."""
+    if tp < 1 or tp & (tp - 1):
+        return f"tensor_parallel {tp} is not a power of two"
     if arch.num_attention_heads % tp:
         return f"tensor_parallel {tp} does not divide num_attention_heads {arch.num_attention_heads}"
     if arch.kv_heads % tp and tp % arch.kv_heads:
@@ -175,6 +193,16 @@ def _tp_problem(tp: int, arch: Architecture, gpus_per_node: int) -> str | None:
             "one must be a multiple of the other"
         )
     return None
+
+
+def _assumed(inp: SizingInput) -> str:
+    """Where the head and layer counts came from, when the spec did not give them."""
+    if inp.architecture is not None:
+        return ""
+    return (
+        f" (the architecture assumed for {inp.parameters_billions:g}B parameters; "
+        "set model.architecture from the model's config.json)"
+    )
 
 
 def _candidates(inp: SizingInput, arch: Architecture) -> list[tuple[int, int]]:
@@ -200,11 +228,15 @@ def _shortfall(inp: SizingInput, model: _Model, tp: int, pp: int) -> str:
 
 def _manual(inp: SizingInput, model: _Model, tp: int) -> tuple[int, int]:
     pp = 1 if inp.pipeline_parallel is None else inp.pipeline_parallel
-    problem = _tp_problem(tp, model.arch, inp.gpus_per_node)
-    if problem is None and not 1 <= pp <= model.arch.num_layers:
-        problem = f"pipeline_parallel {pp} must be between 1 and num_layers {model.arch.num_layers}"
-    if problem:
-        raise SizingError(problem)
+    invalid = _tp_invalid(tp, model.arch)
+    if invalid is None and not 1 <= pp <= model.arch.num_layers:
+        invalid = f"pipeline_parallel {pp} must be between 1 and num_layers {model.arch.num_layers}"
+    if invalid:
+        raise InvalidShardingError(f"{invalid}{_assumed(inp)}")
+    if tp > inp.gpus_per_node:
+        raise SizingError(
+            f"tensor_parallel {tp} exceeds gpus_per_node {inp.gpus_per_node} (TP stays inside one node)"
+        )
     if _per_gpu_gib(inp, model, tp, pp) > _usable_gib(inp):
         raise SizingError(f"does not fit: {_shortfall(inp, model, tp, pp)}")
     return tp, pp
@@ -232,7 +264,7 @@ def plan_shards(inp: SizingInput) -> ShardPlan:
     if inp.tensor_parallel is not None:
         tp, pp = _manual(inp, model, inp.tensor_parallel)
     elif inp.pipeline_parallel is not None:
-        raise SizingError("pipeline_parallel is set without tensor_parallel; set both, or neither")
+        raise InvalidShardingError("pipeline_parallel is set without tensor_parallel; set both, or neither")
     else:
         tp, pp = _auto(inp, model)
     total = tp * pp
