@@ -63,3 +63,18 @@ def test_the_scaler_state_round_trips_through_status() -> None:
     state = ScalerState(recommendations=((NOW - 10, 3), (NOW, 2)), last_active=NOW, last_scale_time=NOW - 10)
     assert scaler_state_of(with_scaler_state({"phase": "Ready"}, state)) == state
     assert scaler_state_of({}) == ScalerState()
+
+
+def test_a_refused_custom_query_names_its_reason_in_the_condition() -> None:
+    decision = ScalingDecision(replicas=2, reason="MetricsUnavailable", message="holding", limited=False)
+    message = "scaling.query is not used: custom queries are off (chart value prometheus.customQueries)"
+    status = compute_autoscaler_status({}, current_replicas=2, decision=decision, queue_depth=None,
+                                       metrics_problem=message, metrics_reason="CustomQueryDisabled",
+                                       generation=1, now=NOW)  # fmt: skip
+    [available] = [c for c in status["conditions"] if c["type"] == "MetricsAvailable"]
+    assert (available["status"], available["reason"], available["message"]) == (
+        "False",
+        "CustomQueryDisabled",
+        message,
+    )
+    assert "queueDepth" not in status

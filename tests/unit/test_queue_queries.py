@@ -5,9 +5,11 @@ import pytest
 from inferfleet.planning.queue_queries import (
     QueueSample,
     build_fleet_query,
+    compute_override_sample,
     parse_fleet_result,
     parse_override_result,
 )
+from inferfleet.planning.scaling import ScalerState, ScalingPolicy, ScalingSample, compute_scaling_decision
 
 
 def series(ns: str, svc: str, signal: str, value: str) -> dict:
@@ -85,3 +87,36 @@ def test_the_completion_rate_rides_with_the_queue_of_its_service() -> None:
         ("ml", "b"): QueueSample(0.0, None, None),
         ("ml", "d"): QueueSample(1.0, None, None),
     }
+
+
+@pytest.mark.parametrize(
+    ("override", "engines", "sample"),
+    [
+        # the query's queue, with the engines' running requests and completion rate
+        (QueueSample(12.0, None), QueueSample(3.0, 8.0, 1.5), QueueSample(12.0, 8.0, 1.5)),
+        # engines that report nothing: the query is the whole signal
+        (QueueSample(12.0, None), None, QueueSample(12.0, 0.0)),
+        (QueueSample(12.0, None), QueueSample(3.0, None), QueueSample(12.0, 0.0)),
+        # no number from the query: no sample, whatever the engines say
+        (QueueSample(None, None), QueueSample(3.0, 8.0, 1.5), QueueSample(None, None)),
+    ],
+)
+def test_a_scaling_query_supplies_the_queue_and_the_engines_the_rest(
+    override: QueueSample, engines: QueueSample | None, sample: QueueSample
+) -> None:
+    assert compute_override_sample(override, engines) == sample
+
+
+def test_a_running_service_whose_query_reports_a_queue_scales_up() -> None:
+    # Issue 13 item 3: the query's sample had no running requests, so the policy held.
+    policy = ScalingPolicy(min_replicas=1, max_replicas=4, target_queue_depth=2, max_concurrent_requests=4)
+    sample = compute_override_sample(parse_override_result([{"metric": {}, "value": [0, "12"]}]), None)
+    decision, _ = compute_scaling_decision(
+        ScalingSample(sample.waiting, sample.running, sample.completion_rate),
+        policy,
+        1,
+        1,
+        ScalerState(),
+        0.0,
+    )
+    assert (decision.replicas, decision.reason) == (2, "QueueAboveTarget")

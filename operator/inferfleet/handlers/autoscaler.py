@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import Future, as_completed
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +25,10 @@ from inferfleet.kube.apply import patch_inference_service_status, scale_inferenc
 from inferfleet.kube.events import post_event
 from inferfleet.kube.peering import Peering, read_peers
 from inferfleet.metrics.operator import AUTOSCALER_TICKS, SCALING_DECISIONS
-from inferfleet.metrics.prometheus import MetricsUnavailableError, QueueReader
+from inferfleet.metrics.prometheus import FAILED, MetricsUnavailableError, QueueReader
 from inferfleet.planning.autoscale import (
     METRICS_AVAILABLE,
+    METRICS_UNAVAILABLE_REASON,
     build_scaling_policy,
     compute_autoscaler_status,
     scaler_state_of,
@@ -33,8 +36,10 @@ from inferfleet.planning.autoscale import (
 )
 from inferfleet.planning.conditions import find_condition
 from inferfleet.planning.peering import compute_peering_active
-from inferfleet.planning.queue_queries import QueueSample
+from inferfleet.planning.promql import build_confined_query
+from inferfleet.planning.queue_queries import QueueSample, compute_override_sample
 from inferfleet.planning.scaling import ScalingSample, compute_scaling_decision
+from inferfleet.runtime.config import OperatorConfig, PrometheusConfig
 
 DEFAULT_INTERVAL_SECONDS = 15.0
 # kopf's per-handler loggers need kopf's context; the ticks run in a worker thread without it.
@@ -56,41 +61,106 @@ def _autoscaled(index: kopf.Index[Any, Any]) -> list[tuple[Any, InferenceService
     return services
 
 
+@dataclass(frozen=True)
+class Signal:
+    """One service's input this tick: its sample, or why there is none (condition reason, message)."""
+
+    sample: QueueSample
+    problem: tuple[str, str] | None = None
+
+
+NO_SAMPLE = QueueSample(None, None)
+CUSTOM_QUERY_DISABLED = "CustomQueryDisabled"
+INVALID_QUERY = "InvalidQuery"
+DISABLED_MESSAGE = (
+    "scaling.query is not used: custom queries are off in this installation (chart value "
+    "prometheus.customQueries); holding replicas, remove scaling.query to scale on the engines' queues"
+)
+
+
 def autoscale_tick(
     api: Any, reader: QueueReader, index: kopf.Index[Any, Any], logger: Any, now: float
 ) -> None:
+    """One decision per autoscaled service. Tenants' queries run concurrently with the fleet
+    query, each until the query timeout: a slow one holds only its own service."""
     services = _autoscaled(index)
     if not services:
         return
-    problem: str | None = None
+    deadline = time.monotonic() + reader.config.timeout_seconds + 1
+    custom = {_key(s): (s, spec) for s, spec in services if _query_of(spec)}
+    started = {key: _start_custom(reader, key, _query_of(spec)) for key, (_, spec) in custom.items()}
     try:
-        fleet = reader.read_fleet()
+        fleet, problem = reader.read_fleet(), None
     except MetricsUnavailableError as e:
-        fleet, problem = {}, str(e)
+        fleet, problem = {}, (METRICS_UNAVAILABLE_REASON, str(e))
     for snapshot, spec in services:
-        service_log = service_logger(snapshot)  # JSON logs carry the service's namespace and name
-        try:
-            _decide(api, reader, snapshot, spec, fleet, problem, service_log, now)
-        except ApiException as e:
-            service_log.warning(f"autoscaling failed: {e.status} {e.reason}")
+        if _key(snapshot) not in custom:
+            _decide_logged(api, snapshot, spec, _fleet_signal(fleet.get(_key(snapshot)), problem), now)
+    futures = {f: key for key, f in started.items() if isinstance(f, Future)}
+    for key, begun in started.items():
+        if not isinstance(begun, Future):
+            _decide_logged(api, *custom[key], begun, now)
+    try:
+        for future in as_completed(futures, timeout=max(0.0, deadline - time.monotonic())):
+            key = futures.pop(future)
+            _decide_logged(api, *custom[key], _custom_signal(future, fleet.get(key), problem), now)
+    except TimeoutError:
+        late = f"{FAILED}: no answer within {reader.config.timeout_seconds:g}s"
+        for key in futures.values():
+            _decide_logged(api, *custom[key], Signal(NO_SAMPLE, (METRICS_UNAVAILABLE_REASON, late)), now)
 
 
-def _sample(
-    reader: QueueReader, key: tuple[str, str], spec: InferenceServiceSpec, fleet: dict[Any, QueueSample],
-    problem: str | None,
-) -> tuple[QueueSample, str | None]:  # fmt: skip
+def _key(snapshot: Any) -> tuple[str, str]:
+    return snapshot["metadata"]["namespace"], snapshot["metadata"]["name"]
+
+
+def _query_of(spec: InferenceServiceSpec) -> str:
+    return (spec.scaling.query if spec.scaling else None) or ""
+
+
+def _start_custom(reader: QueueReader, key: tuple[str, str], query: str) -> Future[QueueSample] | Signal:
+    """The service's query running on the reader's pool, or the Signal that says why not."""
+    if not reader.config.custom_queries:
+        return Signal(NO_SAMPLE, (CUSTOM_QUERY_DISABLED, DISABLED_MESSAGE))
+    confined = build_confined_query(query, key[0])
+    if confined.query is None:
+        return Signal(NO_SAMPLE, (INVALID_QUERY, f"scaling.query refused: {confined.refusal}"))
+    future = reader.submit_override(key, confined.query)
+    if future is None:
+        still = f"{FAILED}: the previous scaling.query has not answered yet"
+        return Signal(NO_SAMPLE, (METRICS_UNAVAILABLE_REASON, still))
+    return future
+
+
+def _fleet_signal(sample: QueueSample | None, problem: tuple[str, str] | None) -> Signal:
     if problem is not None:
-        return QueueSample(None, None), problem
-    if spec.scaling is not None and spec.scaling.query:
-        try:
-            sample = reader.read_override(spec.scaling.query)
-        except MetricsUnavailableError as e:
-            return QueueSample(None, None), str(e)
-    else:
-        sample = fleet.get(key, QueueSample(None, None))
-    if sample.waiting is None:
-        return sample, "no fresh queue samples for this service's pods"
-    return sample, None
+        return Signal(NO_SAMPLE, problem)
+    if sample is None or sample.waiting is None:
+        missing = "no fresh queue samples for this service's pods"
+        return Signal(sample or NO_SAMPLE, (METRICS_UNAVAILABLE_REASON, missing))
+    return Signal(sample)
+
+
+def _custom_signal(
+    future: Future[QueueSample], engines: QueueSample | None, problem: tuple[str, str] | None
+) -> Signal:
+    try:
+        override = future.result()
+    except MetricsUnavailableError as e:
+        return Signal(NO_SAMPLE, (METRICS_UNAVAILABLE_REASON, str(e)))
+    if problem is not None:  # without the engines' running requests, a queue alone could scale down
+        return Signal(NO_SAMPLE, problem)
+    if override.waiting is None:
+        return Signal(NO_SAMPLE, (METRICS_UNAVAILABLE_REASON, "scaling.query returned no number"))
+    return Signal(compute_override_sample(override, engines))
+
+
+def _decide_logged(api: Any, snapshot: Any, spec: InferenceServiceSpec, signal: Signal, now: float) -> None:
+    service_log = service_logger(snapshot)  # JSON logs carry the service's namespace and name
+    try:
+        _decide(api, snapshot, spec, signal, service_log, now)
+    except ApiException as e:
+        service_log.warning(f"autoscaling failed: {e.status} {e.reason}")
 
 
 def _scaling_sample(sample: QueueSample) -> ScalingSample:
@@ -100,14 +170,13 @@ def _scaling_sample(sample: QueueSample) -> ScalingSample:
 
 
 def _decide(
-    api: Any, reader: QueueReader, snapshot: Any, spec: InferenceServiceSpec, fleet: dict[Any, QueueSample],
-    problem: str | None, logger: Any, now: float,
-) -> None:  # fmt: skip
+    api: Any, snapshot: Any, spec: InferenceServiceSpec, signal: Signal, logger: Any, now: float
+) -> None:
     meta = snapshot["metadata"]
     key = (meta["namespace"], meta["name"])
     policy = build_scaling_policy(spec)
     assert policy is not None
-    sample, missing = _sample(reader, key, spec, fleet, problem)
+    sample = signal.sample if signal.problem is None else NO_SAMPLE
     state = service_state(key, meta["uid"])
     with state.lock:
         previous = state.written_status or dict(snapshot.get("status") or {})
@@ -122,7 +191,8 @@ def _decide(
             current_replicas=spec.replicas,
             decision=decision,
             queue_depth=sample.waiting,
-            metrics_problem=missing,
+            metrics_problem=signal.problem[1] if signal.problem else None,
+            metrics_reason=signal.problem[0] if signal.problem else METRICS_UNAVAILABLE_REASON,
             generation=int(meta.get("generation") or 0),
             now=now,
         )
@@ -146,9 +216,8 @@ def _report_metrics_transition(
     before = find_condition(list(previous.get("conditions") or []), METRICS_AVAILABLE) or {}
     after = find_condition(list(status.get("conditions") or []), METRICS_AVAILABLE) or {}
     if after.get("status") == "False" and before.get("status") != "False":
-        post_event(
-            api, snapshot, "Warning", "MetricsUnavailable", f"holding replicas: {after.get('message')}"
-        )
+        reason = str(after.get("reason") or METRICS_UNAVAILABLE_REASON)
+        post_event(api, snapshot, "Warning", reason, f"holding replicas: {after.get('message')}")
     elif after.get("status") == "True" and before.get("status") == "False":
         post_event(api, snapshot, "Normal", "MetricsAvailable", "queue metrics are back")
 
@@ -177,17 +246,29 @@ async def _loop(memo: kopf.Memo, reader: QueueReader, index: kopf.Index[Any, Any
             log.exception(f"autoscaler tick failed: {e}")
 
 
+def _configured(memo: kopf.Memo) -> tuple[PrometheusConfig, float]:
+    """The Prometheus settings and tick interval from the operator's config (`memo["config"]`)."""
+    config = memo.get("config")
+    if isinstance(config, OperatorConfig):
+        return config.prometheus, config.autoscale_interval_seconds
+    interval = float(memo.get("autoscale_interval") or DEFAULT_INTERVAL_SECONDS)
+    return PrometheusConfig(url=memo.get("prometheus_url")), interval
+
+
 @kopf.on.startup()
 async def on_startup_autoscaler(
     memo: kopf.Memo, inference_services: kopf.Index[Any, Any], logger: kopf.Logger, **_: Any
 ) -> None:
-    url = memo.get("prometheus_url")
-    if not url:
+    prometheus, interval = _configured(memo)
+    if not prometheus.url:
         logger.info("autoscaling is off: no Prometheus URL (--prometheus-url or INFERFLEET_PROMETHEUS_URL)")
         return
-    interval = float(memo.get("autoscale_interval") or DEFAULT_INTERVAL_SECONDS)
-    memo["autoscaler_task"] = asyncio.create_task(_loop(memo, QueueReader(url), inference_services, interval))
-    logger.info(f"autoscaling from {url} every {interval:g}s")
+    reader = QueueReader(prometheus)
+    memo["autoscaler_reader"] = reader
+    memo["autoscaler_task"] = asyncio.create_task(_loop(memo, reader, inference_services, interval))
+    custom = "honoured, confined to each service's namespace" if prometheus.custom_queries else "ignored"
+    tls = "not verified" if prometheus.insecure_skip_verify else "verified"
+    logger.info(f"autoscaling from {reader.safe_url} every {interval:g}s (TLS {tls}; scaling.query {custom})")
 
 
 @kopf.on.cleanup()
@@ -195,3 +276,13 @@ async def on_cleanup_autoscaler(memo: kopf.Memo, **_: Any) -> None:
     task = memo.get("autoscaler_task")
     if task is not None:
         task.cancel()
+    reader = memo.get("autoscaler_reader")
+    if reader is not None:
+        reader.close()
+
+
+def forget_service(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """Drops what the autoscaler keeps for a deleted service (its query in flight, if any)."""
+    reader = memo.get("autoscaler_reader")
+    if reader is not None:
+        reader.forget_service((namespace, name))

@@ -12,6 +12,7 @@ from inferfleet.planning.conditions import ConditionUpdate, rfc3339, set_conditi
 from inferfleet.planning.scaling import ScalerState, ScalingDecision, ScalingPolicy
 
 METRICS_AVAILABLE = "MetricsAvailable"
+METRICS_UNAVAILABLE_REASON = "MetricsUnavailable"
 SCALING_LIMITED = "ScalingLimited"
 HISTORY_LENGTH = 10
 
@@ -44,8 +45,11 @@ def compute_autoscaler_status(
     metrics_problem: str | None,
     generation: int,
     now: float,
+    metrics_reason: str = METRICS_UNAVAILABLE_REASON,
 ) -> dict[str, Any]:
-    """The status after one autoscaler tick (without the scaler's window state)."""
+    """The status after one autoscaler tick (without the scaler's window state).
+
+    `metrics_problem` (with its condition reason, `metrics_reason`) says why there is no sample."""
     when = datetime.fromtimestamp(now, UTC)
     status: dict[str, Any] = copy.deepcopy(dict(previous))
     conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
@@ -54,7 +58,7 @@ def compute_autoscaler_status(
             METRICS_AVAILABLE, True, "QueueDepthReported", "engine queue metrics are fresh"
         )
     else:
-        available = ConditionUpdate(METRICS_AVAILABLE, False, "MetricsUnavailable", metrics_problem)
+        available = ConditionUpdate(METRICS_AVAILABLE, False, metrics_reason, metrics_problem)
     set_condition(conditions, when, available, generation)
     if decision.limited:
         limited = ConditionUpdate(SCALING_LIMITED, True, decision.reason, decision.message)

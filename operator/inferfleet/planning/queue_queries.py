@@ -103,3 +103,18 @@ def parse_override_result(result: Iterable[Mapping[str, Any]]) -> QueueSample:
     if not numbers or any(n is None for n in numbers):
         return QueueSample(None, None)
     return QueueSample(sum(n for n in numbers if n is not None), None)
+
+
+def compute_override_sample(override: QueueSample, engines: QueueSample | None) -> QueueSample:
+    """A service's sample when its `scaling.query` gives the waiting requests.
+
+    The query replaces the engines' queue; their running requests and completion rate still
+    come from the fleet query when the engines report them, so the policy sizes for the load
+    as it does without a query. Engines that report nothing (an engine kind the fleet query
+    does not know) leave the query as the whole signal: nothing counts as running.
+    """
+    if override.waiting is None:
+        return QueueSample(None, None)
+    if engines is None or engines.running is None:
+        return QueueSample(override.waiting, 0.0)
+    return QueueSample(override.waiting, engines.running, engines.completion_rate)
