@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import ssl
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
@@ -51,12 +53,19 @@ class LocalPrometheus:
     port: int = 0
     scrape_interval: str = "1s"
     extra_scrape_configs: list[dict[str, Any]] = field(default_factory=list)
+    web_config: dict[str, Any] | None = None
+    """Prometheus' --web.config.file (tls_server_config, basic_auth_users); None: plain HTTP."""
+    ca_file: Path | None = None
+    """With TLS: the CA that signed the server's certificate (to check readiness)."""
+    auth: tuple[str, str] | None = None
+    """With basic_auth_users: a user and password (to check readiness)."""
     _process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        tls = self.web_config is not None and "tls_server_config" in self.web_config
+        return f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def targets_dir(self) -> Path:
@@ -69,6 +78,11 @@ class LocalPrometheus:
         config_file.write_text(
             yaml.safe_dump(build_config(self.targets_dir, self.scrape_interval, self.extra_scrape_configs))
         )
+        web = []
+        if self.web_config is not None:
+            web_file = self.workdir / "web.yml"
+            web_file.write_text(yaml.safe_dump(self.web_config))
+            web = [f"--web.config.file={web_file}"]
         self._log = (self.workdir / "prometheus.log").open("wb")
         self._process = subprocess.Popen(
             [
@@ -78,6 +92,7 @@ class LocalPrometheus:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
                 "--storage.tsdb.retention.time=1d",
+                *web,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -89,7 +104,12 @@ class LocalPrometheus:
             raise RuntimeError(
                 f"Prometheus exited with {self._process.returncode}; see {self.workdir}/prometheus.log"
             )
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+        request = urllib.request.Request(f"{self.url}/-/ready")
+        if self.auth is not None:
+            token = base64.b64encode(":".join(self.auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
+        with urllib.request.urlopen(request, timeout=2, context=context) as r:
             return bool(r.status == 200)
 
     def add_target(self, name: str, address: str, labels: dict[str, str] | None = None) -> None:
