@@ -182,6 +182,9 @@ def test_snake_case_names_are_accepted_and_dumps_are_camel_case() -> None:
 
 
 SCALING, SHARDING, ENGINE, ARCHITECTURE = ("scaling",), ("sharding",), ("engine",), ("model", "architecture")
+SPEC, ENV0, ENV1, SCHEDULING = (), ("engine", "env", 0), ("engine", "env", 1), ("scheduling",)
+SECRET = {"secretKeyRef": {"name": "hf", "key": "token"}}
+ARCH_12_HEADS = {"numLayers": 12, "hiddenSize": 768, "numAttentionHeads": 12, "numKeyValueHeads": 4}
 
 
 @pytest.mark.parametrize(
@@ -248,6 +251,119 @@ SCALING, SHARDING, ENGINE, ARCHITECTURE = ("scaling",), ("sharding",), ("engine"
             "numAttentionHeads must be divisible by numKeyValueHeads",
             id="heads-not-divisible",
         ),
+        pytest.param(
+            {"engine.env": [{"name": "HF_TOKEN", "value": "x", "valueFrom": SECRET}]},
+            ENV0,
+            "value and valueFrom are exclusive: set one of them",
+            id="env-value-and-value-from",
+        ),
+        pytest.param(
+            {"engine.env": [{"name": "HF_HOME", "value": "/cache"}]},
+            ENV0,
+            "name HF_HOME is set by inferfleet, use another name",
+            id="env-hf-home",
+        ),
+        pytest.param(
+            {"engine.env": [{"name": "A", "value": "1"}, {"name": "POD_INDEX", "value": "0"}]},
+            ENV1,
+            "name POD_INDEX is set by inferfleet, use another name",
+            id="env-pod-index",
+        ),
+        pytest.param(
+            {"engine.env": [{"name": "A", "value": "1"}, {"name": "B"}, {"name": "A", "value": "2"}]},
+            ENGINE,
+            "env sets A more than once",
+            id="env-duplicate",
+        ),
+        pytest.param(
+            {"engine.env": [{"name": "A", "valueFrom": {}}]},
+            (*ENV0, "valueFrom"),
+            "valueFrom sets exactly one of secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef",
+            id="value-from-empty",
+        ),
+        pytest.param(
+            {
+                "engine.env": [
+                    {"name": "A", "valueFrom": {**SECRET, "fieldRef": {"fieldPath": "metadata.name"}}}
+                ]
+            },
+            (*ENV0, "valueFrom"),
+            "valueFrom sets exactly one of secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef",
+            id="value-from-two-sources",
+        ),
+        pytest.param(
+            {"engine.args": ["--trust-remote-code", "--tensor-parallel-size", "8"]},
+            ENGINE,
+            "args must not set --tensor-parallel-size: inferfleet sets it for vllm",
+            id="args-tp",
+        ),
+        pytest.param(
+            {"engine.args": ["--port=9000"]},
+            ENGINE,
+            "args must not set --port: inferfleet sets it for vllm",
+            id="args-port-equals",
+        ),
+        pytest.param(
+            {"engine.args": ["--max_num_seqs", "8"]},
+            ENGINE,
+            "args must not set --max-num-seqs: inferfleet sets it for vllm",
+            id="args-underscores",
+        ),
+        pytest.param(
+            {"engine": {"kind": "sglang", "args": ["--tp-size", "2"]}},
+            ENGINE,
+            "args must not set --tp-size: inferfleet sets it for sglang",
+            id="args-sglang-tp",
+        ),
+        pytest.param(
+            {"engine": {"kind": "tgi", "args": ["--num-shard=2"]}},
+            ENGINE,
+            "args must not set --num-shard: inferfleet sets it for tgi",
+            id="args-tgi-shards",
+        ),
+        pytest.param(
+            {"engine.port": 6379},
+            ENGINE,
+            "port 6379 is used by inferfleet for vllm multi-node groups, choose another",
+            id="port-ray",
+        ),
+        pytest.param(
+            {"engine": {"kind": "sglang", "port": 5000}},
+            ENGINE,
+            "port 5000 is used by inferfleet for sglang multi-node groups, choose another",
+            id="port-sglang-dist",
+        ),
+        pytest.param(
+            {"scheduling": {"nodeSelector": {"a" * 318: "x"}}},
+            SCHEDULING,
+            "nodeSelector keys are label keys of at most 317 characters",
+            id="node-selector-key-too-long",
+        ),
+        pytest.param(
+            {"model.architecture": ARCH_12_HEADS, "sharding": {"mode": "manual", "tensorParallel": 8}},
+            SPEC,
+            "sharding.tensorParallel 8 must divide model.architecture.numAttentionHeads 12",
+            id="tp-does-not-divide-heads",
+        ),
+        pytest.param(
+            {
+                "model.architecture": {**ARCH_12_HEADS, "numKeyValueHeads": 6},
+                "sharding": {"mode": "manual", "tensorParallel": 4},
+            },
+            SPEC,
+            "sharding.tensorParallel and model.architecture.numKeyValueHeads: one must be a multiple of "
+            "the other",
+            id="tp-and-kv-heads",
+        ),
+        pytest.param(
+            {
+                "model.architecture": ARCH_12_HEADS,
+                "sharding": {"mode": "manual", "tensorParallel": 1, "pipelineParallel": 16},
+            },
+            SPEC,
+            "sharding.pipelineParallel must be at most model.architecture.numLayers",
+            id="pp-beyond-layers",
+        ),
     ],
 )
 def test_cross_field_rules_reject_with_the_crd_message(
@@ -282,6 +398,26 @@ def test_all_failing_rules_are_reported_together() -> None:
             id="mha-no-kv-heads",
         ),
         pytest.param({"replicas": 0}, id="zero-replicas"),
+        pytest.param({"replicas": 1000, "scaling": {"minReplicas": 1000, "maxReplicas": 1000}}, id="1000"),
+        pytest.param(
+            {"scaling": {"scaleUpStabilizationSeconds": 3600, "scaleDownStabilizationSeconds": 3600}},
+            id="hour-windows",
+        ),
+        pytest.param({"model.parametersBillions": 70}, id="int-for-a-float"),
+        pytest.param({"engine.env": [{"name": "EMPTY"}]}, id="env-without-value"),
+        pytest.param(
+            {"engine.env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]},
+            id="env-field-ref",
+        ),
+        pytest.param(
+            {"engine": {"kind": "custom", "image": "x:1", "args": ["--port", "1"]}}, id="custom-args"
+        ),
+        pytest.param({"engine": {"kind": "tgi", "port": 6379}}, id="tgi-port-6379"),
+        pytest.param({"engine.args": ["--gpu-memory-utilization=0.8", "--portal"]}, id="args-not-generated"),
+        pytest.param(
+            {"model.architecture": ARCH_12_HEADS, "sharding": {"mode": "manual", "tensorParallel": 4}},
+            id="tp-4-of-12-heads",
+        ),
         pytest.param({"accelerator": None, "sharding": None}, id="no-accelerator-no-sharding"),
     ],
 )
@@ -319,6 +455,93 @@ def test_valid_edge_cases_are_accepted(changes: dict[str, Any]) -> None:
         pytest.param({"scaling": {"targetQueueDepth": 0}}, ("scaling", "targetQueueDepth"), id="zero-target"),
         pytest.param({"replicas": -1}, ("replicas",), id="negative-replicas"),
         pytest.param({"engine.gpus": 2}, ("engine", "gpus"), id="unknown-field"),
+        pytest.param({"replicas": 1001}, ("replicas",), id="replicas-above-1000"),
+        pytest.param({"replicas": "3"}, ("replicas",), id="replicas-string"),
+        pytest.param({"replicas": 2.0}, ("replicas",), id="replicas-float"),
+        pytest.param({"replicas": True}, ("replicas",), id="replicas-bool"),
+        pytest.param({"scaling": {"maxReplicas": 1001}}, ("scaling", "maxReplicas"), id="max-replicas-1001"),
+        pytest.param({"scaling": {"minReplicas": 1001}}, ("scaling", "minReplicas"), id="min-replicas-1001"),
+        pytest.param(
+            {"scaling": {"scaleDownStabilizationSeconds": 3601}},
+            ("scaling", "scaleDownStabilizationSeconds"),
+            id="down-window-above-hour",
+        ),
+        pytest.param(
+            {"scaling": {"scaleUpStabilizationSeconds": 3601}},
+            ("scaling", "scaleUpStabilizationSeconds"),
+            id="up-window-above-hour",
+        ),
+        pytest.param(
+            {"scaling": {"scaleToZeroAfterSeconds": 86401}},
+            ("scaling", "scaleToZeroAfterSeconds"),
+            id="scale-to-zero-above-day",
+        ),
+        pytest.param({"model.parametersBillions": "70"}, ("model", "parametersBillions"), id="params-string"),
+        pytest.param(
+            {"model.parametersBillions": float("inf")}, ("model", "parametersBillions"), id="params-inf"
+        ),
+        pytest.param(
+            {"model.parametersBillions": float("nan")}, ("model", "parametersBillions"), id="params-nan"
+        ),
+        pytest.param(
+            {"scaling": {"targetQueueDepth": "4"}}, ("scaling", "targetQueueDepth"), id="target-string"
+        ),
+        pytest.param(
+            {"engine.enablePrefixCaching": "true"}, ("engine", "enablePrefixCaching"), id="bool-string"
+        ),
+        pytest.param({"engine.image": "r/" + "x" * 511}, ("engine", "image"), id="image-too-long"),
+        pytest.param({"engine.args": ["-v"] * 129}, ("engine", "args"), id="too-many-args"),
+        pytest.param({"engine.args": ["x" * 4097]}, ("engine", "args", 0), id="arg-too-long"),
+        pytest.param(
+            {"engine.env": [{"name": f"E{i}"} for i in range(129)]}, ("engine", "env"), id="too-many-env"
+        ),
+        pytest.param({"engine.env": [{"name": "1A"}]}, ("engine", "env", 0, "name"), id="env-name-digit"),
+        pytest.param(
+            {"engine.env": [{"name": "A", "value": "x" * 32769}]},
+            ("engine", "env", 0, "value"),
+            id="env-value-too-long",
+        ),
+        pytest.param(
+            {"engine.env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s"}}}]},
+            ("engine", "env", 0, "valueFrom", "secretKeyRef", "key"),
+            id="secret-ref-without-key",
+        ),
+        pytest.param(
+            {"engine.env": [{"name": "A", "valueFrom": {"vaultRef": {}}}]},
+            ("engine", "env", 0, "valueFrom", "vaultRef"),
+            id="value-from-unknown-source",
+        ),
+        pytest.param({"model.name": "m" * 254}, ("model", "name"), id="model-name-too-long"),
+        pytest.param(
+            {"scheduling": {"tolerations": [{"key": "k"}] * 65}},
+            ("scheduling", "tolerations"),
+            id="tolerations",
+        ),
+        pytest.param(
+            {"scheduling": {"nodeSelector": {f"k{i}": "v" for i in range(65)}}},
+            ("scheduling", "nodeSelector"),
+            id="node-selector-size",
+        ),
+        pytest.param(
+            {"scheduling": {"nodeSelector": {"pool": "v" * 64}}},
+            ("scheduling", "nodeSelector", "pool"),
+            id="node-selector-value-too-long",
+        ),
+        pytest.param(
+            {"engine.securityContext": {"runAsUser": 2**31}},
+            ("engine", "securityContext", "runAsUser"),
+            id="uid-above-int32",
+        ),
+        pytest.param(
+            {"engine.maxConcurrentRequests": 2**31},
+            ("engine", "maxConcurrentRequests"),
+            id="concurrency-huge",
+        ),
+        pytest.param(
+            {"sharding": {"mode": "manual", "tensorParallel": 1, "pipelineParallel": 65}},
+            ("sharding", "pipelineParallel"),
+            id="pp-above-64",
+        ),
         pytest.param({"model": None}, ("model",), id="missing-model"),
     ],
 )
@@ -380,6 +603,29 @@ def test_shard_plan_keeps_explicit_layout() -> None:
         "totalGpus": 16,
         "layout": "8x2",
     }
+
+
+NAME_MESSAGE = (
+    "metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, digits and "
+    "'-', starting with a letter and ending with a letter or digit) so that its Services, pods and "
+    "labels are valid"
+)
+
+
+@pytest.mark.parametrize(
+    "name", ["llama.v3", "1llama", "Llama", "llama-", "llama_3", "a" * 64], ids=lambda n: n[:12]
+)
+def test_names_that_cannot_name_a_service_are_refused(name: str) -> None:
+    obj = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": MINIMAL_SPEC}
+    with pytest.raises(ValidationError) as info:
+        parse_inference_service(obj)
+    assert rule_failures(info.value) == {((), NAME_MESSAGE)}
+
+
+@pytest.mark.parametrize("name", ["llama-3-1-8b", "a", "a" * 63])
+def test_dns_labels_of_up_to_63_characters_are_accepted(name: str) -> None:
+    obj = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": MINIMAL_SPEC}
+    assert parse_inference_service(obj).metadata["name"] == name
 
 
 def test_literal_api_version_matches_the_constants() -> None:

@@ -298,7 +298,7 @@ def test_cel_rules_are_where_they_belong() -> None:
             (
                 "!(self.kind in {'vllm': 6379, 'sglang': 5000}) || "
                 "self.port != {'vllm': 6379, 'sglang': 5000}[self.kind]",
-                "port is used by inferfleet's multi-node groups of this engine; choose another",
+                "port is used by inferfleet's multi-node groups of this engine, choose another",
             ),
         ],
         "spec.engine.env": [

@@ -77,8 +77,8 @@ ENV_VALUE_OR_VALUE_FROM = CelRule(
 ENV_NAME_NOT_OPERATORS = CelRule(
     rule=f"!(self.name in {list(OPERATOR_ENV_NAMES)!r})",
     message=f"name must not be one of {', '.join(OPERATOR_ENV_NAMES)}: inferfleet sets them",
-    message_expression="'name ' + self.name + ' is set by inferfleet; use another name'",
-    template="name {name} is set by inferfleet; use another name",
+    message_expression="'name ' + self.name + ' is set by inferfleet, use another name'",
+    template="name {name} is set by inferfleet, use another name",
     field_path=".name",
     reason="FieldValueForbidden",
 )
@@ -111,10 +111,10 @@ ARGS_DO_NOT_OVERRIDE = CelRule(
 _OPERATOR_PORTS_CEL = "{" + ", ".join(f"{k!r}: {v}" for k, v in OPERATOR_PORTS.items()) + "}"
 PORT_NOT_OPERATORS = CelRule(
     rule=f"!(self.kind in {_OPERATOR_PORTS_CEL}) || self.port != {_OPERATOR_PORTS_CEL}[self.kind]",
-    message="port is used by inferfleet's multi-node groups of this engine; choose another",
+    message="port is used by inferfleet's multi-node groups of this engine, choose another",
     message_expression="'port ' + string(self.port) + ' is used by inferfleet for ' + self.kind "
-    "+ ' multi-node groups; choose another'",
-    template="port {port} is used by inferfleet for {kind} multi-node groups; choose another",
+    "+ ' multi-node groups, choose another'",
+    template="port {port} is used by inferfleet for {kind} multi-node groups, choose another",
     field_path=".port",
     reason="FieldValueForbidden",
 )
