@@ -23,8 +23,12 @@ pytestmark = pytest.mark.usefixtures("crds_installed")
 
 
 def with_changes(name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """small_service(name) with spec fields set by dotted path; "metadata.name" renames it."""
     body = small_service(name)
     for path, value in changes.items():
+        if path == "metadata.name":
+            body["metadata"]["name"] = value
+            continue
         *parents, leaf = path.split(".")
         node = body["spec"]
         for p in parents:
@@ -35,6 +39,14 @@ def with_changes(name: str, changes: dict[str, Any]) -> dict[str, Any]:
             node[leaf] = value
     return body
 
+
+SECRET = {"secretKeyRef": {"name": "hf", "key": "token"}}
+ARCH_12_HEADS = {"numLayers": 12, "hiddenSize": 768, "numAttentionHeads": 12, "numKeyValueHeads": 4}
+NAME_MESSAGE = (
+    "metadata.name must be a DNS-1035 label of at most 63 characters (lowercase letters, digits and "
+    "'-', starting with a letter and ending with a letter or digit) so that its Services, pods and "
+    "labels are valid"
+)
 
 # Each rejected by the API server (schema or CEL) with this text in kubectl's error.
 REJECTED = [
@@ -77,6 +89,119 @@ REJECTED = [
     (
         {"scheduling": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L4"}}},
         "set the GPU product with spec.accelerator.product",
+    ),
+    # Names that cannot name the Service and label the children.
+    ({"metadata.name": "llama.v3"}, NAME_MESSAGE),
+    ({"metadata.name": "1llama"}, NAME_MESSAGE),
+    ({"metadata.name": "l" * 64}, NAME_MESSAGE),
+    # Absurd sizes and windows.
+    ({"replicas": 1001}, "spec.replicas in body should be less than or equal to 1000"),
+    ({"replicas": 2**31}, "spec.replicas in body should be less than or equal to 1000"),
+    ({"replicas": "3"}, "spec.replicas in body must be of type integer"),
+    (
+        {"scaling": {"maxReplicas": 100000}},
+        "spec.scaling.maxReplicas in body should be less than or equal to 1000",
+    ),
+    (
+        {"scaling": {"minReplicas": 1001}},
+        "spec.scaling.minReplicas in body should be less than or equal to 1000",
+    ),
+    (
+        {"scaling": {"scaleDownStabilizationSeconds": 86400}},
+        "spec.scaling.scaleDownStabilizationSeconds in body should be less than or equal to 3600",
+    ),
+    (
+        {"scaling": {"scaleUpStabilizationSeconds": 3601}},
+        "spec.scaling.scaleUpStabilizationSeconds in body should be less than or equal to 3600",
+    ),
+    (
+        {"scaling": {"scaleToZeroAfterSeconds": 10**9}},
+        "spec.scaling.scaleToZeroAfterSeconds in body should be less than or equal to 86400",
+    ),
+    ({"model.parametersBillions": "70"}, "spec.model.parametersBillions in body must be of type number"),
+    (
+        {"model.parametersBillions": 10**7},
+        "spec.model.parametersBillions in body should be less than or equal to",
+    ),
+    (
+        {"engine.securityContext": {"runAsUser": 2**31}},
+        "spec.engine.securityContext.runAsUser in body should be less than or equal to 2147483647",
+    ),
+    (
+        {"engine.maxConcurrentRequests": 2**31},
+        "spec.engine.maxConcurrentRequests in body should be less than or equal to 65536",
+    ),
+    # Lengths and counts.
+    ({"engine.image": "r/" + "x" * 511}, "spec.engine.image: Too long"),
+    ({"engine.args": ["-v"] * 129}, "spec.engine.args: Too many: 129: must have at most 128 items"),
+    ({"engine.args": ["x" * 4097]}, "spec.engine.args[0]: Too long"),
+    (
+        {"engine.env": [{"name": f"E{i}"} for i in range(129)]},
+        "spec.engine.env: Too many: 129: must have at most 128 items",
+    ),
+    ({"model.name": "m" * 254}, "spec.model.name: Too long"),
+    (
+        {"scheduling": {"tolerations": [{"key": "k"}] * 65}},
+        "spec.scheduling.tolerations: Too many: 65: must have at most 64 items",
+    ),
+    (
+        {"scheduling": {"nodeSelector": {f"k{i}": "v" for i in range(65)}}},
+        "spec.scheduling.nodeSelector: Too many",
+    ),
+    ({"scheduling": {"nodeSelector": {"pool": "v" * 64}}}, "spec.scheduling.nodeSelector.pool: Too long"),
+    # Env: exclusive sources, unique names, the operator's own names.
+    (
+        {"engine.env": [{"name": "HF_TOKEN", "value": "x", "valueFrom": SECRET}]},
+        "value and valueFrom are exclusive: set one of them",
+    ),
+    (
+        {"engine.env": [{"name": "A", "value": "1"}, {"name": "B"}, {"name": "A", "value": "2"}]},
+        "env sets A more than once",
+    ),
+    (
+        {"engine.env": [{"name": "HF_HOME", "value": "/cache"}]},
+        "name HF_HOME is set by inferfleet, use another name",
+    ),
+    ({"engine.env": [{"name": "LEADER_ADDRESS", "value": "x"}]}, "name LEADER_ADDRESS is set by inferfleet"),
+    (
+        {"engine.env": [{"name": "A", "valueFrom": {}}]},
+        "valueFrom sets exactly one of secretKeyRef, configMapKeyRef, fieldRef and resourceFieldRef",
+    ),
+    (
+        {"engine.env": [{"name": "A", "valueFrom": {"vaultRef": {"path": "x"}}}]},
+        'unknown field "spec.engine.env[0].valueFrom.vaultRef"',
+    ),
+    ({"engine.env": [{"name": "1A", "value": "x"}]}, "spec.engine.env[0].name in body should match"),
+    # Flags and ports inferfleet generates.
+    (
+        {"engine.args": ["--trust-remote-code", "--tensor-parallel-size", "8"]},
+        "args must not set --tensor-parallel-size: inferfleet sets it for vllm",
+    ),
+    ({"engine.args": ["--port=9000"]}, "args must not set --port: inferfleet sets it for vllm"),
+    (
+        {"engine.args": ["--max_num_seqs", "8"]},
+        "args must not set --max-num-seqs: inferfleet sets it for vllm",
+    ),
+    (
+        {"engine": {"kind": "sglang", "args": ["--tp-size", "2"]}},
+        "args must not set --tp-size: inferfleet sets it for sglang",
+    ),
+    (
+        {"engine": {"kind": "tgi", "args": ["--num-shard=2"]}},
+        "args must not set --num-shard: inferfleet sets it for tgi",
+    ),
+    ({"engine.port": 6379}, "port 6379 is used by inferfleet for vllm multi-node groups, choose another"),
+    # Tensor parallelism the model's heads refuse.
+    (
+        {"model.architecture": ARCH_12_HEADS, "sharding": {"mode": "manual", "tensorParallel": 8}},
+        "sharding.tensorParallel 8 must divide model.architecture.numAttentionHeads 12",
+    ),
+    (
+        {
+            "model.architecture": {**ARCH_12_HEADS, "numKeyValueHeads": 6},
+            "sharding": {"mode": "manual", "tensorParallel": 4},
+        },
+        "sharding.tensorParallel and model.architecture.numKeyValueHeads: one must be a multiple of",
     ),
 ]
 

@@ -22,6 +22,8 @@ from inferfleet.api import (
     ShardPlan,
     parse_inference_service,
 )
+from tests.integration.test_bad_input_and_quiet import REJECTED
+from tests.integration.test_bad_input_and_quiet import with_changes as cluster_body
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -633,3 +635,18 @@ def test_literal_api_version_matches_the_constants() -> None:
     assert (svc.api_version, svc.kind) == (API_VERSION, KIND)
     with pytest.raises(ValidationError):
         parse_inference_service({"apiVersion": "inferfleet.io/v1", "kind": KIND, "spec": MINIMAL_SPEC})
+
+
+# The API server's own wording of schema errors; every other expected message is a CEL rule's.
+SCHEMA_WORDING = ("in body", "Too long", "Too many", "Unsupported value", "unknown field", "Required value")
+
+
+@pytest.mark.parametrize(("changes", "message"), REJECTED, ids=[m[:40] for _, m in REJECTED])
+def test_what_the_api_server_refuses_pydantic_refuses_with_the_same_rule_message(
+    changes: dict[str, Any], message: str
+) -> None:
+    """`inferfleet plan` and the operator agree with the CRD on every case of the bad-input table."""
+    with pytest.raises(ValidationError) as info:
+        parse_inference_service(cluster_body("bad", copy.deepcopy(changes)))
+    if not any(words in message for words in SCHEMA_WORDING):
+        assert message in str(info.value)
