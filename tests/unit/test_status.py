@@ -101,7 +101,9 @@ def test_events_only_on_ready_transitions() -> None:
 def test_a_failed_child_apply_keeps_ready_false_even_when_every_replica_is_ready() -> None:
     ready = compute_status(observe(deployment=dep()), {}, NOW)
     error = "applying Service llama: 500 Internal Server Error"
-    failing = compute_status(replace(observe(deployment=dep()), apply_error=error), ready, NOW)
+    failing = compute_status(
+        replace(observe(deployment=dep()), apply_error=Blocked("ApplyFailed", error)), ready, NOW
+    )
     assert failing["phase"] == "Degraded"
     [cond] = failing["conditions"]
     assert (cond["status"], cond["reason"], cond["message"]) == ("False", "ApplyFailed", error)

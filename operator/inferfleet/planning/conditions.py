@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+MAX_MESSAGE_LENGTH = 1024
+"""Characters of a condition or Event message: a summary a user reads, never a dump that grows with
+the spec (a status write of a megabyte fails, and fails every tenant's reconciles with it)."""
+
 
 @dataclass(frozen=True)
 class ConditionUpdate:
@@ -21,6 +25,14 @@ class ConditionUpdate:
 
 def rfc3339(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def bound_message(message: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
+    """`message`, cut to at most `limit` characters with a note of how much was left out."""
+    if len(message) <= limit:
+        return message
+    cut = max(0, limit - len(f"… ({len(message)} more characters)"))
+    return f"{message[:cut]}… ({len(message) - cut} more characters)"
 
 
 def find_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
@@ -36,7 +48,7 @@ def set_condition(
         "type": update.type,
         "status": status,
         "reason": update.reason,
-        "message": update.message,
+        "message": bound_message(update.message),
         "observedGeneration": generation,
     }
     current = find_condition(conditions, update.type)

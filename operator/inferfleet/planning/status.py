@@ -10,12 +10,14 @@ from typing import Any
 
 from inferfleet.api import Phase
 from inferfleet.planning import sizing
-from inferfleet.planning.conditions import ConditionUpdate, find_condition, set_condition
+from inferfleet.planning.conditions import ConditionUpdate, bound_message, find_condition, set_condition
 from inferfleet.planning.observed import ObservedGroup
 from inferfleet.planning.service import Blocked, ServicePlan
 
 READY = "Ready"
 PLACED = "Placed"
+MAX_RANGES = 4
+"""Runs of replica numbers named per summary line; more are counted, not listed."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,41 @@ class Observation:
     placed: ConditionUpdate | None = None
     """Multi-node services only: whether every replica group has its nodes."""
     placement: tuple[dict[str, Any], ...] = ()
-    apply_error: str | None = None
-    """Why the last apply of a child object failed; Ready stays False until an apply succeeds."""
+    apply_error: Blocked | None = None
+    """Why the last apply of a child object failed (ApplyFailed, or NameConflict: its name is
+    another object's); Ready stays False with that reason until an apply succeeds."""
+
+
+def compute_ranges(numbers: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted runs of consecutive numbers: [0, 1, 2, 5] -> [(0, 2), (5, 5)]."""
+    runs: list[tuple[int, int]] = []
+    for n in sorted(set(numbers)):
+        if runs and runs[-1][1] == n - 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
+
+
+def _replicas_text(numbers: Sequence[int], noun: str) -> str:
+    runs = compute_ranges(numbers)
+    shown = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs[:MAX_RANGES])
+    if len(runs) > MAX_RANGES:
+        shown += ", …"
+    if len(numbers) == 1:
+        return f"{noun} {shown}"
+    return f"{noun}s {shown} ({len(numbers)} {noun}s)"
+
+
+def summarize_by_replica(values: Mapping[int, str], noun: str = "replica", joiner: str = ": ") -> str:
+    """One line per distinct value, naming its replicas as runs, instead of one per replica:
+    {3: m, 4: m, ..., 9999: m} -> "replicas 3-9999 (9997 replicas): m". At most
+    MAX_MESSAGE_LENGTH characters however many replicas there are."""
+    by_value: dict[str, list[int]] = {}
+    for replica, value in sorted(values.items()):
+        by_value.setdefault(value, []).append(replica)
+    lines = [f"{_replicas_text(replicas, noun)}{joiner}{value}" for value, replicas in by_value.items()]
+    return bound_message("; ".join(lines))
 
 
 def aggregate_groups(
@@ -72,7 +107,7 @@ def aggregate_groups(
 ) -> ObservedDeployment:
     """Replica groups seen as one Deployment whose replicas are whole groups; `creation_failures`
     (replica -> why its pods cannot be created) plays the Deployment's ReplicaFailure."""
-    failures = "; ".join(f"replica group {r}: {m}" for r, m in sorted((creation_failures or {}).items()))
+    failures = summarize_by_replica(creation_failures or {}, "replica group")
     return ObservedDeployment(
         replicas=len(groups),
         ready_replicas=sum(1 for g in groups if g.ready),
@@ -87,10 +122,12 @@ def compute_placed(plan: ServicePlan) -> ConditionUpdate | None:
     if not plan.multi_node or plan.blocked is not None:
         return None
     if plan.shortfalls:
-        details = "; ".join(f"replica {r}: {s.message}" for r, s in sorted(plan.shortfalls.items()))
+        details = summarize_by_replica({r: s.message for r, s in plan.shortfalls.items()})
         return ConditionUpdate(PLACED, False, "InsufficientCapacity", details)
-    domains = ", ".join(f"{r}: {p.domain}" for r, p in sorted(plan.placements.items()))
-    return ConditionUpdate(PLACED, True, "AllReplicasPlaced", f"replica groups placed whole ({domains})")
+    domains = summarize_by_replica({r: p.domain for r, p in plan.placements.items()}, joiner=" in ")
+    return ConditionUpdate(
+        PLACED, True, "AllReplicasPlaced", bound_message(f"replica groups placed whole: {domains}")
+    )
 
 
 def pod_placement_status(
@@ -117,7 +154,7 @@ def compute_ready(obs: Observation) -> tuple[ConditionUpdate, Phase]:
     d = obs.deployment
     if obs.apply_error is not None:
         phase = Phase.DEGRADED if d is not None and d.ready_replicas else Phase.DEPLOYING
-        return ConditionUpdate(READY, False, "ApplyFailed", obs.apply_error), phase
+        return ConditionUpdate(READY, False, obs.apply_error.reason, obs.apply_error.message), phase
     if obs.placed is not None and not obs.placed.status and (d is None or d.ready_replicas == 0):
         return ConditionUpdate(READY, False, obs.placed.reason, obs.placed.message), Phase.PLACING
     if d is None:
