@@ -121,3 +121,44 @@ def test_a_reconcile_that_asks_to_be_looked_at_again_runs_again_after_that_delay
     queue.stop()
     assert [trigger for trigger, _ in runs] == ["inferenceservice", "recheck"]
     assert runs[1][1] - runs[0][1] >= 0.3
+
+
+def test_a_service_deleted_during_its_reconcile_leaves_no_state_series_or_queued_work() -> None:
+    """The reconcile records state and gauges after the deletion was handled: they go too."""
+    from prometheus_client import REGISTRY
+
+    from inferfleet.handlers.inferenceservice import forget
+    from inferfleet.handlers.state import known_services
+    from inferfleet.metrics.operator import SCALING_DECISIONS, record_replicas
+
+    deleted = threading.Event()
+    key = ("ml", "gone")
+
+    class _DeletedView:
+        def service(self, k: tuple[str, str]) -> dict[str, Any] | None:
+            return None if deleted.is_set() else {"metadata": {"namespace": k[0], "name": k[1]}}
+
+    finished = threading.Event()
+
+    def reconcile(api: Any, body: Any, view: Any, logger: Any, trigger: str) -> float:
+        service_state(key, "uid-1").written_status = {"phase": "Ready"}
+        record_replicas(*key, desired=2, ready=2)
+        SCALING_DECISIONS.labels(*key, "up", "LoadAboveCapacity").inc()
+        deleted.set()  # the object is deleted while its reconcile runs
+        finished.set()
+        return 30.0  # asks for a recheck the deletion must cancel
+
+    queue = ReconcileQueue(None, _DeletedView(), reconcile, lambda *a: None, workers=1, gone=forget)  # type: ignore[arg-type]
+    queue.enqueue(key, "inferenceservice")
+    queue.start()
+    assert finished.wait(timeout=5)
+    queue.stop()
+    assert key not in known_services()
+    assert len(queue._queue) == 0
+    series = [
+        s.labels
+        for family in REGISTRY.collect()
+        for s in family.samples
+        if s.labels.get("namespace") == "ml" and s.labels.get("name") == "gone"
+    ]
+    assert series == []

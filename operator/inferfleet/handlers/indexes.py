@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
@@ -11,7 +11,7 @@ from inferfleet.api import GROUP, PLURAL, VERSION
 from inferfleet.planning.groups import group_key
 from inferfleet.planning.inventory import GpuNode, build_gpu_node
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
-from inferfleet.planning.observed import ObservedGroup, pod_gpus
+from inferfleet.planning.observed import ObservedGroup, pod_controller_uid, pod_gpus
 from inferfleet.planning.placement import BoundPod, Reservation
 from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, find_refusal
 
@@ -37,9 +37,20 @@ def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, GpuNode] | None:
     return {node.name: node} if node else None
 
 
+@dataclass(frozen=True)
+class GpuPod:
+    pod: BoundPod
+    owner_uid: str
+    """The uid of the pod's controller: a group member's is its StatefulSet's."""
+
+
 @kopf.index("", "v1", "pods")
-def gpu_pods(spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, namespace: str, **_: Any) -> Any:
-    """GPUs held by pods bound to nodes, by node (pending pods hold nothing yet)."""
+def gpu_pods(
+    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, labels: kopf.Labels, namespace: str, **_: Any
+) -> Any:
+    """GPUs held by pods bound to nodes, by node (pending pods hold nothing yet). Whoever made a
+    bound pod, its GPUs are taken; the group its labels claim counts only if its controller is
+    that group's StatefulSet (see ClusterView.all_bound)."""
     node, gpus = spec.get("nodeName"), pod_gpus(spec)
     if not node or not gpus or status.get("phase") in ("Succeeded", "Failed"):
         return None
@@ -49,7 +60,7 @@ def gpu_pods(spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, namespac
         if SERVICE_LABEL in labels and replica.isdigit()
         else None
     )
-    return {node: BoundPod(node=node, gpus=gpus, group=group)}
+    return {node: GpuPod(BoundPod(node=node, gpus=gpus, group=group), pod_controller_uid(meta))}
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class EnginePod:
     node: str
     in_group: bool
     terminating: bool
+    replica_set: bool = False
+    """Controlled by a ReplicaSet (a Deployment's pod), not made by hand."""
 
 
 @kopf.index("", "v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT})
@@ -67,7 +80,10 @@ def engine_pods(
     """Bound engine pods by service: status.placement of single-pod replicas, and node loss."""
     node = spec.get("nodeName")
     terminating = bool(meta.get("deletionTimestamp"))
-    pod = EnginePod(name, node, in_group=REPLICA_LABEL in labels, terminating=terminating) if node else None
+    replica_set = any(
+        ref.get("controller") and ref.get("kind") == "ReplicaSet" for ref in meta.get("ownerReferences") or []
+    )
+    pod = EnginePod(name, node, REPLICA_LABEL in labels, terminating, replica_set) if node else None
     return {(namespace, labels[SERVICE_LABEL]): pod} if pod else None
 
 
@@ -83,9 +99,8 @@ def stuck_group_pods(
     """Group members the scheduler refused to put on their planned node, by service."""
     if not unschedulable(spec, status) or not str(labels[REPLICA_LABEL]).isdigit():
         return None
-    owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
     member = build_unschedulable_member(
-        int(labels[REPLICA_LABEL]), owners[0] if owners else "", status.get("conditions") or []
+        int(labels[REPLICA_LABEL]), pod_controller_uid(meta), status.get("conditions") or []
     )
     return {(namespace, labels[SERVICE_LABEL]): member} if member else None
 
@@ -102,7 +117,7 @@ class ClusterView:
 
     services: kopf.Index[Key, Any]
     nodes: kopf.Index[str, GpuNode]
-    pods: kopf.Index[str, BoundPod]
+    pods: kopf.Index[str, GpuPod]
     groups: kopf.Index[Key, ObservedGroup]
     service_pods: kopf.Index[Key, EnginePod]
     stuck: kopf.Index[Key, UnschedulableMember]
@@ -126,12 +141,14 @@ class ClusterView:
         return [(p.name, p.node) for p in self.service_pods.get(key, []) if not p.terminating]
 
     def single_pods_on(self, node: str) -> list[tuple[Key, str]]:
-        """(service, pod) of single-pod replicas bound to `node` (group members restart with their group)."""
+        """(service, pod) of live services' single-pod replicas bound to `node` (group members
+        restart with their group; pods made by hand are not the operator's to replace)."""
         return [
             (key, pod.name)
             for key, pods in self.service_pods.items()
+            if self.service(key) is not None
             for pod in pods
-            if pod.node == node and not pod.in_group and not pod.terminating
+            if pod.node == node and pod.replica_set and not pod.in_group and not pod.terminating
         ]
 
     def node_domains(self, topology_key: str) -> dict[str, str]:
@@ -152,13 +169,29 @@ class ClusterView:
         return {node.name for node in self.all_nodes() if not node.ready}
 
     def all_bound(self) -> list[BoundPod]:
-        return [pod for _, values in self.pods.items() for pod in values]
+        """Every bound pod's GPUs; a pod is a group member only when that group's StatefulSet
+        controls it (a pod labelled as a member must not cancel the group's reservation)."""
+        members = {(group_key(g.namespace, g.service, g.replica), g.uid) for g in self.all_groups()}
+        return [
+            p.pod
+            if p.pod.group is None or (p.pod.group, p.owner_uid) in members
+            else replace(p.pod, group=None)
+            for _, values in self.pods.items()
+            for p in values
+        ]
+
+    def _controlled(self, key: Key, groups: Any) -> list[ObservedGroup]:
+        service = self.service(key)
+        uid = service["metadata"].get("uid") if service is not None else None
+        return [g for g in groups if uid and g.owner_uid == uid]
 
     def all_groups(self) -> list[ObservedGroup]:
-        return [group for _, values in self.groups.items() for group in values]
+        """Replica groups controlled by a live InferenceService: labels and a placement annotation
+        on a StatefulSet anyone may write, reserve nothing."""
+        return [group for key, values in self.groups.items() for group in self._controlled(key, values)]
 
     def groups_of(self, key: Key) -> list[ObservedGroup]:
-        return list(self.groups.get(key, []))
+        return self._controlled(key, self.groups.get(key, []))
 
     def reservations(self, exclude: frozenset[str] = frozenset()) -> list[Reservation]:
         return [

@@ -30,20 +30,27 @@ from inferfleet.handlers.state import (
     forget_service,
     service_state,
 )
-from inferfleet.kube.apply import apply_object, delete_group, delete_pod, patch_inference_service_status
+from inferfleet.kube.apply import (
+    NameConflictError,
+    api_error_message,
+    apply_child,
+    delete_group,
+    delete_pod,
+    patch_inference_service_status,
+)
 from inferfleet.kube.events import latest_failed_create, post_event
 from inferfleet.metrics.operator import (
     PLACEMENT_FAILURES,
     STATUS_WRITES,
-    forget_replicas,
+    forget_service_metrics,
     record_replicas,
     track_reconcile,
 )
 from inferfleet.planning.children import Owner, endpoint_url
-from inferfleet.planning.groups import group_key
+from inferfleet.planning.groups import group_key, group_name
 from inferfleet.planning.inventory import summarize_products
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL, selector_string
-from inferfleet.planning.observed import ObservedGroup
+from inferfleet.planning.observed import ObservedGroup, is_controlled_by
 from inferfleet.planning.placement import GroupPlacement
 from inferfleet.planning.service import Blocked, GroupInputs, ServicePlan, plan_service
 from inferfleet.planning.status import (
@@ -63,6 +70,11 @@ log = logging.getLogger(__name__)
 WAITING_REASONS = frozenset(
     {"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit", "InsufficientCapacity"}
 )
+NAME_CONFLICT_RECHECK = 60.0
+"""Seconds until a service whose child name is taken tries again (the other object is not watched)."""
+APPLY_ORDER = {"Service": 0, "PodDisruptionBudget": 1}
+"""Objects that start nothing go first: a name conflict found there stops the apply before any
+engine pod is created for a service that could not be reached."""
 UNEXPLAINED_MISSING_PODS_RECHECK = 15.0
 """Seconds until a group whose StatefulSet lacks pods is looked at again when no FailedCreate
 Event says why yet (the controller posts it asynchronously, after the status update that
@@ -149,14 +161,22 @@ def _call(what: str, fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except ApiException as e:
+        # The API server's own message says what to fix; a status code alone does not.
         if e.status in (400, 403, 422):
-            raise kopf.PermanentError(f"{what} was refused: {e.status} {e.reason}") from e
-        raise kopf.TemporaryError(f"{what}: {e.status} {e.reason}", delay=5) from e
+            raise kopf.PermanentError(f"{what} was refused ({e.status}): {api_error_message(e)}") from e
+        raise kopf.TemporaryError(f"{what} failed ({e.status}): {api_error_message(e)}", delay=5) from e
 
 
-def _apply(api: Any, owner: Owner, plan: ServicePlan, state: ServiceState) -> None:
-    for obj in plan.children:
-        applied = _call(f"applying {obj['kind']} {obj['metadata']['name']}", apply_object, api, obj)
+def _apply(
+    api: Any, owner: Owner, plan: ServicePlan, state: ServiceState, groups: list[ObservedGroup]
+) -> None:
+    for group in groups:  # controlled by this service (the index says so): no create needed
+        state.children.setdefault(("StatefulSet", group_name(group.service, group.replica)), group.uid)
+    for obj in sorted(plan.children, key=lambda o: APPLY_ORDER.get(o["kind"], 2)):
+        known = (obj["kind"], obj["metadata"]["name"]) in state.children
+        what = f"applying {obj['kind']} {obj['metadata']['name']}"
+        applied = _call(what, apply_child, api, obj, owner.uid, known)
+        state.know_child(applied)
         if applied["kind"] == "Deployment":
             state.observe_deployment(applied)
             state.applied_generation = ObservedDeployment.from_object(applied).generation
@@ -257,16 +277,17 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
         if plan.shortfalls:
             PLACEMENT_FAILURES.labels("InsufficientCapacity").inc(len(plan.shortfalls))
         gone = {g.replica for g in lost} | set(plan.surplus_groups)
-        for replica in sorted(gone, reverse=True):
-            _call(
-                f"deleting replica group {replica}", delete_group, api, owner.namespace, owner.name, replica
-            )
+        _delete_groups(api, owner, sorted(gone, reverse=True), groups, state)
         remaining = [g for g in groups if g.replica not in gone]
         failures, unexplained = _creation_failures(api, remaining, logger)
         try:
-            _apply(api, owner, plan, state)
+            _apply(api, owner, plan, state, remaining)
+        except NameConflictError as e:
+            state.apply_error = Blocked("NameConflict", str(e))
+            _write_status(api, body, owner, plan, spec, state, remaining, view, failures)
+            return NAME_CONFLICT_RECHECK
         except (kopf.TemporaryError, kopf.PermanentError) as e:
-            state.apply_error = str(e)
+            state.apply_error = Blocked("ApplyFailed", str(e))
             with contextlib.suppress(kopf.TemporaryError, kopf.PermanentError):
                 _write_status(api, body, owner, plan, spec, state, remaining, view, failures)
             raise
@@ -281,6 +302,21 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
         missing_pods_unexplained=unexplained,
         inventory_changed=waiting and GPU_INVENTORY.current() != inventory,
     )
+
+
+def _delete_groups(
+    api: Any, owner: Owner, replicas: list[int], groups: list[ObservedGroup], state: ServiceState
+) -> None:
+    """Delete replica groups this service controls (the groups are the index's controlled ones)."""
+    known = dict(state.children)
+    known.update({("StatefulSet", group_name(g.service, g.replica)): g.uid for g in groups})
+    for replica in replicas:
+        _call(
+            f"deleting replica group {replica}",
+            delete_group, api, owner.namespace, owner.name, replica, owner.uid, known,
+        )  # fmt: skip
+        for kind in ("StatefulSet", "Service"):
+            state.forget_child(kind, group_name(owner.name, replica))
 
 
 def _recheck_after(
@@ -349,11 +385,17 @@ def _enqueue_waiting(memo: kopf.Memo, view: ClusterView) -> None:
             _queue(memo).enqueue(key, "capacity")
 
 
+def forget(key: Key) -> None:
+    """The service is gone: nothing of it stays in this process (state, metric series)."""
+    forget_service(key)
+    forget_service_metrics(*key)
+
+
 @kopf.on.startup()
 def on_startup_reconcile_queue(memo: kopf.Memo, **kwargs: Any) -> None:
     workers = int(memo.get("workers") or 8)
     memo["reconcile_queue"] = ReconcileQueue(
-        memo.api, ClusterView.from_kwargs(kwargs, memo), reconcile, refresh_status, workers
+        memo.api, ClusterView.from_kwargs(kwargs, memo), reconcile, refresh_status, workers, gone=forget
     )
     memo["reconcile_queue"].start()
 
@@ -381,9 +423,10 @@ def on_change_inferenceservice(body: kopf.Body, memo: kopf.Memo, logger: kopf.Lo
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)  # optional: no finalizer is added for it
-def on_delete_inferenceservice(namespace: str, name: str, **_: Any) -> None:
-    forget_service((namespace, name))
-    forget_replicas(namespace, name)
+def on_delete_inferenceservice(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    forget((namespace, name))
+    if "reconcile_queue" in memo:
+        _queue(memo).forget((namespace, name))
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -463,16 +506,26 @@ def _restart_group_of(
         logger.warning(
             f"pod {pod['metadata']['name']} of replica group {replica} went away; restarting the group"
         )
-        _call(f"restarting replica group {replica}", delete_group, api, namespace, service, int(replica))
+        uid = snapshot["metadata"]["uid"]
+        known = {("StatefulSet", group_name(service, int(replica))): current[0].uid}
+        _call(
+            f"restarting replica group {replica}",
+            delete_group, api, namespace, service, int(replica), uid, known,
+        )  # fmt: skip
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})
 async def on_event_statefulset(
-    type: str, namespace: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
-) -> None:
+    type: str, namespace: str, name: str, labels: kopf.Labels, memo: kopf.Memo, logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:  # fmt: skip
     view = ClusterView.from_kwargs(kwargs, memo)
-    _queue(memo).enqueue((namespace, labels[SERVICE_LABEL]), "statefulset")
+    key: Key = (namespace, labels[SERVICE_LABEL])
+    _queue(memo).enqueue(key, "statefulset")
     if type == "DELETED":  # its nodes' reservation is released
+        snapshot = view.service(key)
+        if snapshot is not None:
+            service_state(key, snapshot["metadata"]["uid"]).forget_child("StatefulSet", name)
         _enqueue_waiting(memo, view)
 
 
@@ -485,13 +538,15 @@ async def on_event_deployment(
     key: Key = (namespace, labels[SERVICE_LABEL])
     snapshot = view.service(key)
     if snapshot is None or snapshot["metadata"].get("deletionTimestamp"):
-        forget_service(key)
+        forget(key)
         return  # the owner is gone or going: garbage collection removes the rest
     deleted = type == "DELETED"
-    owners = {ref.get("uid") for ref in body.get("metadata", {}).get("ownerReferences") or []}
-    if owners and snapshot["metadata"]["uid"] not in owners:
-        return  # a Deployment of an earlier object of this name, on its way out
-    edited = service_state(key, snapshot["metadata"]["uid"]).offer_deployment(body, deleted=deleted)
+    if not is_controlled_by(body, snapshot["metadata"]["uid"]):
+        return  # an earlier object's Deployment on its way out, or one this service does not control
+    state = service_state(key, snapshot["metadata"]["uid"])
+    if deleted:
+        state.forget_child("Deployment", body["metadata"]["name"])
+    edited = state.offer_deployment(body, deleted=deleted)
     if deleted or edited:
         logger.info(f"Deployment {key[1]} was {'deleted' if deleted else 'edited'}; restoring it")
         _queue(memo).enqueue(key, "deployment")

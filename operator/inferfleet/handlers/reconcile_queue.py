@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 Reconcile = Callable[[Any, Any, ClusterView, Any, str], float | None]
 """Returns seconds after which to reconcile the service again though no event comes, or None."""
 RefreshStatus = Callable[[Any, Any, ClusterView, Any], None]
+Gone = Callable[[Key], None]
+"""Drops what the process keeps of a service that no longer exists."""
 
 STATUS_ONLY = "status"
 """The trigger of a child's status change: write the service's status, apply nothing. Any other
@@ -24,9 +26,16 @@ trigger queued for the same service replaces it (a full reconcile writes status 
 
 class ReconcileQueue:
     def __init__(
-        self, api: Any, view: ClusterView, reconcile: Reconcile, refresh_status: RefreshStatus, workers: int
+        self,
+        api: Any,
+        view: ClusterView,
+        reconcile: Reconcile,
+        refresh_status: RefreshStatus,
+        workers: int,
+        gone: Gone | None = None,
     ) -> None:
         self._api, self._view, self._reconcile, self._refresh = api, view, reconcile, refresh_status
+        self._gone = gone
         self._queue: WorkQueue[Key] = WorkQueue()
         self._triggers: dict[Key, str] = {}
         self._lock = threading.Lock()
@@ -43,6 +52,12 @@ class ReconcileQueue:
             # The first reason since the last run names it, unless that asked for status only.
             if self._triggers.get(key, STATUS_ONLY) == STATUS_ONLY:
                 self._triggers[key] = trigger
+
+    def forget(self, key: Key) -> None:
+        """The service is gone: drop its pending work."""
+        with self._lock:
+            self._triggers.pop(key, None)
+        self._queue.forget(key)
 
     def start(self) -> None:
         for thread in self._threads:
@@ -74,5 +89,10 @@ class ReconcileQueue:
                 log.warning(f"reconciling {key[0]}/{key[1]} ({trigger}) failed, retry #{retries + 1}: {e}")
             finally:
                 self._queue.done(key, failed=failed)
-            if again is not None:
+            if self._view.service(key) is None:
+                # Deleted while it was reconciled: what the reconcile recorded goes too.
+                self.forget(key)
+                if self._gone is not None:
+                    self._gone(key)
+            elif again is not None:
                 self.enqueue(key, "recheck", delay=again)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferfleet.planning.service import Blocked
 from inferfleet.planning.status import ObservedDeployment
 
 Key = tuple[str, str]
@@ -34,8 +35,12 @@ class ServiceState:
     applied_generation: int | None = None
     """The Deployment's generation right after our last apply: a newer one means a hand edit."""
     written_status: dict[str, Any] | None = None
-    apply_error: str | None = None
-    """Why the last apply of a child failed, None after one succeeds (reported in Ready)."""
+    apply_error: Blocked | None = None
+    """Why the last apply of a child failed (ApplyFailed, NameConflict), None after all succeed
+    (reported in Ready)."""
+    children: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(kind, name) -> uid of the children this process saw this service control: applied
+    directly, while any other child is created first (see kube/apply.py apply_child)."""
     reconciled: tuple[str, int] | None = None
     """(uid, generation) of the last reconcile that succeeded in this process."""
     scaler: Any = None
@@ -43,6 +48,14 @@ class ServiceState:
 
     _offered: tuple[int, ObservedDeployment | None] | None = None
     _offered_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def know_child(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        self.children[(str(obj.get("kind")), str(meta.get("name")))] = str(meta.get("uid") or "")
+
+    def forget_child(self, kind: str, name: str) -> None:
+        """The child was deleted: its name may be taken by someone else's object next."""
+        self.children.pop((kind, name), None)
 
     def observe_deployment(self, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
         """Keep the newest Deployment seen (call with the lock held)."""
@@ -90,6 +103,12 @@ def service_state(key: Key, uid: str) -> ServiceState:
 def forget_service(key: Key) -> None:
     with _states_lock:
         _states.pop(key, None)
+
+
+def known_services() -> list[Key]:
+    """The services this process keeps state for."""
+    with _states_lock:
+        return list(_states)
 
 
 class RefusedNodes:

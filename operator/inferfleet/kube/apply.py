@@ -1,8 +1,15 @@
-"""Server-side apply of the objects the planners build, with field manager `inferfleet`."""
+"""Server-side apply of the objects the planners build, with field manager `inferfleet`.
+
+A child is applied (with force: inferfleet owns its fields) only once the service is known to
+control it. Any other is created, which fails if an object of that name exists; that object is
+applied only if this service controls it, and otherwise left untouched: NameConflict. Deletions
+carry a uid precondition of an object this service controls.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -12,6 +19,7 @@ from prometheus_client import Counter
 from inferfleet.api import GROUP, PLURAL, VERSION
 from inferfleet.planning.groups import group_name
 from inferfleet.planning.names import FIELD_MANAGER
+from inferfleet.planning.observed import is_controlled_by
 
 WRITES = Counter(
     "inferfleet_kube_writes_total",
@@ -21,16 +29,45 @@ WRITES = Counter(
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class NameConflictError(Exception):
+    """A child's name is taken by an object this service does not control."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind, self.name = kind, name
+        super().__init__(
+            f"{kind} {name} already exists and is not controlled by this InferenceService; "
+            f"it is left untouched (rename the service or remove that {kind})"
+        )
+
+
+def api_error_message(e: ApiException) -> str:
+    """The API server's own words for a refused request (the `message` of its Status body, e.g.
+    'Service "llama.v3" is invalid: metadata.name: Invalid value: ...'), else status and reason."""
+    try:
+        body = json.loads(e.body) if e.body else {}
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message) if message else f"{e.status} {e.reason}"
+
+
+def _verb(api: client.ApiClient, kind: str, verb: str) -> Callable[..., Any]:
+    apis: dict[str, tuple[Any, str]] = {
+        "Deployment": (client.AppsV1Api(api), "deployment"),
+        "StatefulSet": (client.AppsV1Api(api), "stateful_set"),
+        "Service": (client.CoreV1Api(api), "service"),
+        "PodDisruptionBudget": (client.PolicyV1Api(api), "pod_disruption_budget"),
+    }
+    target, resource = apis[kind]
+    fn: Callable[..., Any] = getattr(target, f"{verb}_namespaced_{resource}")
+    return fn
 
 
 def _patcher(api: client.ApiClient, kind: str) -> Callable[..., Any]:
-    patchers: dict[str, Callable[..., Any]] = {
-        "Deployment": client.AppsV1Api(api).patch_namespaced_deployment,
-        "StatefulSet": client.AppsV1Api(api).patch_namespaced_stateful_set,
-        "Service": client.CoreV1Api(api).patch_namespaced_service,
-        "PodDisruptionBudget": client.PolicyV1Api(api).patch_namespaced_pod_disruption_budget,
-    }
-    return patchers[kind]
+    return _verb(api, kind, "patch")
 
 
 def apply_object(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
@@ -49,20 +86,120 @@ def apply_object(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
     return applied
 
 
-def delete_group(api: client.ApiClient, namespace: str, service: str, replica: int) -> None:
-    """Delete a replica group's StatefulSet (its pods go with it) and headless Service."""
+def read_object(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        result = _verb(api, kind, "read")(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    obj: dict[str, Any] = api.sanitize_for_serialization(result)
+    return obj
+
+
+def _create(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Create `obj`; None when an object of that name exists."""
+    WRITES.labels("create", obj["kind"]).inc()
+    try:
+        result = _verb(api, obj["kind"], "create")(
+            obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER
+        )
+    except ApiException as e:
+        if e.status == 409:
+            return None
+        raise
+    created: dict[str, Any] = api.sanitize_for_serialization(result)
+    return created
+
+
+def _own_applied_fields(api: client.ApiClient, created: dict[str, Any]) -> dict[str, Any]:
+    """Turn the create's field ownership into an apply's, so that a field a later apply leaves
+    out is removed (fields an Update entry owns would stay forever). The `test` operations make
+    this a no-op failure if another writer moved the entries meanwhile."""
+    meta = created["metadata"]
+    entries = meta.get("managedFields") or []
+    index = next(
+        (
+            i
+            for i, m in enumerate(entries)
+            if m.get("manager") == FIELD_MANAGER and m.get("operation") == "Update"
+        ),
+        None,
+    )
+    if index is None:
+        return created
+    path = f"/metadata/managedFields/{index}"
+    patch = [
+        {"op": "test", "path": f"{path}/manager", "value": FIELD_MANAGER},
+        {"op": "test", "path": f"{path}/operation", "value": "Update"},
+        {"op": "replace", "path": f"{path}/operation", "value": "Apply"},
+    ]
+    WRITES.labels("patch", created["kind"]).inc()
+    try:
+        result = _patcher(api, created["kind"])(
+            meta["name"], meta["namespace"], patch, _content_type=JSON_PATCH
+        )
+    except ApiException as e:
+        if e.status in (404, 409, 422):
+            return created
+        raise
+    owned: dict[str, Any] = api.sanitize_for_serialization(result)
+    return owned
+
+
+def apply_child(api: client.ApiClient, obj: dict[str, Any], owner_uid: str, known: bool) -> dict[str, Any]:
+    """Apply a child of the InferenceService `owner_uid` and return the object the server stored.
+
+    `known`: this process saw the service control it, so apply it at once (one request, as in
+    the steady state). Otherwise create it; if its name is taken, apply only when the object
+    there is controlled by this service, else raise NameConflictError and change nothing."""
+    if known:
+        return apply_object(api, obj)
+    created = _create(api, obj)
+    if created is not None:
+        return _own_applied_fields(api, created)
+    meta = obj["metadata"]
+    current = read_object(api, obj["kind"], meta["namespace"], meta["name"])
+    if current is None:  # deleted since: the next reconcile creates it
+        raise ApiException(status=409, reason=f"{obj['kind']} {meta['name']} was deleted while being created")
+    if not is_controlled_by(current, owner_uid):
+        raise NameConflictError(obj["kind"], meta["name"])
+    return apply_object(api, obj)
+
+
+def delete_controlled(
+    api: client.ApiClient, kind: str, namespace: str, name: str, owner_uid: str, uid: str | None = None
+) -> None:
+    """Delete the object if the service `owner_uid` controls it: `uid`, when given, is the uid of
+    the object known to be its child; otherwise it is read and checked. The uid precondition
+    makes the API server refuse if the name now belongs to another object."""
+    if uid is None:
+        current = read_object(api, kind, namespace, name)
+        if current is None or not is_controlled_by(current, owner_uid):
+            return
+        uid = current["metadata"]["uid"]
+    WRITES.labels("delete", kind).inc()
+    options = {"preconditions": {"uid": uid}}
+    try:
+        _verb(api, kind, "delete")(name, namespace, propagation_policy="Background", body=options)
+    except ApiException as e:
+        if e.status not in (404, 409):  # 409: the precondition failed, the name is another's now
+            raise
+
+
+def delete_group(
+    api: client.ApiClient,
+    namespace: str,
+    service: str,
+    replica: int,
+    owner_uid: str,
+    known: Mapping[tuple[str, str], str] | None = None,
+) -> None:
+    """Delete a replica group's StatefulSet (its pods go with it) and headless Service, if the
+    service `owner_uid` controls them; `known` maps (kind, name) to the uids of known children."""
     name = group_name(service, replica)
-    deletes = {
-        "StatefulSet": client.AppsV1Api(api).delete_namespaced_stateful_set,
-        "Service": client.CoreV1Api(api).delete_namespaced_service,
-    }
-    for kind, delete in deletes.items():
-        WRITES.labels("delete", kind).inc()
-        try:
-            delete(name, namespace, propagation_policy="Background")
-        except ApiException as e:
-            if e.status != 404:
-                raise
+    for kind in ("StatefulSet", "Service"):
+        delete_controlled(api, kind, namespace, name, owner_uid, (known or {}).get((kind, name)))
 
 
 def delete_pod(api: client.ApiClient, namespace: str, name: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -64,10 +64,13 @@ def record_replicas(namespace: str, name: str, desired: int, ready: int) -> None
     REPLICAS.labels(namespace, name, "ready").set(ready)
 
 
-def forget_replicas(namespace: str, name: str) -> None:
-    for state in ("desired", "ready"):
-        with suppress(KeyError):
-            REPLICAS.remove(namespace, name, state)
+PER_SERVICE = (REPLICAS, SCALING_DECISIONS)
+"""Every series labelled by one InferenceService: a deleted service's go with it."""
+
+
+def forget_service_metrics(namespace: str, name: str) -> None:
+    for metric in PER_SERVICE:
+        metric.remove_by_labels({"namespace": namespace, "name": name})
 
 
 def serve_metrics(port: int, address: str) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from inferfleet.api import GROUP, KIND
 from inferfleet.planning.groups import PLACEMENT_DOMAIN_ANNOTATION, PLACEMENT_NODES_ANNOTATION
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 
@@ -27,6 +28,31 @@ def pod_gpus(pod_spec: Mapping[str, Any]) -> int:
     return sum(_gpus(c.get("resources")) for c in pod_spec.get("containers") or [])
 
 
+def controller_uid(meta: Mapping[str, Any] | None) -> str:
+    """The uid of the InferenceService that controls the object with this metadata, "" for none.
+
+    Labels and annotations anyone may write; a controller ownerReference carrying an existing
+    InferenceService's uid only that service's children have (the garbage collector would delete
+    an object that names a uid that does not exist)."""
+    for ref in (meta or {}).get("ownerReferences") or []:
+        api_group = str(ref.get("apiVersion", "")).split("/")[0]
+        if ref.get("controller") is True and ref.get("kind") == KIND and api_group == GROUP:
+            return str(ref.get("uid") or "")
+    return ""
+
+
+def is_controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
+    return bool(uid) and controller_uid(obj.get("metadata")) == uid
+
+
+def pod_controller_uid(meta: Mapping[str, Any] | None) -> str:
+    """The uid of the object (of any kind) that controls a pod, "" for none."""
+    return next(
+        (str(r.get("uid") or "") for r in (meta or {}).get("ownerReferences") or [] if r.get("controller")),
+        "",
+    )
+
+
 @dataclass(frozen=True)
 class ObservedGroup:
     """One multi-node replica group, as its StatefulSet shows it."""
@@ -43,6 +69,8 @@ class ObservedGroup:
     generation: int
     observed_generation: int
     created_pods: int = 0
+    owner_uid: str = ""
+    """The uid of the InferenceService controlling the StatefulSet ("" when none does)."""
 
     @property
     def ready(self) -> bool:
@@ -79,4 +107,5 @@ class ObservedGroup:
             generation=int(meta.get("generation") or 0),
             observed_generation=int(status.get("observedGeneration") or 0),
             created_pods=int(status.get("replicas") or 0),
+            owner_uid=controller_uid(meta),
         )
