@@ -49,7 +49,7 @@ NAME_MESSAGE = (
 )
 
 # Each rejected by the API server (schema or CEL) with this text in kubectl's error.
-REJECTED = [
+REJECTED: list[tuple[dict[str, Any], str]] = [
     (
         {"scaling": {"minReplicas": 5, "maxReplicas": 2}},
         "minReplicas must be less than or equal to maxReplicas",

@@ -88,7 +88,7 @@ def enforce(*checks: Check) -> None:
 def int_field(*, ge: int = 0, le: int, int64: bool = False, **kwargs: Any) -> Any:
     """A strict integer field (no "70", no 7.0, no true) bounded as the CRD bounds it; int32 unless
     it mirrors an int64 Kubernetes field."""
-    fmt = {"format": "int64" if int64 else "int32"}
+    fmt: JsonDict = {"format": "int64" if int64 else "int32"}
     return Field(strict=True, ge=ge, le=le, json_schema_extra=fmt, **kwargs)
 
 
