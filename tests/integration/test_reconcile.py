@@ -247,11 +247,17 @@ def test_the_operator_resumes_after_a_restart_and_idle_reconciles_write_nothing(
     assert ready["metadata"]["uid"] == settled["metadata"]["uid"]
 
 
-def test_deleting_the_service_removes_every_child(
+def test_deleting_the_service_removes_every_child_and_its_metric_series(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
+    from tests.integration.test_operator_metrics import scrape
+
+    def series() -> list[tuple[str, frozenset[tuple[str, str]]]]:
+        return [k for k in scrape(operator) if ("namespace", namespace) in k[1] and ("name", "gone") in k[1]]
+
     create(cluster, namespace, small_service("gone"))
     wait_ready(cluster, namespace, "gone")
+    assert series()  # the replica gauges of the service
     cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "gone")
 
     def all_gone() -> bool:
@@ -265,6 +271,7 @@ def test_deleting_the_service_removes_every_child(
         )  # fmt: skip
 
     wait_for(all_gone, timeout=60, what="the Deployment, Service, PDB and pods to be collected")
+    wait_for(lambda: not series(), timeout=30, what="no metric series of the deleted service")
 
 
 def test_a_product_no_node_has_is_reported_without_harming_other_services(

@@ -546,6 +546,8 @@ async def on_event_deployment(
     state = service_state(key, snapshot["metadata"]["uid"])
     if deleted:
         state.forget_child("Deployment", body["metadata"]["name"])
+    else:  # after a restart, the next apply needs no create first
+        state.know_child(body)
     edited = state.offer_deployment(body, deleted=deleted)
     if deleted or edited:
         logger.info(f"Deployment {key[1]} was {'deleted' if deleted else 'edited'}; restoring it")
