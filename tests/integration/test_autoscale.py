@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.localcluster.waiting import wait_for
+from inferfleet.sim.exporter import start_text_exporter
 from inferfleet.sim.fleet import SimulatedFleet, step_load
 from tests.conftest import Cluster
 from tests.integration.test_operator_metrics import scrape
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("crds_installed")
 
 TICK = 2  # seconds between autoscaler ticks in these tests
 WINDOW = 20  # scale-down stabilization
+PASSWORD = "hunter2-not-for-status"
 
 
 @pytest.fixture
@@ -131,3 +134,62 @@ def test_a_prometheus_outage_holds_replicas_and_the_loop_recovers(
         assert status_condition(recovered, "MetricsAvailable")["status"] == "True"
     finally:
         fleet.stop()
+
+
+def test_a_scaling_query_scales_up_reads_only_its_namespace_and_no_message_shows_the_credentials(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    own_prometheus: LocalPrometheus,
+) -> None:
+    # Another namespace's metric, which a tenant must not read through the operator.
+    registry = CollectorRegistry()
+    Gauge("secret_metric", "Another tenant's number", registry=registry).set(42)
+    secret = start_text_exporter(registry)
+    own_prometheus.add_target("secret", secret.address, {"namespace": "kube-system"})
+    # Userinfo in the URL: Prometheus ignores it here; it must not surface anywhere.
+    url = own_prometheus.url.replace("http://", f"http://inferfleet:{PASSWORD}@")
+    op = run_operator(namespaces=[namespace], extra_args=[
+        "--prometheus-url", url, "--autoscale-interval", str(TICK), "--allow-custom-queries"])  # fmt: skip
+    queued = autoscaled("custom")
+    # The namespace matcher is replaced by the service's own, so this reads the service's queue.
+    queued["spec"]["scaling"]["query"] = (
+        'sum(vllm:num_requests_waiting{inferfleet_io_service="custom", namespace="kube-system"})'
+    )
+    spy = autoscaled("spy")
+    spy["spec"]["scaling"]["query"] = 'max(secret_metric{namespace="kube-system"})'
+    create(cluster, namespace, queued)
+    create(cluster, namespace, spy)
+    fleet = simulate(cluster, own_prometheus, namespace, "custom", rate=6, seconds=600)
+    try:
+        up = wait_replicas(
+            cluster, namespace, "custom", lambda n: n >= 2, 90, "a scale-up from the query's queue"
+        )
+        assert status_condition(up, "MetricsAvailable")["status"] == "True"
+        assert up["status"]["scalingHistory"][-1]["from"] == 1
+
+        def spy_refused() -> dict[str, Any] | None:
+            obj = read(cluster, namespace, "spy")
+            available = status_condition(obj, "MetricsAvailable")
+            return obj if available.get("message") == "scaling.query returned no number" else None
+
+        held = wait_for(spy_refused, timeout=60, what="the spy's query to find nothing in its namespace")
+        assert "queueDepth" not in held["status"]
+        assert held["spec"]["replicas"] == 1
+    finally:
+        fleet.stop()
+        secret.stop()
+    own_prometheus.stop()  # every tenant's condition now says why, without the URL
+
+    def failed() -> dict[str, Any] | None:
+        obj = read(cluster, namespace, "custom")
+        available = status_condition(obj, "MetricsAvailable")
+        return obj if available.get("status") == "False" else None
+
+    message = status_condition(
+        wait_for(failed, timeout=30, what="MetricsAvailable=False"), "MetricsAvailable"
+    )
+    assert message["message"] == "Prometheus query failed: connection refused"
+    shown = [str(read(cluster, namespace, n)) for n in ("custom", "spy")]
+    shown += [e.message for n in ("custom", "spy") for e in events_for(cluster, namespace, n)]
+    assert not [text for text in [*shown, op.log_text()] if PASSWORD in text]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +16,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from inferfleet.localcluster.ports import free_port
+from inferfleet.localcluster.waiting import wait_for
 from inferfleet.metrics.prometheus import MetricsUnavailableError, QueueReader, redact_url
 from inferfleet.planning.queue_queries import QueueSample
 from inferfleet.runtime.config import PrometheusConfig
@@ -159,18 +161,27 @@ def test_a_slow_answer_fails_at_the_timeout(fake: FakePrometheus) -> None:
     assert time.monotonic() - started < 0.9
 
 
-def test_a_service_has_at_most_one_query_in_flight(fake: FakePrometheus) -> None:
+def test_a_service_has_at_most_one_query_in_flight_and_hears_of_its_answer(fake: FakePrometheus) -> None:
     reader = QueueReader(PrometheusConfig(url=f"http://127.0.0.1:{fake.port}", timeout_seconds=5))
     fake.delay, fake.body = 0.5, vector(2)
-    first = reader.submit_override(("ml", "a"), "q")
-    assert first is not None
-    assert reader.submit_override(("ml", "a"), "q") is None  # still running: not queued again
-    other = reader.submit_override(("ml", "b"), "q")
-    assert other is not None
-    assert first.result(timeout=5) == other.result(timeout=5) == QueueSample(2.0, None)
-    again = reader.submit_override(("ml", "a"), "q")
-    assert again is not None
-    again.result(timeout=5)
+    answers: dict[str, list[QueueSample]] = {"a": [], "b": []}
+    everything = threading.Event()
+
+    def on_done(name: str) -> Callable[[Future[QueueSample]], None]:
+        def record(done: Future[QueueSample]) -> None:
+            answers[name].append(done.result())
+            if all(answers.values()):
+                everything.set()
+
+        return record
+
+    assert reader.submit_override(("ml", "a"), "q", on_done("a"))
+    assert not reader.submit_override(("ml", "a"), "q", on_done("a"))  # still running: not queued again
+    assert reader.submit_override(("ml", "b"), "q", on_done("b"))
+    assert everything.wait(timeout=5)
+    assert answers == {"a": [QueueSample(2.0, None)], "b": [QueueSample(2.0, None)]}
+    assert len(fake.requests) == 2
+    wait_for(lambda: reader.submit_override(("ml", "a"), "q", on_done("a")), timeout=5, what="a's key freed")
     reader.close()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Future, as_completed
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,7 @@ from inferfleet.kube.apply import patch_inference_service_status, scale_inferenc
 from inferfleet.kube.events import post_event
 from inferfleet.kube.peering import Peering, read_peers
 from inferfleet.metrics.operator import AUTOSCALER_TICKS, SCALING_DECISIONS
-from inferfleet.metrics.prometheus import FAILED, MetricsUnavailableError, QueueReader
+from inferfleet.metrics.prometheus import MetricsUnavailableError, QueueReader
 from inferfleet.planning.autoscale import (
     METRICS_AVAILABLE,
     METRICS_UNAVAILABLE_REASON,
@@ -81,33 +81,36 @@ DISABLED_MESSAGE = (
 def autoscale_tick(
     api: Any, reader: QueueReader, index: kopf.Index[Any, Any], logger: Any, now: float
 ) -> None:
-    """One decision per autoscaled service. Tenants' queries run concurrently with the fleet
-    query, each until the query timeout: a slow one holds only its own service."""
+    """One decision per autoscaled service.
+
+    The fleet's services decide in the tick. A tenant's `scaling.query` runs on the reader's
+    pool and its service decides when the answer (or the query timeout) arrives, off the
+    tick's path: a slow query holds only its own service, never the tick or other services.
+    While a service's query is still running, later ticks leave that service to it."""
     services = _autoscaled(index)
     if not services:
         return
-    deadline = time.monotonic() + reader.config.timeout_seconds + 1
-    custom = {_key(s): (s, spec) for s, spec in services if _query_of(spec)}
-    started = {key: _start_custom(reader, key, _query_of(spec)) for key, (_, spec) in custom.items()}
     try:
         fleet, problem = reader.read_fleet(), None
     except MetricsUnavailableError as e:
         fleet, problem = {}, (METRICS_UNAVAILABLE_REASON, str(e))
     for snapshot, spec in services:
-        if _key(snapshot) not in custom:
-            _decide_logged(api, snapshot, spec, _fleet_signal(fleet.get(_key(snapshot)), problem), now)
-    futures = {f: key for key, f in started.items() if isinstance(f, Future)}
-    for key, begun in started.items():
-        if not isinstance(begun, Future):
-            _decide_logged(api, *custom[key], begun, now)
-    try:
-        for future in as_completed(futures, timeout=max(0.0, deadline - time.monotonic())):
-            key = futures.pop(future)
-            _decide_logged(api, *custom[key], _custom_signal(future, fleet.get(key), problem), now)
-    except TimeoutError:
-        late = f"{FAILED}: no answer within {reader.config.timeout_seconds:g}s"
-        for key in futures.values():
-            _decide_logged(api, *custom[key], Signal(NO_SAMPLE, (METRICS_UNAVAILABLE_REASON, late)), now)
+        key, query = _key(snapshot), _query_of(spec)
+        if not query:
+            _decide_logged(api, snapshot, spec, _fleet_signal(fleet.get(key), problem), now)
+            continue
+        refused = _refused(reader, key, query)
+        if refused is not None:
+            _decide_logged(api, snapshot, spec, refused, now)
+            continue
+
+        def decide(
+            done: Future[QueueSample], snapshot: Any = snapshot, spec: Any = spec, key: Any = key
+        ) -> None:
+            _decide_logged(api, snapshot, spec, _custom_signal(done, fleet.get(key), problem), now)
+
+        if not reader.submit_override(key, build_confined_query(query, key[0]).query or "", decide):
+            log.debug(f"{key[0]}/{key[1]}: its previous scaling.query is still running")
 
 
 def _key(snapshot: Any) -> tuple[str, str]:
@@ -118,18 +121,14 @@ def _query_of(spec: InferenceServiceSpec) -> str:
     return (spec.scaling.query if spec.scaling else None) or ""
 
 
-def _start_custom(reader: QueueReader, key: tuple[str, str], query: str) -> Future[QueueSample] | Signal:
-    """The service's query running on the reader's pool, or the Signal that says why not."""
+def _refused(reader: QueueReader, key: tuple[str, str], query: str) -> Signal | None:
+    """Why the service's query does not run, or None when it may."""
     if not reader.config.custom_queries:
         return Signal(NO_SAMPLE, (CUSTOM_QUERY_DISABLED, DISABLED_MESSAGE))
     confined = build_confined_query(query, key[0])
     if confined.query is None:
         return Signal(NO_SAMPLE, (INVALID_QUERY, f"scaling.query refused: {confined.refusal}"))
-    future = reader.submit_override(key, confined.query)
-    if future is None:
-        still = f"{FAILED}: the previous scaling.query has not answered yet"
-        return Signal(NO_SAMPLE, (METRICS_UNAVAILABLE_REASON, still))
-    return future
+    return None
 
 
 def _fleet_signal(sample: QueueSample | None, problem: tuple[str, str] | None) -> Signal:
@@ -161,6 +160,8 @@ def _decide_logged(api: Any, snapshot: Any, spec: InferenceServiceSpec, signal: 
         _decide(api, snapshot, spec, signal, service_log, now)
     except ApiException as e:
         service_log.warning(f"autoscaling failed: {e.status} {e.reason}")
+    except Exception as e:  # on the query pool nobody else would see it
+        service_log.exception(f"autoscaling failed: {e}")
 
 
 def _scaling_sample(sample: QueueSample) -> ScalingSample:

@@ -11,8 +11,9 @@ message goes into tenants' conditions and Events, so it never holds the URL, a c
 the text of a library's exception (requests names the URL in its errors). Logs may name the URL
 with its userinfo removed (`redact_url`).
 
-Tenant queries run on a small thread pool (`submit_override`): each service has at most one in
-flight, so a slow query holds only its own service and cannot queue up behind itself.
+Tenant queries run on a small thread pool (`submit_override`) and report through a callback:
+each service has at most one in flight, so a slow query holds only its own service and cannot
+queue up behind itself.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -49,7 +50,7 @@ QUERIES = Counter("inferfleet_prometheus_queries_total", "Prometheus queries sen
 FAILED = "Prometheus query failed"
 BYTES_PER_SERIES = 2048
 """The answer's size limit per allowed series: a series of an instant vector takes far less."""
-CUSTOM_QUERY_WORKERS = 4
+CUSTOM_QUERY_WORKERS = 8
 log = logging.getLogger("inferfleet.prometheus")
 
 
@@ -238,16 +239,20 @@ class QueueReader:
     def read_override(self, promql: str) -> QueueSample:
         return parse_override_result(self.query("override", promql))
 
-    def submit_override(self, key: Hashable, promql: str) -> Future[QueueSample] | None:
-        """Runs `promql` on the pool; None while the service's previous query is still running."""
+    def submit_override(
+        self, key: Hashable, promql: str, on_done: Callable[[Future[QueueSample]], None]
+    ) -> bool:
+        """Runs `promql` on the pool, then `on_done` with its future (on the pool's thread).
+
+        False, and nothing runs, while the service's previous query has not finished."""
         with self._lock:
-            running = self._in_flight.get(key)
-            if running is not None and not running.done():
-                return None
+            if key in self._in_flight:  # until its on_done has returned
+                return False
             future = self._pool.submit(self.read_override, promql)
             self._in_flight[key] = future
+        future.add_done_callback(on_done)  # before the key is free: one decision at a time
         future.add_done_callback(lambda done: self._finished(key, done))
-        return future
+        return True
 
     def _finished(self, key: Hashable, future: Future[QueueSample]) -> None:
         with self._lock:
