@@ -19,6 +19,7 @@ from inferfleet.localcluster.cluster import LocalCluster
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.paths import cache_dir
 from inferfleet.localcluster.prometheus import LocalPrometheus
+from tests.rbac import ChartIdentity
 
 TESTS = Path(__file__).parent
 
@@ -94,11 +95,26 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPromet
         prom.stop()
 
 
+@pytest.fixture(scope="session")
+def chart_identity(cluster: Cluster) -> Iterator[ChartIdentity]:
+    """The chart's ServiceAccount and RBAC on the cluster: the operator's identity in the tests."""
+    identity = ChartIdentity(cluster.api_client, cluster.kubeconfig)
+    identity.install()
+    try:
+        yield identity
+    finally:
+        identity.uninstall()
+
+
 @pytest.fixture
 def run_operator(
-    cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest
+    cluster: Cluster, chart_identity: ChartIdentity, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start `inferfleet run` in the background; every operator started is stopped after the test."""
+    """Start `inferfleet run` in the background; every operator started is stopped after the test.
+
+    It runs with the chart's RBAC (tests/rbac.py), cluster-wide or for `namespaces` as the chart
+    renders them, unless the test gives its own `kubeconfig`; the test itself stays admin.
+    """
     started: list[OperatorProcess] = []
 
     def start(
@@ -106,9 +122,13 @@ def run_operator(
         extra_args: list[str] | None = None,
         kubeconfig: Path | None = None,
     ) -> OperatorProcess:
+        index = len(started)
+        kubeconfig = kubeconfig or chart_identity.kubeconfig(
+            tmp_path / f"operator-{index}.kubeconfig", namespaces or []
+        )
         op = OperatorProcess(
-            kubeconfig=kubeconfig or cluster.kubeconfig,
-            log_path=tmp_path / f"operator-{len(started)}.log",
+            kubeconfig=kubeconfig,
+            log_path=tmp_path / f"operator-{index}.log",
             namespaces=namespaces or [],
             extra_args=extra_args or [],
         )

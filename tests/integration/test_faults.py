@@ -18,7 +18,8 @@ from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
 from tests.integration.test_groups import RACK, service_405b
 from tests.integration.test_reconcile import create, patch_spec, read, small_service, wait_ready
-from tests.support import token_kubeconfig, wait_for_idle_h100
+from tests.rbac import ChartIdentity
+from tests.support import wait_for_idle_h100
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -137,17 +138,15 @@ A100 = "NVIDIA-A100-SXM4-40GB"
 
 
 @pytest.fixture
-def throttled_identity(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
-    """A ServiceAccount whose every request goes to a priority level with a few seats and no queue:
-    API Priority and Fairness (what the in-flight limits configure) answers 429 beyond that."""
-    cluster.core.create_namespaced_service_account(namespace, {"metadata": {"name": "operator"}})
-    rbac = client.RbacAuthorizationV1Api(cluster.api_client)
+def throttled_identity(
+    cluster: Cluster, chart_identity: ChartIdentity, namespace: str, tmp_path: Path
+) -> Iterator[Path]:
+    """The chart's ServiceAccount for `namespace`, whose every request goes to a priority level with
+    a few seats and no queue: API Priority and Fairness (what the in-flight limits configure)
+    answers 429 beyond that."""
+    kubeconfig = chart_identity.kubeconfig(tmp_path / "sa.yaml", [namespace])
+    account = {"name": chart_identity.service_account([namespace]), "namespace": chart_identity.namespace}
     flow = client.FlowcontrolApiserverV1Api(cluster.api_client)
-    rbac.create_cluster_role_binding({
-        "metadata": {"name": FLOW},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}],
-    })  # fmt: skip
     flow.create_priority_level_configuration({
         "metadata": {"name": FLOW},
         "spec": {"type": "Limited", "limited": {
@@ -160,8 +159,7 @@ def throttled_identity(cluster: Cluster, namespace: str, tmp_path: Path) -> Iter
             "priorityLevelConfiguration": {"name": FLOW},
             "matchingPrecedence": 100,
             "rules": [{
-                "subjects": [{"kind": "ServiceAccount",
-                              "serviceAccount": {"name": "operator", "namespace": namespace}}],
+                "subjects": [{"kind": "ServiceAccount", "serviceAccount": account}],
                 "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
                                    "namespaces": ["*"], "clusterScope": True}],
                 "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
@@ -169,11 +167,10 @@ def throttled_identity(cluster: Cluster, namespace: str, tmp_path: Path) -> Iter
         },
     })  # fmt: skip
     try:
-        yield token_kubeconfig(cluster.core, cluster.kubeconfig, "operator", namespace, tmp_path / "sa.yaml")
+        yield kubeconfig
     finally:
         for delete in (flow.delete_flow_schema, flow.delete_priority_level_configuration):
             delete(FLOW)
-        rbac.delete_cluster_role_binding(FLOW)
 
 
 def raw_metrics(cluster: Cluster) -> str:

@@ -212,6 +212,7 @@ ALLOWED = [
     ("patch", "inferenceservices.inferfleet.io/scale", "svc"),
     ("patch", "deployments.apps", "svc"),
     ("delete", "statefulsets.apps", "svc"),
+    ("delete", "pods", "svc"),  # a lost node's single-pod replicas
     ("create", "events", "svc"),
     ("list", "events", "svc"),
 ]
@@ -219,7 +220,6 @@ DENIED_ACCESS = [
     *[(verb, "secrets", ns) for verb in ("get", "list", "watch") for ns in (None, "svc", "kube-system")],
     ("get", "configmaps", "svc"),
     ("create", "pods", "svc"),
-    ("delete", "pods", "svc"),
     ("create", "pods/exec", "svc"),
     ("delete", "nodes", None),
     ("patch", "nodes", None),
@@ -271,9 +271,17 @@ def test_watched_namespaces_mode_reconciles_with_roles_in_those_namespaces_only(
         assert operator_log_denials(op) == []
 
         assert can_i(rel, "patch", "deployments.apps", namespace)
-        assert can_i(rel, "list", "pods")  # GPU accounting sees every namespace
+        assert can_i(rel, "watch", "nodes")
         assert can_i(rel, "watch", "namespaces")
-        for verb, resource in [("patch", "deployments.apps"), ("list", "inferenceservices.inferfleet.io")]:
+        # kopf watches a namespaced resource only in the namespaces it serves: pods too.
+        assert can_i(rel, "list", "pods", namespace)
+        assert can_i(rel, "delete", "pods", namespace)
+        for verb, resource in [
+            ("patch", "deployments.apps"),
+            ("list", "inferenceservices.inferfleet.io"),
+            ("list", "pods"),
+            ("delete", "pods"),
+        ]:
             assert not can_i(rel, verb, resource, "default")
             assert not can_i(rel, verb, resource)
     finally:

@@ -5,13 +5,16 @@ Needs only the helm binary of the local cluster's build (`make setup`); no clust
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client as kube_client
 
+import inferfleet.api
 from inferfleet.localcluster.binaries import locate_binaries
 
 CHART = Path(__file__).parents[2] / "charts" / "inferfleet"
@@ -72,28 +75,33 @@ NAMESPACED = {
     ("inferfleet.io", "inferenceservices/status", "patch"),
     ("inferfleet.io", "inferenceservices/scale", "patch"),
     ("inferfleet.io", "inferenceservices/finalizers", "update"),
+    ("apps", "deployments", "get"),
     ("apps", "deployments", "list"),
     ("apps", "deployments", "watch"),
     ("apps", "deployments", "create"),
     ("apps", "deployments", "patch"),
+    ("apps", "statefulsets", "get"),
     ("apps", "statefulsets", "list"),
     ("apps", "statefulsets", "watch"),
     ("apps", "statefulsets", "create"),
     ("apps", "statefulsets", "patch"),
     ("apps", "statefulsets", "delete"),
+    ("", "services", "get"),
     ("", "services", "create"),
     ("", "services", "patch"),
     ("", "services", "delete"),
+    ("policy", "poddisruptionbudgets", "get"),
     ("policy", "poddisruptionbudgets", "create"),
     ("policy", "poddisruptionbudgets", "patch"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    ("", "pods", "delete"),
     ("", "events", "create"),
     ("", "events", "list"),
 }
 CLUSTER_READS = {
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
-    ("", "pods", "list"),
-    ("", "pods", "watch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
 }
@@ -218,6 +226,7 @@ def test_ha_runs_peering_replicas_with_distinct_priorities_and_a_budget() -> Non
     assert grants(one(docs, "ClusterRole")["rules"]) - CLUSTER_READS - NAMESPACED == {
         ("kopf.dev", "clusterkopfpeerings", "list"),
         ("kopf.dev", "clusterkopfpeerings", "watch"),
+        ("kopf.dev", f"clusterkopfpeerings@{FULLNAME}", "get"),
         ("kopf.dev", f"clusterkopfpeerings@{FULLNAME}", "patch"),
     }
 
@@ -235,6 +244,7 @@ def test_ha_with_watched_namespaces_peers_in_each_namespace() -> None:
     assert grants(one(docs, "Role", "a")["rules"]) - NAMESPACED == {
         ("kopf.dev", "kopfpeerings", "list"),
         ("kopf.dev", "kopfpeerings", "watch"),
+        ("kopf.dev", "kopfpeerings@fleet", "get"),
         ("kopf.dev", "kopfpeerings@fleet", "patch"),
     }
 
@@ -294,6 +304,151 @@ def test_network_policy_admits_only_the_metrics_port() -> None:
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     assert policy["spec"]["ingress"] == [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [peer]}]
     assert policy["spec"]["podSelector"] == one(docs, "Deployment", NS)["spec"]["selector"]
+
+
+Grant = tuple[str, str, str]
+OPERATOR = Path(__file__).parents[2] / "operator" / "inferfleet"
+RUNTIME = ("handlers", "kube", "metrics")
+"""The packages `inferfleet run` calls the API from (localcluster, sim and demo are dev tooling)."""
+
+
+def applied(group: str, resource: str) -> set[Grant]:
+    """Server-side apply is a patch that creates the object when it does not exist yet."""
+    return {(group, resource, "patch"), (group, resource, "create")}
+
+
+CHILDREN = [
+    ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("", "services"),
+    ("policy", "poddisruptionbudgets"),
+]
+
+# Each Kubernetes API call of the operator and the grants it needs. The source is searched for
+# every client method it names and for each verb kube/apply.py's `_verb(api, kind, verb)` builds a
+# child's method from: a new call fails the test below until it is listed here.
+CLIENT_CALLS: dict[str, set[Grant]] = {
+    # Children: server-side apply once known (a patch, which creates when absent); a child not
+    # known yet is created first, and read back when its name is taken (NameConflict, no takeover).
+    "_verb(patch)": {(g, r, "patch") for g, r in CHILDREN} | {(g, r, "create") for g, r in CHILDREN},
+    "_verb(create)": {(g, r, "create") for g, r in CHILDREN},
+    "_verb(read)": {(g, r, "get") for g, r in CHILDREN},
+    # Its only caller is delete_group: a broken group's StatefulSet and headless Service.
+    "_verb(delete)": {("apps", "statefulsets", "delete"), ("", "services", "delete")},
+    "delete_namespaced_pod": {("", "pods", "delete")},  # a lost node's single-pod replicas
+    "patch_namespaced_custom_object_status": {("inferfleet.io", "inferenceservices/status", "patch")},
+    "patch_namespaced_custom_object_scale": {("inferfleet.io", "inferenceservices/scale", "patch")},
+    "create_namespaced_event": {("", "events", "create")},
+    "list_namespaced_event": {("", "events", "list")},  # a group's FailedCreate reason
+    # The autoscaler reads the peering record: only the active instance scales.
+    "get_cluster_custom_object": {("kopf.dev", f"clusterkopfpeerings@{FULLNAME}", "get")},
+    "get_namespaced_custom_object": {("kopf.dev", f"kopfpeerings@{FULLNAME}", "get")},
+}
+# kopf's own requests, besides the list and watch of each resource its decorators name.
+KOPF_CALLS: dict[str, set[Grant]] = {
+    "annotations (progress, last handled spec) and finalizer on the object": {
+        ("inferfleet.io", "inferenceservices", "patch")
+    },
+    "Events it posts for handler outcomes": {("", "events", "create")},
+    "resource discovery and its CRD watch": {
+        ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
+    },
+    "namespaces it serves (--namespace)": {("", "namespaces", verb) for verb in ("list", "watch")},
+    "its peering record (--peering), cluster-wide": {
+        ("kopf.dev", "clusterkopfpeerings", "list"),
+        ("kopf.dev", "clusterkopfpeerings", "watch"),
+        ("kopf.dev", f"clusterkopfpeerings@{FULLNAME}", "patch"),
+    },
+    "its peering record (--peering), per namespace": {
+        ("kopf.dev", "kopfpeerings", "list"),
+        ("kopf.dev", "kopfpeerings", "watch"),
+        ("kopf.dev", f"kopfpeerings@{FULLNAME}", "patch"),
+    },
+}
+# Children's ownerReferences set blockOwnerDeletion: OwnerReferencesPermissionEnforcement admits
+# that only from who may update the owner's finalizers.
+ADMISSION: set[Grant] = {("inferfleet.io", "inferenceservices/finalizers", "update")}
+
+
+def operator_sources() -> list[ast.Module]:
+    files = [f for package in RUNTIME for f in sorted((OPERATOR / package).rglob("*.py"))]
+    return [ast.parse(f.read_text(), str(f)) for f in files]
+
+
+API_VERBS = ("create", "delete", "get", "list", "patch", "read", "replace", "watch", "connect")
+
+
+def client_methods_named() -> set[str]:
+    """The Kubernetes client's API methods (`patch_namespaced_service`...) the operator names, and
+    `_verb(<verb>)` for each verb it passes to kube/apply.py's `_verb`."""
+    methods = {
+        m
+        for name in dir(kube_client)
+        if name.endswith("Api")
+        for m in dir(getattr(kube_client, name))
+        if m.split("_")[0] in API_VERBS
+    }
+    nodes = [node for tree in operator_sources() for node in ast.walk(tree)]
+    named = {node.attr for node in nodes if isinstance(node, ast.Attribute) and node.attr in methods}
+    for node in nodes:
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "_verb":
+            [verb] = [a.value for a in node.args if isinstance(a, ast.Constant)]
+            named.add(f"_verb({verb})")
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) == "_patcher":
+            named.add("_verb(patch)")
+    return named
+
+
+def kopf_watched() -> set[Grant]:
+    """list and watch of each resource a kopf.on.* or kopf.index decorator names."""
+
+    def value(arg: ast.expr) -> str:
+        if isinstance(arg, ast.Constant):
+            return str(arg.value)
+        return str(getattr(inferfleet.api, ast.unparse(arg)))  # GROUP, VERSION, PLURAL
+
+    calls = [node for tree in operator_sources() for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    out = set()
+    for call in calls:
+        if ast.unparse(call.func).startswith(("kopf.on.", "kopf.index")) and len(call.args) >= 3:
+            group, _, plural = (value(a) for a in call.args[:3])
+            out |= {(group, plural, "list"), (group, plural, "watch")}
+    return out
+
+
+CLUSTER_SCOPED = ("nodes", "customresourcedefinitions", "namespaces", "clusterkopfpeerings")
+
+
+def needed(cluster_wide: bool) -> dict[str, set[Grant]]:
+    """The grants each kind of role needs: a cluster-wide operator's all in its ClusterRole; a
+    namespaced one's reads of cluster-scoped resources only (kopf watches the rest per namespace)."""
+    out = kopf_watched() | ADMISSION
+    for grants_ in [*CLIENT_CALLS.values(), *KOPF_CALLS.values()]:
+        out |= grants_
+    # A cluster-wide operator serves no namespace list and peers in a ClusterKopfPeering.
+    unused = ("namespaces", "kopfpeerings") if cluster_wide else ("clusterkopfpeerings",)
+    out = {g for g in out if g[1].split("@")[0] not in unused}
+    if cluster_wide:
+        return {"ClusterRole": out, "Role": set()}
+    cluster = {g for g in out if g[1].split("@")[0] in CLUSTER_SCOPED}
+    return {"ClusterRole": cluster, "Role": out - cluster}
+
+
+def test_every_kubernetes_client_call_of_the_operator_is_in_the_table() -> None:
+    assert client_methods_named() == set(CLIENT_CALLS)
+    assert ("inferfleet.io", "inferenceservices", "watch") in kopf_watched()
+    assert ("", "pods", "watch") in kopf_watched()
+
+
+@pytest.mark.parametrize("cluster_wide", [True, False], ids=["cluster-wide", "namespaced"])
+def test_the_chart_grants_exactly_what_the_operator_calls(cluster_wide: bool) -> None:
+    """A verb the operator needs and the chart lacks is `missing`; one it grants for nothing is `extra`."""
+    docs = render("ha.enabled=true", *([] if cluster_wide else ["watchNamespaces={a}"]))
+    for kind, want in needed(cluster_wide).items():
+        granted = set().union(*(grants(d["rules"]) for d in docs if d["kind"] == kind))
+        assert {"missing": want - granted, "extra": granted - want} == {"missing": set(), "extra": set()}, (
+            kind
+        )
 
 
 def test_no_combination_grants_secrets_or_wildcards() -> None:

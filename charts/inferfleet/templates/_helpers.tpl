@@ -61,20 +61,28 @@ app.kubernetes.io/component: operator
 Rules for what the operator reads and writes inside the namespaces it manages: in a ClusterRole
 when it watches every namespace, else in a Role per watched namespace. Each verb is one the
 operator uses: run under this ServiceAccount with any one of them removed, it gets a 403 (for
-finalizers/update, only where the admission plugin named below is on; tests/integration/test_helm_install.py
-runs it under the full set):
+finalizers/update, only where the admission plugin named below is on). Every integration test's
+operator runs under these rules, rendered from this chart (tests/rbac.py), and
+tests/unit/test_chart_render.py maps each API call of the operator to the rule that grants it:
 - inferenceservices: kopf lists/watches them and patches its annotations (progress, last
   handled spec); the operator writes status through the status subresource and the autoscaler
   writes spec.replicas through the scale subresource, as HPA does. finalizers/update:
   child objects carry an ownerReference with blockOwnerDeletion, which the
   OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened clusters) allows
   only to who may update the owner's finalizers.
-- deployments, statefulsets, services, poddisruptionbudgets: server-side apply (patch; create
-  when the object does not exist yet); kopf watches deployments and statefulsets. StatefulSets
-  and headless Services of a multi-node replica group are deleted to restart the group whole.
+- deployments, statefulsets, services, poddisruptionbudgets: server-side apply (patch) of a
+  child the operator knows it controls; any other child is created, and when its name is taken
+  read (get) to see whether this service controls it (else NameConflict: left untouched). kopf
+  watches deployments and statefulsets. StatefulSets and headless Services of a multi-node
+  replica group are deleted to restart the group whole.
+- pods: kopf lists/watches them (GPUs held on each node, loss of a group member; only in the
+  namespaces it serves, as for every namespaced resource); a lost node's single-pod replicas are
+  deleted at once, so that their Deployment replaces them on a healthy node instead of waiting
+  out the 300 s not-ready toleration.
 - events: kopf posts Kubernetes Events on InferenceServices (core/v1); when a replica group's
   StatefulSet lacks pods, the operator lists its FailedCreate Events to report why.
-- kopfpeerings (HA, namespaced mode): kopf's peering records, one per watched namespace.
+- kopfpeerings (HA, namespaced mode): kopf's peering records, one per watched namespace; kopf
+  patches its own record, and the autoscaler reads (get) it so that only the active instance scales.
 */}}
 {{- define "inferfleet.namespacedRules" -}}
 - apiGroups: [inferfleet.io]
@@ -88,16 +96,19 @@ runs it under the full set):
   verbs: [update]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [list, watch, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [statefulsets]
-  verbs: [list, watch, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
-  verbs: [create, patch, delete]
+  verbs: [get, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [create, patch]
+  verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]
@@ -108,21 +119,21 @@ runs it under the full set):
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   resourceNames: [{{ include "inferfleet.peeringName" . }}]
-  verbs: [patch]
+  verbs: [get, patch]
 {{- end }}
 {{- end }}
 
 {{/*
 Cluster-scoped reads, in every mode:
 - nodes: the GPU inventory (kopf index and node events);
-- pods (list/watch, every namespace): GPUs held on each node, and loss of a group member;
 - customresourcedefinitions: kopf discovers the resources it serves and watches for changes;
 - namespaces (namespaced mode): kopf lists and watches the namespaces it serves;
-- clusterkopfpeerings (HA, cluster-wide mode): kopf's peering record.
+- clusterkopfpeerings (HA, cluster-wide mode): kopf's peering record, which kopf patches and
+  the autoscaler reads (get).
 */}}
 {{- define "inferfleet.clusterRules" -}}
 - apiGroups: [""]
-  resources: [nodes, pods]
+  resources: [nodes]
   verbs: [list, watch]
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
@@ -138,6 +149,6 @@ Cluster-scoped reads, in every mode:
 - apiGroups: [kopf.dev]
   resources: [clusterkopfpeerings]
   resourceNames: [{{ include "inferfleet.peeringName" . }}]
-  verbs: [patch]
+  verbs: [get, patch]
 {{- end }}
 {{- end }}
