@@ -202,6 +202,19 @@ def test_sizes_and_windows_have_their_ceilings() -> None:
     }
 
 
+def test_message_expressions_do_not_convert_numbers_to_strings() -> None:
+    """kube-apiserver prices string(int) as an unbounded string: one such messageExpression put the
+    CRD's estimated CEL cost 100x over its budget and the CRD was refused."""
+    expressions = [
+        entry["messageExpression"]
+        for node in NODES.values()
+        for entry in node.get("x-kubernetes-validations", [])
+        if "messageExpression" in entry
+    ]
+    assert expressions
+    assert not [e for e in expressions if "string(" in e]
+
+
 def test_yaml_has_no_anchors() -> None:
     assert "&id0" not in render_crd_yaml()
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
-Reason = Literal["FieldValueInvalid", "FieldValueRequired", "FieldValueForbidden", "FieldValueDuplicate"]
+Reason = Literal["FieldValueInvalid", "FieldValueRequired", "FieldValueForbidden"]
 
 
 class KubeModel(BaseModel):

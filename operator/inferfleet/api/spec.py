@@ -85,10 +85,11 @@ ENV_NAME_NOT_OPERATORS = CelRule(
 ENV_NAMES_UNIQUE = CelRule(
     rule="self.all(e, self.exists_one(f, f.name == e.name))",
     message="env names must be unique",
-    message_expression="'env sets ' + self.filter(e, !self.exists_one(f, f.name == e.name))[0].name "
+    message_expression="'env sets ' + self.map(e, e.name).filter(n, !self.exists_one(f, f.name == n))[0] "
     "+ ' more than once'",
     template="env sets {name} more than once",
-    reason="FieldValueDuplicate",
+    # Not FieldValueDuplicate: the API server then says only "Duplicate value", without the message.
+    reason="FieldValueInvalid",
 )
 ENV_SOURCE_EXACTLY_ONE = CelRule(
     rule="[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
@@ -109,12 +110,18 @@ ARGS_DO_NOT_OVERRIDE = CelRule(
     reason="FieldValueForbidden",
 )
 _OPERATOR_PORTS_CEL = "{" + ", ".join(f"{k!r}: {v}" for k, v in OPERATOR_PORTS.items()) + "}"
+_PORT_MESSAGE = "port {port} is used by inferfleet for {kind} multi-node groups, choose another"
+# The messages spelled out per engine: CEL's string(int) is priced as an unbounded string.
+_PORT_MESSAGES_CEL = (
+    "{"
+    + ", ".join(f"{k!r}: {_PORT_MESSAGE.format(port=v, kind=k)!r}" for k, v in OPERATOR_PORTS.items())
+    + "}"
+)
 PORT_NOT_OPERATORS = CelRule(
     rule=f"!(self.kind in {_OPERATOR_PORTS_CEL}) || self.port != {_OPERATOR_PORTS_CEL}[self.kind]",
     message="port is used by inferfleet's multi-node groups of this engine, choose another",
-    message_expression="'port ' + string(self.port) + ' is used by inferfleet for ' + self.kind "
-    "+ ' multi-node groups, choose another'",
-    template="port {port} is used by inferfleet for {kind} multi-node groups, choose another",
+    message_expression=f"{_PORT_MESSAGES_CEL}[self.kind]",
+    template=_PORT_MESSAGE,
     field_path=".port",
     reason="FieldValueForbidden",
 )
@@ -128,10 +135,6 @@ TP_DIVIDES_HEADS = CelRule(
     rule="!has(self.model.architecture) || !has(self.sharding.tensorParallel) || "
     "self.model.architecture.numAttentionHeads % self.sharding.tensorParallel == 0",
     message="sharding.tensorParallel must divide model.architecture.numAttentionHeads",
-    message_expression="'sharding.tensorParallel ' + string(self.sharding.tensorParallel) + "
-    "' must divide model.architecture.numAttentionHeads ' + "
-    "string(self.model.architecture.numAttentionHeads)",
-    template="sharding.tensorParallel {tp} must divide model.architecture.numAttentionHeads {heads}",
     field_path=".sharding.tensorParallel",
     reason="FieldValueInvalid",
 )
@@ -757,11 +760,7 @@ class InferenceServiceSpec(SpecModel):
             return self
         kv = arch.num_key_value_heads
         enforce(
-            (
-                TP_DIVIDES_HEADS,
-                tp is None or arch.num_attention_heads % tp == 0,
-                {"tp": tp, "heads": arch.num_attention_heads},
-            ),
+            (TP_DIVIDES_HEADS, tp is None or arch.num_attention_heads % tp == 0),
             (TP_AND_KV_HEADS, tp is None or kv is None or kv % tp == 0 or tp % kv == 0),
             (PP_AT_MOST_LAYERS, pp is None or pp <= arch.num_layers),
         )
