@@ -218,6 +218,10 @@ REPORTED = [
     ({"scheduling": {"nodeSelector": {"example.com/pool": "no-such-pool"}}}, "NoMatchingNodes"),
     (TOO_BIG, "ModelDoesNotFit"),
     (TGI_405B, "EngineNotMultiNode"),
+    ({"model.parametersBillions": 3, "sharding": {"mode": "manual", "tensorParallel": 16}}, "InvalidSpec"),
+    ({"replicas": 65}, "PolicyViolation"),
+    ({"scheduling": {"priorityClassName": "system-cluster-critical"}}, "PolicyViolation"),
+    ({"engine.securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}, "PolicyViolation"),
 ]
 
 

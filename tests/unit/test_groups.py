@@ -144,9 +144,9 @@ def test_sglang_ranks_share_one_tensor_parallel_group() -> None:
     assert flag(args, "--dist-init-addr") == f"{LEADER}:5000"
 
 
-def test_user_args_stay_last_to_override_generated_flags() -> None:
-    _, args = build_multinode_command(spec(args=["--max-num-seqs", "64"]), PAR, 2, LEADER)
-    assert args[-2:] == ["--max-num-seqs", "64"]
+def test_user_args_stay_last_to_tune_the_engine() -> None:
+    _, args = build_multinode_command(spec(args=["--gpu-memory-utilization", "0.85"]), PAR, 2, LEADER)
+    assert args[-2:] == ["--gpu-memory-utilization", "0.85"]
     assert "--distributed-executor-backend" in args[:-2]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from inferfleet.api import EngineKind, InferenceServiceSpec
+from inferfleet.api.reserved import RAY_PORT, SGLANG_DIST_PORT
 from inferfleet.planning.children import Owner, build_pod_spec, build_service, owner_reference
 from inferfleet.planning.engines import Parallelism, build_engine_container
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL, child_labels
@@ -25,8 +26,6 @@ POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 PLACEMENT_DOMAIN_ANNOTATION = "inferfleet.io/placement-domain"
 PLACEMENT_NODES_ANNOTATION = "inferfleet.io/placement-nodes"
 
-RAY_PORT = 6379
-SGLANG_DIST_PORT = 5000
 RAY_JOIN_TIMEOUT_SECONDS = 600
 
 # The controller labels each pod controller-revision-hash=<name>-<10-char hash>, and a label value

@@ -144,7 +144,7 @@ def plan_service(
     try:
         shards = sizing.plan_shards(build_sizing_input(spec, gpu))
     except sizing.SizingError as e:
-        return ServicePlan(blocked=Blocked("ModelDoesNotFit", str(e)))
+        return ServicePlan(blocked=Blocked(e.reason, str(e)))
     par = Parallelism(tensor=shards.tensor_parallel, pipeline=shards.pipeline_parallel)
     if shards.pods_per_replica > 1:
         return plan_multi_node(owner, spec, shards, par, groups or GroupInputs())
