@@ -170,6 +170,29 @@ def test_editing_the_spec_rolls_the_deployment_to_the_new_image_and_concurrency(
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
 
 
+def test_what_the_spec_no_longer_asks_for_leaves_the_children_the_operator_created(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Children are created (a name taken by another object must not be adopted), then applied: the
+    create's field ownership becomes the apply's, or a removed env var would stay forever."""
+    body = small_service("trim")
+    body["spec"]["engine"]["env"] = [*body["spec"]["engine"].get("env", []), {"name": "EXTRA", "value": "1"}]
+    create(cluster, namespace, body)
+    wait_ready(cluster, namespace, "trim")
+    deployment = cluster.apps.read_namespaced_deployment("trim", namespace)
+    ours = [(m.manager, m.operation) for m in deployment.metadata.managed_fields if m.manager == "inferfleet"]
+    assert ours == [("inferfleet", "Apply")]
+
+    without = [e for e in body["spec"]["engine"]["env"] if e["name"] != "EXTRA"]
+    patch_spec(cluster, namespace, "trim", {"engine": {"env": without}})
+
+    def trimmed() -> bool:
+        d = cluster.apps.read_namespaced_deployment("trim", namespace)
+        return "EXTRA" not in [e.name for e in d.spec.template.spec.containers[0].env or []]
+
+    wait_for(trimmed, timeout=60, what="EXTRA removed from the Deployment")
+
+
 def test_hand_edits_and_deletion_of_the_deployment_are_undone(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
