@@ -14,6 +14,7 @@ cluster-wide ClusterRole.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Sequence
@@ -29,9 +30,17 @@ from inferfleet.localcluster.binaries import locate_binaries
 from tests.support import token_kubeconfig
 
 CHART = Path(__file__).parents[1] / "charts" / "inferfleet"
+# The API server's RBAC refusal ('User "system:serviceaccount:..." cannot patch resource ...') and
+# kopf's fallback when it may not list or watch something.
+DENIED = re.compile(r"cannot \w+ resource|Not enough permissions")
 RBAC_TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml")
 FIELD_MANAGER = "inferfleet-tests"
 APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def rbac_denials(log: str) -> list[str]:
+    """The lines of an operator's log where RBAC refused it something."""
+    return [line[:300] for line in log.splitlines() if DENIED.search(line)]
 
 
 def render_chart_rbac(

@@ -9,7 +9,6 @@ so a TokenRequest token is used: it is the ServiceAccount's own identity, not an
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 import uuid
@@ -29,13 +28,11 @@ from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster, print_log_tail
 from tests.integration.test_reconcile import create, example, small_service, wait_ready
+from tests.rbac import rbac_denials
 from tests.support import restricted_namespace, token_kubeconfig, wait_for_idle_h100
 
 CHART = Path(__file__).parents[2] / "charts" / "inferfleet"
 BINARIES = locate_binaries()
-# The API server's RBAC refusal ('User "system:serviceaccount:..." cannot patch resource ...') and
-# kopf's fallback when it may not list or watch something.
-DENIED = re.compile(r"cannot \w+ resource|Not enough permissions")
 
 
 @dataclass
@@ -98,7 +95,7 @@ def can_i(release: Release, verb: str, resource: str, namespace: str | None = No
 
 
 def operator_log_denials(op: OperatorProcess) -> list[str]:
-    return [line[:300] for line in op.log_text().splitlines() if DENIED.search(line)]
+    return rbac_denials(op.log_text())
 
 
 def exists(read_call: Any, *args: str) -> bool:
