@@ -380,13 +380,15 @@ def test_in_a_restricted_namespace_refused_pods_are_reported_and_a_security_cont
 
 
 def test_a_tainted_gpu_pool_serves_only_services_that_tolerate_it_with_their_priority_class(
-    cluster: Cluster, namespace: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, run_operator: Callable[..., OperatorProcess]
 ) -> None:
     """GPU pools are often tainted beyond the GPU resource's own taint (AKS advises sku=gpu)."""
     l4_nodes = cluster.core.list_node(label_selector="nvidia.com/gpu.product=NVIDIA-L4").items
     sku = client.V1Taint(key="sku", value="gpu", effect="NoSchedule")
     scheduling_api = client.SchedulingV1Api(cluster.api_client)
     priority = f"inference-{namespace}"
+    # The installation allows this PriorityClass (policy.allowedPriorityClasses in the chart).
+    run_operator(namespaces=[namespace], extra_args=[f"--allowed-priority-classes={priority}"])
     for node in l4_nodes:
         cluster.core.patch_node(node.metadata.name, {"spec": {"taints": [*(node.spec.taints or []), sku]}})
     try:

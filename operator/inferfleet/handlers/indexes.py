@@ -13,6 +13,7 @@ from inferfleet.planning.inventory import GpuNode, build_gpu_node
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 from inferfleet.planning.observed import ObservedGroup, pod_controller_uid, pod_gpus
 from inferfleet.planning.placement import BoundPod, Reservation
+from inferfleet.planning.policy import TenantPolicy
 from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, find_refusal
 
 Key = tuple[str, str]
@@ -123,6 +124,8 @@ class ClusterView:
     stuck: kopf.Index[Key, UnschedulableMember]
     scheduler_name: str | None = None
     """The operator's --scheduler-name: the kube-scheduler profile of single-pod replicas."""
+    policy: TenantPolicy | None = None
+    """What the installation allows engine pods (chart values `policy.*`); None: the defaults."""
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], memo: Any) -> ClusterView:
@@ -134,6 +137,7 @@ class ClusterView:
             kwargs["engine_pods"],
             kwargs["stuck_group_pods"],
             memo.get("scheduler_name"),
+            getattr(memo.get("config"), "policy", None),
         )
 
     def pods_of(self, key: Key) -> list[tuple[str, str]]:

@@ -154,7 +154,7 @@ def _plan(
         refused=REFUSED_NODES.current(),
     )
     products = summarize_products(view.all_nodes(), spec.scheduling)
-    return plan_service(owner, spec, products, inputs, view.scheduler_name)
+    return plan_service(owner, spec, products, inputs, view.scheduler_name, view.policy)
 
 
 def _call(what: str, fn: Any, *args: Any) -> Any:
@@ -348,7 +348,8 @@ def refresh_status(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
     spec = _parse(body["spec"])
     if isinstance(spec, Blocked):
         return
-    plan = plan_service(owner, spec, summarize_products(view.all_nodes(), spec.scheduling))
+    products = summarize_products(view.all_nodes(), spec.scheduling)
+    plan = plan_service(owner, spec, products, policy=view.policy)
     state = service_state((owner.namespace, owner.name), owner.uid)
     with state.lock:
         _write_status(api, body, owner, plan, spec, state, [], view)
