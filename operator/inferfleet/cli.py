@@ -78,7 +78,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_crds(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from inferfleet.api.crd import DEFAULT_CRD_DIR, check_crds, write_crds
+    from inferfleet.crdfiles import DEFAULT_CRD_DIR, check_crds, write_crds
 
     out_dir = Path(args.output_dir) if args.output_dir else DEFAULT_CRD_DIR
     if args.check:

@@ -8,14 +8,8 @@ from pathlib import Path
 import yaml
 from kopf._cogs.structs import references
 
-from inferfleet.api.crd import (
-    CHART_CRD_DIR,
-    CRD_FILENAME,
-    DEFAULT_CRD_DIR,
-    chart_crd_files,
-    check_crds,
-    write_crds,
-)
+from inferfleet.api.crd import CRD_FILENAME, chart_crd_files
+from inferfleet.crdfiles import CHART_CRD_DIR, DEFAULT_CRD_DIR, check_crds, write_crds
 
 
 def test_the_chart_carries_the_same_inferenceservice_crd_as_crds() -> None:

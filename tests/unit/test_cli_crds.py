@@ -3,7 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from inferfleet.api.crd import CRD_FILENAME, DEFAULT_CRD_DIR
+from inferfleet.api.crd import CRD_FILENAME
+from inferfleet.crdfiles import DEFAULT_CRD_DIR
 
 
 def _crds(*args: str) -> subprocess.CompletedProcess[str]:

@@ -11,15 +11,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from inferfleet.api.crd import (
-    CRD_FILENAME,
-    build_crd,
-    check_crds,
-    render_crd_yaml,
-    structural_schema,
-    write_crds,
-)
+from inferfleet.api.crd import CRD_FILENAME, build_crd, render_crd_yaml, structural_schema
 from inferfleet.api.spec import ARGS_DO_NOT_OVERRIDE, PP_AT_MOST_LAYERS, TP_AND_KV_HEADS, TP_DIVIDES_HEADS
+from inferfleet.crdfiles import check_crds, write_crds
 
 REPO = Path(__file__).parents[2]
 CRD = build_crd()

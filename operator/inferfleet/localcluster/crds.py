@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client
 
-from inferfleet.api.crd import DEFAULT_CRD_DIR
+from inferfleet.crdfiles import DEFAULT_CRD_DIR
 from inferfleet.kube.apply import APPLY_PATCH
 from inferfleet.localcluster.waiting import wait_for
 
