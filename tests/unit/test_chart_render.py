@@ -145,6 +145,12 @@ def test_defaults_run_one_standalone_cluster_wide_operator() -> None:
         "--kube-burst=100",
         "--kube-concurrency=8",
         "--workers=8",
+        "--prometheus-timeout=10",
+        "--prometheus-max-series=10000",
+        "--max-replicas-per-service=64",
+        "--allowed-capabilities=",
+        "--allowed-priority-classes=",
+        "--gpu-resource-names=nvidia.com/gpu,amd.com/gpu",
         "--log-json",
     ]
     for probe in (c["livenessProbe"], c["readinessProbe"]):

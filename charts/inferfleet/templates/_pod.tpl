@@ -42,16 +42,6 @@ spec:
         - --kube-burst={{ .Values.kubeClient.burst }}
         - --kube-concurrency={{ .Values.kubeClient.concurrency }}
         - --workers={{ .Values.workers }}
-        {{- with .Values.schedulerName }}
-        - --scheduler-name={{ . }}
-        {{- end }}
-        {{- range .Values.watchNamespaces }}
-        - --namespace={{ . }}
-        {{- end }}
-        {{- if .Values.ha.enabled }}
-        - --peering={{ include "inferfleet.peeringName" . }}
-        - --priority=$(POD_INDEX)
-        {{- end }}
         {{- with .Values.prometheus }}
         - --prometheus-timeout={{ .timeoutSeconds }}
         - --prometheus-max-series={{ .maxSeries }}
@@ -75,6 +65,16 @@ spec:
         - --allowed-capabilities={{ join "," .Values.policy.allowedCapabilities }}
         - --allowed-priority-classes={{ join "," .Values.policy.allowedPriorityClasses }}
         - --gpu-resource-names={{ join "," .Values.policy.gpuResourceNames }}
+        {{- with .Values.schedulerName }}
+        - --scheduler-name={{ . }}
+        {{- end }}
+        {{- range .Values.watchNamespaces }}
+        - --namespace={{ . }}
+        {{- end }}
+        {{- if .Values.ha.enabled }}
+        - --peering={{ include "inferfleet.peeringName" . }}
+        - --priority=$(POD_INDEX)
+        {{- end }}
         {{- if eq .Values.logFormat "json" }}
         - --log-json
         {{- end }}
