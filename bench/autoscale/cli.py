@@ -21,6 +21,7 @@ from bench.autoscale.workload import (
     scale_load,
     synthetic_bursty,
 )
+from inferfleet.planning.scaling import ScalingPolicy
 
 REPO = Path(__file__).resolve().parents[2]
 TRACES = REPO / "traces"  # the shared Azure traces, copied with their attribution
@@ -100,15 +101,19 @@ def run_benchmark(
             "initial_replicas": initial,
             "target_queue_depth": config.target_queue_depth,
             "inferfleet_tick_s": config.inferfleet_tick_s,
-            "inferfleet_policy": {
-                k: v for k, v in asdict(pol.inferfleet_policy(limits)).items() if not k.startswith("_")
-            },
+            "inferfleet_policy": _flat_policy(pol.inferfleet_policy(limits)),
             **asdict(params),
         },
         "policies": metrics,
         "targets": targets(metrics),
     }
     return report, runs
+
+
+def _flat_policy(policy: ScalingPolicy) -> dict[str, Any]:
+    """The spec's settings and the tuning constants in one flat dict, as reports always showed."""
+    spec = {k: v for k, v in asdict(policy).items() if k != "tuning"}
+    return spec | asdict(policy.tuning)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

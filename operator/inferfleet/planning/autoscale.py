@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.planning.conditions import ConditionUpdate, rfc3339, set_condition
-from inferfleet.planning.scaling import ScalerState, ScalingDecision, ScalingPolicy
+from inferfleet.planning.scaling import DEFAULT_TUNING, ScalerState, ScalingDecision, ScalingPolicy
 
 METRICS_AVAILABLE = "MetricsAvailable"
 METRICS_UNAVAILABLE_REASON = "MetricsUnavailable"
@@ -30,8 +31,11 @@ def build_scaling_policy(spec: InferenceServiceSpec) -> ScalingPolicy | None:
         scale_down_stabilization_seconds=s.scale_down_stabilization_seconds,
         scale_to_zero_after_seconds=s.scale_to_zero_after_seconds,
         # Step down at most once per window when the user's window is shorter than the default pace.
-        scale_down_interval_seconds=min(
-            ScalingPolicy.scale_down_interval_seconds, s.scale_down_stabilization_seconds
+        tuning=replace(
+            DEFAULT_TUNING,
+            scale_down_interval_seconds=min(
+                DEFAULT_TUNING.scale_down_interval_seconds, s.scale_down_stabilization_seconds
+            ),
         ),
     )
 

@@ -1,0 +1,96 @@
+"""The capacity model: from a load to the replicas it needs (see `planning.scaling`)."""
+
+from __future__ import annotations
+
+import math
+
+from inferfleet.planning.scaling_model import LoadSamples, Samples, ScalingPolicy
+
+EPS = 1e-9
+_MIN_TREND_SAMPLES = 4
+
+
+def running_trend(samples: Samples, now: float) -> tuple[float, float] | None:
+    """Least-squares fit of the samples: (value at `now`, slope per second), or None."""
+    if len(samples) < _MIN_TREND_SAMPLES:
+        return None
+    ts = [t - now for t, _ in samples]
+    vs = [v for _, v in samples]
+    mt, mv = sum(ts) / len(ts), sum(vs) / len(vs)
+    var = sum((t - mt) ** 2 for t in ts)
+    if var <= 0:
+        return None
+    slope = sum((t - mt) * (v - mv) for t, v in zip(ts, vs, strict=True)) / var
+    return mv - slope * mt, slope
+
+
+def expected_running(running: float, samples: Samples, policy: ScalingPolicy, now: float) -> float:
+    """Running requests to plan for: the current ones, or more while they have been rising."""
+    tuning = policy.tuning
+    if (
+        tuning.trend_window_seconds <= 0
+        or not samples
+        or now - samples[0][0] < tuning.trend_window_seconds / 2
+    ):
+        return running  # no trend before half a window of history
+    fit = running_trend(samples, now)
+    if fit is None or fit[1] <= 0:
+        return running  # not rising, or no longer: the drop after a burst is not a ramp
+    level, slope = fit
+    growth = min(slope * tuning.trend_lookahead_seconds, tuning.trend_max_growth * max(running, 0.0))
+    return max(running, level + growth)
+
+
+def replicas_for(
+    waiting: float,
+    running: float,
+    policy: ScalingPolicy,
+    utilization: float,
+    flow: tuple[float, float] | None = None,
+) -> int:
+    """Replicas (ready + starting) for this load at this batch utilization, before any limit.
+
+    With `flow` (arrival rate, service time) the queue is sized by Little's law: the arrivals
+    need `arrival * service` batch slots, and the backlog `waiting * service` slot-seconds
+    drained over `backlog_drain_seconds`. Without it (no completion counter) the waiting
+    requests count as load per replica, `(running + waiting) / (C + target_queue_depth)`.
+    """
+    c = float(max(policy.max_concurrent_requests, 1))
+    u = max(utilization, EPS)
+    by_running = running / (c * u)
+    if flow is None:
+        by_queue = (running + waiting) / (c + max(policy.target_queue_depth, 0.0))
+    else:
+        arrival, service = flow
+        drain = max(policy.tuning.backlog_drain_seconds, EPS)
+        by_queue = arrival * service / (c * u) + waiting * service / (c * drain)
+    return max(0, math.ceil(max(by_running, by_queue) - EPS))
+
+
+def estimate_flow(
+    waiting: float,
+    running: float,
+    rate: float | None,
+    samples: LoadSamples,
+    policy: ScalingPolicy,
+    now: float,
+) -> tuple[float, float] | None:
+    """(arrival rate, service time) over the last `arrival_window_seconds`, or None.
+
+    `samples` are the policy's (time, running, waiting), oldest first, this tick's last.
+
+    A flow balance and Little's law: arrivals = completions (the engines' success counter
+    rate) + the growth of running + waiting over the window; service time = mean running
+    requests over the window / completion rate. None without a completion rate, or when
+    requests run but none finished in the window (the service time is unknown).
+    """
+    window_seconds = policy.tuning.arrival_window_seconds
+    if rate is None or window_seconds <= 0:
+        return None
+    window = [e for e in samples if now - e[0] <= window_seconds] or [(now, running, waiting)]
+    mean_running = sum(r for _, r, _ in window) / len(window)
+    if rate <= EPS or mean_running <= EPS:
+        return (0.0, 0.0) if running + waiting <= 0 else None
+    t0, r0, w0 = window[0]
+    growth = ((running + waiting) - (r0 + w0)) / (now - t0) if now > t0 else 0.0
+    return max(0.0, rate + growth), mean_running / rate

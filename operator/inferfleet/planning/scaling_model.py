@@ -1,0 +1,248 @@
+"""The autoscaler's types: its inputs, its policy, its memory between ticks and its decision.
+
+`ScalingPolicy` holds what the InferenceService's spec says (bounds, target queue depth,
+windows, scale to zero); `ScalingTuning` holds the policy's own constants, each default defined
+once here and documented in the module docstring of `planning.scaling`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+Samples = tuple[tuple[float, float], ...]
+LoadSamples = tuple[tuple[float, float, float], ...]
+Recommendations = tuple[tuple[float, int], ...]
+
+
+class Reason(StrEnum):
+    """Why a decision is what it is (UpperCamel: usable as Event and condition reasons)."""
+
+    QUEUE_ABOVE_TARGET = "QueueAboveTarget"
+    LOAD_ABOVE_CAPACITY = "LoadAboveCapacity"
+    REPLICAS_STARTING = "ReplicasStarting"
+    LOAD_BELOW_CAPACITY = "LoadBelowCapacity"
+    STABILIZING_SCALE_DOWN = "StabilizingScaleDown"
+    STABILIZING_SCALE_UP = "StabilizingScaleUp"
+    AT_MAX_REPLICAS = "AtMaxReplicas"
+    AT_MIN_REPLICAS = "AtMinReplicas"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    SCALE_TO_ZERO = "ScaleToZero"
+    SCALE_FROM_ZERO = "ScaleFromZero"
+    STEADY = "Steady"
+
+
+@dataclass(frozen=True)
+class ScalingSample:
+    """What Prometheus says about one service at one tick, summed over its ready pods."""
+
+    waiting: float | None
+    """Requests waiting in the engines' queues; None when missing, NaN/inf or stale."""
+    running: float | None
+    """Requests running in the engines' batches; None when missing."""
+    completion_rate: float | None = None
+    """Requests finished per second over the last minute (the engines' success counters);
+    None when the engine does not export one or the sample is missing."""
+
+
+@dataclass(frozen=True)
+class ScalingTuning:
+    """The policy's constants: the same for every service; the benchmark runs these defaults."""
+
+    target_utilization: float = 0.95
+    """Scale up when running requests exceed this share of the fleet's batch slots. High,
+    because the queue term catches overload anyway and every point of idle headroom is paid in
+    GPU-hours around the clock; the trend term covers ramps."""
+    scale_down_utilization: float = 0.85
+    """Shrink only to a size that the recent load would fill to at most this share: the
+    hysteresis band below `target_utilization` that stops +1/-1 flapping."""
+    trend_window_seconds: float = 300
+    """Running-request samples of this long are fitted by least squares for the trend (0 = off)."""
+    trend_lookahead_seconds: float = 120
+    """How far ahead a rising trend is extrapolated: about a typical cold start."""
+    trend_max_growth: float = 0.5
+    """The extrapolation adds at most this share of the current running requests, so the
+    start of a burst does not turn into a runaway forecast."""
+    scale_up_max_factor: float = 1.0
+    """A scale-up adds at most this many times the READY replicas (1.0 = double)..."""
+    scale_up_min_step: int = 4
+    """...or this many replicas, whichever is more."""
+    scale_down_max_step: int = 1
+    scale_down_max_fraction: float = 0.1
+    """A scale-down removes at most max(step, ceil(fraction * current)) replicas..."""
+    scale_down_interval_seconds: float = 60
+    """...and happens at most once per this many seconds."""
+    flap_damping_factor: float = 2.0
+    """A scale-up soon after a scale-down multiplies the scale-down window by this (1 = off)..."""
+    flap_reversal_seconds: float = 600
+    """...when it comes within this many seconds of the scale-down (a replica released and
+    wanted back within two cold starts was barely worth releasing)..."""
+    flap_max_window_seconds: float = 900
+    """...up to this window..."""
+    flap_memory_seconds: float = 1800
+    """...for this long after the reversal; then the spec's window applies again."""
+    arrival_window_seconds: float = 60
+    """The completion rate's window (`rate(...[1m])`); arrivals = completions + load growth over it."""
+    backlog_drain_seconds: float = 120
+    """With a completion rate, size for draining the backlog in this long (about a cold start)."""
+
+
+DEFAULT_TUNING = ScalingTuning()
+
+
+@dataclass(frozen=True, init=False)
+class ScalingPolicy:
+    """The spec's scaling settings, and the tuning constants apart in `tuning`."""
+
+    min_replicas: int
+    max_replicas: int
+    target_queue_depth: float
+    """Waiting requests per replica to aim for."""
+    max_concurrent_requests: int
+    """Per replica: the engine's running-batch limit."""
+    scale_up_stabilization_seconds: float
+    scale_down_stabilization_seconds: float
+    scale_to_zero_after_seconds: float | None
+    tuning: ScalingTuning
+
+    def __init__(
+        self,
+        min_replicas: int,
+        max_replicas: int,
+        target_queue_depth: float,
+        max_concurrent_requests: int,
+        scale_up_stabilization_seconds: float = 0,
+        scale_down_stabilization_seconds: float = 300,
+        scale_to_zero_after_seconds: float | None = None,
+        tuning: ScalingTuning = DEFAULT_TUNING,
+        **tuning_overrides: Any,
+    ) -> None:
+        """`tuning_overrides` set single constants of `tuning` by name, so that
+        `dataclasses.replace(policy, trend_window_seconds=0)` works; an unknown name raises."""
+        fields = {
+            "min_replicas": min_replicas,
+            "max_replicas": max_replicas,
+            "target_queue_depth": target_queue_depth,
+            "max_concurrent_requests": max_concurrent_requests,
+            "scale_up_stabilization_seconds": scale_up_stabilization_seconds,
+            "scale_down_stabilization_seconds": scale_down_stabilization_seconds,
+            "scale_to_zero_after_seconds": scale_to_zero_after_seconds,
+            "tuning": replace(tuning, **tuning_overrides) if tuning_overrides else tuning,
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def down_window(self, state: ScalerState, now: float) -> float:
+        """The scale-down window in force: the spec's, or a damped (longer) one."""
+        base = float(self.scale_down_stabilization_seconds)
+        until = state.scale_down_window_until
+        if state.scale_down_window is not None and until is not None and now < until:
+            return max(base, state.scale_down_window)
+        return base
+
+
+@dataclass(frozen=True)
+class ScalerState:
+    """What the policy remembers between ticks; persisted in status so restarts keep windows."""
+
+    recommendations: Recommendations = ()
+    """(time, replicas to keep) inside the longest window in force, oldest first. A run of
+    equal values is stored as its newest entry only (the window max/min are unchanged)."""
+    last_active: float | None = None
+    """Last time the load (waiting + running) was > 0 (or the first observation)."""
+    last_scale_time: float | None = None
+    last_scale_down: float | None = None
+    scale_down_window: float | None = None
+    """A damped scale-down window (seconds), in force until `scale_down_window_until`."""
+    scale_down_window_until: float | None = None
+    running_samples: LoadSamples = ()
+    """(time, running, waiting requests) of the trend window."""
+
+    def to_status(self) -> dict[str, Any]:
+        """JSON-serialisable form with camelCase keys (the inverse of `from_status`)."""
+        return {
+            "recommendations": [{"time": t, "replicas": r} for t, r in self.recommendations],
+            "lastActive": self.last_active,
+            "lastScaleTime": self.last_scale_time,
+            "lastScaleDown": self.last_scale_down,
+            "scaleDownWindowSeconds": self.scale_down_window,
+            "scaleDownWindowUntil": self.scale_down_window_until,
+            "runningSamples": [{"time": t, "running": v, "waiting": w} for t, v, w in self.running_samples],
+        }
+
+    @classmethod
+    def from_status(cls, raw: Mapping[str, Any] | None) -> ScalerState:
+        """Parse `to_status` output; anything missing or malformed is dropped, never raised."""
+        if not isinstance(raw, Mapping):
+            return cls()
+        window = finite(raw.get("scaleDownWindowSeconds"))
+        return cls(
+            recommendations=_recommendations(raw.get("recommendations")),
+            last_active=finite(raw.get("lastActive")),
+            last_scale_time=finite(raw.get("lastScaleTime")),
+            last_scale_down=finite(raw.get("lastScaleDown")),
+            scale_down_window=window if window is not None and window >= 0 else None,
+            scale_down_window_until=finite(raw.get("scaleDownWindowUntil")),
+            running_samples=_load_samples(raw.get("runningSamples")),
+        )
+
+
+@dataclass(frozen=True)
+class ScalingDecision:
+    replicas: int
+    """What spec.replicas should be."""
+    reason: str
+    """A `Reason`."""
+    message: str
+    limited: bool
+    """True when min/max clipped the recommendation (the operator sets ScalingLimited)."""
+    current_replicas: int | None = None
+    """The replicas the decision started from; `direction` compares against it."""
+    recommendation: int | None = None
+    """This tick's recommendation before bounds, windows and step limits (None: no metrics)."""
+
+    @property
+    def direction(self) -> str:
+        """ "up", "down" or "none" relative to `current_replicas` ("none" when unknown)."""
+        if self.current_replicas is None or self.replicas == self.current_replicas:
+            return "none"
+        return "up" if self.replicas > self.current_replicas else "down"
+
+
+def _recommendations(value: object) -> Recommendations:
+    recs: list[tuple[float, int]] = []
+    for item in _list(value):
+        t, r = finite(item.get("time")), item.get("replicas")
+        if t is not None and isinstance(r, int) and not isinstance(r, bool) and r >= 0:
+            recs.append((t, r))
+    return tuple(sorted(recs, key=lambda e: e[0]))
+
+
+def _load_samples(value: object) -> LoadSamples:
+    samples: list[tuple[float, float, float]] = []
+    for item in _list(value):
+        t, v, w = finite(item.get("time")), finite(item.get("running")), valid(item.get("waiting"))
+        if t is not None and v is not None and v >= 0:
+            samples.append((t, v, w or 0.0))
+    return tuple(sorted(samples, key=lambda e: e[0]))
+
+
+def _list(value: object) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def finite(value: object) -> float | None:
+    """A finite number as float, else None (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def valid(value: object) -> float | None:
+    """A usable gauge reading, or None for missing, NaN, inf and negative ones."""
+    f = finite(value)
+    return f if f is not None and f >= 0 else None
