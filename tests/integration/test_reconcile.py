@@ -417,3 +417,21 @@ def test_a_tainted_gpu_pool_serves_only_services_that_tolerate_it_with_their_pri
             cluster.core.patch_node(node.metadata.name, {"spec": {"taints": kept}})
         with contextlib.suppress(ApiException):
             scheduling_api.delete_priority_class(priority)
+
+
+def test_a_literal_token_in_env_deploys_with_one_warning_event_recommending_a_secret(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    body = small_service("leaky")
+    body["spec"]["engine"]["env"] = [{"name": "HF_TOKEN", "value": "hf_" + "x" * 34}]
+    create(cluster, namespace, body)
+    wait_ready(cluster, namespace, "leaky")
+
+    def warned() -> list[client.CoreV1Event]:
+        return [e for e in events_for(cluster, namespace, "leaky") if e.reason == "LiteralSecretInSpec"]
+
+    [event] = wait_for(warned, timeout=30, what="a LiteralSecretInSpec Event")
+    assert event.type == "Warning"
+    assert "HF_TOKEN" in event.message
+    assert "valueFrom.secretKeyRef" in event.message
+    assert "hf_xxx" not in event.message  # the Event names the variable, never its value

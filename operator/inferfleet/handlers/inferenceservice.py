@@ -21,6 +21,8 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from inferfleet.api import GROUP, PLURAL, VERSION, InferenceServiceSpec, SchedulingSpec
+from inferfleet.api.resource import NAME_MAKES_VALID_CHILDREN, is_valid_service_name
+from inferfleet.handlers.autoscaler import forget_service as forget_autoscaled_service
 from inferfleet.handlers.indexes import ClusterView, Key, unschedulable
 from inferfleet.handlers.reconcile_queue import STATUS_ONLY, ReconcileQueue
 from inferfleet.handlers.state import (
@@ -53,6 +55,7 @@ from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL, selector_str
 from inferfleet.planning.observed import ObservedGroup, is_controlled_by
 from inferfleet.planning.placement import GroupPlacement
 from inferfleet.planning.service import Blocked, GroupInputs, ServicePlan, plan_service
+from inferfleet.planning.spec_warnings import compute_spec_warnings
 from inferfleet.planning.status import (
     Observation,
     ObservedDeployment,
@@ -85,7 +88,9 @@ def _owner(meta: Any) -> Owner:
     return Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
 
 
-def _parse(raw_spec: Any) -> InferenceServiceSpec | Blocked:
+def _parse(name: str, raw_spec: Any) -> InferenceServiceSpec | Blocked:
+    if not is_valid_service_name(name):  # an object stored before the CRD refused such names
+        return Blocked("InvalidSpec", NAME_MAKES_VALID_CHILDREN.message)
     try:
         return InferenceServiceSpec.model_validate(dict(raw_spec))
     except ValidationError as e:
@@ -268,8 +273,9 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
         now = datetime.now(UTC)
         inventory = GPU_INVENTORY.current()  # before the view is read
         groups = view.groups_of(key)
-        parsed = _parse(body["spec"])
+        parsed = _parse(owner.name, body["spec"])
         spec = None if isinstance(parsed, Blocked) else parsed
+        _warn_about_spec(api, body, spec, state)
         lost, recheck_at = _lost(key, groups, parsed, view, now, logger)
         plan = _plan(owner, parsed, view, lost)
         if plan.blocked:
@@ -302,6 +308,20 @@ def reconcile(api: Any, body: Any, view: ClusterView, logger: Any, trigger: str)
         missing_pods_unexplained=unexplained,
         inventory_changed=waiting and GPU_INVENTORY.current() != inventory,
     )
+
+
+def _warn_about_spec(api: Any, body: Any, spec: InferenceServiceSpec | None, state: ServiceState) -> None:
+    """A Warning Event per thing in the spec that works but should not be there (a literal
+    secret), once per generation."""
+    generation = int(body["metadata"].get("generation") or 0)
+    if spec is None or state.warned_generation == generation:
+        return
+    for message in compute_spec_warnings(spec):
+        try:
+            post_event(api, body, "Warning", "LiteralSecretInSpec", message)
+        except ApiException as e:
+            log.warning(f"posting a spec warning for {body['metadata']['name']}: {e.status} {e.reason}")
+    state.warned_generation = generation
 
 
 def _delete_groups(
@@ -345,7 +365,7 @@ def _recheck_after(
 def refresh_status(api: Any, body: Any, view: ClusterView, logger: Any) -> None:
     """A child's status changed: write the service's status from the newest observations, apply nothing."""
     owner = _owner(body["metadata"])
-    spec = _parse(body["spec"])
+    spec = _parse(owner.name, body["spec"])
     if isinstance(spec, Blocked):
         return
     products = summarize_products(view.all_nodes(), spec.scheduling)
@@ -426,6 +446,7 @@ def on_change_inferenceservice(body: kopf.Body, memo: kopf.Memo, logger: kopf.Lo
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)  # optional: no finalizer is added for it
 def on_delete_inferenceservice(namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     forget((namespace, name))
+    forget_autoscaled_service(memo, namespace, name)
     if "reconcile_queue" in memo:
         _queue(memo).forget((namespace, name))
 

@@ -43,6 +43,8 @@ class ServiceState:
     directly, while any other child is created first (see kube/apply.py apply_child)."""
     reconciled: tuple[str, int] | None = None
     """(uid, generation) of the last reconcile that succeeded in this process."""
+    warned_generation: int | None = None
+    """The generation whose spec warnings (literal secrets) were posted as Events."""
     scaler: Any = None
     """The autoscaler's window state (planning.scaling.ScalerState), newer than the one in status."""
 
