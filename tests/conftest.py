@@ -27,7 +27,7 @@ TESTS = Path(__file__).parent
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = Path(str(item.fspath))
-        if TESTS / "unit" in path.parents:
+        if TESTS / "unit" in path.parents or TESTS / "bench" in path.parents:
             item.add_marker(pytest.mark.unit)
         elif TESTS / "integration" in path.parents or TESTS / "e2e" in path.parents:
             item.add_marker(pytest.mark.cluster)
