@@ -30,6 +30,7 @@ from inferfleet.localcluster.ports import free_port
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import create, small_service, wait_ready
+from tests.rbac import ChartIdentity
 from tests.unit.test_chart_render import NS, container, one, render
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -124,13 +125,15 @@ def test_the_image_runs_inferfleet_as_the_charts_non_root_user_without_installer
 
 
 def test_the_image_reconciles_a_service_as_its_user_on_a_read_only_root_filesystem(
-    image: Image, cluster: Cluster, namespace: str, tmp_path: Path
+    image: Image, cluster: Cluster, chart_identity: ChartIdentity, namespace: str, tmp_path: Path
 ) -> None:
-    # Written before the root is mounted read-only, in this test's own working container.
+    # Written before the root is mounted read-only, in this test's own working container; the
+    # identity is the chart's ServiceAccount with the chart's RBAC, as in a real install.
     inside = Path("/etc/inferfleet-test/kubeconfig")
     kubeconfig = image.rootfs / inside.relative_to("/")
     kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-    kubeconfig.write_text(yaml.safe_dump(flattened_kubeconfig(cluster.kubeconfig)))
+    identity = chart_identity.kubeconfig(tmp_path / "chart-sa.yaml", namespaces=[namespace])
+    kubeconfig.write_text(yaml.safe_dump(flattened_kubeconfig(identity)))
     kubeconfig.chmod(0o644)
 
     op = OperatorProcess(
