@@ -26,45 +26,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from kubernetes.config import ConfigException
 
     import inferfleet.handlers  # noqa: F401 - registers the handlers
-    from inferfleet.kube.connection import ClientLimits, connect
+    from inferfleet.kube.connection import connect
+    from inferfleet.metrics.operator import API_THROTTLED, serve_metrics
+    from inferfleet.runtime.operator import OperatorRuntime
 
+    config = build_config(args)
     try:  # unusable credentials do not fix themselves: exit with the reason instead of retrying
-        connect()
+        api = connect(config.client_limits, on_throttled=API_THROTTLED.inc)
     except ConfigException as e:
         print(f"error: no usable Kubernetes credentials: {e}", file=sys.stderr)
         return 1
-    from inferfleet.kube.peering import Peering
-    from inferfleet.metrics.operator import serve_metrics
-
     if args.metrics_port:
         serve_metrics(args.metrics_port, args.metrics_address)
 
     kopf.configure(
         verbose=args.verbose, log_format=kopf.LogFormat.JSON if args.log_json else kopf.LogFormat.FULL
     )
-    config = build_config(args)
-    memo = kopf.Memo(
-        config=config,
-        prometheus_url=args.prometheus_url,
-        autoscale_interval=args.autoscale_interval,
-        client_limits=ClientLimits(
-            qps=args.kube_qps, burst=args.kube_burst, concurrency=args.kube_concurrency
-        ),
-        workers=args.workers,
-        namespaces=tuple(args.namespace or ()),
-        scheduler_name=args.scheduler_name,
-        peering_lifetime=args.peering_lifetime,
-        peering=Peering(
-            name=args.peering,
-            identity=os.environ["POD_ID"],
-            priority=args.priority,
-            namespace=args.namespace[0] if args.namespace else None,
-        )
-        if args.peering
-        else None,
-    )
     kopf.run(
-        memo=memo,
+        memo=kopf.Memo(runtime=OperatorRuntime(config, api)),
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         liveness_endpoint=args.liveness,
@@ -248,15 +227,27 @@ def _add_policy_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> OperatorConfig:
-    """The operator's configuration from `inferfleet run`'s arguments."""
+    """The operator's configuration from `inferfleet run`'s arguments (the peering identity is
+    kopf's POD_ID, set by `_cmd_run`)."""
     from inferfleet.planning.policy import TenantPolicy
-    from inferfleet.runtime.config import OperatorConfig, PrometheusConfig
+    from inferfleet.runtime.config import ClientLimits, OperatorConfig, PeeringConfig, PrometheusConfig
 
+    peering = PeeringConfig(
+        name=args.peering,
+        identity=os.environ.get("POD_ID", ""),
+        priority=args.priority,
+        namespace=args.namespace[0] if args.namespace else None,
+    )
     return OperatorConfig(
         namespaces=tuple(args.namespace or ()),
         workers=args.workers,
         scheduler_name=args.scheduler_name,
         autoscale_interval_seconds=args.autoscale_interval,
+        client_limits=ClientLimits(
+            qps=args.kube_qps, burst=args.kube_burst, concurrency=args.kube_concurrency
+        ),
+        peering=peering if args.peering else None,
+        peering_lifetime_seconds=args.peering_lifetime,
         prometheus=PrometheusConfig(
             url=args.prometheus_url,
             ca_file=args.prometheus_ca_file,

@@ -8,56 +8,69 @@ from typing import Any
 
 import pytest
 
-from inferfleet.handlers.reconcile_queue import STATUS_ONLY, ReconcileQueue
-from inferfleet.handlers.state import ServiceState, forget_service, service_state
+from inferfleet.localcluster.waiting import wait_for
+from inferfleet.runtime.config import OperatorConfig
+from inferfleet.runtime.operator import OperatorRuntime
+from inferfleet.runtime.queue import GONE, RECHECK, STATUS_ONLY, Outcome, ReconcileQueue
+from inferfleet.runtime.state import ServiceState, ServiceStates
 
 pytestmark = pytest.mark.unit
 
 KEY = ("ml", "llama")
 
 
-class _View:
-    def service(self, key: tuple[str, str]) -> dict[str, Any] | None:
-        return {"metadata": {"namespace": key[0], "name": key[1]}}
-
-
 class _Calls:
     def __init__(self, expected: int) -> None:
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[tuple[tuple[str, str], str]] = []
         self._expected, self._done = expected, threading.Event()
 
-    def reconcile(self, api: Any, body: Any, view: Any, logger: Any, trigger: str) -> None:
-        self.calls.append(("reconcile", trigger))
+    def work(self, key: tuple[str, str], trigger: str) -> Outcome:
+        self.calls.append((key, trigger))
         if len(self.calls) >= self._expected:
             self._done.set()
-
-    def refresh(self, api: Any, body: Any, view: Any, logger: Any) -> None:
-        self.calls.append(("status", ""))
-        if len(self.calls) >= self._expected:
-            self._done.set()
+        return Outcome()
 
     def wait(self) -> None:
         assert self._done.wait(timeout=5), f"calls so far: {self.calls}"
 
 
-def _run(triggers: list[str]) -> list[tuple[str, str]]:
+def _run(triggers: list[str]) -> list[tuple[tuple[str, str], str]]:
     calls = _Calls(expected=1)
-    queue = ReconcileQueue(None, _View(), calls.reconcile, calls.refresh, workers=1)  # type: ignore[arg-type]
+    queue = ReconcileQueue(workers=1)
     for trigger in triggers:  # queued before a worker runs: they coalesce into one run
         queue.enqueue(KEY, trigger)
-    queue.start()
+    queue.start(calls.work)
     calls.wait()
     queue.stop()
     return calls.calls
 
 
-def test_a_status_change_alone_writes_status_and_applies_nothing() -> None:
-    assert _run([STATUS_ONLY, STATUS_ONLY]) == [("status", "")]
+def test_a_status_change_alone_is_one_status_only_run() -> None:
+    assert _run([STATUS_ONLY, STATUS_ONLY]) == [(KEY, STATUS_ONLY)]
 
 
 @pytest.mark.parametrize("order", [["unschedulable", STATUS_ONLY], [STATUS_ONLY, "unschedulable"]])
 def test_any_other_trigger_queued_with_a_status_change_wins_the_coalesced_run(order: list[str]) -> None:
-    assert _run(order) == [("reconcile", "unschedulable")]
+    assert _run(order) == [(KEY, "unschedulable")]
+
+
+def test_a_failed_run_is_retried_as_a_retry_after_its_backoff() -> None:
+    calls: list[str] = []
+    done = threading.Event()
+
+    def work(key: tuple[str, str], trigger: str) -> Outcome:
+        calls.append(trigger)
+        if len(calls) == 1:
+            raise RuntimeError("the API server said no")
+        done.set()
+        return Outcome()
+
+    queue = ReconcileQueue(workers=1)
+    queue.enqueue(KEY, "inferenceservice")
+    queue.start(work)
+    assert done.wait(timeout=5), calls
+    queue.stop()
+    assert calls == ["inferenceservice", "retry"]
 
 
 def _deployment(version: int, generation: int, ready: int = 0) -> dict[str, Any]:
@@ -93,14 +106,14 @@ def test_an_offer_with_a_generation_the_operator_did_not_apply_is_an_edit() -> N
 
 def test_a_new_object_under_an_old_name_does_not_inherit_the_old_ones_state() -> None:
     key = ("ml", "reused-name")
-    old = service_state(key, "uid-1")
+    states = ServiceStates()
+    old = states.get(key, "uid-1")
     old.written_status = {"phase": "Ready"}
-    old.reconciled = ("uid-1", 1)
-    assert service_state(key, "uid-1") is old
-    new = service_state(key, "uid-2")  # deleted and created again, the deletion unseen
+    old.seen_generation = 1
+    assert states.get(key, "uid-1") is old
+    new = states.get(key, "uid-2")  # deleted and created again, the deletion unseen
     assert new.written_status is None
-    assert new.reconciled is None
-    forget_service(key)
+    assert new.seen_generation is None
 
 
 def test_a_reconcile_that_asks_to_be_looked_at_again_runs_again_after_that_delay() -> None:
@@ -108,18 +121,18 @@ def test_a_reconcile_that_asks_to_be_looked_at_again_runs_again_after_that_delay
     done = threading.Event()
     started = time.monotonic()
 
-    def reconcile(api: Any, body: Any, view: Any, logger: Any, trigger: str) -> float | None:
+    def work(key: tuple[str, str], trigger: str) -> Outcome:
         runs.append((trigger, time.monotonic() - started))
         if len(runs) == 2:
             done.set()
-        return 0.3 if len(runs) == 1 else None
+        return Outcome(requeue_after=0.3 if len(runs) == 1 else None)
 
-    queue = ReconcileQueue(None, _View(), reconcile, lambda *_: None, workers=1)  # type: ignore[arg-type]
+    queue = ReconcileQueue(workers=1)
     queue.enqueue(KEY, "inferenceservice")
-    queue.start()
+    queue.start(work)
     assert done.wait(timeout=5), runs
     queue.stop()
-    assert [trigger for trigger, _ in runs] == ["inferenceservice", "recheck"]
+    assert [trigger for trigger, _ in runs] == ["inferenceservice", RECHECK]
     assert runs[1][1] - runs[0][1] >= 0.3
 
 
@@ -127,34 +140,27 @@ def test_a_service_deleted_during_its_reconcile_leaves_no_state_series_or_queued
     """The reconcile records state and gauges after the deletion was handled: they go too."""
     from prometheus_client import REGISTRY
 
-    from inferfleet.handlers.inferenceservice import forget
-    from inferfleet.handlers.state import known_services
-    from inferfleet.metrics.operator import SCALING_DECISIONS, record_replicas
+    from inferfleet.metrics.operator import SCALING_DECISIONS, forget_service_metrics, record_replicas
 
-    deleted = threading.Event()
+    runtime = OperatorRuntime(OperatorConfig(workers=1))
+    runtime.on_forget(lambda k: forget_service_metrics(*k))
     key = ("ml", "gone")
-
-    class _DeletedView:
-        def service(self, k: tuple[str, str]) -> dict[str, Any] | None:
-            return None if deleted.is_set() else {"metadata": {"namespace": k[0], "name": k[1]}}
-
     finished = threading.Event()
 
-    def reconcile(api: Any, body: Any, view: Any, logger: Any, trigger: str) -> float:
-        service_state(key, "uid-1").written_status = {"phase": "Ready"}
+    def work(k: tuple[str, str], trigger: str) -> Outcome:
+        runtime.state(key, "uid-1").written_status = {"phase": "Ready"}
         record_replicas(*key, desired=2, ready=2)
         SCALING_DECISIONS.labels(*key, "up", "LoadAboveCapacity").inc()
-        deleted.set()  # the object is deleted while its reconcile runs
         finished.set()
-        return 30.0  # asks for a recheck the deletion must cancel
+        return GONE  # deleted while it ran; a recheck it might have asked for is cancelled too
 
-    queue = ReconcileQueue(None, _DeletedView(), reconcile, lambda *a: None, workers=1, gone=forget)  # type: ignore[arg-type]
-    queue.enqueue(key, "inferenceservice")
-    queue.start()
+    runtime.queue.enqueue(key, "inferenceservice")
+    runtime.queue.enqueue(key, RECHECK, delay=30.0)
+    runtime.queue.start(work)
     assert finished.wait(timeout=5)
-    queue.stop()
-    assert key not in known_services()
-    assert len(queue._queue) == 0
+    wait_for(lambda: key not in runtime.states.known() or None, timeout=5, what="the state to go")
+    runtime.stop()
+    assert runtime.queue.pending() == 0
     series = [
         s.labels
         for family in REGISTRY.collect()

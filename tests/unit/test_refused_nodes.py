@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inferfleet.handlers.state import RefusedNodes
+from inferfleet.runtime.state import RefusedNodes
 
 
 def test_a_refused_node_is_avoided_until_its_hold_ends() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from inferfleet.handlers.workqueue import WorkQueue
+from inferfleet.runtime.workqueue import WorkQueue
 
 
 def test_many_adds_of_one_key_coalesce_into_one_item() -> None:

@@ -7,6 +7,6 @@ Importing this package registers every handler with kopf's default registry.
 from inferfleet.handlers import lifecycle
 
 # isort: split
-from inferfleet.handlers import autoscaler, indexes, inferenceservice
+from inferfleet.handlers import autoscaler, indexes, watches
 
-__all__ = ["autoscaler", "indexes", "inferenceservice", "lifecycle"]
+__all__ = ["autoscaler", "indexes", "lifecycle", "watches"]

@@ -20,10 +20,10 @@ from kubernetes.client.rest import ApiException
 
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.handlers.logs import service_logger
-from inferfleet.handlers.state import service_state
+from inferfleet.handlers.memo import runtime_of
 from inferfleet.kube.apply import patch_inference_service_status, scale_inference_service
 from inferfleet.kube.events import post_event
-from inferfleet.kube.peering import Peering, read_peers
+from inferfleet.kube.peering import read_peers
 from inferfleet.metrics.operator import AUTOSCALER_TICKS, SCALING_DECISIONS
 from inferfleet.metrics.prometheus import MetricsUnavailableError, QueueReader
 from inferfleet.planning.autoscale import (
@@ -39,9 +39,9 @@ from inferfleet.planning.peering import compute_peering_active
 from inferfleet.planning.promql import build_confined_query
 from inferfleet.planning.queue_queries import QueueSample, compute_override_sample
 from inferfleet.planning.scaling import ScalingSample, compute_scaling_decision
-from inferfleet.runtime.config import OperatorConfig, PrometheusConfig
+from inferfleet.runtime.config import PeeringConfig
+from inferfleet.runtime.operator import OperatorRuntime
 
-DEFAULT_INTERVAL_SECONDS = 15.0
 # kopf's per-handler loggers need kopf's context; the ticks run in a worker thread without it.
 log = logging.getLogger("inferfleet.autoscaler")
 
@@ -79,7 +79,7 @@ DISABLED_MESSAGE = (
 
 
 def autoscale_tick(
-    api: Any, reader: QueueReader, index: kopf.Index[Any, Any], logger: Any, now: float
+    runtime: OperatorRuntime, reader: QueueReader, index: kopf.Index[Any, Any], now: float
 ) -> None:
     """One decision per autoscaled service.
 
@@ -97,17 +97,17 @@ def autoscale_tick(
     for snapshot, spec in services:
         key, query = _key(snapshot), _query_of(spec)
         if not query:
-            _decide_logged(api, snapshot, spec, _fleet_signal(fleet.get(key), problem), now)
+            _decide_logged(runtime, snapshot, spec, _fleet_signal(fleet.get(key), problem), now)
             continue
         refused = _refused(reader, key, query)
         if refused is not None:
-            _decide_logged(api, snapshot, spec, refused, now)
+            _decide_logged(runtime, snapshot, spec, refused, now)
             continue
 
         def decide(
             done: Future[QueueSample], snapshot: Any = snapshot, spec: Any = spec, key: Any = key
         ) -> None:
-            _decide_logged(api, snapshot, spec, _custom_signal(done, fleet.get(key), problem), now)
+            _decide_logged(runtime, snapshot, spec, _custom_signal(done, fleet.get(key), problem), now)
 
         if not reader.submit_override(key, build_confined_query(query, key[0]).query or "", decide):
             log.debug(f"{key[0]}/{key[1]}: its previous scaling.query is still running")
@@ -154,10 +154,12 @@ def _custom_signal(
     return Signal(compute_override_sample(override, engines))
 
 
-def _decide_logged(api: Any, snapshot: Any, spec: InferenceServiceSpec, signal: Signal, now: float) -> None:
+def _decide_logged(
+    runtime: OperatorRuntime, snapshot: Any, spec: InferenceServiceSpec, signal: Signal, now: float
+) -> None:
     service_log = service_logger(snapshot)  # JSON logs carry the service's namespace and name
     try:
-        _decide(api, snapshot, spec, signal, service_log, now)
+        _decide(runtime, snapshot, spec, signal, service_log, now)
     except ApiException as e:
         service_log.warning(f"autoscaling failed: {e.status} {e.reason}")
     except Exception as e:  # on the query pool nobody else would see it
@@ -171,14 +173,20 @@ def _scaling_sample(sample: QueueSample) -> ScalingSample:
 
 
 def _decide(
-    api: Any, snapshot: Any, spec: InferenceServiceSpec, signal: Signal, logger: Any, now: float
+    runtime: OperatorRuntime,
+    snapshot: Any,
+    spec: InferenceServiceSpec,
+    signal: Signal,
+    logger: logging.LoggerAdapter[Any],
+    now: float,
 ) -> None:
+    api = runtime.api
     meta = snapshot["metadata"]
     key = (meta["namespace"], meta["name"])
     policy = build_scaling_policy(spec)
     assert policy is not None
     sample = signal.sample if signal.problem is None else NO_SAMPLE
-    state = service_state(key, meta["uid"])
+    state = runtime.state(key, meta["uid"])
     with state.lock:
         previous = state.written_status or dict(snapshot.get("status") or {})
         scaler = state.scaler if state.scaler is not None else scaler_state_of(previous)
@@ -223,7 +231,7 @@ def _report_metrics_transition(
         post_event(api, snapshot, "Normal", "MetricsAvailable", "queue metrics are back")
 
 
-def _active(api: Any, peering: Peering | None) -> bool:
+def _active(api: Any, peering: PeeringConfig | None) -> bool:
     """A standby never scales: with peering on, only the instance kopf lets work does."""
     if peering is None:
         return True
@@ -231,59 +239,38 @@ def _active(api: Any, peering: Peering | None) -> bool:
     return compute_peering_active(read_peers(api, peering), peering.identity, peering.priority, now)
 
 
-def _tick(api: Any, reader: QueueReader, index: kopf.Index[Any, Any], peering: Peering | None) -> None:
-    if _active(api, peering):
+def tick(runtime: OperatorRuntime, reader: QueueReader, index: kopf.Index[Any, Any]) -> None:
+    if _active(runtime.api, runtime.config.peering):
         AUTOSCALER_TICKS.inc()
-        autoscale_tick(api, reader, index, log, time.time())
+        autoscale_tick(runtime, reader, index, time.time())
 
 
-async def _loop(memo: kopf.Memo, reader: QueueReader, index: kopf.Index[Any, Any], interval: float) -> None:
+async def _loop(
+    runtime: OperatorRuntime, reader: QueueReader, index: kopf.Index[Any, Any], interval: float
+) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
         try:
-            await loop.run_in_executor(None, _tick, memo.api, reader, index, memo.get("peering"))
+            await loop.run_in_executor(None, tick, runtime, reader, index)
         except Exception as e:  # one bad tick must not stop autoscaling
             log.exception(f"autoscaler tick failed: {e}")
-
-
-def _configured(memo: kopf.Memo) -> tuple[PrometheusConfig, float]:
-    """The Prometheus settings and tick interval from the operator's config (`memo["config"]`)."""
-    config = memo.get("config")
-    if isinstance(config, OperatorConfig):
-        return config.prometheus, config.autoscale_interval_seconds
-    interval = float(memo.get("autoscale_interval") or DEFAULT_INTERVAL_SECONDS)
-    return PrometheusConfig(url=memo.get("prometheus_url")), interval
 
 
 @kopf.on.startup()
 async def on_startup_autoscaler(
     memo: kopf.Memo, inference_services: kopf.Index[Any, Any], logger: kopf.Logger, **_: Any
 ) -> None:
-    prometheus, interval = _configured(memo)
+    runtime = runtime_of(memo)
+    prometheus, interval = runtime.config.prometheus, runtime.config.autoscale_interval_seconds
     if not prometheus.url:
         logger.info("autoscaling is off: no Prometheus URL (--prometheus-url or INFERFLEET_PROMETHEUS_URL)")
         return
     reader = QueueReader(prometheus)
-    memo["autoscaler_reader"] = reader
-    memo["autoscaler_task"] = asyncio.create_task(_loop(memo, reader, inference_services, interval))
+    task = asyncio.create_task(_loop(runtime, reader, inference_services, interval))
+    runtime.on_forget(reader.forget_service)  # a deleted service's query in flight goes with it
+    runtime.on_stop(reader.close)
+    runtime.on_stop(task.cancel)
     custom = "honoured, confined to each service's namespace" if prometheus.custom_queries else "ignored"
     tls = "not verified" if prometheus.insecure_skip_verify else "verified"
     logger.info(f"autoscaling from {reader.safe_url} every {interval:g}s (TLS {tls}; scaling.query {custom})")
-
-
-@kopf.on.cleanup()
-async def on_cleanup_autoscaler(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("autoscaler_task")
-    if task is not None:
-        task.cancel()
-    reader = memo.get("autoscaler_reader")
-    if reader is not None:
-        reader.close()
-
-
-def forget_service(memo: kopf.Memo, namespace: str, name: str) -> None:
-    """Drops what the autoscaler keeps for a deleted service (its query in flight, if any)."""
-    reader = memo.get("autoscaler_reader")
-    if reader is not None:
-        reader.forget_service((namespace, name))

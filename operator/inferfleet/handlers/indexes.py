@@ -14,7 +14,8 @@ from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 from inferfleet.planning.observed import ObservedGroup, pod_controller_uid, pod_gpus
 from inferfleet.planning.placement import BoundPod, Reservation
 from inferfleet.planning.policy import TenantPolicy
-from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, find_refusal
+from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, is_unschedulable
+from inferfleet.runtime.config import OperatorConfig
 
 Key = tuple[str, str]
 
@@ -88,17 +89,12 @@ def engine_pods(
     return {(namespace, labels[SERVICE_LABEL]): pod} if pod else None
 
 
-def unschedulable(spec: Any, status: Any) -> bool:
-    conditions = (status or {}).get("conditions") or []
-    return not (spec or {}).get("nodeName") and find_refusal(conditions) is not None
-
-
 @kopf.index("", "v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT, REPLICA_LABEL: kopf.PRESENT})
 def stuck_group_pods(
     namespace: str, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, labels: kopf.Labels, **_: Any
 ) -> Any:
     """Group members the scheduler refused to put on their planned node, by service."""
-    if not unschedulable(spec, status) or not str(labels[REPLICA_LABEL]).isdigit():
+    if not is_unschedulable(spec, status) or not str(labels[REPLICA_LABEL]).isdigit():
         return None
     member = build_unschedulable_member(
         int(labels[REPLICA_LABEL]), pod_controller_uid(meta), status.get("conditions") or []
@@ -128,7 +124,7 @@ class ClusterView:
     """What the installation allows engine pods (chart values `policy.*`); None: the defaults."""
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any], memo: Any) -> ClusterView:
+    def from_kwargs(cls, kwargs: dict[str, Any], config: OperatorConfig) -> ClusterView:
         return cls(
             kwargs["inference_services"],
             kwargs["gpu_nodes"],
@@ -136,8 +132,8 @@ class ClusterView:
             kwargs["engine_groups"],
             kwargs["engine_pods"],
             kwargs["stuck_group_pods"],
-            memo.get("scheduler_name"),
-            getattr(memo.get("config"), "policy", None),
+            config.scheduler_name,
+            config.policy,
         )
 
     def pods_of(self, key: Key) -> list[tuple[str, str]]:
@@ -157,6 +153,9 @@ class ClusterView:
 
     def node_domains(self, topology_key: str) -> dict[str, str]:
         return {n.name: n.labels.get(topology_key, "") for n in self.all_nodes()}
+
+    def node(self, name: str) -> GpuNode | None:
+        return next(iter(self.nodes.get(name, [])), None)
 
     def service(self, key: Key) -> Any | None:
         return next(iter(self.services.get(key, [])), None)

@@ -1,4 +1,4 @@
-"""Operator-wide settings and health."""
+"""Operator-wide settings, the API connection and health, all from the runtime in kopf's memo."""
 
 from __future__ import annotations
 
@@ -12,29 +12,22 @@ import aiohttp
 import kopf
 
 import inferfleet
-from inferfleet.kube.connection import ClientLimits, connect, kopf_connection_limit
-from inferfleet.metrics.operator import API_THROTTLED
-
-FINALIZER = "inferfleet.io/finalizer"
+from inferfleet.handlers.memo import runtime_of
+from inferfleet.kube.connection import connect, kopf_connection_limit
+from inferfleet.metrics.operator import API_THROTTLED, forget_service_metrics
+from inferfleet.runtime.workqueue import BACKOFF_SECONDS
 
 
 @kopf.on.startup()
 def on_startup_configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="inferfleet.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="inferfleet.io")
+    config = runtime_of(memo).config
     settings.posting.level = 20  # INFO and above become Kubernetes Events, not debug chatter
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.networking.error_backoffs = [1, 2, 5, 10, 30]
-    # After its own patch kopf waits this long for the patched version before it handles an
-    # older event; under a burst of creations the watch lags more than the default 5 s, and the
-    # older event (our status patch, without kopf's annotations) would run the creation again.
-    settings.persistence.consistency_timeout = 30
+    settings.networking.error_backoffs = list(BACKOFF_SECONDS)
     # Threads for the synchronous handlers: with the client's own limit, this bounds API concurrency.
-    settings.execution.max_workers = int(memo.get("workers") or 8)
-    # A standby takes over once the active instance's peering record is this old (kill -9 leaves it).
-    settings.peering.lifetime = int(memo.get("peering_lifetime") or 15)
+    settings.execution.max_workers = config.workers
+    settings.peering.lifetime = config.peering_lifetime_seconds
 
 
 @kopf.on.login()
@@ -43,8 +36,8 @@ async def on_login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None
     info = kopf.login_via_client(**kwargs)
     if info is None:
         return None
-    limits = memo.get("client_limits") or ClientLimits()
-    limit = kopf_connection_limit(limits, len(memo.get("namespaces") or ()))
+    config = runtime_of(memo).config
+    limit = kopf_connection_limit(config.client_limits, len(config.namespaces))
     session = aiohttp.ClientSession(  # as kopf builds its own, with a limit
         connector=aiohttp.TCPConnector(limit=limit, ssl=info.as_ssl_context()),
         headers=info.as_http_headers(),
@@ -68,7 +61,10 @@ def on_probe_version(**_: Any) -> str:
 
 @kopf.on.startup()
 def on_startup_connect(memo: kopf.Memo, **_: Any) -> None:
-    memo.api = connect(memo.get("client_limits") or ClientLimits(), on_throttled=API_THROTTLED.inc)
+    runtime = runtime_of(memo)
+    if runtime.api is None:
+        runtime.api = connect(runtime.config.client_limits, on_throttled=API_THROTTLED.inc)
+    runtime.on_forget(lambda key: forget_service_metrics(*key))
 
 
 TRIM_INTERVAL_SECONDS = 60.0
@@ -107,11 +103,14 @@ async def _trim_forever() -> None:
 
 @kopf.on.startup()
 async def on_startup_memory_trim(memo: kopf.Memo, **_: Any) -> None:
-    memo["memory_trim_task"] = asyncio.create_task(_trim_forever(), name="inferfleet-memory-trim")
+    task = asyncio.create_task(_trim_forever(), name="inferfleet-memory-trim")
+    runtime_of(memo).on_stop(task.cancel)
 
 
 @kopf.on.cleanup()
-async def on_cleanup_memory_trim(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("memory_trim_task")
-    if task is not None:
-        task.cancel()
+async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the reconcile workers (their joins off the event loop), then the autoscaler and the
+    memory trim; the tasks are cancelled from the loop they run on."""
+    runtime = runtime_of(memo)
+    await asyncio.to_thread(runtime.queue.stop)
+    runtime.stop()

@@ -12,20 +12,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
 from urllib3.util.retry import Retry
 
+from inferfleet.runtime.config import ClientLimits
 
-@dataclass(frozen=True)
-class ClientLimits:
-    qps: float = 50.0
-    burst: int = 100
-    concurrency: int = 8
-    retries_on_429: int = 8
-    max_retry_after_seconds: float = 10.0
+__all__ = ["ClientLimits", "ThrottledApiClient", "TokenBucket", "connect", "kopf_connection_limit"]
 
 
 class TokenBucket:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 
-
-@dataclass(frozen=True)
-class Peering:
-    name: str
-    identity: str
-    priority: int
-    namespace: str | None
-    """None: a ClusterKopfPeering (cluster-wide operator); else the KopfPeering in that namespace."""
+from inferfleet.runtime.config import PeeringConfig
 
 
-def read_peers(api: Any, peering: Peering) -> dict[str, Any]:
+def read_peers(api: Any, peering: PeeringConfig) -> dict[str, Any]:
     custom = client.CustomObjectsApi(api)
     if peering.namespace is None:
         obj = custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering.name)

@@ -53,6 +53,12 @@ def find_refusal(conditions: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] |
     )
 
 
+def is_unschedulable(spec: Mapping[str, Any] | None, status: Mapping[str, Any] | None) -> bool:
+    """Whether a pod is unbound and the scheduler refused it."""
+    conditions = (status or {}).get("conditions") or []
+    return not (spec or {}).get("nodeName") and find_refusal(conditions) is not None
+
+
 def build_unschedulable_member(
     replica: int, group_uid: str, conditions: Iterable[Mapping[str, Any]]
 ) -> UnschedulableMember | None:

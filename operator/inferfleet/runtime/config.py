@@ -32,11 +32,43 @@ class PrometheusConfig:
 
 
 @dataclass(frozen=True)
+class ClientLimits:
+    """How hard the operator's Kubernetes client may press the API server (see kube/connection.py)."""
+
+    qps: float = 50.0
+    burst: int = 100
+    concurrency: int = 8
+    """Requests in flight at most."""
+    retries_on_429: int = 8
+    max_retry_after_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class PeeringConfig:
+    """Leader election between replicas through kopf's peering object."""
+
+    name: str
+    identity: str
+    """This instance's record in the peering object (kopf's POD_ID)."""
+    priority: int = 0
+    namespace: str | None = None
+    """None: a ClusterKopfPeering (cluster-wide operator); else the KopfPeering in that namespace."""
+
+
+@dataclass(frozen=True)
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     """Watched namespaces; empty: every namespace."""
     workers: int = 8
+    """Threads running reconciles (and kopf's synchronous handlers)."""
     scheduler_name: str | None = None
     autoscale_interval_seconds: float = 15.0
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     policy: TenantPolicy = field(default_factory=TenantPolicy)
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
+    peering: PeeringConfig | None = None
+    """None: standalone, this instance always works."""
+    peering_lifetime_seconds: int = 15
+    """A standby takes over once the active instance's peering record is this old (kill -9 leaves it)."""
+    refused_node_hold_seconds: float = 300.0
+    """How long new placements avoid a node where the scheduler refused a planned group member."""

@@ -1,9 +1,9 @@
-"""What this operator process last saw and wrote per InferenceService.
+"""What this operator process last saw and wrote per InferenceService, and its node holds.
 
-Several triggers (the service's own events, its Deployment's events, node events) can run
-for one service at once. Status is computed and written under the service's lock, from the
-newest Deployment seen by any of them, and compared with the status this process last wrote,
-so a slower trigger holding an older observation can never overwrite a newer status.
+The work queue never runs one service's key on two workers at once, but the autoscaler's tick
+writes the same service's status from its own thread. Status is computed and written under the
+service's lock, from the newest Deployment any watch event offered, and compared with the
+status this process last wrote, so an older observation can never overwrite a newer status.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from inferfleet.planning.inventory import GpuNode
+from inferfleet.planning.scaling import ScalerState
 from inferfleet.planning.service import Blocked
 from inferfleet.planning.status import ObservedDeployment
 
@@ -41,11 +43,11 @@ class ServiceState:
     children: dict[tuple[str, str], str] = field(default_factory=dict)
     """(kind, name) -> uid of the children this process saw this service control: applied
     directly, while any other child is created first (see kube/apply.py apply_child)."""
-    reconciled: tuple[str, int] | None = None
-    """(uid, generation) of the last reconcile that succeeded in this process."""
+    seen_generation: int | None = None
+    """The generation whose watch event last enqueued the service (a status write keeps it)."""
     warned_generation: int | None = None
     """The generation whose spec warnings (literal secrets) were posted as Events."""
-    scaler: Any = None
+    scaler: ScalerState | None = None
     """The autoscaler's window state (planning.scaling.ScalerState), newer than the one in status."""
 
     _offered: tuple[int, ObservedDeployment | None] | None = None
@@ -88,29 +90,30 @@ class ServiceState:
             self.deployment_version, self.deployment = offered
 
 
-_states: dict[Key, ServiceState] = {}
-_states_lock = threading.Lock()
+class ServiceStates:
+    """The state of every service this process works on, by key."""
 
+    def __init__(self) -> None:
+        self._states: dict[Key, ServiceState] = {}
+        self._lock = threading.Lock()
 
-def service_state(key: Key, uid: str) -> ServiceState:
-    """The state of the object `uid` named `key`: a new object under an old name starts afresh
-    (its deletion may have gone unseen, and the old status must not pass for its own)."""
-    with _states_lock:
-        state = _states.get(key)
-        if state is None or state.uid != uid:
-            state = _states[key] = ServiceState(uid=uid)
-        return state
+    def get(self, key: Key, uid: str) -> ServiceState:
+        """The state of the object `uid` named `key`: a new object under an old name starts afresh
+        (its deletion may have gone unseen, and the old status must not pass for its own)."""
+        with self._lock:
+            state = self._states.get(key)
+            if state is None or state.uid != uid:
+                state = self._states[key] = ServiceState(uid=uid)
+            return state
 
+    def forget(self, key: Key) -> None:
+        with self._lock:
+            self._states.pop(key, None)
 
-def forget_service(key: Key) -> None:
-    with _states_lock:
-        _states.pop(key, None)
-
-
-def known_services() -> list[Key]:
-    """The services this process keeps state for."""
-    with _states_lock:
-        return list(_states)
+    def known(self) -> list[Key]:
+        """The services this process keeps state for."""
+        with self._lock:
+            return list(self._states)
 
 
 class RefusedNodes:
@@ -143,9 +146,6 @@ class RefusedNodes:
             return frozenset(self._until)
 
 
-REFUSED_NODES = RefusedNodes()
-
-
 class InventoryVersion:
     """Counts changes of the GPU inventory (capacity, readiness, cordons, taints, labels).
 
@@ -157,15 +157,19 @@ class InventoryVersion:
 
     def __init__(self) -> None:
         self._value = 0
+        self._seen: list[GpuNode] | None = None
         self._lock = threading.Lock()
 
-    def bump(self) -> None:
+    def update(self, nodes: Iterable[GpuNode]) -> bool:
+        """Record the inventory a node event left; whether it differs from the one seen before."""
+        inventory = sorted(nodes, key=lambda node: node.name)
         with self._lock:
+            if inventory == self._seen:
+                return False
+            self._seen = inventory
             self._value += 1
+            return True
 
     def current(self) -> int:
         with self._lock:
             return self._value
-
-
-GPU_INVENTORY = InventoryVersion()

@@ -1,0 +1,34 @@
+"""When to look at a service again though no watch event may come."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+NAME_CONFLICT_RECHECK = 60.0
+"""Seconds until a service whose child name is taken tries again (the other object is not watched)."""
+UNEXPLAINED_MISSING_PODS_RECHECK = 15.0
+"""Seconds until a group whose StatefulSet lacks pods is looked at again when no FailedCreate
+Event says why yet (the controller posts it asynchronously, after the status update that
+told us)."""
+
+
+def compute_requeue_after(
+    now: datetime,
+    recheck_at: datetime | None,
+    *,
+    release_in: float | None = None,
+    missing_pods_unexplained: bool = False,
+    inventory_changed: bool = False,
+) -> float | None:
+    """Seconds until the service must be reconciled again, or None: at once if it waits for GPUs
+    and the inventory changed while it was planned, when a refused member's grace ends
+    (`recheck_at`), when a node hold ends while a group waits for capacity (`release_in`, given
+    only then), or when a group lacks pods and no Event says why yet."""
+    delays = [UNEXPLAINED_MISSING_PODS_RECHECK] if missing_pods_unexplained else []
+    if inventory_changed:
+        delays.append(0.0)
+    if recheck_at is not None:
+        delays.append((recheck_at - now).total_seconds() + 1.0)
+    if release_in is not None:
+        delays.append(release_in + 1.0)
+    return max(0.0, min(delays)) if delays else None
