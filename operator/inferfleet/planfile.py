@@ -10,11 +10,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from inferfleet.api import InferenceService, parse_inference_service
+from inferfleet.api import InferenceService, ShardPlan, parse_inference_service
 from inferfleet.planning import sizing
 from inferfleet.planning.gpus import known_gpu_memory_gib
 from inferfleet.planning.service import GpuShape, build_sizing_input
-from inferfleet.planning.status import shard_plan_status
 
 
 class PlanFileError(Exception):
@@ -25,7 +24,7 @@ class PlanFileError(Exception):
 class PlannedService:
     service: InferenceService
     gpu: GpuShape
-    plan: sizing.ShardPlan
+    plan: ShardPlan
 
     def to_json(self) -> dict[str, Any]:
         accelerator = {
@@ -34,7 +33,7 @@ class PlannedService:
             "gpusPerNode": self.gpu.gpus_per_node,
         }
         name = self.service.metadata.get("name")
-        return {"name": name, "accelerator": accelerator, "shardPlan": shard_plan_status(self.plan)}
+        return {"name": name, "accelerator": accelerator, "shardPlan": self.plan.dump()}
 
     def to_table(self) -> str:
         spec, plan = self.service.spec, self.plan

@@ -1,8 +1,8 @@
-from inferfleet.api import InferenceServiceSpec
+from inferfleet.api import InferenceServiceSpec, ShardPlan
 from inferfleet.planning.children import Owner, build_deployment, build_pdb, build_service, endpoint_url
-from inferfleet.planning.engines import Parallelism
 
 OWNER = Owner(name="llama", namespace="ml", uid="uid-1")
+ONE_GPU = ShardPlan(tensor_parallel=1, pipeline_parallel=1, gpus_per_pod=1, pods_per_replica=1)
 
 
 def spec(product: str | None = "NVIDIA-L4", replicas: int = 2) -> InferenceServiceSpec:
@@ -17,7 +17,7 @@ def spec(product: str | None = "NVIDIA-L4", replicas: int = 2) -> InferenceServi
 
 
 def test_deployment_is_owned_selected_by_service_label_and_gpu_scheduled() -> None:
-    d = build_deployment(OWNER, spec(), Parallelism(1, 1), gpus=1)
+    d = build_deployment(OWNER, spec(), ONE_GPU)
     assert d["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "inferfleet.io/v1alpha1",
@@ -41,7 +41,7 @@ def test_deployment_is_owned_selected_by_service_label_and_gpu_scheduled() -> No
 
 
 def test_without_a_product_any_gpu_node_may_run_it() -> None:
-    pod = build_deployment(OWNER, spec(product=None), Parallelism(1, 1), gpus=1)["spec"]["template"]["spec"]
+    pod = build_deployment(OWNER, spec(product=None), ONE_GPU)["spec"]["template"]["spec"]
     assert "nodeSelector" not in pod
 
 
@@ -56,16 +56,13 @@ def test_service_and_pdb_select_the_engine_pods() -> None:
 
 
 def test_a_scheduler_profile_is_used_only_when_the_operator_names_one() -> None:
-    assert (
-        "schedulerName"
-        not in build_deployment(OWNER, spec(), Parallelism(1, 1), gpus=1)["spec"]["template"]["spec"]
-    )
-    binpack = build_deployment(OWNER, spec(), Parallelism(1, 1), gpus=1, scheduler_name="inferfleet-binpack")
+    assert "schedulerName" not in build_deployment(OWNER, spec(), ONE_GPU)["spec"]["template"]["spec"]
+    binpack = build_deployment(OWNER, spec(), ONE_GPU, scheduler_name="inferfleet-binpack")
     assert binpack["spec"]["template"]["spec"]["schedulerName"] == "inferfleet-binpack"
 
 
 def test_the_grace_period_covers_the_drain_and_the_engine_waits_for_its_requests() -> None:
-    pod = build_deployment(OWNER, spec(), Parallelism(1, 1), gpus=1)["spec"]["template"]["spec"]
+    pod = build_deployment(OWNER, spec(), ONE_GPU)["spec"]["template"]["spec"]
     [engine] = pod["containers"]
     assert engine["lifecycle"]["preStop"]["exec"]["command"][:2] == ["python3", "-c"]
     assert "120" in engine["lifecycle"]["preStop"]["exec"]["command"]

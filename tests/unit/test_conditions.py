@@ -1,15 +1,22 @@
 from datetime import UTC, datetime, timedelta
 
-from inferfleet.planning.conditions import ConditionUpdate, set_condition
+import pytest
+from pydantic import ValidationError
+
+from inferfleet.api import Condition
+from inferfleet.planning.conditions import ConditionUpdate, merge_condition
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
 
 
+def dumped(conditions: list[Condition]) -> list[dict]:
+    return [c.dump() for c in conditions]
+
+
 def test_a_new_condition_is_added_with_its_transition_time() -> None:
-    conditions: list[dict] = []
-    assert set_condition(conditions, T0, ConditionUpdate("Ready", False, "Deploying", "creating"), 1)
-    assert conditions == [
+    conditions = merge_condition([], T0, ConditionUpdate("Ready", False, "Deploying", "creating"), 1)
+    assert dumped(conditions) == [
         {
             "type": "Ready",
             "status": "False",
@@ -22,33 +29,45 @@ def test_a_new_condition_is_added_with_its_transition_time() -> None:
 
 
 def test_reason_message_and_generation_change_without_moving_the_transition_time() -> None:
-    conditions: list[dict] = []
-    set_condition(conditions, T0, ConditionUpdate("Ready", False, "Deploying", "creating"), 1)
-    assert set_condition(conditions, T1, ConditionUpdate("Ready", False, "ReplicasNotReady", "0/1 ready"), 2)
-    [c] = conditions
-    assert (c["reason"], c["message"], c["observedGeneration"]) == ("ReplicasNotReady", "0/1 ready", 2)
-    assert c["lastTransitionTime"] == "2026-01-01T12:00:00Z"
+    before = merge_condition([], T0, ConditionUpdate("Ready", False, "Deploying", "creating"), 1)
+    after = merge_condition(before, T1, ConditionUpdate("Ready", False, "ReplicasNotReady", "0/1 ready"), 2)
+    assert after != before
+    [c] = after
+    assert (c.reason, c.message, c.observed_generation) == ("ReplicasNotReady", "0/1 ready", 2)
+    assert c.last_transition_time == "2026-01-01T12:00:00Z"
 
 
 def test_a_status_flip_moves_the_transition_time() -> None:
-    conditions: list[dict] = []
-    set_condition(conditions, T0, ConditionUpdate("Ready", False, "Deploying", "creating"), 1)
-    assert set_condition(conditions, T1, ConditionUpdate("Ready", True, "AllReplicasReady", "1/1 ready"), 1)
-    assert conditions[0]["status"] == "True"
-    assert conditions[0]["lastTransitionTime"] == "2026-01-01T12:05:00Z"
+    before = merge_condition([], T0, ConditionUpdate("Ready", False, "Deploying", "creating"), 1)
+    after = merge_condition(before, T1, ConditionUpdate("Ready", True, "AllReplicasReady", "1/1 ready"), 1)
+    assert after != before
+    assert after[0].status == "True"
+    assert after[0].last_transition_time == "2026-01-01T12:05:00Z"
 
 
 def test_setting_the_same_condition_again_changes_nothing() -> None:
-    conditions: list[dict] = []
     update = ConditionUpdate("Ready", True, "AllReplicasReady", "1/1 ready")
-    set_condition(conditions, T0, update, 3)
-    before = [dict(c) for c in conditions]
-    assert not set_condition(conditions, T1, update, 3)
-    assert conditions == before
+    conditions = merge_condition([], T0, update, 3)
+    before = dumped(conditions)
+    assert dumped(merge_condition(conditions, T1, update, 3)) == before
 
 
 def test_other_condition_types_are_left_alone() -> None:
-    conditions = [{"type": "MetricsAvailable", "status": "True", "reason": "Ok", "message": ""}]
-    set_condition(conditions, T0, ConditionUpdate("Ready", True, "AllReplicasReady", "1/1"), 1)
-    assert [c["type"] for c in conditions] == ["MetricsAvailable", "Ready"]
-    assert conditions[0] == {"type": "MetricsAvailable", "status": "True", "reason": "Ok", "message": ""}
+    metrics = Condition.model_validate(
+        {"type": "MetricsAvailable", "status": "True", "reason": "Ok", "message": ""}
+    )
+    conditions = merge_condition([metrics], T0, ConditionUpdate("Ready", True, "AllReplicasReady", "1/1"), 1)
+    assert [c.type for c in conditions] == ["MetricsAvailable", "Ready"]
+    assert conditions[0].dump() == {
+        "type": "MetricsAvailable",
+        "status": "True",
+        "reason": "Ok",
+        "message": "",
+    }
+
+
+def test_a_misspelt_condition_field_is_refused() -> None:
+    with pytest.raises(ValidationError, match="lastTransitionTim"):
+        Condition.model_validate(
+            {"type": "Ready", "status": "True", "lastTransitionTim": "2026-01-01T12:00:00Z"}
+        )

@@ -4,19 +4,25 @@ from typing import Any
 import pytest
 import yaml
 
-from inferfleet.api import InferenceServiceSpec
+from inferfleet.api import InferenceServiceSpec, ShardPlan
 from inferfleet.api.reserved import GENERATED_FLAGS, OPERATOR_ENV_NAMES, OPERATOR_PORTS, overridden_flag
 from inferfleet.planning.children import Owner
 from inferfleet.planning.engines import (
     DEFAULT_IMAGES,
-    Parallelism,
     build_engine_container,
     build_engine_volumes,
 )
 from inferfleet.planning.groups import build_group_headless_service, build_group_statefulset
+from inferfleet.planning.placement import GroupPlacement
 from tests.support import RESTRICTED_SECURITY_CONTEXT
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def shards(tp: int, pp: int, gpus_per_pod: int, pods: int = 1) -> ShardPlan:
+    return ShardPlan(
+        tensor_parallel=tp, pipeline_parallel=pp, gpus_per_pod=gpus_per_pod, pods_per_replica=pods
+    )
 
 
 def spec_with(**changes: Any) -> InferenceServiceSpec:
@@ -38,7 +44,7 @@ def flag(args: list[str], name: str) -> str:
 def test_vllm_from_the_8b_example() -> None:
     raw = yaml.safe_load((EXAMPLES / "llama-3.1-8b-vllm.yaml").read_text())
     spec = InferenceServiceSpec.model_validate(raw["spec"])
-    c = build_engine_container(spec, Parallelism(tensor=1, pipeline=1), gpus=1)
+    c = build_engine_container(spec, shards(1, 1, 1))
     args = c["args"]
     assert c["image"] == "vllm/vllm-openai:v0.11.0"
     assert c["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
@@ -78,7 +84,7 @@ def test_each_engine_gets_parallelism_and_concurrency_in_its_own_flags(
     kind: str, expected: dict[str, str]
 ) -> None:
     spec = spec_with(engine__kind=kind, engine__maxConcurrentRequests=128)
-    c = build_engine_container(spec, Parallelism(tensor=4, pipeline=2), gpus=4)
+    c = build_engine_container(spec, shards(4, 2, 4))
     assert c["image"] == DEFAULT_IMAGES[spec.engine.kind]
     assert {name: flag(c["args"], name) for name in expected} == expected
 
@@ -93,7 +99,7 @@ def test_each_engine_gets_parallelism_and_concurrency_in_its_own_flags(
 )
 def test_prefix_caching_off(kind: str, args_flag: str | None, env: dict | None) -> None:
     c = build_engine_container(
-        spec_with(engine__kind=kind, engine__enablePrefixCaching=False), Parallelism(1, 1), 1
+        spec_with(engine__kind=kind, engine__enablePrefixCaching=False), shards(1, 1, 1)
     )
     if args_flag:
         assert args_flag in c["args"]
@@ -102,14 +108,14 @@ def test_prefix_caching_off(kind: str, args_flag: str | None, env: dict | None) 
 
 
 def test_fp8_asks_the_engine_for_fp8_quantization() -> None:
-    c = build_engine_container(spec_with(model__dtype="fp8"), Parallelism(1, 1), 1)
+    c = build_engine_container(spec_with(model__dtype="fp8"), shards(1, 1, 1))
     assert flag(c["args"], "--quantization") == "fp8"
     assert "--dtype" not in c["args"]
 
 
 def test_user_args_come_after_the_generated_ones() -> None:
     user = ["--gpu-memory-utilization", "0.85"]
-    c = build_engine_container(spec_with(engine__args=user), Parallelism(1, 1), 1)
+    c = build_engine_container(spec_with(engine__args=user), shards(1, 1, 1))
     assert c["args"][-2:] == user
 
 
@@ -132,7 +138,7 @@ def test_every_flag_an_engine_preset_generates_is_one_the_api_refuses_in_args(
     kind: str, variant: dict[str, Any]
 ) -> None:
     spec = spec_with(engine__kind=kind, **variant)
-    c = build_engine_container(spec, Parallelism(2, 1), 2)
+    c = build_engine_container(spec, shards(2, 1, 2))
     # --quantization/--quantize (fp8 only), --load-format (s3/gs only) and --enable-metrics stay
     # open to users: an int4 AWQ checkpoint may need its quantization named.
     allowed = {"--quantization", "--quantize", "--load-format", "--enable-metrics"}
@@ -144,7 +150,9 @@ def test_every_flag_an_engine_preset_generates_is_one_the_api_refuses_in_args(
 def test_every_flag_variable_and_port_of_a_multi_node_group_is_reserved(kind: str) -> None:
     spec = spec_with(engine__kind=kind)
     owner = Owner(name="svc", namespace="ml", uid="u")
-    sts = build_group_statefulset(owner, spec, Parallelism(8, 2), 8, 2, 0, "zone-a", ["n1", "n2"])
+    sts = build_group_statefulset(
+        owner, spec, shards(8, 2, 8, pods=2), 0, GroupPlacement("zone-a", ("n1", "n2"))
+    )
     container = sts["spec"]["template"]["spec"]["containers"][0]
     assert generated_flags(container) - {"--enable-metrics"} <= set(GENERATED_FLAGS[kind])
     assert {e["name"] for e in container["env"]} <= set(OPERATOR_ENV_NAMES)
@@ -174,7 +182,7 @@ def test_overridden_flag_reads_flags_as_the_crd_rule_does(
 
 def test_custom_engine_runs_its_own_image_and_args_with_tcp_probes() -> None:
     spec = spec_with(engine__kind="custom", engine__image="example/engine:1", engine__args=["serve"])
-    c = build_engine_container(spec, Parallelism(2, 1), 2)
+    c = build_engine_container(spec, shards(2, 1, 2))
     assert c["image"] == "example/engine:1"
     assert c["args"] == ["serve"]
     assert "command" not in c
@@ -182,7 +190,7 @@ def test_custom_engine_runs_its_own_image_and_args_with_tcp_probes() -> None:
 
 
 def test_probes_allow_a_long_model_load_before_liveness_counts() -> None:
-    c = build_engine_container(spec_with(), Parallelism(1, 1), 1)
+    c = build_engine_container(spec_with(), shards(1, 1, 1))
     startup = c["startupProbe"]
     assert startup["httpGet"] == {"path": "/health", "port": "http"}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800
@@ -192,27 +200,27 @@ def test_probes_allow_a_long_model_load_before_liveness_counts() -> None:
 
 def test_a_pvc_source_is_mounted_read_only_and_loaded_from_its_path() -> None:
     spec = spec_with(model__source="pvc://models/llama/8b")
-    c = build_engine_container(spec, Parallelism(1, 1), 1)
+    c = build_engine_container(spec, shards(1, 1, 1))
     assert flag(c["args"], "--model") == "/models/pvc/llama/8b"
     assert {"name": "model", "mountPath": "/models/pvc", "readOnly": True} in c["volumeMounts"]
-    volumes = build_engine_volumes(spec, 1)
+    volumes = build_engine_volumes(spec, shards(1, 1, 1))
     assert {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in volumes
 
 
 def test_shared_memory_is_memory_backed_and_grows_with_gpus() -> None:
-    [dshm] = [v for v in build_engine_volumes(spec_with(), 8) if v["name"] == "dshm"]
+    [dshm] = [v for v in build_engine_volumes(spec_with(), shards(8, 1, 8)) if v["name"] == "dshm"]
     assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
 
 
 @pytest.mark.parametrize("kind", ["vllm", "sglang", "tgi"])
 def test_the_engine_container_carries_the_security_context_the_spec_gives(kind: str) -> None:
     spec = spec_with(engine__kind=kind, engine__securityContext=RESTRICTED_SECURITY_CONTEXT)
-    c = build_engine_container(spec, Parallelism(tensor=1, pipeline=1), gpus=1)
+    c = build_engine_container(spec, shards(1, 1, 1))
     assert c["securityContext"] == RESTRICTED_SECURITY_CONTEXT
 
 
 def test_without_a_security_context_the_images_defaults_apply() -> None:
-    c = build_engine_container(spec_with(), Parallelism(tensor=1, pipeline=1), gpus=1)
+    c = build_engine_container(spec_with(), shards(1, 1, 1))
     assert "securityContext" not in c
 
 

@@ -4,9 +4,9 @@ from typing import Any
 import pytest
 import yaml
 
-from inferfleet.api import EngineKind, InferenceServiceSpec
+from inferfleet.api import EngineKind, InferenceServiceSpec, ShardPlan
 from inferfleet.planning.children import Owner
-from inferfleet.planning.engines import STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS, Parallelism
+from inferfleet.planning.engines import STARTUP_FAILURE_THRESHOLD, STARTUP_PERIOD_SECONDS
 from inferfleet.planning.groups import (
     MULTI_NODE_ENGINES,
     build_group_headless_service,
@@ -16,10 +16,11 @@ from inferfleet.planning.groups import (
     group_key,
     group_name,
 )
+from inferfleet.planning.placement import GroupPlacement
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 OWNER = Owner(name="llama-3-1-405b", namespace="ml", uid="uid-1")
-PAR = Parallelism(tensor=8, pipeline=2)
+PAR = ShardPlan(tensor_parallel=8, pipeline_parallel=2, gpus_per_pod=8, pods_per_replica=2)
 NODES = ("gpu-a", "gpu-b")
 LEADER = "llama-3-1-405b-g1-0.llama-3-1-405b-g1.ml.svc.cluster.local"
 
@@ -33,7 +34,7 @@ def spec(kind: str = "vllm", **engine: Any) -> InferenceServiceSpec:
 
 
 def statefulset(s: InferenceServiceSpec | None = None) -> dict[str, Any]:
-    return build_group_statefulset(OWNER, s or spec(), PAR, 8, 2, 1, "rack-7", NODES)
+    return build_group_statefulset(OWNER, s or spec(), PAR, 1, GroupPlacement("rack-7", NODES))
 
 
 def engine_container(sts: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +122,7 @@ def test_probes_check_the_leader_and_pass_on_workers(kind: str) -> None:
 
 
 def test_vllm_leader_heads_a_ray_cluster_the_workers_join() -> None:
-    command, args = build_multinode_command(spec(), PAR, 2, LEADER)
+    command, args = build_multinode_command(spec(), PAR, LEADER)
     assert command[:2] == ["sh", "-c"]
     script = command[2]
     assert "ray start --head --port=6379" in script
@@ -135,7 +136,7 @@ def test_vllm_leader_heads_a_ray_cluster_the_workers_join() -> None:
 
 
 def test_sglang_ranks_share_one_tensor_parallel_group() -> None:
-    command, args = build_multinode_command(spec("sglang"), PAR, 2, LEADER)
+    command, args = build_multinode_command(spec("sglang"), PAR, LEADER)
     assert command[:2] == ["sh", "-c"]
     assert '--node-rank "$POD_INDEX"' in command[2]
     assert flag(args, "--tp-size") == "16"
@@ -145,7 +146,7 @@ def test_sglang_ranks_share_one_tensor_parallel_group() -> None:
 
 
 def test_user_args_stay_last_to_tune_the_engine() -> None:
-    _, args = build_multinode_command(spec(args=["--gpu-memory-utilization", "0.85"]), PAR, 2, LEADER)
+    _, args = build_multinode_command(spec(args=["--gpu-memory-utilization", "0.85"]), PAR, LEADER)
     assert args[-2:] == ["--gpu-memory-utilization", "0.85"]
     assert "--distributed-executor-backend" in args[:-2]
 

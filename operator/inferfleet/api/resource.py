@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, model_validator
 from inferfleet.api.common import CelRule, KubeModel, cel_validations, enforce
 from inferfleet.api.limits import MAX_SERVICE_NAME
 from inferfleet.api.spec import InferenceServiceSpec
-from inferfleet.api.status import InferenceServiceStatus
+from inferfleet.api.status import READ_CONTEXT, InferenceServiceStatus
 
 GROUP = "inferfleet.io"
 VERSION = "v1alpha1"
@@ -63,4 +63,4 @@ class InferenceService(KubeModel):
 
 def parse_inference_service(obj: Mapping[str, Any]) -> InferenceService:
     """Validate a whole InferenceService (a manifest or a watched object); raises pydantic.ValidationError."""
-    return InferenceService.model_validate(dict(obj))
+    return InferenceService.model_validate(dict(obj), context=READ_CONTEXT)

@@ -1,17 +1,27 @@
-"""`InferenceService.status`: what the operator observed and decided.
+"""`InferenceService.status`: what the operator observed and decided, and why.
 
-Status models ignore unknown fields, so an older operator can read a newer one's status.
-Write it with `model_dump(exclude_none=True)`.
+The operator builds these models and writes `InferenceServiceStatus.dump()`: a misspelt or unknown
+field is an error where the status is built (`extra="forbid"`), never a key the API server silently
+prunes. A status read back from the cluster (`InferenceServiceStatus.read`) drops what this version
+does not know, so an older operator can read a newer one's status.
+
+Condition reasons are enums, one per condition type; a condition's `reason` stays a string on the
+wire, so a newer operator's reasons never break an older one's reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic.alias_generators import to_camel
 
 from inferfleet.api.common import KubeModel
+
+READ_CONTEXT = {"read": True}
+"""Validation context for a status written by someone else: unknown fields are dropped."""
 
 
 class Phase(StrEnum):
@@ -29,8 +39,102 @@ class ConditionStatus(StrEnum):
     UNKNOWN = "Unknown"
 
 
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PLACED = "Placed"
+    METRICS_AVAILABLE = "MetricsAvailable"
+    SCALING_LIMITED = "ScalingLimited"
+
+
+class ReadyReason(StrEnum):
+    """Why Ready is what it is; also the reason of the Event posted when it changes."""
+
+    # Waiting for the cluster: nodes that appear or free up can end these without a spec change.
+    NO_MATCHING_NODES = "NoMatchingNodes"
+    UNKNOWN_GPU_MEMORY = "UnknownGpuMemory"
+    MODEL_DOES_NOT_FIT = "ModelDoesNotFit"
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    # Refused: the spec must change.
+    INVALID_SPEC = "InvalidSpec"
+    POLICY_VIOLATION = "PolicyViolation"
+    ENGINE_NOT_MULTI_NODE = "EngineNotMultiNode"
+    # A child object could not be applied.
+    NAME_CONFLICT = "NameConflict"
+    APPLY_FAILED = "ApplyFailed"
+    # The engine pods.
+    DEPLOYING = "Deploying"
+    ROLLING_OUT = "RollingOut"
+    POD_CREATION_FAILED = "PodCreationFailed"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+    ALL_REPLICAS_READY = "AllReplicasReady"
+    SCALED_TO_ZERO = "ScaledToZero"
+
+
+class PlacedReason(StrEnum):
+    """Multi-node services: whether every replica group has its nodes."""
+
+    ALL_REPLICAS_PLACED = "AllReplicasPlaced"
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+
+
+class MetricsReason(StrEnum):
+    """Whether the autoscaler has a fresh queue sample, and why not."""
+
+    QUEUE_DEPTH_REPORTED = "QueueDepthReported"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    CUSTOM_QUERY_DISABLED = "CustomQueryDisabled"
+    INVALID_QUERY = "InvalidQuery"
+
+
+class ScalingReason(StrEnum):
+    """Why the autoscaler decided what it did: the reason of a scalingHistory entry, of the Event
+    posted for a change and of ScalingLimited=True (UpperCamel, as Kubernetes reasons)."""
+
+    QUEUE_ABOVE_TARGET = "QueueAboveTarget"
+    LOAD_ABOVE_CAPACITY = "LoadAboveCapacity"
+    REPLICAS_STARTING = "ReplicasStarting"
+    LOAD_BELOW_CAPACITY = "LoadBelowCapacity"
+    STABILIZING_SCALE_DOWN = "StabilizingScaleDown"
+    STABILIZING_SCALE_UP = "StabilizingScaleUp"
+    AT_MAX_REPLICAS = "AtMaxReplicas"
+    AT_MIN_REPLICAS = "AtMinReplicas"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    SCALE_TO_ZERO = "ScaleToZero"
+    SCALE_FROM_ZERO = "ScaleFromZero"
+    STEADY = "Steady"
+
+
+class ScalingLimitedReason(StrEnum):
+    """ScalingLimited=False; when True its reason is the decision's `ScalingReason`."""
+
+    WITHIN_BOUNDS = "WithinBounds"
+
+
+ConditionReason = ReadyReason | PlacedReason | MetricsReason | ScalingReason | ScalingLimitedReason
+
+
+class EventReason(StrEnum):
+    """Reasons of Events that are not a condition's reason."""
+
+    LITERAL_SECRET_IN_SPEC = "LiteralSecretInSpec"
+    METRICS_AVAILABLE = "MetricsAvailable"
+    """Queue metrics are back (the MetricsAvailable condition turned True)."""
+
+
 class StatusModel(KubeModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_when_read(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, Mapping) and info.context == READ_CONTEXT:
+            known = {*cls.model_fields, *(f.alias for f in cls.model_fields.values() if f.alias)}
+            return {key: value for key, value in data.items() if key in known}
+        return data
+
+    def dump(self) -> dict[str, Any]:
+        """What the operator writes: camelCase, unset fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class Condition(StatusModel):
@@ -47,6 +151,11 @@ class Condition(StatusModel):
 
 
 class ShardPlan(StatusModel):
+    """How one replica is split over GPUs and pods: what `planning.sizing` plans, the builders
+    build from and the status shows."""
+
+    model_config = ConfigDict(frozen=True)
+
     tensor_parallel: int = Field(ge=1, description="Tensor-parallel degree (GPUs per shard, within a node).")
     pipeline_parallel: int = Field(ge=1, description="Pipeline-parallel degree (stages, one pod each).")
     gpus_per_pod: int = Field(ge=1, description="GPUs each pod of a replica requests.")
@@ -67,13 +176,22 @@ class ShardPlan(StatusModel):
         default=None, description="tensorParallel x pipelineParallel, e.g. 4x1 (shown by kubectl get)."
     )
 
-    @model_validator(mode="after")
-    def _fill_derived(self) -> Self:
-        if self.total_gpus is None:
-            self.total_gpus = self.gpus_per_pod * self.pods_per_replica
-        if self.layout is None:
-            self.layout = f"{self.tensor_parallel}x{self.pipeline_parallel}"
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_derived(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+
+        def get(name: str) -> Any:
+            return data.get(name, data.get(to_camel(name)))
+
+        derived: dict[str, Any] = {}
+        per_pod, pods = get("gpus_per_pod"), get("pods_per_replica")
+        if get("total_gpus") is None and isinstance(per_pod, int) and isinstance(pods, int):
+            derived["total_gpus"] = per_pod * pods
+        if get("layout") is None:
+            derived["layout"] = f"{get('tensor_parallel')}x{get('pipeline_parallel')}"
+        return {**data, **derived}
 
 
 class ReplicaPlacement(StatusModel):
@@ -120,14 +238,30 @@ class InferenceServiceStatus(StatusModel):
     shard_plan: ShardPlan | None = Field(
         default=None, description="How one replica is split over GPUs and pods, and its memory budget."
     )
-    placement: list[ReplicaPlacement] = Field(
-        default_factory=list, description="Where each replica's pods are placed."
+    placement: list[ReplicaPlacement] | None = Field(
+        default=None, description="Where each replica's pods are placed."
     )
-    scaling_history: list[ScalingEvent] = Field(
-        default_factory=list, description="The autoscaler's most recent decisions that changed replicas."
+    scaling_history: list[ScalingEvent] | None = Field(
+        default=None, description="The autoscaler's most recent decisions that changed replicas."
     )
     autoscaler: dict[str, Any] | None = Field(
         default=None,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description="The autoscaler's stabilization windows, kept so that operator restarts keep them.",
     )
+
+    @classmethod
+    def read(cls, raw: Mapping[str, Any] | None) -> Self:
+        """A status as stored in the cluster. Fields this version does not know are dropped, and so
+        is a field whose value it cannot read (a newer operator's), rather than failing the reconcile."""
+        data = dict(raw or {})
+        try:
+            return cls.model_validate(data, context=READ_CONTEXT)
+        except ValidationError as e:
+            unreadable = {err["loc"][0] for err in e.errors() if err["loc"]}
+            kept = {key: value for key, value in data.items() if key not in unreadable}
+            return cls.model_validate(kept, context=READ_CONTEXT)
+
+    def evolve(self, **changes: Any) -> Self:
+        """A copy with `changes` (by field name), validated: a misspelt field is an error."""
+        return self.model_validate({**dict(self), **changes})

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from inferfleet.api import InferenceServiceSpec
-from inferfleet.planning.conditions import ConditionUpdate, rfc3339, set_condition
+from inferfleet.api import (
+    ConditionType,
+    InferenceServiceSpec,
+    InferenceServiceStatus,
+    MetricsReason,
+    ScalingEvent,
+    ScalingLimitedReason,
+    ScalingReason,
+)
+from inferfleet.planning.conditions import ConditionUpdate, merge_condition, rfc3339
 from inferfleet.planning.scaling import DEFAULT_TUNING, ScalerState, ScalingDecision, ScalingPolicy
 
-METRICS_AVAILABLE = "MetricsAvailable"
-METRICS_UNAVAILABLE_REASON = "MetricsUnavailable"
-SCALING_LIMITED = "ScalingLimited"
+METRICS_AVAILABLE = ConditionType.METRICS_AVAILABLE
+METRICS_UNAVAILABLE_REASON = MetricsReason.METRICS_UNAVAILABLE
+SCALING_LIMITED = ConditionType.SCALING_LIMITED
 HISTORY_LENGTH = 10
+
+
+@dataclass(frozen=True)
+class TickSample:
+    """What one autoscaler tick measured for a service."""
+
+    current_replicas: int
+    queue_depth: float | None
+    problem: str | None = None
+    """Why there is no fresh sample (None: there is one)."""
+    reason: MetricsReason = MetricsReason.METRICS_UNAVAILABLE
+    """The MetricsAvailable reason that goes with `problem`."""
 
 
 def build_scaling_policy(spec: InferenceServiceSpec) -> ScalingPolicy | None:
@@ -40,6 +59,53 @@ def build_scaling_policy(spec: InferenceServiceSpec) -> ScalingPolicy | None:
     )
 
 
+def compute_metrics_condition(problem: str | None, reason: MetricsReason) -> ConditionUpdate:
+    """MetricsAvailable: True with a fresh sample, else False with why (`reason`, `problem`)."""
+    if problem is None:
+        return ConditionUpdate(
+            METRICS_AVAILABLE, True, MetricsReason.QUEUE_DEPTH_REPORTED, "engine queue metrics are fresh"
+        )
+    return ConditionUpdate(METRICS_AVAILABLE, False, reason, problem)
+
+
+def compute_limited_condition(decision: ScalingDecision) -> ConditionUpdate:
+    """ScalingLimited: True when min/max clipped the recommendation, with the decision's reason."""
+    if decision.limited:
+        return ConditionUpdate(SCALING_LIMITED, True, ScalingReason(decision.reason), decision.message)
+    return ConditionUpdate(
+        SCALING_LIMITED, False, ScalingLimitedReason.WITHIN_BOUNDS, "the recommendation is within min/max"
+    )
+
+
+def build_autoscaler_status(
+    previous: InferenceServiceStatus,
+    decision: ScalingDecision,
+    sample: TickSample,
+    generation: int,
+    now: float,
+) -> InferenceServiceStatus:
+    """The status after one autoscaler tick (without the scaler's window state)."""
+    when = datetime.fromtimestamp(now, UTC)
+    conditions = merge_condition(
+        previous.conditions, when, compute_metrics_condition(sample.problem, sample.reason), generation
+    )
+    conditions = merge_condition(conditions, when, compute_limited_condition(decision), generation)
+    changes: dict[str, Any] = {"conditions": conditions}
+    if sample.queue_depth is not None:
+        changes["queue_depth"] = round(sample.queue_depth, 1)
+    if decision.replicas != sample.current_replicas:
+        entry = ScalingEvent(
+            time=rfc3339(when),
+            from_replicas=sample.current_replicas,
+            to_replicas=decision.replicas,
+            reason=ScalingReason(decision.reason),
+            message=decision.message,
+        )
+        changes["last_scale_time"] = rfc3339(when)
+        changes["scaling_history"] = [*(previous.scaling_history or []), entry][-HISTORY_LENGTH:]
+    return previous.evolve(**changes)
+
+
 def compute_autoscaler_status(
     previous: Mapping[str, Any],
     *,
@@ -51,43 +117,20 @@ def compute_autoscaler_status(
     now: float,
     metrics_reason: str = METRICS_UNAVAILABLE_REASON,
 ) -> dict[str, Any]:
-    """The status after one autoscaler tick (without the scaler's window state).
-
-    `metrics_problem` (with its condition reason, `metrics_reason`) says why there is no sample."""
-    when = datetime.fromtimestamp(now, UTC)
-    status: dict[str, Any] = copy.deepcopy(dict(previous))
-    conditions: list[dict[str, Any]] = status.setdefault("conditions", [])
-    if metrics_problem is None:
-        available = ConditionUpdate(
-            METRICS_AVAILABLE, True, "QueueDepthReported", "engine queue metrics are fresh"
-        )
-    else:
-        available = ConditionUpdate(METRICS_AVAILABLE, False, metrics_reason, metrics_problem)
-    set_condition(conditions, when, available, generation)
-    if decision.limited:
-        limited = ConditionUpdate(SCALING_LIMITED, True, decision.reason, decision.message)
-    else:
-        limited = ConditionUpdate(
-            SCALING_LIMITED, False, "WithinBounds", "the recommendation is within min/max"
-        )
-    set_condition(conditions, when, limited, generation)
-    if queue_depth is not None:
-        status["queueDepth"] = round(queue_depth, 1)
-    if decision.replicas != current_replicas:
-        status["lastScaleTime"] = rfc3339(when)
-        entry = {
-            "time": rfc3339(when),
-            "from": current_replicas,
-            "to": decision.replicas,
-            "reason": decision.reason,
-            "message": decision.message,
-        }
-        status["scalingHistory"] = [*(status.get("scalingHistory") or []), entry][-HISTORY_LENGTH:]
-    return status
+    """`build_autoscaler_status` on a status as plain dicts. `metrics_problem` (with its condition
+    reason, `metrics_reason`, a `MetricsReason`) says why there is no sample."""
+    sample = TickSample(current_replicas, queue_depth, metrics_problem, MetricsReason(metrics_reason))
+    status = build_autoscaler_status(InferenceServiceStatus.read(previous), decision, sample, generation, now)
+    return status.dump()
 
 
 def with_scaler_state(status: Mapping[str, Any], state: ScalerState) -> dict[str, Any]:
     return {**status, "autoscaler": state.to_status()}
+
+
+def with_scaler_window(status: InferenceServiceStatus, state: ScalerState) -> InferenceServiceStatus:
+    """`status` carrying the scaler's windows, so that operator restarts keep them."""
+    return status.evolve(autoscaler=state.to_status())
 
 
 def scaler_state_of(status: Mapping[str, Any]) -> ScalerState:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from inferfleet.api import API_VERSION, KIND, InferenceServiceSpec
+from inferfleet.api import API_VERSION, KIND, InferenceServiceSpec, ShardPlan
 from inferfleet.planning.drain import termination_grace_seconds
-from inferfleet.planning.engines import Parallelism, build_engine_container, build_engine_volumes
+from inferfleet.planning.engines import build_engine_container, build_engine_volumes
 from inferfleet.planning.names import GPU_PRODUCT_LABEL, ZONE_LABEL, child_labels, selector_labels
 
 # Model loads take minutes; a rollout is only stuck after far longer than a web app's.
@@ -41,11 +41,12 @@ def _metadata(owner: Owner, spec: InferenceServiceSpec, name: str | None = None)
     }
 
 
-def build_pod_spec(spec: InferenceServiceSpec, par: Parallelism, gpus: int, service: str) -> dict[str, Any]:
+def build_pod_spec(spec: InferenceServiceSpec, shards: ShardPlan, service: str) -> dict[str, Any]:
+    """The pod of one replica (or of one rank of a multi-node replica)."""
     scheduling = spec.scheduling
     pod: dict[str, Any] = {
-        "containers": [build_engine_container(spec, par, gpus)],
-        "volumes": build_engine_volumes(spec, gpus),
+        "containers": [build_engine_container(spec, shards)],
+        "volumes": build_engine_volumes(spec, shards),
         "tolerations": [
             {"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"},
             *(t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in scheduling.tolerations),
@@ -77,11 +78,11 @@ def build_pod_spec(spec: InferenceServiceSpec, par: Parallelism, gpus: int, serv
 
 
 def build_deployment(
-    owner: Owner, spec: InferenceServiceSpec, par: Parallelism, gpus: int, scheduler_name: str | None = None
+    owner: Owner, spec: InferenceServiceSpec, shards: ShardPlan, scheduler_name: str | None = None
 ) -> dict[str, Any]:
     """One pod per replica, placed by the kube-scheduler (`scheduler_name` picks a profile, e.g. one
     that bin-packs GPUs with NodeResourcesFit MostAllocated; None: the cluster's default)."""
-    pod = build_pod_spec(spec, par, gpus, owner.name)
+    pod = build_pod_spec(spec, shards, owner.name)
     if scheduler_name:
         pod["schedulerName"] = scheduler_name
     labels = child_labels(owner.name, spec.engine.kind.value)

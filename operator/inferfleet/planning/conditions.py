@@ -1,4 +1,4 @@
-"""Kubernetes-style conditions on plain status dicts (as kueue's Set*Condition helpers).
+"""Kubernetes-style conditions (as kueue's Set*Condition helpers), on the typed status.
 
 `lastTransitionTime` changes only when `status` flips; reason, message and
 observedGeneration are updated in place.
@@ -6,9 +6,12 @@ observedGeneration are updated in place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from inferfleet.api import Condition, ConditionReason, ConditionStatus, ConditionType
 
 MAX_MESSAGE_LENGTH = 1024
 """Characters of a condition or Event message: a summary a user reads, never a dump that grows with
@@ -17,9 +20,9 @@ the spec (a status write of a megabyte fails, and fails every tenant's reconcile
 
 @dataclass(frozen=True)
 class ConditionUpdate:
-    type: str
+    type: ConditionType
     status: bool
-    reason: str
+    reason: ConditionReason
     message: str
 
 
@@ -36,28 +39,26 @@ def bound_message(message: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
 
 
 def find_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    """A condition of a status as plain dicts (as written or watched)."""
     return next((c for c in conditions if c.get("type") == type_), None)
 
 
-def set_condition(
-    conditions: list[dict[str, Any]], now: datetime, update: ConditionUpdate, generation: int
-) -> bool:
-    """Set `update` in `conditions` (mutated); True when anything a user sees changed."""
-    status = "True" if update.status else "False"
-    wanted = {
-        "type": update.type,
-        "status": status,
-        "reason": update.reason,
-        "message": bound_message(update.message),
-        "observedGeneration": generation,
-    }
-    current = find_condition(conditions, update.type)
+def merge_condition(
+    conditions: Sequence[Condition], now: datetime, update: ConditionUpdate, generation: int
+) -> list[Condition]:
+    """`conditions` with `update` set (others untouched, in their order; a new type goes last)."""
+    status = ConditionStatus.TRUE if update.status else ConditionStatus.FALSE
+    current = next((c for c in conditions if c.type == update.type), None)
+    flipped = current is None or current.status != status
+    when = rfc3339(now) if flipped or current is None else current.last_transition_time
+    wanted = Condition(
+        type=update.type,
+        status=status,
+        reason=update.reason,
+        message=bound_message(update.message),
+        observed_generation=generation,
+        last_transition_time=when,
+    )
     if current is None:
-        conditions.append({**wanted, "lastTransitionTime": rfc3339(now)})
-        return True
-    if all(current.get(k) == v for k, v in wanted.items()):
-        return False
-    if current.get("status") != status:
-        current["lastTransitionTime"] = rfc3339(now)
-    current.update(wanted)
-    return True
+        return [*conditions, wanted]
+    return [wanted if c is current else c for c in conditions]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from inferfleet.api import Dtype, EngineKind, InferenceServiceSpec
+from inferfleet.api import Dtype, EngineKind, InferenceServiceSpec, ShardPlan
 from inferfleet.planning.drain import build_drain_hook
 
 DEFAULT_IMAGES: dict[EngineKind, str] = {
@@ -18,12 +18,6 @@ SHM_DIR = "/dev/shm"
 # Engines load weights before they answer /health: allow up to 30 minutes for big models.
 STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURE_THRESHOLD = 180
-
-
-@dataclass(frozen=True)
-class Parallelism:
-    tensor: int
-    pipeline: int
 
 
 @dataclass(frozen=True)
@@ -51,15 +45,15 @@ def locate_model(source: str) -> ModelLocation:
     return ModelLocation(path=source)
 
 
-def _vllm_args(spec: InferenceServiceSpec, model: str, par: Parallelism) -> list[str]:
+def _vllm_args(spec: InferenceServiceSpec, model: str, shards: ShardPlan) -> list[str]:
     m, e = spec.model, spec.engine
     args = [
         "--model", model,
         "--served-model-name", m.name,
         "--host", "0.0.0.0",
         "--port", str(e.port),
-        "--tensor-parallel-size", str(par.tensor),
-        "--pipeline-parallel-size", str(par.pipeline),
+        "--tensor-parallel-size", str(shards.tensor_parallel),
+        "--pipeline-parallel-size", str(shards.pipeline_parallel),
         "--max-num-seqs", str(e.max_concurrent_requests),
         "--download-dir", MODEL_CACHE_DIR,
     ]  # fmt: skip
@@ -75,15 +69,15 @@ def _vllm_args(spec: InferenceServiceSpec, model: str, par: Parallelism) -> list
     return args
 
 
-def _sglang_args(spec: InferenceServiceSpec, model: str, par: Parallelism) -> list[str]:
+def _sglang_args(spec: InferenceServiceSpec, model: str, shards: ShardPlan) -> list[str]:
     m, e = spec.model, spec.engine
     args = [
         "--model-path", model,
         "--served-model-name", m.name,
         "--host", "0.0.0.0",
         "--port", str(e.port),
-        "--tp-size", str(par.tensor),
-        "--pp-size", str(par.pipeline),
+        "--tp-size", str(shards.tensor_parallel),
+        "--pp-size", str(shards.pipeline_parallel),
         "--max-running-requests", str(e.max_concurrent_requests),
         "--enable-metrics",
     ]  # fmt: skip
@@ -98,13 +92,13 @@ def _sglang_args(spec: InferenceServiceSpec, model: str, par: Parallelism) -> li
     return args
 
 
-def _tgi_args(spec: InferenceServiceSpec, model: str, par: Parallelism) -> list[str]:
+def _tgi_args(spec: InferenceServiceSpec, model: str, shards: ShardPlan) -> list[str]:
     m, e = spec.model, spec.engine
     args = [
         "--model-id", model,
         "--hostname", "0.0.0.0",
         "--port", str(e.port),
-        "--num-shard", str(par.tensor),
+        "--num-shard", str(shards.tensor_parallel),
         "--max-concurrent-requests", str(e.max_concurrent_requests),
         "--huggingface-hub-cache", f"{MODEL_CACHE_DIR}/hf",
     ]  # fmt: skip
@@ -148,9 +142,9 @@ def _env(spec: InferenceServiceSpec, location: ModelLocation) -> list[dict[str, 
     return env
 
 
-def build_engine_container(spec: InferenceServiceSpec, par: Parallelism, gpus: int) -> dict[str, Any]:
-    """The engine container of one pod that holds `gpus` GPUs."""
-    kind = spec.engine.kind
+def build_engine_container(spec: InferenceServiceSpec, shards: ShardPlan) -> dict[str, Any]:
+    """The engine container of one pod of a replica split as `shards` plans."""
+    kind, gpus = spec.engine.kind, shards.gpus_per_pod
     location = locate_model(spec.model.source)
     container: dict[str, Any] = {
         "name": "engine",
@@ -183,13 +177,13 @@ def build_engine_container(spec: InferenceServiceSpec, par: Parallelism, gpus: i
         container["args"] = list(spec.engine.args)
     else:
         container["command"] = _COMMANDS[kind]
-        container["args"] = _ARGS[kind](spec, location.path, par) + list(spec.engine.args)
+        container["args"] = _ARGS[kind](spec, location.path, shards) + list(spec.engine.args)
     return container
 
 
-def build_engine_volumes(spec: InferenceServiceSpec, gpus: int) -> list[dict[str, Any]]:
+def build_engine_volumes(spec: InferenceServiceSpec, shards: ShardPlan) -> list[dict[str, Any]]:
     # NCCL needs shared memory for tensor parallelism; a memory-backed emptyDir replaces the 64 MiB default.
-    shm_gib = max(1, 2 * gpus)
+    shm_gib = max(1, 2 * shards.gpus_per_pod)
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib}Gi"}},
         {"name": "model-cache", "emptyDir": {}},

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from collections.abc import Sequence
 from typing import Any
 
-from inferfleet.api import EngineKind, InferenceServiceSpec
+from inferfleet.api import EngineKind, InferenceServiceSpec, ShardPlan
 from inferfleet.api.reserved import RAY_PORT, SGLANG_DIST_PORT
 from inferfleet.planning.children import Owner, build_pod_spec, build_service, owner_reference
-from inferfleet.planning.engines import Parallelism, build_engine_container
+from inferfleet.planning.engines import build_engine_container
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL, child_labels
+from inferfleet.planning.placement import GroupPlacement
 
 MULTI_NODE_ENGINES: frozenset[EngineKind] = frozenset({EngineKind.VLLM, EngineKind.SGLANG})
 TGI_NOT_MULTI_NODE = "tgi does not support multi-node serving; use vllm or sglang"
@@ -56,9 +56,9 @@ def leader_address(namespace: str, service: str, replica: int) -> str:
     return f"{name}-0.{name}.{namespace}.svc.cluster.local"
 
 
-def _generated_args(spec: InferenceServiceSpec, par: Parallelism) -> tuple[list[str], list[str]]:
+def _generated_args(spec: InferenceServiceSpec, shards: ShardPlan) -> tuple[list[str], list[str]]:
     """The engine's usual flags, split from the user's extra args (which must stay last to win)."""
-    args: list[str] = build_engine_container(spec, par, par.tensor)["args"]
+    args: list[str] = build_engine_container(spec, shards)["args"]
     extra = len(spec.engine.args)
     return args[: len(args) - extra], args[len(args) - extra :]
 
@@ -94,23 +94,24 @@ fi
 
 
 def build_multinode_command(
-    spec: InferenceServiceSpec, par: Parallelism, pods: int, leader_host: str
+    spec: InferenceServiceSpec, shards: ShardPlan, leader_host: str
 ) -> tuple[list[str], list[str]]:
-    """(command, args) of the engine container of every rank; the script branches on $POD_INDEX.
+    """(command, args) of the engine container of every rank of a replica split as `shards` plans
+    (one pod per pipeline stage); the script branches on $POD_INDEX.
 
     The engine flags are passed as the script's positional parameters ("$@"), so user args need
     no shell quoting.
     """
-    kind = spec.engine.kind
+    kind, pods = spec.engine.kind, shards.pods_per_replica
     if kind == EngineKind.TGI:
         raise ValueError(TGI_NOT_MULTI_NODE)
-    generated, user = _generated_args(spec, par)
+    generated, user = _generated_args(spec, shards)
     if kind == EngineKind.VLLM:
         script = _vllm_script(pods, leader_host)
         args = [*generated, "--distributed-executor-backend", "ray", *user]
     elif kind == EngineKind.SGLANG:
         # SGLang shards one tensor-parallel group over all GPUs of all nodes.
-        generated = _set_flag(generated, "--tp-size", str(par.tensor * pods))
+        generated = _set_flag(generated, "--tp-size", str(shards.tensor_parallel * pods))
         generated = _set_flag(generated, "--pp-size", "1")
         script = 'exec python3 -m sglang.launch_server --node-rank "$POD_INDEX" "$@"\n'
         dist = ["--nnodes", str(pods), "--dist-init-addr", f"{leader_host}:{SGLANG_DIST_PORT}"]
@@ -133,17 +134,15 @@ def _leader_only_probe(probe: dict[str, Any], port: int) -> dict[str, Any]:
     return {"exec": {"command": ["python3", "-c", check]}, **kept}
 
 
-def _placement(
-    service: str, replica: int, topology_key: str, domain: str, nodes: Sequence[str]
-) -> dict[str, Any]:
+def _affinity(service: str, replica: int, topology_key: str, placement: GroupPlacement) -> dict[str, Any]:
     return {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
                     {
                         "matchExpressions": [
-                            {"key": HOSTNAME_LABEL, "operator": "In", "values": list(nodes)},
-                            {"key": topology_key, "operator": "In", "values": [domain]},
+                            {"key": HOSTNAME_LABEL, "operator": "In", "values": list(placement.nodes)},
+                            {"key": topology_key, "operator": "In", "values": [placement.domain]},
                         ]
                     }
                 ]
@@ -161,24 +160,18 @@ def _placement(
 
 
 def build_group_statefulset(
-    owner: Owner,
-    spec: InferenceServiceSpec,
-    par: Parallelism,
-    gpus_per_pod: int,
-    pods: int,
-    replica: int,
-    domain: str,
-    nodes: Sequence[str],
+    owner: Owner, spec: InferenceServiceSpec, shards: ShardPlan, replica: int, placement: GroupPlacement
 ) -> dict[str, Any]:
-    kind = spec.engine.kind
+    """Replica group `replica`: one pod per pipeline stage of `shards`, on the nodes of `placement`."""
+    kind, pods = spec.engine.kind, shards.pods_per_replica
     if kind == EngineKind.TGI:
         raise ValueError(TGI_NOT_MULTI_NODE)
     service, name = owner.name, group_name(owner.name, replica)
     leader = leader_address(owner.namespace, service, replica)
 
-    pod = build_pod_spec(spec, par, gpus_per_pod, service)
+    pod = build_pod_spec(spec, shards, service)
     pod.pop("topologySpreadConstraints")  # a group is packed into one domain, not spread
-    pod["affinity"] = _placement(service, replica, spec.sharding.topology_key, domain, nodes)
+    pod["affinity"] = _affinity(service, replica, spec.sharding.topology_key, placement)
     engine = pod["containers"][0]
     engine["env"] = [
         {
@@ -191,7 +184,7 @@ def build_group_statefulset(
     ]
     # A custom image keeps its entrypoint, args and probes: its ranks are its own business.
     if kind in MULTI_NODE_ENGINES:
-        engine["command"], engine["args"] = build_multinode_command(spec, par, pods, leader)
+        engine["command"], engine["args"] = build_multinode_command(spec, shards, leader)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             engine[probe] = _leader_only_probe(engine[probe], spec.engine.port)
 
@@ -221,8 +214,8 @@ def build_group_statefulset(
                     "labels": labels,
                     # Part of the template, so a changed placement rolls the group.
                     "annotations": {
-                        PLACEMENT_DOMAIN_ANNOTATION: domain,
-                        PLACEMENT_NODES_ANNOTATION: ",".join(nodes),
+                        PLACEMENT_DOMAIN_ANNOTATION: placement.domain,
+                        PLACEMENT_NODES_ANNOTATION: ",".join(placement.nodes),
                     },
                 },
                 "spec": pod,

@@ -16,7 +16,6 @@ from inferfleet.api import InferenceServiceSpec
 DEFAULT_MAX_REPLICAS_PER_SERVICE = 64
 DEFAULT_GPU_RESOURCE_NAMES = frozenset({"nvidia.com/gpu", "amd.com/gpu"})
 CONTROL_PLANE_TAINTS = frozenset({"node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master"})
-POLICY_VIOLATION = "PolicyViolation"
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferfleet.api import InferenceServiceSpec, ShardingMode
+from inferfleet.api import InferenceServiceSpec, ReadyReason, ShardingMode, ShardPlan
 from inferfleet.planning import sizing
 from inferfleet.planning.children import Owner, build_deployment, build_pdb, build_service
-from inferfleet.planning.engines import Parallelism
 from inferfleet.planning.groups import (
     MULTI_NODE_ENGINES,
     build_group_headless_service,
@@ -25,18 +24,23 @@ from inferfleet.planning.placement import (
     compute_free_gpus,
     plan_groups,
 )
-from inferfleet.planning.policy import POLICY_VIOLATION, TenantPolicy, compute_policy_violations
+from inferfleet.planning.policy import TenantPolicy, compute_policy_violations
 
 # Sizing needs a context length; an unset maxModelLen is budgeted as this many tokens.
 DEFAULT_SIZING_CONTEXT = 8192
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Blocked:
     """Why nothing can be deployed now; becomes Ready=False with this reason and an Event."""
 
-    reason: str
+    reason: ReadyReason
     message: str
+
+    def __init__(self, reason: ReadyReason | str, message: str) -> None:
+        # A reason given as a string must still be a ReadyReason: a misspelt one fails here.
+        object.__setattr__(self, "reason", ReadyReason(reason))
+        object.__setattr__(self, "message", message)
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class GroupInputs:
 
 @dataclass(frozen=True)
 class ServicePlan:
-    shard_plan: sizing.ShardPlan | None = None
+    shard_plan: ShardPlan | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
     blocked: Blocked | None = None
     placements: Mapping[int, GroupPlacement] = field(default_factory=dict)
@@ -81,7 +85,7 @@ def resolve_gpu(spec: InferenceServiceSpec, products: Mapping[str, ProductCapaci
         if acc.product not in products:
             available = ", ".join(sorted(products)) or "none"
             return Blocked(
-                "NoMatchingNodes",
+                ReadyReason.NO_MATCHING_NODES,
                 f"no schedulable node offers {acc.resource_name} of product {acc.product} "
                 f"(node label nvidia.com/gpu.product); products in the cluster: {available}",
             )
@@ -89,13 +93,13 @@ def resolve_gpu(spec: InferenceServiceSpec, products: Mapping[str, ProductCapaci
     else:
         candidates = list(products.values())
         if not candidates:
-            return Blocked("NoMatchingNodes", f"no schedulable node offers {acc.resource_name}")
+            return Blocked(ReadyReason.NO_MATCHING_NODES, f"no schedulable node offers {acc.resource_name}")
     # What the nodes report is the truth; the spec's numbers are for planning without a cluster.
     reported = [c.gpu_memory_gib for c in candidates if c.gpu_memory_gib is not None]
     memory = min(reported) if reported else acc.memory_gib
     if memory is None:
         return Blocked(
-            "UnknownGpuMemory",
+            ReadyReason.UNKNOWN_GPU_MEMORY,
             "GPU memory is unknown: set spec.accelerator.memoryGiB or label the nodes nvidia.com/gpu.memory",
         )
     # Without a product any node may be chosen, so plan for the smallest one.
@@ -137,7 +141,7 @@ def plan_service(
     installation's `policy` refuses is planned no further (nothing of it is applied)."""
     violations = compute_policy_violations(spec, policy or TenantPolicy())
     if violations:
-        return ServicePlan(blocked=Blocked(POLICY_VIOLATION, "; ".join(violations)))
+        return ServicePlan(blocked=Blocked(ReadyReason.POLICY_VIOLATION, "; ".join(violations)))
     gpu = resolve_gpu(spec, products)
     if isinstance(gpu, Blocked):
         return ServicePlan(blocked=gpu)
@@ -145,11 +149,10 @@ def plan_service(
         shards = sizing.plan_shards(build_sizing_input(spec, gpu))
     except sizing.SizingError as e:
         return ServicePlan(blocked=Blocked(e.reason, str(e)))
-    par = Parallelism(tensor=shards.tensor_parallel, pipeline=shards.pipeline_parallel)
     if shards.pods_per_replica > 1:
-        return plan_multi_node(owner, spec, shards, par, groups or GroupInputs())
+        return plan_multi_node(owner, spec, shards, groups or GroupInputs())
     children = [
-        build_deployment(owner, spec, par, shards.gpus_per_pod, scheduler_name),
+        build_deployment(owner, spec, shards, scheduler_name),
         build_service(owner, spec),
         build_pdb(owner, spec),
     ]
@@ -157,13 +160,13 @@ def plan_service(
 
 
 def plan_multi_node(
-    owner: Owner, spec: InferenceServiceSpec, shards: sizing.ShardPlan, par: Parallelism, groups: GroupInputs
+    owner: Owner, spec: InferenceServiceSpec, shards: ShardPlan, groups: GroupInputs
 ) -> ServicePlan:
     """Whole groups or nothing: a replica's objects exist only once all its nodes are chosen."""
     if spec.engine.kind not in MULTI_NODE_ENGINES:
         kind = spec.engine.kind.value
         message = f"one replica needs {shards.pods_per_replica} nodes and {kind} has no multi-node serving"
-        return ServicePlan(shard_plan=shards, blocked=Blocked("EngineNotMultiNode", message))
+        return ServicePlan(shard_plan=shards, blocked=Blocked(ReadyReason.ENGINE_NOT_MULTI_NODE, message))
     wanted = range(spec.replicas)
     kept = {r: p for r, p in groups.existing.items() if r < spec.replicas}
     free = compute_free_gpus(
@@ -186,12 +189,7 @@ def plan_multi_node(
     shortfalls = {r: p for r, p in new.items() if isinstance(p, Shortfall)}
     children: list[dict[str, Any]] = []
     for replica, placement in sorted(placements.items()):
-        children.append(
-            build_group_statefulset(
-                owner, spec, par, shards.gpus_per_pod, shards.pods_per_replica, replica,
-                placement.domain, placement.nodes,
-            )
-        )  # fmt: skip
+        children.append(build_group_statefulset(owner, spec, shards, replica, placement))
         children.append(build_group_headless_service(owner, spec, replica))
     children += [build_group_user_service(owner, spec), build_pdb(owner, spec)]
     surplus = tuple(sorted((r for r in groups.existing if r >= spec.replicas), reverse=True))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from inferfleet.api import ReadyReason, ShardPlan
 from inferfleet.api.spec import Dtype
 
 GIB = 2**30
@@ -62,14 +63,14 @@ class SizingError(ValueError):
     `reason` is the Ready condition's reason: waiting for bigger or more GPUs.
     """
 
-    reason = "ModelDoesNotFit"
+    reason = ReadyReason.MODEL_DOES_NOT_FIT
 
 
 class InvalidShardingError(SizingError):
     """The sharding asked for cannot work on this model on any cluster (heads or layers do not
     divide): the spec must change, no capacity will help."""
 
-    reason = "InvalidSpec"
+    reason = ReadyReason.INVALID_SPEC
 
 
 @dataclass(frozen=True)
@@ -123,22 +124,6 @@ class SizingInput:
             raise SizingError("gpus_per_node and max_nodes must be at least 1")
         if not 0 < self.gpu_memory_utilization <= 1 or self.runtime_overhead_gib < 0:
             raise SizingError("gpu_memory_utilization must be in (0, 1] and runtime_overhead_gib >= 0")
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    tensor_parallel: int
-    pipeline_parallel: int
-    gpus_per_pod: int  # GPUs of one pod (one pod per pipeline stage for multi-node replicas)
-    pods_per_replica: int  # 1 when the replica fits on one node
-    total_gpus: int  # tensor_parallel * pipeline_parallel
-    weights_gib: float  # whole model, rounded to 0.1
-    kv_cache_gib: float  # one max_model_len sequence, whole replica, rounded to 0.1
-    per_gpu_gib: float  # what one GPU must hold, overhead included, rounded to 0.1
-
-    @property
-    def layout(self) -> str:
-        return f"{self.tensor_parallel}x{self.pipeline_parallel}"
 
 
 def compute_weights_gib(parameters_billions: float, dtype: Dtype) -> float:

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from inferfleet.api import Phase
-from inferfleet.planning import sizing
-from inferfleet.planning.conditions import ConditionUpdate, bound_message, find_condition, set_condition
+from inferfleet.api import (
+    ConditionStatus,
+    ConditionType,
+    InferenceServiceStatus,
+    Phase,
+    PlacedReason,
+    ReadyReason,
+    ReplicaPlacement,
+    ShardPlan,
+)
+from inferfleet.planning.conditions import ConditionUpdate, bound_message, merge_condition
 from inferfleet.planning.observed import ObservedGroup
 from inferfleet.planning.service import Blocked, ServicePlan
 
-READY = "Ready"
-PLACED = "Placed"
+READY = ConditionType.READY
+PLACED = ConditionType.PLACED
+PROGRESSING_REASONS = frozenset({ReadyReason.DEPLOYING, ReadyReason.ROLLING_OUT})
+"""Ready=False reasons that are progress, posted as Normal Events."""
 MAX_RANGES = 4
 """Runs of replica numbers named per summary line; more are counted, not listed."""
 
@@ -60,7 +69,7 @@ class Observation:
     selector: str
     endpoint: str
     blocked: Blocked | None
-    shard_plan: sizing.ShardPlan | None
+    shard_plan: ShardPlan | None
     deployment: ObservedDeployment | None
     placed: ConditionUpdate | None = None
     """Multi-node services only: whether every replica group has its nodes."""
@@ -123,10 +132,13 @@ def compute_placed(plan: ServicePlan) -> ConditionUpdate | None:
         return None
     if plan.shortfalls:
         details = summarize_by_replica({r: s.message for r, s in plan.shortfalls.items()})
-        return ConditionUpdate(PLACED, False, "InsufficientCapacity", details)
+        return ConditionUpdate(PLACED, False, PlacedReason.INSUFFICIENT_CAPACITY, details)
     domains = summarize_by_replica({r: p.domain for r, p in plan.placements.items()}, joiner=" in ")
     return ConditionUpdate(
-        PLACED, True, "AllReplicasPlaced", bound_message(f"replica groups placed whole: {domains}")
+        PLACED,
+        True,
+        PlacedReason.ALL_REPLICAS_PLACED,
+        bound_message(f"replica groups placed whole: {domains}"),
     )
 
 
@@ -149,87 +161,90 @@ def placement_status(groups: Sequence[ObservedGroup]) -> tuple[dict[str, Any], .
 
 def compute_ready(obs: Observation) -> tuple[ConditionUpdate, Phase]:
     if obs.blocked is not None:
-        phase = Phase.FAILED if obs.blocked.reason == "InvalidSpec" else Phase.PENDING
+        phase = Phase.FAILED if obs.blocked.reason == ReadyReason.INVALID_SPEC else Phase.PENDING
         return ConditionUpdate(READY, False, obs.blocked.reason, obs.blocked.message), phase
     d = obs.deployment
     if obs.apply_error is not None:
         phase = Phase.DEGRADED if d is not None and d.ready_replicas else Phase.DEPLOYING
         return ConditionUpdate(READY, False, obs.apply_error.reason, obs.apply_error.message), phase
     if obs.placed is not None and not obs.placed.status and (d is None or d.ready_replicas == 0):
-        return ConditionUpdate(READY, False, obs.placed.reason, obs.placed.message), Phase.PLACING
+        return ConditionUpdate(
+            READY, False, ReadyReason(obs.placed.reason), obs.placed.message
+        ), Phase.PLACING
     if d is None:
-        return ConditionUpdate(READY, False, "Deploying", "creating the engine Deployment"), Phase.DEPLOYING
+        return ConditionUpdate(
+            READY, False, ReadyReason.DEPLOYING, "creating the engine Deployment"
+        ), Phase.DEPLOYING
     desired = obs.desired_replicas
     if desired == 0:
-        return ConditionUpdate(READY, True, "ScaledToZero", "0 replicas desired"), Phase.READY
+        return ConditionUpdate(READY, True, ReadyReason.SCALED_TO_ZERO, "0 replicas desired"), Phase.READY
     counts = f"{d.ready_replicas}/{desired} replicas ready"
     if d.replica_failure is not None and d.ready_replicas < desired:
         phase = Phase.DEGRADED if d.ready_replicas else Phase.DEPLOYING
-        return ConditionUpdate(READY, False, "PodCreationFailed", f"{counts}; {d.replica_failure}"), phase
+        return ConditionUpdate(
+            READY, False, ReadyReason.POD_CREATION_FAILED, f"{counts}; {d.replica_failure}"
+        ), phase
     rolled_out = (
         d.observed_generation >= d.generation and d.updated_replicas >= desired and d.replicas == desired
     )
     if d.ready_replicas >= desired and rolled_out:
-        return ConditionUpdate(READY, True, "AllReplicasReady", counts), Phase.READY
+        return ConditionUpdate(READY, True, ReadyReason.ALL_REPLICAS_READY, counts), Phase.READY
     if not rolled_out and d.ready_replicas == 0:
-        return ConditionUpdate(READY, False, "Deploying", f"{counts}; starting engine pods"), Phase.DEPLOYING
+        return ConditionUpdate(
+            READY, False, ReadyReason.DEPLOYING, f"{counts}; starting engine pods"
+        ), Phase.DEPLOYING
     if not rolled_out:
         return ConditionUpdate(
-            READY, False, "RollingOut", f"{counts}; rolling out a new engine spec"
+            READY, False, ReadyReason.ROLLING_OUT, f"{counts}; rolling out a new engine spec"
         ), Phase.DEGRADED
     phase = Phase.DEGRADED if d.ready_replicas else Phase.DEPLOYING
-    return ConditionUpdate(READY, False, "ReplicasNotReady", counts), phase
+    return ConditionUpdate(READY, False, ReadyReason.REPLICAS_NOT_READY, counts), phase
 
 
-def shard_plan_status(plan: sizing.ShardPlan) -> dict[str, Any]:
-    return {
-        "tensorParallel": plan.tensor_parallel,
-        "pipelineParallel": plan.pipeline_parallel,
-        "gpusPerPod": plan.gpus_per_pod,
-        "podsPerReplica": plan.pods_per_replica,
-        "totalGpus": plan.total_gpus,
-        "weightsGiB": plan.weights_gib,
-        "kvCacheGiB": plan.kv_cache_gib,
-        "perGpuGiB": plan.per_gpu_gib,
-        "layout": plan.layout,
-    }
-
-
-def compute_status(obs: Observation, previous: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def build_status(obs: Observation, previous: InferenceServiceStatus, now: datetime) -> InferenceServiceStatus:
     """The whole status to write; equal to `previous` when nothing a user sees changed."""
-    conditions: list[dict[str, Any]] = copy.deepcopy(list(previous.get("conditions") or []))
     ready, phase = compute_ready(obs)
-    set_condition(conditions, now, ready, obs.generation)
+    conditions = merge_condition(previous.conditions, now, ready, obs.generation)
     if obs.placed is not None:
-        set_condition(conditions, now, obs.placed, obs.generation)
-    status: dict[str, Any] = {
-        **previous,
-        "observedGeneration": obs.generation,
-        "phase": phase.value,
+        conditions = merge_condition(conditions, now, obs.placed, obs.generation)
+    changes: dict[str, Any] = {
+        "observed_generation": obs.generation,
+        "phase": phase,
         "conditions": conditions,
         "replicas": obs.deployment.replicas if obs.deployment else 0,
-        "readyReplicas": obs.deployment.ready_replicas if obs.deployment else 0,
+        "ready_replicas": obs.deployment.ready_replicas if obs.deployment else 0,
         "selector": obs.selector,
         "endpoint": obs.endpoint,
     }
     if obs.shard_plan is not None:
-        status["shardPlan"] = shard_plan_status(obs.shard_plan)
+        changes["shard_plan"] = obs.shard_plan
     if obs.placed is not None or obs.placement:
-        status["placement"] = list(obs.placement)
-    return status
+        changes["placement"] = [ReplicaPlacement.model_validate(p) for p in obs.placement]
+    return previous.evolve(**changes)
 
 
-def compute_events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def compute_status(obs: Observation, previous: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """`build_status` on a status as plain dicts (as watched, and as patched)."""
+    return build_status(obs, InferenceServiceStatus.read(previous), now).dump()
+
+
+def compute_status_events(
+    previous: InferenceServiceStatus, current: InferenceServiceStatus
+) -> list[tuple[str, str, str]]:
     """(type, reason, message) Events for transitions users care about; none on idle reconciles."""
     events = []
     for type_ in (PLACED, READY):
-        before = find_condition(list(previous.get("conditions") or []), type_)
-        after = find_condition(list(current.get("conditions") or []), type_)
+        before = next((c for c in previous.conditions if c.type == type_), None)
+        after = next((c for c in current.conditions if c.type == type_), None)
         if after is None:
             continue
-        key = (after["status"], after["reason"])
-        if before is not None and (before.get("status"), before.get("reason")) == key:
+        if before is not None and (before.status, before.reason) == (after.status, after.reason):
             continue
-        progressing = after["status"] == "True" or after["reason"] in ("Deploying", "RollingOut")
-        events.append(("Normal" if progressing else "Warning", after["reason"], after["message"]))
+        progressing = after.status == ConditionStatus.TRUE or after.reason in PROGRESSING_REASONS
+        events.append(("Normal" if progressing else "Warning", after.reason or "", after.message or ""))
     return events
+
+
+def compute_events(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """`compute_status_events` on statuses as plain dicts."""
+    return compute_status_events(InferenceServiceStatus.read(previous), InferenceServiceStatus.read(current))
