@@ -138,7 +138,7 @@ def test_groups_count_as_replicas_only_when_every_member_is_ready() -> None:
 
     groups = [group(1, 1), group(0, 2)]
     assert aggregate_groups(groups) == ObservedDeployment(2, 1, 2, 1, 1)
-    assert placement_status(groups) == (
+    assert tuple(p.dump() for p in placement_status(groups)) == (
         {"replica": 0, "domain": "rack-0", "nodes": ["n0a", "n0b"]},
         {"replica": 1, "domain": "rack-1", "nodes": ["n1a", "n1b"]},
     )
@@ -148,7 +148,7 @@ def test_single_pod_replicas_are_listed_by_pod_name_with_their_nodes_domain() ->
     from inferfleet.planning.status import pod_placement_status
 
     pods = [("svc-b", "n2"), ("svc-a", "n1")]
-    assert pod_placement_status(pods, {"n1": "zone-a", "n2": "zone-b"}) == (
+    assert tuple(p.dump() for p in pod_placement_status(pods, {"n1": "zone-a", "n2": "zone-b"})) == (
         {"replica": 0, "domain": "zone-a", "nodes": ["n1"]},
         {"replica": 1, "domain": "zone-b", "nodes": ["n2"]},
     )

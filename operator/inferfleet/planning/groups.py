@@ -159,6 +159,28 @@ def _affinity(service: str, replica: int, topology_key: str, placement: GroupPla
     }
 
 
+def _group_pod(spec: InferenceServiceSpec, shards: ShardPlan, service: str, leader: str) -> dict[str, Any]:
+    """The pod template of every rank: told its rank, its leader and the group size."""
+    pod = build_pod_spec(spec, shards, service)
+    pod.pop("topologySpreadConstraints")  # a group is packed into one domain, not spread
+    engine = pod["containers"][0]
+    engine["env"] = [
+        {
+            "name": "POD_INDEX",
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}},
+        },
+        {"name": "LEADER_ADDRESS", "value": leader},
+        {"name": "GROUP_SIZE", "value": str(shards.pods_per_replica)},
+        *engine["env"],
+    ]
+    # A custom image keeps its entrypoint, args and probes: its ranks are its own business.
+    if spec.engine.kind in MULTI_NODE_ENGINES:
+        engine["command"], engine["args"] = build_multinode_command(spec, shards, leader)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            engine[probe] = _leader_only_probe(engine[probe], spec.engine.port)
+    return pod
+
+
 def build_group_statefulset(
     owner: Owner, spec: InferenceServiceSpec, shards: ShardPlan, replica: int, placement: GroupPlacement
 ) -> dict[str, Any]:
@@ -167,27 +189,8 @@ def build_group_statefulset(
     if kind == EngineKind.TGI:
         raise ValueError(TGI_NOT_MULTI_NODE)
     service, name = owner.name, group_name(owner.name, replica)
-    leader = leader_address(owner.namespace, service, replica)
-
-    pod = build_pod_spec(spec, shards, service)
-    pod.pop("topologySpreadConstraints")  # a group is packed into one domain, not spread
+    pod = _group_pod(spec, shards, service, leader_address(owner.namespace, service, replica))
     pod["affinity"] = _affinity(service, replica, spec.sharding.topology_key, placement)
-    engine = pod["containers"][0]
-    engine["env"] = [
-        {
-            "name": "POD_INDEX",
-            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}},
-        },
-        {"name": "LEADER_ADDRESS", "value": leader},
-        {"name": "GROUP_SIZE", "value": str(pods)},
-        *engine["env"],
-    ]
-    # A custom image keeps its entrypoint, args and probes: its ranks are its own business.
-    if kind in MULTI_NODE_ENGINES:
-        engine["command"], engine["args"] = build_multinode_command(spec, shards, leader)
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            engine[probe] = _leader_only_probe(engine[probe], spec.engine.port)
-
     selector = group_selector(service, replica)
     labels = {**child_labels(service, kind.value), **selector}
     return {

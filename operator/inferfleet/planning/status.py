@@ -73,7 +73,7 @@ class Observation:
     deployment: ObservedDeployment | None
     placed: ConditionUpdate | None = None
     """Multi-node services only: whether every replica group has its nodes."""
-    placement: tuple[dict[str, Any], ...] = ()
+    placement: tuple[ReplicaPlacement, ...] = ()
     apply_error: Blocked | None = None
     """Why the last apply of a child object failed (ApplyFailed, or NameConflict: its name is
     another object's); Ready stays False with that reason until an apply succeeds."""
@@ -144,17 +144,17 @@ def compute_placed(plan: ServicePlan) -> ConditionUpdate | None:
 
 def pod_placement_status(
     pods: Sequence[tuple[str, str]], node_domains: Mapping[str, str]
-) -> tuple[dict[str, Any], ...]:
+) -> tuple[ReplicaPlacement, ...]:
     """Single-pod replicas: (pod, node) pairs by pod name, each with its node's domain."""
     return tuple(
-        {"replica": i, "domain": node_domains.get(node, ""), "nodes": [node]}
+        ReplicaPlacement(replica=i, domain=node_domains.get(node, ""), nodes=[node])
         for i, (_, node) in enumerate(sorted(pods))
     )
 
 
-def placement_status(groups: Sequence[ObservedGroup]) -> tuple[dict[str, Any], ...]:
+def placement_status(groups: Sequence[ObservedGroup]) -> tuple[ReplicaPlacement, ...]:
     return tuple(
-        {"replica": g.replica, "domain": g.domain, "nodes": list(g.nodes)}
+        ReplicaPlacement(replica=g.replica, domain=g.domain, nodes=list(g.nodes))
         for g in sorted(groups, key=lambda g: g.replica)
     )
 
@@ -219,7 +219,7 @@ def build_status(obs: Observation, previous: InferenceServiceStatus, now: dateti
     if obs.shard_plan is not None:
         changes["shard_plan"] = obs.shard_plan
     if obs.placed is not None or obs.placement:
-        changes["placement"] = [ReplicaPlacement.model_validate(p) for p in obs.placement]
+        changes["placement"] = list(obs.placement)
     return previous.evolve(**changes)
 
 
