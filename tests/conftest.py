@@ -19,7 +19,7 @@ from inferfleet.localcluster.cluster import LocalCluster
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.paths import cache_dir
 from inferfleet.localcluster.prometheus import LocalPrometheus
-from tests.rbac import ChartIdentity, rbac_denials
+from tests.rbac import RBAC_SETTLED_AT, ChartIdentity, rbac_denials
 
 TESTS = Path(__file__).parent
 
@@ -142,7 +142,7 @@ def run_operator(
         op.stop()
         if request.node.stash.get(FAILED, False):
             print_log_tail(op)
-        denials += rbac_denials(op.log_text())
+        denials += rbac_denials(op.log_text(), request.node.stash.get(RBAC_SETTLED_AT, None))
     # A call the chart does not grant fails the test even when the behaviour it serves goes untested.
     assert denials == [], "the chart's RBAC refused the operator:\n" + "\n".join(denials)
 

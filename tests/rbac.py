@@ -19,15 +19,20 @@ import subprocess
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from inferfleet.localcluster.binaries import locate_binaries
 from tests.support import token_kubeconfig
+
+RBAC_SETTLED_AT = pytest.StashKey[datetime]()
+"""When the API server's authorizer was ready again, for a test that restarts it."""
 
 CHART = Path(__file__).parents[1] / "charts" / "inferfleet"
 # The API server's RBAC refusal ('User "system:serviceaccount:..." cannot patch resource ...') and
@@ -38,9 +43,29 @@ FIELD_MANAGER = "inferfleet-tests"
 APPLY_PATCH = "application/apply-patch+yaml"
 
 
-def rbac_denials(log: str) -> list[str]:
-    """The lines of an operator's log where RBAC refused it something."""
-    return [line[:300] for line in log.splitlines() if DENIED.search(line)]
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
+
+
+def _logged_at(line: str) -> datetime | None:
+    match = LOG_TIME.match(line)
+    if match is None:
+        return None
+    at = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+    return at.replace(microsecond=int(match.group(2)) * 1000)
+
+
+def rbac_denials(log: str, settled_at: datetime | None = None) -> list[str]:
+    """The lines of an operator's log where RBAC refused it something.
+
+    With `settled_at` (local time, as the log's), refusals logged before it are left out: a test
+    that restarts the API server sets it once /readyz passes again, because until then the
+    authorizer's cache of roles is still filling and refuses what the chart grants."""
+    return [
+        line[:300]
+        for line in log.splitlines()
+        if DENIED.search(line)
+        and (settled_at is None or (at := _logged_at(line)) is None or at >= settled_at)
+    ]
 
 
 def render_chart_rbac(

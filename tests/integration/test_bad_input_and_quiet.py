@@ -218,7 +218,14 @@ REPORTED = [
     ({"scheduling": {"nodeSelector": {"example.com/pool": "no-such-pool"}}}, "NoMatchingNodes"),
     (TOO_BIG, "ModelDoesNotFit"),
     (TGI_405B, "EngineNotMultiNode"),
-    ({"model.parametersBillions": 3, "sharding": {"mode": "manual", "tensorParallel": 16}}, "InvalidSpec"),
+    (  # no architecture given: the one assumed for 3B parameters has 24 heads
+        {
+            "model.architecture": None,
+            "model.parametersBillions": 3,
+            "sharding": {"mode": "manual", "tensorParallel": 16},
+        },
+        "InvalidSpec",
+    ),
     ({"replicas": 65}, "PolicyViolation"),
     ({"scheduling": {"priorityClassName": "system-cluster-critical"}}, "PolicyViolation"),
     ({"engine.securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}, "PolicyViolation"),

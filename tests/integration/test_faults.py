@@ -7,6 +7,7 @@ import re
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
 from tests.integration.test_groups import RACK, service_405b
 from tests.integration.test_reconcile import create, patch_spec, read, small_service, wait_ready
-from tests.rbac import ChartIdentity
+from tests.rbac import RBAC_SETTLED_AT, ChartIdentity
 from tests.support import wait_for_idle_h100
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -109,7 +110,10 @@ def test_kill_9_during_a_scale_down_then_restart_leaves_one_group_and_no_orphans
 
 
 def test_an_api_server_restart_mid_reconcile_is_survived_without_an_operator_restart(
-    cluster: Cluster, namespace: str, run_operator: Callable[..., OperatorProcess]
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    request: pytest.FixtureRequest,
 ) -> None:
     if cluster.local is None:
         pytest.skip("restarts the local cluster's API server; not on a cluster given by kubeconfig")
@@ -122,6 +126,8 @@ def test_an_api_server_restart_mid_reconcile_is_survived_without_an_operator_res
     cluster.local.stop()  # etcd and every control-plane component, mid reconcile
     cluster.local.start()
     wait_for(lambda: cluster.core.list_node().items, timeout=120, what="the API server to answer again")
+    wait_for(lambda: api_server_ready(cluster), timeout=120, what="the API server's /readyz")
+    request.node.stash[RBAC_SETTLED_AT] = datetime.now()  # the operator's 403s before this are the cold cache
 
     patch_spec(cluster, namespace, "before", {"engine": {"image": "vllm/vllm-openai:v0.11.1"}})
     create(cluster, namespace, small_service("after"))
@@ -131,6 +137,13 @@ def test_an_api_server_restart_mid_reconcile_is_survived_without_an_operator_res
     assert deployment.spec.template.spec.containers[0].image == "vllm/vllm-openai:v0.11.1"
     assert op.pid == pid  # the same process: it reconnected by itself
     assert op.healthy()
+
+
+def api_server_ready(cluster: Cluster) -> bool:
+    """/readyz passes: among its checks, the informers the RBAC authorizer reads have synced."""
+    kubectl = locate_binaries().kubectl
+    args = [str(kubectl), "--kubeconfig", str(cluster.kubeconfig), "get", "--raw", "/readyz"]
+    return subprocess.run(args, capture_output=True, text=True).stdout.strip() == "ok"
 
 
 FLOW = "inferfleet-test-throttled"

@@ -380,11 +380,13 @@ def test_a_tainted_gpu_pool_serves_only_services_that_tolerate_it_with_their_pri
     sku = client.V1Taint(key="sku", value="gpu", effect="NoSchedule")
     scheduling_api = client.SchedulingV1Api(cluster.api_client)
     priority = f"inference-{namespace}"
-    # The installation allows this PriorityClass (policy.allowedPriorityClasses in the chart).
-    run_operator(namespaces=[namespace], extra_args=[f"--allowed-priority-classes={priority}"])
     for node in l4_nodes:
         cluster.core.patch_node(node.metadata.name, {"spec": {"taints": [*(node.spec.taints or []), sku]}})
     try:
+        # Started after the taints: its node index is filled before it handles a service (kopf
+        # waits for its indexes), so it never plans on a pool it has not yet seen tainted.
+        # The installation allows this PriorityClass (policy.allowedPriorityClasses in the chart).
+        run_operator(namespaces=[namespace], extra_args=[f"--allowed-priority-classes={priority}"])
         create(cluster, namespace, small_service("pool"))
 
         wait_ready_reason(cluster, namespace, "pool", "NoMatchingNodes", timeout=60)
