@@ -12,10 +12,8 @@ from inferfleet.api import (
     MetricsReason,
     PlacedReason,
     ReadyReason,
-    ScalingReason,
     ShardPlan,
 )
-from inferfleet.planning.scaling_model import Reason
 from inferfleet.planning.service import Blocked
 from inferfleet.planning.status import Observation, build_status, compute_status
 
@@ -114,10 +112,6 @@ HANDLER_REASONS = [
 @pytest.mark.parametrize(("enum", "reason"), HANDLER_REASONS)
 def test_every_reason_the_handlers_write_is_an_enum_member(enum: type, reason: str) -> None:
     assert enum(reason) == reason
-
-
-def test_the_scaling_reasons_are_the_scaling_decisions_reasons() -> None:
-    assert {r.value for r in ScalingReason} == {r.value for r in Reason}
 
 
 def test_a_misspelt_blocked_reason_fails_where_it_is_made() -> None:

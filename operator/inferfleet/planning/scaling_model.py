@@ -10,29 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
+
+from inferfleet.api.status import ScalingReason
 
 Samples = tuple[tuple[float, float], ...]
 LoadSamples = tuple[tuple[float, float, float], ...]
 Recommendations = tuple[tuple[float, int], ...]
 
 
-class Reason(StrEnum):
-    """Why a decision is what it is (UpperCamel: usable as Event and condition reasons)."""
-
-    QUEUE_ABOVE_TARGET = "QueueAboveTarget"
-    LOAD_ABOVE_CAPACITY = "LoadAboveCapacity"
-    REPLICAS_STARTING = "ReplicasStarting"
-    LOAD_BELOW_CAPACITY = "LoadBelowCapacity"
-    STABILIZING_SCALE_DOWN = "StabilizingScaleDown"
-    STABILIZING_SCALE_UP = "StabilizingScaleUp"
-    AT_MAX_REPLICAS = "AtMaxReplicas"
-    AT_MIN_REPLICAS = "AtMinReplicas"
-    METRICS_UNAVAILABLE = "MetricsUnavailable"
-    SCALE_TO_ZERO = "ScaleToZero"
-    SCALE_FROM_ZERO = "ScaleFromZero"
-    STEADY = "Steady"
+Reason = ScalingReason
+"""Why a decision is what it is: the API's own enum (api/status.py), usable as Event and
+condition reasons."""
 
 
 @dataclass(frozen=True)
