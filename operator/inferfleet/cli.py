@@ -269,6 +269,9 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from inferfleet.runtime.config import ClientLimits, OperatorConfig, PeeringConfig
+
+    DEFAULT, LIMITS = OperatorConfig(), ClientLimits()  # noqa: N806 - each default is defined there, once
     parser = argparse.ArgumentParser(prog="inferfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -290,26 +293,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--metrics-address", default="0.0.0.0", help="address the metrics server binds")
     run.add_argument(
-        "--autoscale-interval", type=float, default=15.0, help="seconds between autoscaler ticks"
+        "--autoscale-interval",
+        type=float,
+        default=DEFAULT.autoscale_interval_seconds,
+        help="seconds between autoscaler ticks",
     )
     run.add_argument(
         "--peering",
         default=None,
         help="KopfPeering name for leader election between replicas; default: standalone",
     )
-    run.add_argument("--priority", type=int, default=0, help="peering priority of this instance")
+    run.add_argument(
+        "--priority", type=int, default=PeeringConfig.priority, help="peering priority of this instance"
+    )
     run.add_argument(
         "--peering-lifetime",
         type=int,
-        default=15,
+        default=DEFAULT.peering_lifetime_seconds,
         help="seconds after its last keepalive that a silent peer is taken for dead (the handover time)",
     )
-    run.add_argument("--kube-qps", type=float, default=50.0, help="Kubernetes API requests per second")
-    run.add_argument("--kube-burst", type=int, default=100, help="Kubernetes API requests in a burst")
+    run.add_argument("--kube-qps", type=float, default=LIMITS.qps, help="Kubernetes API requests per second")
     run.add_argument(
-        "--kube-concurrency", type=int, default=8, help="Kubernetes API requests in flight at most"
+        "--kube-burst", type=int, default=LIMITS.burst, help="Kubernetes API requests in a burst"
     )
-    run.add_argument("--workers", type=int, default=8, help="threads running reconciles")
+    run.add_argument(
+        "--kube-concurrency",
+        type=int,
+        default=LIMITS.concurrency,
+        help="Kubernetes API requests in flight at most",
+    )
+    run.add_argument("--workers", type=int, default=DEFAULT.workers, help="threads running reconciles")
     run.add_argument(
         "--scheduler-name",
         default=os.environ.get("INFERFLEET_SCHEDULER_NAME"),

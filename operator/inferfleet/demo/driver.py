@@ -250,6 +250,25 @@ def finish_report(recorder: RunRecorder, report_dir: Path | None) -> None:
     _say(f"report: {markdown} and {markdown.with_name('report.png')}")
 
 
+def _start_cluster(cluster: LocalCluster) -> None:
+    _say("building (first run only) and starting the local GPU cluster ...")
+    started = time.monotonic()
+    cluster.create()
+    _say(f"cluster up in {time.monotonic() - started:.0f}s; KUBECONFIG={cluster.kubeconfig}")
+    for line in describe_inventory(client.CoreV1Api(cluster.api_client())):
+        _say("  " + line)
+
+
+def _start_operator(operator: OperatorProcess, prometheus: LocalPrometheus) -> None:
+    # The local scheduler's bin-packing profile for single-pod replicas (see kube-scheduler.yaml).
+    operator.extra_args = ["--prometheus-url", prometheus.url, "--autoscale-interval", "5",
+                           "--scheduler-name", "inferfleet-binpack"]  # fmt: skip
+    operator.start()
+    prometheus.add_target("inferfleet-operator", f"127.0.0.1:{operator.metrics_port}")
+    _say(f"operator running (pid {operator.pid}), liveness {operator.liveness_url}")
+    _say(f"operator log: {operator.log_path}; its metrics are scraped by Prometheus too")
+
+
 def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_dir: Path | None = None) -> int:
     stop = threading.Event()
 
@@ -264,25 +283,14 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_di
     fleets: dict[str, SimulatedFleet] = {}
     recorder: RunRecorder | None = None
     try:
-        _say("building (first run only) and starting the local GPU cluster ...")
-        started = time.monotonic()
-        cluster.create()
-        _say(f"cluster up in {time.monotonic() - started:.0f}s; KUBECONFIG={cluster.kubeconfig}")
-        for line in describe_inventory(client.CoreV1Api(cluster.api_client())):
-            _say("  " + line)
+        _start_cluster(cluster)
         if stop.is_set():
             return 0
         prometheus.start()
         _say(f"Prometheus at {prometheus.url}")
         api = cluster.api_client()
         install_crds(api)  # before the operator, as `helm install` does: kopf serves kinds it finds at start
-        # The local scheduler's bin-packing profile for single-pod replicas (see kube-scheduler.yaml).
-        operator.extra_args = ["--prometheus-url", prometheus.url, "--autoscale-interval", "5",
-                               "--scheduler-name", "inferfleet-binpack"]  # fmt: skip
-        operator.start()
-        prometheus.add_target("inferfleet-operator", f"127.0.0.1:{operator.metrics_port}")
-        _say(f"operator running (pid {operator.pid}), liveness {operator.liveness_url}")
-        _say(f"operator log: {operator.log_path}; its metrics are scraped by Prometheus too")
+        _start_operator(operator, prometheus)
         if stop.is_set():
             return 0
         bodies = apply_examples(api)
