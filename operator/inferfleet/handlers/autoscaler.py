@@ -19,6 +19,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from inferfleet.api import InferenceServiceSpec
+from inferfleet.api.status import EventReason, MetricsReason
 from inferfleet.handlers.logs import service_logger
 from inferfleet.handlers.memo import runtime_of
 from inferfleet.kube.apply import patch_inference_service_status, scale_inference_service
@@ -70,8 +71,6 @@ class Signal:
 
 
 NO_SAMPLE = QueueSample(None, None)
-CUSTOM_QUERY_DISABLED = "CustomQueryDisabled"
-INVALID_QUERY = "InvalidQuery"
 DISABLED_MESSAGE = (
     "scaling.query is not used: custom queries are off in this installation (chart value "
     "prometheus.customQueries); holding replicas, remove scaling.query to scale on the engines' queues"
@@ -124,10 +123,10 @@ def _query_of(spec: InferenceServiceSpec) -> str:
 def _refused(reader: QueueReader, key: tuple[str, str], query: str) -> Signal | None:
     """Why the service's query does not run, or None when it may."""
     if not reader.config.custom_queries:
-        return Signal(NO_SAMPLE, (CUSTOM_QUERY_DISABLED, DISABLED_MESSAGE))
+        return Signal(NO_SAMPLE, (MetricsReason.CUSTOM_QUERY_DISABLED, DISABLED_MESSAGE))
     confined = build_confined_query(query, key[0])
     if confined.query is None:
-        return Signal(NO_SAMPLE, (INVALID_QUERY, f"scaling.query refused: {confined.refusal}"))
+        return Signal(NO_SAMPLE, (MetricsReason.INVALID_QUERY, f"scaling.query refused: {confined.refusal}"))
     return None
 
 
@@ -228,7 +227,7 @@ def _report_metrics_transition(
         reason = str(after.get("reason") or METRICS_UNAVAILABLE_REASON)
         post_event(api, snapshot, "Warning", reason, f"holding replicas: {after.get('message')}")
     elif after.get("status") == "True" and before.get("status") == "False":
-        post_event(api, snapshot, "Normal", "MetricsAvailable", "queue metrics are back")
+        post_event(api, snapshot, "Normal", EventReason.METRICS_AVAILABLE, "queue metrics are back")
 
 
 def _active(api: Any, peering: PeeringConfig | None) -> bool:

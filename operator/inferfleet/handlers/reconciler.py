@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.api.resource import NAME_MAKES_VALID_CHILDREN, is_valid_service_name
+from inferfleet.api.status import EventReason, PlacedReason, ReadyReason
 from inferfleet.handlers.calls import ApplyError, call
 from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.handlers.logs import service_logger
@@ -78,12 +79,12 @@ class Service:
 
 def parse_spec(name: str, raw_spec: Mapping[str, Any]) -> InferenceServiceSpec | Blocked:
     if not is_valid_service_name(name):  # an object stored before the CRD refused such names
-        return Blocked("InvalidSpec", NAME_MAKES_VALID_CHILDREN.message)
+        return Blocked(ReadyReason.INVALID_SPEC, NAME_MAKES_VALID_CHILDREN.message)
     try:
         return InferenceServiceSpec.model_validate(dict(raw_spec))
     except ValidationError as e:
         errors = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        return Blocked("InvalidSpec", f"spec rejected: {errors}")
+        return Blocked(ReadyReason.INVALID_SPEC, f"spec rejected: {errors}")
 
 
 def work(runtime: OperatorRuntime, view: ClusterView, key: Key, trigger: str) -> Outcome:
@@ -120,7 +121,7 @@ def reconcile(
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
         if plan.shortfalls:
-            PLACEMENT_FAILURES.labels("InsufficientCapacity").inc(len(plan.shortfalls))
+            PLACEMENT_FAILURES.labels(PlacedReason.INSUFFICIENT_CAPACITY).inc(len(plan.shortfalls))
         gone = {g.replica for g in lost.groups} | set(plan.surplus_groups)
         _delete_groups(runtime, service, sorted(gone, reverse=True), groups, state)
         remaining = [g for g in groups if g.replica not in gone]
@@ -147,11 +148,11 @@ def _apply_and_report(
     try:
         _apply(runtime, reconciled, state)
     except NameConflictError as e:
-        state.apply_error = Blocked("NameConflict", str(e))
+        state.apply_error = Blocked(ReadyReason.NAME_CONFLICT, str(e))
         write_status(runtime.api, view, reconciled, state)
         return True
     except ApplyError as e:
-        state.apply_error = Blocked("ApplyFailed", str(e))
+        state.apply_error = Blocked(ReadyReason.APPLY_FAILED, str(e))
         try:
             write_status(runtime.api, view, reconciled, state)
         except ApplyError as write_error:
@@ -246,7 +247,7 @@ def _warn_about_spec(runtime: OperatorRuntime, service: Service, state: ServiceS
         return
     for message in compute_spec_warnings(service.spec):
         try:
-            post_event(runtime.api, service.body, "Warning", "LiteralSecretInSpec", message)
+            post_event(runtime.api, service.body, "Warning", EventReason.LITERAL_SECRET_IN_SPEC, message)
         except ApiException as e:
             log.warning(f"posting a spec warning for {service.owner.name}: {e.status} {e.reason}")
     state.warned_generation = service.generation

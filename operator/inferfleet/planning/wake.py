@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from inferfleet.api import SchedulingSpec
+from inferfleet.api.status import ReadyReason
 from inferfleet.planning.inventory import GpuNode
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 from inferfleet.planning.observed import ObservedGroup
@@ -22,7 +23,12 @@ Key = tuple[str, str]
 
 DELETED = "DELETED"
 WAITING_REASONS = frozenset(
-    {"NoMatchingNodes", "UnknownGpuMemory", "ModelDoesNotFit", "InsufficientCapacity"}
+    {
+        ReadyReason.NO_MATCHING_NODES,
+        ReadyReason.UNKNOWN_GPU_MEMORY,
+        ReadyReason.MODEL_DOES_NOT_FIT,
+        ReadyReason.INSUFFICIENT_CAPACITY,
+    }
 )
 """Condition reasons of a service that waits for GPUs: an inventory change may let it place."""
 
