@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 
 from inferfleet.api import InferenceServiceSpec
+from inferfleet.api.status import InferenceServiceStatus
 from inferfleet.handlers.calls import call
 from inferfleet.handlers.indexes import ClusterView
 from inferfleet.kube.apply import patch_inference_service_status
@@ -24,9 +25,9 @@ from inferfleet.planning.status import (
     Observation,
     ObservedDeployment,
     aggregate_groups,
-    compute_events,
+    build_status,
     compute_placed,
-    compute_status,
+    compute_status_events,
     placement_status,
     pod_placement_status,
 )
@@ -79,20 +80,21 @@ def write_status(api: Any, view: ClusterView, reconciled: Reconciled, state: Ser
     """Write the status computed from the newest observations, if it changed (call with the
     state's lock held); post an Event per transition a user cares about."""
     state.take_offered()
-    previous = state.written_status or dict(reconciled.body.get("status") or {})
+    previous = InferenceServiceStatus.read(state.written_status or reconciled.body.get("status") or {})
     observation = build_observation(view, reconciled, state)
-    status = compute_status(observation, previous, datetime.now(UTC))
+    status = build_status(observation, previous, datetime.now(UTC))
     owner = reconciled.owner
-    record_replicas(owner.namespace, owner.name, observation.desired_replicas, status.get("readyReplicas", 0))
+    record_replicas(owner.namespace, owner.name, observation.desired_replicas, status.ready_replicas or 0)
     if status == previous:
         return  # nothing changed: no write
+    written = status.dump()
     call(
         f"writing status of {owner.name}",
-        patch_inference_service_status, api, owner.namespace, owner.name, status,
+        patch_inference_service_status, api, owner.namespace, owner.name, written,
     )  # fmt: skip
-    state.written_status = status
+    state.written_status = written
     STATUS_WRITES.inc()
-    for kind, reason, message in compute_events(previous, status):
+    for kind, reason, message in compute_status_events(previous, status):
         # An Event is best effort; the status is written.
         try:
             post_event(api, reconciled.body, kind, reason, message)
