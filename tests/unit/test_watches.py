@@ -104,30 +104,24 @@ def test_a_deleted_group_member_restarts_its_group(monkeypatch: pytest.MonkeyPat
         "spec": {"nodeName": "a-1"},
     }
     labels = {"inferfleet.io/service": "llama", "inferfleet.io/replica": "1"}
-    asyncio.run(
-        watches.on_event_pod(
-            type="DELETED",
-            body=pod,
-            namespace="ml",
-            labels=labels,
-            memo={"runtime": rt},
-            logger=LOG,
-            **kwargs(v),
-        )  # type: ignore[arg-type]
-    )
+
+    def pod_deleted() -> None:
+        asyncio.run(
+            watches.on_event_pod(
+                type="DELETED",
+                body=pod,
+                namespace="ml",
+                labels=labels,
+                memo={"runtime": rt},
+                logger=LOG,
+                **kwargs(v),
+            )  # type: ignore[arg-type]
+        )
+
+    pod_deleted()
     assert kube.deleted_groups == [1]
     pod["metadata"]["ownerReferences"] = [{"uid": "sts-old"}]  # the restart's own deletions do not loop
-    asyncio.run(
-        watches.on_event_pod(
-            type="DELETED",
-            body=pod,
-            namespace="ml",
-            labels=labels,
-            memo={"runtime": rt},
-            logger=LOG,
-            **kwargs(v),
-        )  # type: ignore[arg-type]
-    )
+    pod_deleted()
     assert kube.deleted_groups == [1]
 
 
