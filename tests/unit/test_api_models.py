@@ -145,7 +145,13 @@ def test_scaling_defaults_when_present() -> None:
         "scaleUpStabilizationSeconds": 0,
         "scaleDownStabilizationSeconds": 300,
         "scaleToZeroAfterSeconds": None,
+        "activationTimeoutSeconds": 300,
     }
+
+
+def test_gateway_queue_defaults_when_absent() -> None:
+    spec = InferenceServiceSpec.model_validate(MINIMAL_SPEC)
+    assert spec.gateway.model_dump() == {"maxQueuedRequests": 1000, "queueTimeoutSeconds": 60}
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,9 @@ def test_defaults_match_the_design() -> None:
         "spec.scaling.targetQueueDepth": 4,
         "spec.scaling.scaleUpStabilizationSeconds": 0,
         "spec.scaling.scaleDownStabilizationSeconds": 300,
+        "spec.scaling.activationTimeoutSeconds": 300,
+        "spec.gateway.maxQueuedRequests": 1000,
+        "spec.gateway.queueTimeoutSeconds": 60,
         "spec.scheduling.tolerations[].operator": "Equal",
         "spec.replicas": 1,
     }

@@ -17,6 +17,8 @@ MAX_PARALLELISM = 64  # tensor and pipeline: GPUs per node / pods per replica
 MAX_PARAMETERS_BILLIONS = 100_000.0
 MAX_GPU_MEMORY_GIB = 4096.0
 MAX_TARGET_QUEUE_DEPTH = 1_000_000.0
+MAX_QUEUED_REQUESTS = 100_000  # per service and gateway replica: each holds an open connection
+MAX_WAIT_SECONDS = 3600
 
 DNS_LABEL = 63  # Service names, label values
 DNS_SUBDOMAIN = 253  # object names

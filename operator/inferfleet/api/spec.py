@@ -600,6 +600,13 @@ class ScalingSpec(SpecModel):
         description="Scale to zero replicas after this many seconds without requests. Unset means "
         "never scale to zero.",
     )
+    activation_timeout_seconds: int = int_field(
+        default=300,
+        ge=1,
+        le=limits.MAX_WAIT_SECONDS,
+        description="With minReplicas 0: how long the gateway holds a request for a service at zero "
+        "replicas while it asks for one and the replica starts (then 503 with Retry-After).",
+    )
 
     @model_validator(mode="after")
     def _check_rules(self) -> Self:
@@ -716,6 +723,25 @@ class SchedulingSpec(SpecModel):
         return self
 
 
+class GatewaySpec(SpecModel):
+    """How the gateway queues this service's requests in front of its replicas."""
+
+    max_queued_requests: int = int_field(
+        default=1000,
+        le=limits.MAX_QUEUED_REQUESTS,
+        description="Requests a gateway replica holds waiting for a free slot (each replica has "
+        "engine.maxConcurrentRequests slots); beyond it a request gets 429 with Retry-After. "
+        "0 queues nothing.",
+    )
+    queue_timeout_seconds: int = int_field(
+        default=60,
+        ge=1,
+        le=limits.MAX_WAIT_SECONDS,
+        description="Longest a request waits in the queue for a slot before it gets 503 with "
+        "Retry-After.",
+    )
+
+
 class InferenceServiceSpec(SpecModel):
     """Desired state of an InferenceService: the model, its engine, the GPUs and the scaling policy."""
 
@@ -740,6 +766,10 @@ class InferenceServiceSpec(SpecModel):
     scheduling: SchedulingSpec = Field(
         default_factory=SchedulingSpec,
         description="Node pool, tolerations and priority of the engine pods.",
+    )
+    gateway: GatewaySpec = Field(
+        default_factory=GatewaySpec,
+        description="The request queue in front of the replicas, at inferfleet's gateway.",
     )
     scaling: ScalingSpec | None = Field(
         default=None,
