@@ -21,13 +21,18 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels every object carries. */}}
-{{- define "inferfleet.labels" -}}
+{{/* Labels every object carries besides its component's selector labels. */}}
+{{- define "inferfleet.commonLabels" -}}
 helm.sh/chart: {{ include "inferfleet.chart" . }}
-{{ include "inferfleet.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: inferfleet
+{{- end }}
+
+{{/* Labels of the operator's objects. */}}
+{{- define "inferfleet.labels" -}}
+{{ include "inferfleet.commonLabels" . }}
+{{ include "inferfleet.selectorLabels" . }}
 {{- end }}
 
 {{/* The operator pods' identity; selectors use only these (they never change on upgrade). */}}
@@ -151,4 +156,60 @@ Cluster-scoped reads, in every mode:
   resourceNames: [{{ include "inferfleet.peeringName" . }}]
   verbs: [get, patch]
 {{- end }}
+{{- end }}
+
+{{/*
+The gateway (`inferfleet gateway`): the OpenAI-compatible request path in front of the engines.
+Its objects are named <fullname>-gateway and labelled component: gateway, so that no selector of
+the operator's (Services, PDB, NetworkPolicy, ServiceMonitor) ever picks a gateway pod, nor
+the other way round.
+*/}}
+{{- define "inferfleet.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "inferfleet.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "inferfleet.gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "inferfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "inferfleet.gateway.labels" -}}
+{{ include "inferfleet.commonLabels" . }}
+{{ include "inferfleet.gateway.selectorLabels" . }}
+{{- end }}
+
+{{- define "inferfleet.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "inferfleet.gateway.fullname" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway's in-cluster base URL; the operator writes status.endpoint under it. */}}
+{{- define "inferfleet.gateway.url" -}}
+{{- printf "http://%s.%s.svc:%v" (include "inferfleet.gateway.fullname" .) .Release.Namespace .Values.gateway.service.port }}
+{{- end }}
+
+{{/*
+What the gateway calls, in a ClusterRole when the operator watches every namespace, else in a
+Role per watched namespace (the gateway serves exactly the operator's namespaces). Nothing else:
+tests/unit/test_chart_gateway.py holds the rules to exactly this set.
+- inferenceservices get/list/watch: which model each service serves, its slots per replica,
+  queue bound, scaling settings and whether it can be placed (spec and status).
+- inferenceservices/scale get/patch: scale from zero, the one write, as HPA does: a request for
+  a service at zero replicas raises it to one (only when its minReplicas is 0 and scaling is on).
+- endpointslices list/watch: the Ready, non-terminating engine endpoints it routes to.
+*/}}
+{{- define "inferfleet.gateway.rules" -}}
+- apiGroups: [inferfleet.io]
+  resources: [inferenceservices]
+  verbs: [get, list, watch]
+- apiGroups: [inferfleet.io]
+  resources: [inferenceservices/scale]
+  verbs: [get, patch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
 {{- end }}

@@ -68,6 +68,9 @@ spec:
         {{- with .Values.schedulerName }}
         - --scheduler-name={{ . }}
         {{- end }}
+        {{- if .Values.gateway.enabled }}
+        - --gateway-url={{ include "inferfleet.gateway.url" . }}
+        {{- end }}
         {{- range .Values.watchNamespaces }}
         - --namespace={{ . }}
         {{- end }}
