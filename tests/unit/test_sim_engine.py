@@ -100,7 +100,9 @@ def test_health_models_and_both_completion_apis(start_engine: Callable[..., SimE
         ({"model": "other", "prompt": "x"}, 404),
         ({"prompt": "x", "max_tokens": 0}, 400),
         ({"prompt": "x", "max_tokens": "5"}, 400),
-        ({"prompt": "x", "stream": True}, 400),
+        ({"prompt": "x", "max_tokens": True}, 400),
+        ({"prompt": "x", "stream": "yes"}, 400),
+        ({"prompt": "x", "stream_options": {"include_usage": True}}, 400),  # only with stream, as OpenAI
     ],
 )
 def test_requests_the_engine_cannot_serve_get_openai_style_errors(

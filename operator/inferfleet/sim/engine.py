@@ -1,28 +1,36 @@
-"""A simulated inference engine for real pods: an OpenAI-style HTTP server whose generation is a wait.
+"""A simulated inference engine for real pods: an OpenAI-style HTTP server whose generation is a clock.
 
-`inferfleet sim-engine` stands in for vLLM where no GPU runs a model (the kind e2e workflow): it
-serves /v1/completions, /v1/chat/completions, /v1/models, /health and vLLM's queue metrics on
-/metrics. At most `max_concurrent` requests run at once, each for max_tokens / tokens_per_second
-seconds; the others wait in the engine's queue, as in vLLM's running batch and waiting queue.
+`inferfleet sim-engine` stands in for vLLM where no GPU runs a model (the kind e2e workflow, the
+gateway's tests and benchmarks): it serves /v1/completions and /v1/chat/completions (streamed as
+server-sent events, or not), /v1/models, /health and vLLM's queue metrics on /metrics. At most
+`max_concurrent` requests run at once; the others wait in the engine's FIFO queue, as in vLLM's
+running batch and waiting queue. Like vLLM's batch, one decode-step clock per engine emits one
+token to every running request each 1 / tokens_per_second seconds, so a thousand streams cost one
+timer, not a thousand. A client that disconnects is cancelled and its slot freed at once.
 
-On SIGTERM it stops accepting connections, lets the requests it holds finish for up to
-`drain_seconds`, then cuts the rest (they get 503) and exits.
+The engines of one process share one event loop: `SimEngine.start()` runs it on a background
+thread shared by every engine (so a test can host hundreds), `await start_async()` on the caller's
+loop. On SIGTERM the command stops accepting connections, lets the requests it holds finish for up
+to `drain_seconds`, then cuts the rest (503 before the first token, an error event mid-stream).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
-import sys
+import socket
+import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -34,6 +42,11 @@ MAX_TOKENS_LIMIT = 8192
 MAX_BODY_BYTES = 1 << 20
 CUT_REPLY_SECONDS = 2.0
 """After the drain, time the cut requests get to send their 503 before the server closes."""
+LISTEN_BACKLOG = 2048
+"""Load arrives in bursts: a thousand streams connect at once."""
+KEEPALIVE_SECONDS = 75.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,137 @@ class Counts:
     waiting: int = 0
     succeeded: int = 0
     connections: int = 0
+    cancelled: int = 0
+    """Requests whose client went away before the generation ended."""
+
+
+class _State(Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    DONE = "done"
+    CUT = "cut"
+    CANCELLED = "cancelled"
+
+
+class _Request:
+    """One request's place in the engine: its state and the tokens the clock produced for it."""
+
+    __slots__ = ("_waiter", "max_tokens", "produced", "state", "stream")
+
+    def __init__(self, max_tokens: int, stream: bool) -> None:
+        self.max_tokens = max_tokens
+        self.stream = stream
+        self.produced = 0
+        self.state = _State.WAITING
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.state in (_State.WAITING, _State.RUNNING)
+
+    async def progress(self) -> None:
+        """Wait for the next token (streams), the end of the generation or a cut."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        await self._waiter
+
+    def wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Batch:
+    """The running batch, the FIFO queue and the decode-step clock of one engine (its loop only)."""
+
+    def __init__(self, max_concurrent: int, tokens_per_second: float) -> None:
+        self.max_concurrent = max_concurrent
+        self.step = 1.0 / tokens_per_second
+        self.running: dict[_Request, None] = {}  # dicts: FIFO order and O(1) removal
+        self.waiting: dict[_Request, None] = {}
+        self.succeeded = 0
+        self.cancelled = 0
+        self.cut = False
+        self._tick_at = 0.0
+        self._tick: asyncio.TimerHandle | None = None
+
+    def submit(self, max_tokens: int, stream: bool) -> _Request:
+        if self.cut:
+            raise RequestError(503, "the engine is shutting down")
+        request = _Request(max_tokens, stream)
+        self.waiting[request] = None
+        self._admit()
+        return request
+
+    def release(self, request: _Request) -> None:
+        """The request's handler is done: a request still held was cancelled by its client."""
+        if not request.held:
+            return
+        self.running.pop(request, None)
+        self.waiting.pop(request, None)
+        request.state = _State.CANCELLED
+        self.cancelled += 1
+        self._admit()
+
+    def cut_all(self) -> None:
+        """Refuse new requests and end every held one (the end of a drain)."""
+        self.cut = True
+        for request in [*self.running, *self.waiting]:
+            request.state = _State.CUT
+            request.wake()
+        self.running.clear()
+        self.waiting.clear()
+
+    def _admit(self) -> None:
+        while self.waiting and len(self.running) < self.max_concurrent:
+            request = next(iter(self.waiting))
+            del self.waiting[request]
+            request.state = _State.RUNNING
+            self.running[request] = None
+        if self.running and self._tick is None:
+            loop = asyncio.get_running_loop()
+            self._schedule(loop, loop.time() + self.step)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        self._tick_at = at
+        self._tick = loop.call_at(at, self._decode_step)
+
+    def _decode_step(self) -> None:
+        """One token to every running request; finished ones free their slots for the queue."""
+        self._tick = None
+        finished = []
+        for request in self.running:
+            request.produced += 1
+            if request.produced >= request.max_tokens:
+                finished.append(request)
+            elif request.stream:
+                request.wake()
+        for request in finished:
+            del self.running[request]
+            request.state = _State.DONE
+            self.succeeded += 1
+            request.wake()
+        self._admit()
+        if self.running and self._tick is None:
+            loop = asyncio.get_running_loop()
+            self._schedule(loop, max(self._tick_at + self.step, loop.time()))  # no drift, no burst
+
+
+class _HttpServer(web.Server):
+    """aiohttp's low-level server, counting connections from accept to close for the drain."""
+
+    def __init__(self, engine: SimEngine) -> None:
+        super().__init__(
+            engine._handle, handler_cancellation=True, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS
+        )
+        self._engine = engine
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self._engine._connection_opened()
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self._engine._connection_closed()
 
 
 class SimEngine:
@@ -67,94 +211,260 @@ class SimEngine:
         if config.max_concurrent < 1 or config.tokens_per_second <= 0:
             raise ValueError("max_concurrent must be >= 1 and tokens_per_second > 0")
         self.config = config
-        self._counts = Counts()
-        self._changed = threading.Condition()
-        self._cut = threading.Event()
         self.registry = CollectorRegistry()
         self.registry.register(_EngineCollector(self))
-        self._server = _EngineServer(self, (config.host, config.port))
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sim-engine", daemon=True)
+        self._batch = _Batch(config.max_concurrent, config.tokens_per_second)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: _HttpServer | None = None
+        self._listener: asyncio.Server | None = None
+        self._address: tuple[str, int] | None = None
+        self._connections = 0
+        self._no_connections = asyncio.Event()
+        self._busy: dict[RequestHandler, int] = {}  # connections inside a request: finish, then close
+        self._stopping = False
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> SimEngine:
-        self._thread.start()
-        return self
+        if self._address is None:
+            raise RuntimeError("the engine is not started")
+        host, port = self._address
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def counts(self) -> Counts:
-        with self._changed:
-            return Counts(**vars(self._counts))
+        batch = self._batch
+        return Counts(
+            running=len(batch.running),
+            waiting=len(batch.waiting),
+            succeeded=batch.succeeded,
+            connections=self._connections,
+            cancelled=batch.cancelled,
+        )
+
+    def start(self) -> SimEngine:
+        """Listen on the process's shared engine loop (a background thread)."""
+        return _run_on(shared_loop(), self.start_async())
+
+    async def start_async(self) -> SimEngine:
+        """Listen on the running loop; the engine lives on that loop from now on."""
+        self._loop = asyncio.get_running_loop()
+        self._http = _HttpServer(self)
+        self._listener = await self._loop.create_server(
+            self._http, self.config.host, self.config.port, backlog=LISTEN_BACKLOG
+        )
+        self._address = self._listener.sockets[0].getsockname()[:2]
+        self._no_connections.set()
+        return self
 
     def stop(self, drain_seconds: float | None = None) -> bool:
         """Stop accepting connections, let held requests finish for `drain_seconds`, then cut the rest.
 
         Returns whether every request finished within the drain.
         """
+        if self._loop is None:
+            return True
+        return _run_on(self._loop, self.stop_async(drain_seconds))
+
+    async def stop_async(self, drain_seconds: float | None = None) -> bool:
         drain = self.config.drain_seconds if drain_seconds is None else drain_seconds
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()  # new connections are refused from here on, not left in the backlog
-        with self._changed:
-            drained = self._changed.wait_for(lambda: self._counts.connections == 0, timeout=drain)
-            self._cut.set()
-            self._changed.notify_all()
-            self._changed.wait_for(lambda: self._counts.connections == 0, timeout=CUT_REPLY_SECONDS)
+        if self._listener is None or self._http is None:
+            return True
+        self._stopping = True
+        self._listener.close()  # new connections are refused from here on, not left in the backlog
+        for connection in self._http.connections:
+            # An idle keep-alive connection closes now; one inside a request after its response.
+            connection.close() if connection in self._busy else connection.force_close()
+        drained = await self._wait_no_connections(drain)
+        self._batch.cut_all()
+        if not await self._wait_no_connections(CUT_REPLY_SECONDS):
+            self._abort_connections()
         return drained
 
-    def generate(self, max_tokens: int) -> None:
-        """Wait for a free slot, then "generate" `max_tokens` tokens; RequestError(503) when cut."""
-        with self._changed:
-            self._counts.waiting += 1
-            self._changed.wait_for(
-                lambda: self._cut.is_set() or self._counts.running < self.config.max_concurrent
-            )
-            self._counts.waiting -= 1
-            if self._cut.is_set():
-                raise RequestError(503, "the engine is shutting down")
-            self._counts.running += 1
-        cut = self._cut.wait(max_tokens / self.config.tokens_per_second)
-        with self._changed:
-            self._counts.running -= 1
-            self._counts.succeeded += 0 if cut else 1
-            self._changed.notify_all()
-        if cut:
-            raise RequestError(503, "the engine shut down before the request finished")
+    def kill(self) -> None:
+        """Die like a killed process: close the listener and reset every connection at once."""
+        if self._loop is None:
+            return
+        if _running_loop() is self._loop:
+            self._kill_now()
+        else:
+            _run_on(self._loop, _call_async(self._kill_now))
 
-    def connection_opened(self) -> None:
-        with self._changed:
-            self._counts.connections += 1
+    def _kill_now(self) -> None:
+        self._stopping = True
+        self._batch.cut = True
+        if self._listener is not None:
+            self._listener.close()
+        self._abort_connections()
 
-    def connection_closed(self) -> None:
-        with self._changed:
-            self._counts.connections -= 1
-            self._changed.notify_all()
+    def _abort_connections(self) -> None:
+        for connection in self._http.connections if self._http else []:
+            transport = connection.transport
+            if transport is None:
+                continue
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # close with RST, as a dead peer's kernel answers, not a clean FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
 
-
-class _EngineServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the listen backlog: load arrives in bursts
-
-    def __init__(self, engine: SimEngine, address: tuple[str, int]) -> None:
-        self.engine = engine
-        super().__init__(address, _EngineHandler)
-
-    # Connections are counted from accept to close, so a drain also waits for requests still being read.
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self.engine.connection_opened()
+    async def _wait_no_connections(self, timeout: float) -> bool:
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.engine.connection_closed()
-            raise
+            await asyncio.wait_for(self._no_connections.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
+    def _connection_opened(self) -> None:
+        self._connections += 1
+        self._no_connections.clear()
+
+    def _connection_closed(self) -> None:
+        self._connections -= 1
+        if self._connections == 0:
+            self._no_connections.set()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol
+        self._busy[connection] = self._busy.get(connection, 0) + 1
         try:
-            super().process_request_thread(request, client_address)
+            response = await self._route(request)
+        except RequestError as e:
+            response = _error_response(e)
         finally:
-            self.engine.connection_closed()
+            if self._busy[connection] == 1:
+                del self._busy[connection]
+            else:
+                self._busy[connection] -= 1
+        if self._stopping:
+            response.force_close()
+        return response
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        path, model = request.path, self.config.model
+        if request.method == "GET" and path == "/health":
+            return web.Response(body=b"", content_type="text/plain")
+        if request.method == "GET" and path == "/metrics":
+            return web.Response(body=generate_latest(self.registry), headers={"Content-Type": TEXT_FORMAT})
+        if request.method == "GET" and path == "/v1/models":
+            return _json_response(200, models_listing(model))
+        if request.method != "POST" or path not in ("/v1/completions", "/v1/chat/completions"):
+            raise RequestError(404, f"no route {path}")
+        chat = path == "/v1/chat/completions"
+        body = await _read_json(request)
+        max_tokens = requested_tokens(body, model, chat)
+        stream, include_usage = stream_options(body)
+        generation = self._batch.submit(max_tokens, stream)
+        try:
+            if stream:
+                return await _stream(
+                    request, generation, _StreamFormat(model, body, max_tokens, chat, include_usage)
+                )
+            while generation.held:
+                await generation.progress()
+            if generation.state is _State.CUT:
+                raise RequestError(503, "the engine shut down before the request finished")
+            return _json_response(200, completion(model, body, max_tokens, chat))
+        finally:
+            self._batch.release(generation)
+
+
+async def _stream(
+    request: web.BaseRequest, generation: _Request, chunks: _StreamFormat
+) -> web.StreamResponse:
+    """Write each token as an SSE event when the clock produces it; headers go with the first one."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    sent = 0
+    while True:
+        if generation.produced > sent:
+            if not response.prepared:
+                await response.prepare(request)
+            await response.write(chunks.tokens(sent, generation.produced))
+            sent = generation.produced
+        if generation.state is _State.DONE and sent == generation.max_tokens:
+            break
+        if generation.state is _State.CUT:
+            if not response.prepared:
+                raise RequestError(503, "the engine shut down before the request started")
+            await response.write(chunks.error("the engine shut down before the request finished"))
+            break
+        await generation.progress()
+    await response.write_eof()
+    return response
+
+
+_MARK = "\x00token\x00"
+
+
+class _StreamFormat:
+    """OpenAI's streamed chunks of one request: chat.completion.chunk deltas or text_completion."""
+
+    def __init__(self, model: str, body: dict[str, Any], max_tokens: int, chat: bool, usage: bool) -> None:
+        self.chat = chat
+        self.max_tokens = max_tokens
+        self.usage = usage_of(body, max_tokens, chat) if usage else None
+        self.base = {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": model,
+        }
+        # Most chunks differ only in their text: format them from a template, not json.dumps each.
+        before, after = _event(self._chunk(_MARK, None, role=False)).split(json.dumps(_MARK))
+        self._before, self._after = before, after
+
+    def _chunk(self, text: str, finish: str | None, role: bool) -> dict[str, Any]:
+        if self.chat:
+            delta = {"role": "assistant", "content": text} if role else {"content": text}
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+        return {**self.base, "choices": [choice]}
+
+    def tokens(self, start: int, end: int) -> bytes:
+        """The events of tokens start..end-1; after the last one, the usage chunk and [DONE]."""
+        last = self.max_tokens - 1
+        parts = []
+        for i in range(start, end):
+            text = f" tok{i}" if i else "tok0"
+            if i in (0, last):
+                parts.append(_event(self._chunk(text, "length" if i == last else None, role=i == 0)))
+            else:
+                parts.append(f'{self._before}"{text}"{self._after}')
+        if end == self.max_tokens:
+            if self.usage is not None:
+                parts.append(_event({**self.base, "choices": [], "usage": self.usage}))
+            parts.append("data: [DONE]\n\n")
+        return "".join(parts).encode()
+
+    def error(self, message: str) -> bytes:
+        error = {"message": message, "type": "ServiceUnavailableError", "param": None, "code": 503}
+        return _event({"error": error}).encode()
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+async def _read_json(request: web.BaseRequest) -> dict[str, Any]:
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except ValueError as e:
+        raise RequestError(400, f"the body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "the body must be a JSON object")
+    return body
+
+
+def _error_response(error: RequestError) -> web.Response:
+    kind = {400: "BadRequestError", 404: "NotFoundError"}.get(error.status, "ServiceUnavailableError")
+    return _json_response(
+        error.status,
+        {"object": "error", "message": str(error), "type": kind, "param": None, "code": error.status},
+    )
+
+
+def _json_response(status: int, payload: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=json.dumps(payload).encode(), content_type="application/json")
 
 
 class _EngineCollector(Collector):
@@ -182,80 +492,27 @@ class _EngineCollector(Collector):
         return [running, waiting, success]
 
 
-class _EngineHandler(BaseHTTPRequestHandler):
-    server: _EngineServer
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/health":
-            self._reply(200, b"", "text/plain")
-        elif path == "/metrics":
-            self._reply(200, generate_latest(self.server.engine.registry), TEXT_FORMAT)
-        elif path == "/v1/models":
-            self._reply_json(200, models_listing(self.server.engine.config.model))
-        else:
-            self._reply_error(RequestError(404, f"no route {path}"))
-
-    def do_POST(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path not in ("/v1/completions", "/v1/chat/completions"):
-            self._reply_error(RequestError(404, f"no route {path}"))
-            return
-        engine = self.server.engine
-        chat = path == "/v1/chat/completions"
-        try:
-            body = self._read_json()
-            max_tokens = requested_tokens(body, engine.config.model, chat)
-            engine.generate(max_tokens)
-        except RequestError as e:
-            self._reply_error(e)
-            return
-        self._reply_json(200, completion(engine.config.model, body, max_tokens, chat))
-
-    def _read_json(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
-        try:
-            body = json.loads(self.rfile.read(length) or b"{}")
-        except ValueError as e:
-            raise RequestError(400, f"the body is not JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise RequestError(400, "the body must be a JSON object")
-        return body
-
-    def _reply_error(self, error: RequestError) -> None:
-        kind = {400: "BadRequestError", 404: "NotFoundError"}.get(error.status, "ServiceUnavailableError")
-        self._reply_json(
-            error.status,
-            {"object": "error", "message": str(error), "type": kind, "param": None, "code": error.status},
-        )
-
-    def _reply_json(self, status: int, payload: dict[str, Any]) -> None:
-        self._reply(status, json.dumps(payload).encode(), "application/json")
-
-    def _reply(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def requested_tokens(body: dict[str, Any], model: str, chat: bool) -> int:
     """The tokens to generate for a request `body`, or RequestError when the engine refuses it."""
     if body.get("model") not in (None, model):
         raise RequestError(404, f"The model `{body['model']}` does not exist.")
-    if body.get("stream"):
-        raise RequestError(400, "the simulated engine does not stream")
     names = ("max_completion_tokens", "max_tokens") if chat else ("max_tokens",)
     value = next((body[n] for n in names if body.get(n) is not None), DEFAULT_MAX_TOKENS)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS_LIMIT:
         raise RequestError(400, f"max_tokens must be an integer from 1 to {MAX_TOKENS_LIMIT}")
     return value
+
+
+def stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage) of a request, refused as OpenAI and vLLM refuse them."""
+    stream, options = body.get("stream") or False, body.get("stream_options")
+    if not isinstance(stream, bool):
+        raise RequestError(400, "stream must be a boolean")
+    if options is not None and not stream:
+        raise RequestError(400, "stream_options can only be given when stream is true")
+    if options is not None and not isinstance(options, dict):
+        raise RequestError(400, "stream_options must be an object")
+    return stream, bool(options and options.get("include_usage"))
 
 
 def prompt_tokens(body: dict[str, Any], chat: bool) -> int:
@@ -271,24 +528,24 @@ def prompt_tokens(body: dict[str, Any], chat: bool) -> int:
     return sum(len(t.split()) for t in texts if isinstance(t, str))
 
 
+def usage_of(body: dict[str, Any], max_tokens: int, chat: bool) -> dict[str, int]:
+    prompt = prompt_tokens(body, chat)
+    return {"prompt_tokens": prompt, "completion_tokens": max_tokens, "total_tokens": prompt + max_tokens}
+
+
 def completion(model: str, body: dict[str, Any], max_tokens: int, chat: bool) -> dict[str, Any]:
     text = " ".join(f"tok{i}" for i in range(max_tokens))
     if chat:
         choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text}}
     else:
         choice = {"index": 0, "text": text, "logprobs": None}
-    prompt = prompt_tokens(body, chat)
     return {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
         "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{**choice, "finish_reason": "length"}],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": max_tokens,
-            "total_tokens": prompt + max_tokens,
-        },
+        "usage": usage_of(body, max_tokens, chat),
     }
 
 
@@ -299,30 +556,60 @@ def models_listing(model: str) -> dict[str, Any]:
     }
 
 
+_shared: asyncio.AbstractEventLoop | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_loop() -> asyncio.AbstractEventLoop:
+    """The one background event loop that hosts every engine of this process started with `.start()`."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = asyncio.new_event_loop()
+            threading.Thread(target=_shared.run_forever, name="sim-engines", daemon=True).start()
+        return _shared
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _run_on(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
+    if _running_loop() is loop:
+        coroutine.close()
+        raise RuntimeError("called from the engine's own loop: await the *_async method instead")
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+
+async def _call_async(function: Any) -> None:
+    function()
+
+
 def serve(config: EngineConfig) -> int:
     """Run until SIGTERM or SIGINT, then drain and stop (the `inferfleet sim-engine` command)."""
-    stop_requested = threading.Event()
+    return asyncio.run(_serve(config))
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop_requested.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    engine = SimEngine(config).start()
+async def _serve(config: EngineConfig) -> int:
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    engine = await SimEngine(config).start_async()
     print(
         f"sim-engine: model {config.model} listening on {engine.url} "
         f"({config.max_concurrent} concurrent, {config.tokens_per_second:g} tokens/s)",
         flush=True,
     )
-    while not stop_requested.wait(timeout=1.0):
-        pass
+    await stop_requested.wait()
     print(f"sim-engine: stopping, draining for up to {config.drain_seconds:g}s", flush=True)
-    drained = engine.stop()
-    counts = engine.counts()
+    drained = await engine.stop_async()
     print(
         f"sim-engine: stopped ({'drained' if drained else 'cut requests after the drain'}; "
-        f"{counts.succeeded} requests served)",
-        file=sys.stdout,
+        f"{engine.counts().succeeded} requests served)",
         flush=True,
     )
     return 0
