@@ -42,17 +42,31 @@ def render(*sets: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-def kinds(docs: list[dict[str, Any]]) -> list[str]:
-    return sorted(d["kind"] for d in docs)
+def of(docs: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    """The objects of one component of the chart: the operator's or the gateway's."""
+    label = "app.kubernetes.io/component"
+    return [d for d in docs if d["metadata"].get("labels", {}).get(label, component) == component]
 
 
-def one(docs: list[dict[str, Any]], kind: str, namespace: str | None = None) -> dict[str, Any]:
-    [doc] = [d for d in docs if d["kind"] == kind and d["metadata"].get("namespace", namespace) == namespace]
+def kinds(docs: list[dict[str, Any]], component: str = "operator") -> list[str]:
+    return sorted(d["kind"] for d in of(docs, component))
+
+
+def one(
+    docs: list[dict[str, Any]], kind: str, namespace: str | None = None, component: str = "operator"
+) -> dict[str, Any]:
+    [doc] = [
+        d
+        for d in of(docs, component)
+        if d["kind"] == kind and d["metadata"].get("namespace", namespace) == namespace
+    ]
     return doc
 
 
-def container(docs: list[dict[str, Any]], kind: str = "Deployment") -> dict[str, Any]:
-    [c] = one(docs, kind, NS)["spec"]["template"]["spec"]["containers"]
+def container(
+    docs: list[dict[str, Any]], kind: str = "Deployment", component: str = "operator"
+) -> dict[str, Any]:
+    [c] = one(docs, kind, NS, component)["spec"]["template"]["spec"]["containers"]
     return c
 
 
@@ -151,6 +165,8 @@ def test_defaults_run_one_standalone_cluster_wide_operator() -> None:
         "--allowed-capabilities=",
         "--allowed-priority-classes=",
         "--gpu-resource-names=nvidia.com/gpu,amd.com/gpu",
+        # status.endpoint names the gateway (tests/unit/test_chart_gateway.py)
+        "--gateway-url=http://fleet-inferfleet-gateway.inferfleet-system.svc:80",
         "--log-json",
     ]
     for probe in (c["livenessProbe"], c["readinessProbe"]):
@@ -209,7 +225,7 @@ def test_watched_namespaces_get_roles_and_the_cluster_role_only_reads() -> None:
             "name": FULLNAME,
         }
         assert binding["subjects"] == [SA]
-    assert [d for d in docs if d["kind"] == "Role"] == [
+    assert [d for d in of(docs, "operator") if d["kind"] == "Role"] == [
         one(docs, "Role", "team-a"),
         one(docs, "Role", "team-b"),
     ]
@@ -258,7 +274,7 @@ def test_ha_with_watched_namespaces_peers_in_each_namespace() -> None:
 @pytest.mark.parametrize("enabled", [True, False])
 def test_service_monitor_is_rendered_only_when_enabled(enabled: bool) -> None:
     docs = render(f"serviceMonitor.enabled={str(enabled).lower()}", "serviceMonitor.labels.release=kps")
-    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    monitors = [d for d in of(docs, "operator") if d["kind"] == "ServiceMonitor"]
     if not enabled:
         assert monitors == []
         return
@@ -384,9 +400,8 @@ def operator_sources() -> list[ast.Module]:
 API_VERBS = ("create", "delete", "get", "list", "patch", "read", "replace", "watch", "connect")
 
 
-def client_methods_named() -> set[str]:
-    """The Kubernetes client's API methods (`patch_namespaced_service`...) the operator names, and
-    `_verb(<verb>)` for each verb it passes to kube/apply.py's `_verb`."""
+def kube_client_methods_named(trees: list[ast.Module]) -> set[str]:
+    """The Kubernetes client's API methods (`patch_namespaced_service`...) these sources name."""
     methods = {
         m
         for name in dir(kube_client)
@@ -394,8 +409,16 @@ def client_methods_named() -> set[str]:
         for m in dir(getattr(kube_client, name))
         if m.split("_")[0] in API_VERBS
     }
-    nodes = [node for tree in operator_sources() for node in ast.walk(tree)]
-    named = {node.attr for node in nodes if isinstance(node, ast.Attribute) and node.attr in methods}
+    nodes = [node for tree in trees for node in ast.walk(tree)]
+    return {node.attr for node in nodes if isinstance(node, ast.Attribute) and node.attr in methods}
+
+
+def client_methods_named() -> set[str]:
+    """The Kubernetes client's API methods the operator names, and `_verb(<verb>)` for each verb
+    it passes to kube/apply.py's `_verb`."""
+    trees = operator_sources()
+    nodes = [node for tree in trees for node in ast.walk(tree)]
+    named = kube_client_methods_named(trees)
     for node in nodes:
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "_verb":
             [verb] = [a.value for a in node.args if isinstance(a, ast.Constant)]
@@ -451,7 +474,7 @@ def test_the_chart_grants_exactly_what_the_operator_calls(cluster_wide: bool) ->
     """A verb the operator needs and the chart lacks is `missing`; one it grants for nothing is `extra`."""
     docs = render("ha.enabled=true", *([] if cluster_wide else ["watchNamespaces={a}"]))
     for kind, want in needed(cluster_wide).items():
-        granted = set().union(*(grants(d["rules"]) for d in docs if d["kind"] == kind))
+        granted = set().union(*(grants(d["rules"]) for d in of(docs, "operator") if d["kind"] == kind))
         assert {"missing": want - granted, "extra": granted - want} == {"missing": set(), "extra": set()}, (
             kind
         )
