@@ -1,0 +1,1 @@
+"""bench/gateway: added latency and CPU of the gateway against direct connections and vllm-router."""
