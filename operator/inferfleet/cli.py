@@ -242,6 +242,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         namespaces=tuple(args.namespace or ()),
         workers=args.workers,
         scheduler_name=args.scheduler_name,
+        gateway_url=args.gateway_url,
         autoscale_interval_seconds=args.autoscale_interval,
         client_limits=ClientLimits(
             qps=args.kube_qps, burst=args.kube_burst, concurrency=args.kube_concurrency
@@ -332,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
     )
+    run.add_argument(
+        "--gateway-url",
+        default=DEFAULT.gateway_url,
+        help="base URL of `inferfleet gateway` serving these namespaces: status.endpoint points through it",
+    )
     _add_prometheus_arguments(run)
     _add_policy_arguments(run)
     run.add_argument("--log-json", action="store_true", help="structured JSON logs")
@@ -382,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine.set_defaults(func=_cmd_sim_engine)
 
+    _add_gateway_parser(sub)
+
     load = sub.add_parser("sim-load", help="open-loop Poisson load against a completions endpoint")
     load.add_argument("--url", required=True, help="server URL, e.g. http://NAME.NAMESPACE.svc:8000")
     load.add_argument("--rps", type=float, required=True, help="mean requests per second")
@@ -397,6 +405,95 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--seed", type=int, default=None, help="seed of the arrival times")
     load.set_defaults(func=_cmd_sim_load)
     return parser
+
+
+def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from inferfleet.gateway.app import GatewayConfig
+
+    default = GatewayConfig()
+    gateway = sub.add_parser(
+        "gateway", help="the OpenAI-compatible gateway: request queue, slots, retries, scale from zero"
+    )
+    gateway.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve only this namespace (repeatable; a glob is allowed); default: all",
+    )
+    gateway.add_argument("--host", default=default.host, help="address the OpenAI API binds")
+    gateway.add_argument("--port", type=int, default=default.port, help="port of the OpenAI API")
+    gateway.add_argument("--metrics-address", default=default.metrics_address)
+    gateway.add_argument(
+        "--metrics-port", type=int, default=default.metrics_port, help="port of /metrics, /healthz, /readyz"
+    )
+    gateway.add_argument(
+        "--max-attempts", type=int, default=default.max_attempts, help="tries per request, the first included"
+    )
+    gateway.add_argument(
+        "--retry-budget",
+        type=float,
+        default=default.retry_budget,
+        help="retries at most this fraction of recent requests (plus a few), so a sick fleet gets no storm",
+    )
+    gateway.add_argument(
+        "--shutdown-seconds",
+        type=float,
+        default=default.shutdown_seconds,
+        help="on SIGTERM, time the requests in flight get to finish",
+    )
+    gateway.add_argument(
+        "--static-endpoints",
+        action="append",
+        default=[],
+        metavar="MODEL=URL[,URL...]",
+        help="serve MODEL from these engine URLs without a cluster (development and benchmarks)",
+    )
+    gateway.add_argument(
+        "--static-slots", type=int, default=default.static_slots, help="slots per static URL"
+    )
+    gateway.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
+    )
+    gateway.add_argument("-v", "--verbose", action="store_true")
+    gateway.set_defaults(func=_cmd_gateway)
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from inferfleet.gateway.app import GatewayConfig, parse_static, serve
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    if args.max_attempts < 1 or not 0 <= args.retry_budget <= 1 or args.static_slots < 1:
+        print(
+            "error: need --max-attempts >= 1, 0 <= --retry-budget <= 1, --static-slots >= 1", file=sys.stderr
+        )
+        return 2
+    try:
+        static = parse_static(args.static_endpoints)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    config = GatewayConfig(
+        host=args.host,
+        port=args.port,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
+        namespaces=tuple(args.namespace),
+        max_attempts=args.max_attempts,
+        retry_budget=args.retry_budget,
+        shutdown_seconds=args.shutdown_seconds,
+        static_endpoints=static,
+        static_slots=args.static_slots,
+    )
+    asyncio.run(serve(config))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -126,7 +126,9 @@ def reconcile(
         _delete_groups(runtime, service, sorted(gone, reverse=True), groups, state)
         remaining = [g for g in groups if g.replica not in gone]
         failures, unexplained = _creation_failures(runtime, remaining, logger)
-        reconciled = Reconciled(service.body, service.owner, service.spec, plan, remaining, failures)
+        reconciled = Reconciled(
+            service.body, service.owner, service.spec, plan, remaining, failures, runtime.config.gateway_url
+        )
         if _apply_and_report(runtime, view, reconciled, state):
             return NAME_CONFLICT_RECHECK
         if trigger == SERVICE_TRIGGER:
@@ -282,5 +284,10 @@ def refresh_status(runtime: OperatorRuntime, view: ClusterView, service: Service
     state = runtime.state(service.key, service.owner.uid)
     with state.lock:
         write_status(
-            runtime.api, view, Reconciled(service.body, service.owner, service.spec, plan, []), state
+            runtime.api,
+            view,
+            Reconciled(
+                service.body, service.owner, service.spec, plan, [], gateway_url=runtime.config.gateway_url
+            ),
+            state,
         )

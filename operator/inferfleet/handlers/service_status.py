@@ -48,6 +48,8 @@ class Reconciled:
     """The replica groups it keeps (controlled by the service, not deleted by this reconcile)."""
     creation_failures: Mapping[int, str] = field(default_factory=dict)
     """Why the API server refuses pods of groups that lack them, by replica."""
+    gateway_url: str | None = None
+    """The gateway's base URL when one serves the service (status.endpoint then points there)."""
 
 
 def build_observation(view: ClusterView, reconciled: Reconciled, state: ServiceState) -> Observation:
@@ -66,7 +68,7 @@ def build_observation(view: ClusterView, reconciled: Reconciled, state: ServiceS
         generation=int(reconciled.body["metadata"].get("generation") or 0),
         desired_replicas=spec.replicas if spec else 0,
         selector=selector_string(owner.name),
-        endpoint=endpoint_url(owner, spec) if spec else "",
+        endpoint=endpoint_url(owner, spec, reconciled.gateway_url) if spec else "",
         blocked=plan.blocked,
         shard_plan=plan.shard_plan,
         deployment=deployment,

@@ -226,3 +226,27 @@ def scale_inference_service(api: client.ApiClient, namespace: str, name: str, re
     client.CustomObjectsApi(api).patch_namespaced_custom_object_scale(
         GROUP, VERSION, namespace, PLURAL, name, {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH
     )
+
+
+JSON_PATCH = "application/json-patch+json"
+
+
+def scale_from_zero(api: client.ApiClient, namespace: str, name: str) -> bool:
+    """Raise spec.replicas from 0 to 1 through the scale subresource; False if it was not 0.
+
+    The patch tests the current value first, so a gateway never overwrites what the autoscaler
+    (or another gateway replica) wrote in the meantime.
+    """
+    patch = [
+        {"op": "test", "path": "/spec/replicas", "value": 0},
+        {"op": "replace", "path": "/spec/replicas", "value": 1},
+    ]
+    try:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object_scale(
+            GROUP, VERSION, namespace, PLURAL, name, patch, _content_type=JSON_PATCH
+        )
+    except ApiException as e:
+        if e.status == 422:  # the test failed: replicas is not 0 any more
+            return False
+        raise
+    return True

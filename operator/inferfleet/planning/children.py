@@ -131,5 +131,8 @@ def build_pdb(owner: Owner, spec: InferenceServiceSpec) -> dict[str, Any]:
     }
 
 
-def endpoint_url(owner: Owner, spec: InferenceServiceSpec) -> str:
+def endpoint_url(owner: Owner, spec: InferenceServiceSpec, gateway_url: str | None = None) -> str:
+    """The service's OpenAI base URL: through the gateway when one serves it, else its own Service."""
+    if gateway_url:
+        return f"{gateway_url.rstrip('/')}/namespaces/{owner.namespace}/services/{owner.name}/v1"
     return f"http://{owner.name}.{owner.namespace}.svc:{spec.engine.port}/v1"

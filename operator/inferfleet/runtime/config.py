@@ -62,6 +62,8 @@ class OperatorConfig:
     workers: int = 8
     """Threads running reconciles (and kopf's synchronous handlers)."""
     scheduler_name: str | None = None
+    gateway_url: str | None = None
+    """Base URL of inferfleet's gateway serving these namespaces; status.endpoint points through it."""
     autoscale_interval_seconds: float = 15.0
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     policy: TenantPolicy = field(default_factory=TenantPolicy)

@@ -1,0 +1,138 @@
+"""`inferfleet gateway`: the configuration, and the process that wires discovery, pools and the front."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+from inferfleet.gateway.activation import Activator
+from inferfleet.gateway.discovery import Discovery
+from inferfleet.gateway.forward import Forwarder
+from inferfleet.gateway.metrics import GatewayMetrics
+from inferfleet.gateway.registry import Registry
+from inferfleet.gateway.server import Front, build_metrics_app
+from inferfleet.kube.apply import scale_from_zero
+from inferfleet.kube.connection import connect
+from inferfleet.planning.routing import RetryBudget, ServiceRoute
+
+log = logging.getLogger("inferfleet.gateway")
+
+STATIC_NAMESPACE = "static"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = 8081
+    namespaces: tuple[str, ...] = ()
+    """Served namespaces (globs allowed); empty: all."""
+    max_attempts: int = 3
+    retry_budget: float = 0.2
+    """Retries allowed as a fraction of recent requests (plus a few per window)."""
+    connect_timeout_seconds: float = 5.0
+    shutdown_seconds: float = 60.0
+    """On SIGTERM, time the requests in flight get to finish."""
+    static_endpoints: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(model, engine host:port...) served without a cluster: development and benchmarks only."""
+    static_slots: int = 256
+
+
+def parse_static(values: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`MODEL=URL[,URL...]` flags as (model, (host:port, ...))."""
+    parsed = []
+    for value in values:
+        model, sep, urls = value.partition("=")
+        endpoints = tuple(u.strip().removeprefix("http://").rstrip("/") for u in urls.split(",") if u.strip())
+        if not sep or not model or not endpoints:
+            raise ValueError(f"--static-endpoints wants MODEL=URL[,URL...], not {value!r}")
+        parsed.append((model, endpoints))
+    return tuple(parsed)
+
+
+@dataclass
+class Gateway:
+    config: GatewayConfig
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    runners: list[web.AppRunner] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self.registry = Registry(self.metrics)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_seconds)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False)
+        activator = Activator(self._scale_from_zero, self.metrics)
+        budget = RetryBudget(ratio=self.config.retry_budget)
+        forwarder = Forwarder(self.session, self.metrics, budget, activator, self.config.max_attempts)
+        if self.config.static_endpoints:
+            self._add_static()
+        else:
+            self._start_discovery()
+        front = Front(self.registry, forwarder, self.metrics)
+        await self._serve(front.build_app(), self.config.host, self.config.port)
+        await self._serve(
+            build_metrics_app(self.metrics, self.synced),
+            self.config.metrics_address,
+            self.config.metrics_port,
+        )
+
+    def _add_static(self) -> None:
+        for model, endpoints in self.config.static_endpoints:
+            route = ServiceRoute(STATIC_NAMESPACE, model, model, slots_per_replica=self.config.static_slots)
+            self.registry.add_static(route, endpoints)
+        self.synced.set()
+
+    def _start_discovery(self) -> None:
+        self.api = connect()
+        self.discovery = Discovery(self.registry, self.api, self.config.namespaces, self.synced)
+        self.discovery.start(asyncio.get_running_loop())
+
+    def _scale_from_zero(self, namespace: str, name: str) -> bool:
+        return scale_from_zero(self.api, namespace, name)
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> None:
+        runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=self.config.shutdown_seconds
+        )
+        await runner.setup()
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+        self.runners.append(runner)
+
+    @property
+    def ports(self) -> list[int]:
+        """The bound ports (API first), useful when configured as 0."""
+        return [int(r.addresses[0][1]) for r in self.runners]
+
+    async def stop(self) -> None:
+        if hasattr(self, "discovery"):
+            self.discovery.stop()
+        for runner in self.runners:
+            await runner.cleanup()
+        await self.session.close()
+
+
+async def serve(config: GatewayConfig) -> None:
+    """Run until SIGTERM or SIGINT; then stop taking connections and let requests in flight finish."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    gateway = Gateway(config)
+    await gateway.start()
+    where = (
+        "static endpoints" if config.static_endpoints else f"namespaces {list(config.namespaces) or 'all'}"
+    )
+    log.info(
+        "gateway serving %s on %s:%s (metrics on :%s)", where, config.host, gateway.ports[0], gateway.ports[1]
+    )
+    await stop.wait()
+    log.info("gateway stopping: finishing requests in flight for up to %ss", config.shutdown_seconds)
+    await gateway.stop()

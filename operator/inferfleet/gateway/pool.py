@@ -1,0 +1,122 @@
+"""One service's processing slots and its FIFO queue, in the gateway's event loop.
+
+Each ready endpoint has `slots_per_replica` slots. A request takes a slot on the endpoint with the
+fewest outstanding requests; when every slot is taken it waits in a bounded FIFO queue and is
+handed the next slot that frees (or appears, when a replica becomes ready). A waiter that gives up
+(timeout, client gone) leaves the queue; a slot handed to a waiter that gave up at that instant is
+given back. Endpoints that leave (drained, dead) keep their count until their last request ends,
+but get nothing new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from inferfleet.planning.routing import RouteError, ServiceRoute, pick_endpoint, queue_full
+
+SlotListener = Callable[[str, int], None]
+"""Told (endpoint, requests in flight there) whenever that count changes."""
+
+
+@dataclass
+class _Waiter:
+    future: asyncio.Future[str]
+    exclude: frozenset[str]
+
+
+@dataclass
+class ServicePool:
+    route: ServiceRoute
+    endpoints: tuple[str, ...] = ()
+    on_in_flight: SlotListener = lambda endpoint, n: None
+    on_queue: Callable[[int], None] = lambda n: None
+    in_flight: dict[str, int] = field(default_factory=dict)
+    _waiters: deque[_Waiter] = field(default_factory=deque)
+    _turn: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def set_route(self, route: ServiceRoute) -> None:
+        self.route = route
+        self._hand_over()
+        self._notify()
+
+    def set_endpoints(self, endpoints: tuple[str, ...]) -> None:
+        self.endpoints = endpoints
+        self._hand_over()
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        """Wait for the next change of route or endpoints."""
+        await self._changed.wait()
+
+    def try_acquire(self, exclude: frozenset[str] = frozenset()) -> str | None:
+        if self._waiters:  # FIFO: nobody overtakes a waiting request
+            return None
+        return self._take(exclude)
+
+    def _take(self, exclude: frozenset[str]) -> str | None:
+        counts = {e: self.in_flight.get(e, 0) for e in self.endpoints}
+        if exclude and all(e in exclude for e in counts):
+            exclude = frozenset()  # nowhere else to go: the excluded endpoint beats none
+        endpoint = pick_endpoint(counts, self.route.slots_per_replica, exclude, self._turn)
+        if endpoint is not None:
+            self._turn += 1
+            self._count(endpoint, +1)
+        return endpoint
+
+    def enqueue(self, exclude: frozenset[str] = frozenset()) -> asyncio.Future[str] | RouteError:
+        """A place in the queue, or the 429 of a full queue."""
+        if len(self._waiters) >= self.route.max_queued:
+            return queue_full(self.route)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(future, exclude))
+        self.on_queue(len(self._waiters))
+        return future
+
+    def leave(self, future: asyncio.Future[str]) -> None:
+        """A waiter gives up: out of the queue, and a slot it was just handed goes back."""
+        self._waiters = deque(w for w in self._waiters if w.future is not future)
+        self.on_queue(len(self._waiters))
+        if future.done() and not future.cancelled():
+            self.release(future.result())
+        elif not future.done():
+            future.cancel()
+
+    def release(self, endpoint: str) -> None:
+        self._count(endpoint, -1)
+        self._hand_over()
+
+    def _count(self, endpoint: str, delta: int) -> None:
+        n = self.in_flight.get(endpoint, 0) + delta
+        if n > 0 or endpoint in self.endpoints:
+            self.in_flight[endpoint] = n
+        else:
+            self.in_flight.pop(endpoint, None)
+        self.on_in_flight(endpoint, n)
+
+    def _hand_over(self) -> None:
+        handed = False
+        while self._waiters:
+            waiter = self._waiters[0]
+            if waiter.future.done():
+                self._waiters.popleft()
+                continue
+            endpoint = self._take(waiter.exclude)
+            if endpoint is None:
+                break
+            self._waiters.popleft()
+            waiter.future.set_result(endpoint)
+            handed = True
+        if handed:
+            self.on_queue(len(self._waiters))
