@@ -1,5 +1,6 @@
-"""The chart's Grafana dashboard: its queries name the operator's real metrics and labels, and the
-ConfigMap the Grafana sidecar loads is rendered only when asked for."""
+"""The chart's Grafana dashboard: its queries name the real metrics and labels of the operator and
+of its gateway (issue 15's contract), and the ConfigMap the Grafana sidecar loads is rendered only
+when asked for."""
 
 from __future__ import annotations
 
@@ -25,16 +26,47 @@ SCRAPE_LABELS = {"job", "instance"}
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 
-def exposed_series() -> dict[str, set[str]]:
-    """Every series name the operator exposes (as prometheus-client names them) -> its label names."""
+def series_of(holders: list[Any]) -> dict[str, set[str]]:
+    """Every series name the metrics held by these modules or objects expose (as prometheus-client
+    names them) -> its label names."""
     series: dict[str, set[str]] = {}
-    for module in (inferfleet.metrics.operator, inferfleet.metrics.prometheus, inferfleet.kube.apply):
-        for metric in vars(module).values():
+    for holder in holders:
+        for metric in vars(holder).values():
             if isinstance(metric, MetricWrapperBase):
                 [family] = metric.describe()
                 labels = set(metric._labelnames)
                 for suffix in SUFFIXES[family.type]:
                     series[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return series
+
+
+def exposed_series() -> dict[str, set[str]]:
+    return series_of([inferfleet.metrics.operator, inferfleet.metrics.prometheus, inferfleet.kube.apply])
+
+
+GATEWAY_SERVICE_LABELS = {"namespace", "inferfleet_io_service"}
+# The gateway's metrics as issue 15's contract names them: name -> (type, labels beyond the service's).
+GATEWAY_CONTRACT: dict[str, tuple[str, set[str]]] = {
+    "inferfleet_gateway_arrivals_total": ("counter", set()),
+    "inferfleet_gateway_queued_requests": ("gauge", set()),
+    "inferfleet_gateway_in_flight_requests": ("gauge", {"endpoint"}),
+    "inferfleet_gateway_responses_total": ("counter", {"code"}),
+    "inferfleet_gateway_retries_total": ("counter", {"reason"}),
+    "inferfleet_gateway_queue_wait_seconds": ("histogram", set()),
+    "inferfleet_gateway_time_to_first_byte_seconds": ("histogram", set()),
+    "inferfleet_gateway_request_duration_seconds": ("histogram", set()),
+    "inferfleet_gateway_activations_total": ("counter", set()),
+}
+
+
+def gateway_series() -> dict[str, set[str]]:
+    """The series of GATEWAY_CONTRACT, named as exposed (a counter's name includes _total)."""
+    series: dict[str, set[str]] = {}
+    for name, (kind, labels) in GATEWAY_CONTRACT.items():
+        for suffix in ("",) if kind != "histogram" else SUFFIXES["histogram"]:
+            series[name + suffix] = (
+                GATEWAY_SERVICE_LABELS | labels | ({"le"} if suffix == "_bucket" else set())
+            )
     return series
 
 
@@ -56,13 +88,13 @@ SELECTOR = re.compile(r"\b(inferfleet_[a-z0-9_]+)(?:\{([^}]*)\})?")
 GROUPING = re.compile(r"\bby \(([^)]*)\)")
 
 
-def test_every_query_uses_metrics_and_labels_the_operator_exposes() -> None:
-    series = exposed_series()
+def test_every_query_uses_metrics_and_labels_the_operator_and_gateway_expose() -> None:
+    series = exposed_series() | gateway_series()
     used: set[str] = set()
     for expr in expressions():
         names = set()
-        for name, matchers in SELECTOR.findall(expr):
-            assert name in series, f"{name} in {expr!r} is not an operator metric"
+        for name, matchers in SELECTOR.findall(GROUPING.sub("", expr)):  # not the labels of `by (...)`
+            assert name in series, f"{name} in {expr!r} is not an operator or gateway metric"
             names.add(name)
             for matcher in filter(None, (m.strip() for m in matchers.split(","))):
                 label = re.split(r"=~|!=|!~|=", matcher)[0].strip()
@@ -81,6 +113,30 @@ def test_every_query_uses_metrics_and_labels_the_operator_exposes() -> None:
         "inferfleet_prometheus_query_duration_seconds_bucket",
         "inferfleet_prometheus_query_errors_total",
     } <= used
+    # The gateway's panels: requests by code, errors, retries, queue, queue wait, TTFT, in flight
+    # per endpoint, duration and activations draw on every metric of its contract.
+    assert {
+        name + ("_bucket" if kind == "histogram" else "") for name, (kind, _) in GATEWAY_CONTRACT.items()
+    } <= used
+
+
+def test_the_gateway_exposes_the_metrics_of_its_contract() -> None:
+    gateway_metrics = pytest.importorskip(
+        "inferfleet.gateway.metrics", reason="the gateway is not written yet"
+    )
+    assert series_of([gateway_metrics.GatewayMetrics()]) == gateway_series()
+
+
+def test_gateway_panels_follow_the_namespace_variable() -> None:
+    gateway_selectors = [
+        (name, matchers)
+        for expr in expressions()
+        for name, matchers in SELECTOR.findall(GROUPING.sub("", expr))
+        if name.startswith("inferfleet_gateway_")
+    ]
+    assert gateway_selectors
+    for name, matchers in gateway_selectors:
+        assert 'namespace=~"$namespace"' in matchers, name
 
 
 @pytest.mark.skipif(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -400,7 +401,7 @@ def operator_sources() -> list[ast.Module]:
 API_VERBS = ("create", "delete", "get", "list", "patch", "read", "replace", "watch", "connect")
 
 
-def kube_client_methods_named(trees: list[ast.Module]) -> set[str]:
+def kube_client_methods_named(trees: Sequence[ast.AST]) -> set[str]:
     """The Kubernetes client's API methods (`patch_namespaced_service`...) these sources name."""
     methods = {
         m
