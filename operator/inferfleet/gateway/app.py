@@ -63,6 +63,8 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     runners: list[web.AppRunner] = field(default_factory=list)
+    kubernetes: bool = True
+    """Discover services in the cluster; False: only what is added to `registry` (tests)."""
 
     async def start(self) -> None:
         self.registry = Registry(self.metrics)
@@ -74,8 +76,10 @@ class Gateway:
         forwarder = Forwarder(self.session, self.metrics, budget, activator, self.config.max_attempts)
         if self.config.static_endpoints:
             self._add_static()
-        else:
+        elif self.kubernetes:
             self._start_discovery()
+        else:
+            self.synced.set()
         front = Front(self.registry, forwarder, self.metrics)
         await self._serve(front.build_app(), self.config.host, self.config.port)
         await self._serve(

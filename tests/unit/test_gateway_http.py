@@ -1,0 +1,220 @@
+"""The gateway over real HTTP on 127.0.0.1: simulated engines behind it, the official clients in front.
+
+Services are added to the gateway's registry directly (no cluster here); discovery from
+EndpointSlices, scale from zero and drains are proven on the local cluster (tests/integration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from inferfleet.gateway.app import Gateway, GatewayConfig
+from inferfleet.planning.routing import ServiceRoute
+from inferfleet.sim.engine import EngineConfig, SimEngine
+
+MODEL = "tiny"
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def engines() -> Iterator[Callable[..., SimEngine]]:
+    started: list[SimEngine] = []
+
+    def start(**overrides: Any) -> SimEngine:
+        config = EngineConfig(
+            **{"model": MODEL, "host": "127.0.0.1", "port": 0, "drain_seconds": 0, **overrides}
+        )
+        started.append(SimEngine(config).start())
+        return started[-1]
+
+    yield start
+    for engine in started:
+        engine.stop(drain_seconds=0)
+
+
+def _address(engine: SimEngine) -> str:
+    return engine.url.removeprefix("http://")
+
+
+@asynccontextmanager
+async def gateway(route: ServiceRoute, *engines: SimEngine, **config: Any) -> AsyncIterator[str]:
+    async with gateway_process(route, *engines, **config) as (url, _):
+        yield url
+
+
+@asynccontextmanager
+async def gateway_process(
+    route: ServiceRoute, *engines: SimEngine, **config: Any
+) -> AsyncIterator[tuple[str, Gateway]]:
+    settings = {"host": "127.0.0.1", "port": 0, "metrics_address": "127.0.0.1", "metrics_port": 0, **config}
+    gw = Gateway(GatewayConfig(**settings), kubernetes=False)
+    await gw.start()
+    gw.registry.add_static(route, tuple(_address(e) for e in engines))
+    try:
+        yield f"http://127.0.0.1:{gw.ports[0]}", gw
+    finally:
+        await gw.stop()
+
+
+def route(**overrides: Any) -> ServiceRoute:
+    return ServiceRoute(**{"namespace": "ns", "name": "svc", "model": MODEL, **overrides})
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_openai_client_non_streamed_and_streamed_chunk_by_chunk(engines: Callable[..., SimEngine]) -> None:
+    engine = engines(tokens_per_second=50)
+
+    async def scenario() -> None:
+        async with gateway(route(), engine) as url:
+            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+            reply = await client.completions.create(model=MODEL, prompt="hello", max_tokens=5)
+            assert reply.choices[0].text == "tok0 tok1 tok2 tok3 tok4"
+            started = time.monotonic()
+            stream = await client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=25, stream=True
+            )
+            arrivals, text = [], ""
+            async for chunk in stream:
+                arrivals.append(time.monotonic() - started)
+                text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+            assert text.split() == [f"tok{i}" for i in range(25)]
+            # 25 tokens at 50/s take 0.5 s: passed through as generated, the first long before the end
+            assert arrivals[0] < arrivals[-1] - 0.3
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_unknown_model_is_openais_not_found(engines: Callable[..., SimEngine]) -> None:
+    engine = engines()
+
+    async def scenario() -> None:
+        async with gateway(route(), engine) as url:
+            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+            with pytest.raises(openai.NotFoundError, match="does not exist"):
+                await client.completions.create(model="gpt-nope", prompt="hello")
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_is_429_with_retry_after_and_a_long_wait_503(engines: Callable[..., SimEngine]) -> None:
+    engine = engines(max_concurrent=1, tokens_per_second=20)  # a request of 20 tokens holds the slot 1 s
+
+    async def scenario() -> None:
+        async with (
+            gateway(route(slots_per_replica=1, max_queued=1, queue_timeout=0.3), engine) as url,
+            aiohttp.ClientSession() as session,
+        ):
+            body = {"model": MODEL, "prompt": "x", "max_tokens": 20}
+            running = asyncio.ensure_future(session.post(f"{url}/v1/completions", json=body))
+            await wait_until(lambda: engine.counts().running == 1)
+            queued = asyncio.ensure_future(session.post(f"{url}/v1/completions", json=body))
+            await asyncio.sleep(0.05)  # let it reach the queue: the next one must find it full
+            async with session.post(f"{url}/v1/completions", json=body) as full:
+                assert full.status == 429
+                assert full.headers["Retry-After"] == "1"
+                assert (await full.json())["error"]["code"] == "queue_full"
+            late = await queued
+            assert late.status == 503
+            assert int(late.headers["Retry-After"]) > 0
+            assert (await late.json())["error"]["code"] == "queue_timeout"
+            assert (await running).status == 200
+            assert engine.counts().succeeded == 1  # the refused ones never reached the engine
+
+    asyncio.run(scenario())
+
+
+def test_client_disconnects_free_the_slot_and_leave_the_queue(engines: Callable[..., SimEngine]) -> None:
+    engine = engines(max_concurrent=1, tokens_per_second=10)
+
+    async def scenario() -> None:
+        async with gateway(route(slots_per_replica=1), engine) as url, aiohttp.ClientSession() as session:
+            stream_body = {"model": MODEL, "prompt": "x", "max_tokens": 100, "stream": True}
+            streaming = await session.post(f"{url}/v1/completions", json=stream_body)
+            await streaming.content.readline()  # the first chunk arrived: it is running on the engine
+            queued = asyncio.ensure_future(
+                session.post(f"{url}/v1/completions", json={**stream_body, "stream": False})
+            )
+            await asyncio.sleep(0.05)
+            queued.cancel()  # the client gives up while queued
+            streaming.close()  # and the streaming client hangs up mid-stream
+            await wait_until(lambda: engine.counts().running == 0 and engine.counts().waiting == 0)
+            assert engine.counts().succeeded == 0
+            # the freed slot is usable at once: a new request runs without queueing behind a ghost
+            async with session.post(f"{url}/v1/completions", json={"model": MODEL, "max_tokens": 2}) as ok:
+                assert ok.status == 200
+
+    asyncio.run(scenario())
+
+
+def test_killed_replica_non_streamed_requests_retried_streams_end_with_an_error(
+    engines: Callable[..., SimEngine],
+) -> None:
+    doomed, healthy = engines(tokens_per_second=20), engines(tokens_per_second=20)
+
+    async def scenario() -> None:
+        async with gateway_process(route(), doomed) as (url, gw), aiohttp.ClientSession() as session:
+            body = {"model": MODEL, "prompt": "x", "max_tokens": 20}
+            stream = await session.post(
+                f"{url}/v1/completions", json={**body, "stream": True, "max_tokens": 60}
+            )
+            assert (await stream.content.readline()).startswith(b"data: ")  # bytes reached the client
+            gw.registry.pools[("ns", "svc")].set_endpoints((_address(doomed), _address(healthy)))
+            calls = [
+                asyncio.ensure_future(session.post(f"{url}/v1/completions", json=body)) for _ in range(6)
+            ]
+            await wait_until(lambda: doomed.counts().running >= 3)  # the stream and some of the six
+            doomed.kill()
+            answers = [await c for c in calls]
+            assert [a.status for a in answers] == [200] * 6
+            assert len({(await a.json())["id"] for a in answers}) == 6  # each answered, once
+            assert healthy.counts().succeeded == 6
+            tail = (await stream.content.read()).decode()
+            events = [json.loads(line[6:]) for line in tail.splitlines() if line.startswith("data: {")]
+            assert "[DONE]" not in tail
+            assert events[-1]["error"]["code"] == "upstream_failed"  # a clean error, not a silent cut
+
+    asyncio.run(scenario())
+
+
+def test_curl_streamed_and_not(engines: Callable[..., SimEngine]) -> None:
+    engine = engines(tokens_per_second=200)
+
+    async def curl(url: str, body: dict[str, Any]) -> str:
+        process = await asyncio.create_subprocess_exec(
+            "curl", "-sS", "-N", "--fail-with-body", "-H", "Content-Type: application/json",
+            "-d", json.dumps(body), url, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        assert process.returncode == 0, out
+        return out.decode()
+
+    async def scenario() -> None:
+        async with gateway(route(), engine) as url:
+            base = f"{url}/namespaces/ns/services/svc/v1/chat/completions"
+            messages = [{"role": "user", "content": "hi"}]
+            whole = json.loads(await curl(base, {"messages": messages, "max_tokens": 3}))
+            assert whole["choices"][0]["message"]["content"] == "tok0 tok1 tok2"
+            streamed = await curl(base, {"messages": messages, "max_tokens": 3, "stream": True})
+            lines = [line for line in streamed.splitlines() if line]
+            assert lines[-1] == "data: [DONE]"
+            deltas = [json.loads(line[6:])["choices"][0]["delta"].get("content") for line in lines[:-1]]
+            assert "".join(d or "" for d in deltas).split() == ["tok0", "tok1", "tok2"]
+
+    asyncio.run(scenario())
