@@ -94,6 +94,7 @@ def test_defaults_deploy_two_gateway_replicas_behind_a_service() -> None:
         "--metrics-port=8081",
         "--max-attempts=3",
         "--retry-budget=0.2",
+        "--shutdown-seconds=285",  # the grace period, less the preStop sleep and 5 s
     ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "metrics": 8081}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
@@ -153,6 +154,12 @@ def test_a_terminating_replica_leaves_the_service_before_it_stops_and_streams_ge
     [c] = pod["containers"]
     assert c["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "10"]}}
     assert pod["terminationGracePeriodSeconds"] == 300
+    # SIGTERM comes after the sleep; the drain ends before the kubelet's SIGKILL.
+    assert "--shutdown-seconds=285" in c["args"]
+    [short] = gateway_pod(
+        render("gateway.terminationGracePeriodSeconds=12", "gateway.preStopSleepSeconds=10")
+    )["containers"]
+    assert "--shutdown-seconds=1" in short["args"]
 
     result = helm("template", RELEASE, str(CHART), "--kube-version", BINARIES.kube_version,
                   "--set", "gateway.preStopSleepSeconds=60",
@@ -312,7 +319,7 @@ def test_the_rendered_args_parse_with_the_gateways_own_parser() -> None:
         "0.0.0.0",
         8081,
     )
-    assert (args.max_attempts, args.retry_budget) == (4, 0.1)
+    assert (args.max_attempts, args.retry_budget, args.shutdown_seconds) == (4, 0.1, 285)
     assert args.namespace == ["a", "b"]
 
 
