@@ -5,6 +5,7 @@ import pytest
 from inferfleet.planning.queue_queries import (
     QueueSample,
     build_fleet_query,
+    compute_fleet_sample,
     compute_override_sample,
     parse_fleet_result,
     parse_override_result,
@@ -36,7 +37,7 @@ def test_one_query_asks_every_engine_for_its_queue_batch_and_completion_rate_by_
         f'label_replace({by_service} (rate({completed}[1m])), "inferfleet_signal", "completion_rate", "", "")'
         in q
     )
-    assert q.count(by_service) == 9
+    assert q.count(by_service) == 12
 
 
 def test_results_become_samples_per_service() -> None:
@@ -120,3 +121,67 @@ def test_a_running_service_whose_query_reports_a_queue_scales_up() -> None:
         0.0,
     )
     assert (decision.replicas, decision.reason) == (2, "QueueAboveTarget")
+
+
+def test_the_same_query_asks_the_gateway_for_its_queue_in_flight_and_arrivals() -> None:
+    q = build_fleet_query()
+    by_service = "sum by (namespace, inferfleet_io_service)"
+    assert f'{by_service} (inferfleet_gateway_queued_requests), "inferfleet_signal", "gateway_waiting"' in q
+    assert (
+        f'{by_service} (inferfleet_gateway_in_flight_requests), "inferfleet_signal", "gateway_running"' in q
+    )
+    rate = "rate(inferfleet_gateway_arrivals_total[1m])"
+    assert f'{by_service} ({rate}), "inferfleet_signal", "arrival_rate"' in q
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param(
+            {"waiting": 3, "running": 40, "completion_rate": 2.5},
+            QueueSample(3.0, 40.0, 2.5, None),
+            id="engines-only-as-before",
+        ),
+        pytest.param(
+            {
+                "waiting": 3,
+                "running": 40,
+                "completion_rate": 2.5,
+                "gateway_waiting": 50,
+                "gateway_running": 40,
+                "arrival_rate": 9.0,
+            },
+            QueueSample(53.0, 40.0, 2.5, 9.0),
+            id="both-queues-count-and-arrivals-at-the-door",
+        ),
+        pytest.param(
+            {"gateway_waiting": 2, "gateway_running": 0, "arrival_rate": 0.1},
+            QueueSample(2.0, 0.0, None, 0.1),
+            id="zero-replicas-gateway-holds-requests",
+        ),
+        pytest.param(
+            {"running": 4, "gateway_waiting": 0, "gateway_running": 4},
+            QueueSample(None, 4.0, None, None),
+            id="engines-queue-missing-stays-missing",
+        ),
+        pytest.param({"gateway_waiting": None}, QueueSample(None, 0.0, None, None), id="gateway-queue-nan"),
+        pytest.param({"completion_rate": 1.0}, None, id="no-queue-anywhere"),
+    ],
+)
+def test_compute_fleet_sample(values: dict[str, float | None], expected: QueueSample | None) -> None:
+    assert compute_fleet_sample(values) == expected
+
+
+def test_arrivals_counted_at_the_door_size_a_saturated_fleet_for_its_real_load() -> None:
+    # Issue 16: saturated, completions are capped at the fleet's pace (4/s) and the queue hovers,
+    # so the engines alone say 4 req/s; the gateway counted 8 req/s arriving.
+    policy = ScalingPolicy(min_replicas=1, max_replicas=16, target_queue_depth=4, max_concurrent_requests=8)
+
+    def decide(arrivals: float | None) -> int:
+        sample = ScalingSample(waiting=10.0, running=32.0, completion_rate=4.0, arrival_rate=arrivals)
+        decision, _ = compute_scaling_decision(sample, policy, 4, 4, ScalerState(), 0.0)
+        return decision.replicas
+
+    engines_only, at_the_door = decide(None), decide(8.0)
+    assert at_the_door >= 8  # 8 req/s x 8 s each = 64 running requests = 8 replicas of 8 slots
+    assert at_the_door > engines_only

@@ -167,8 +167,9 @@ def _decide_logged(
 
 def _scaling_sample(sample: QueueSample) -> ScalingSample:
     """The policy's input; the completion rate only rides along with fresh queue samples."""
-    rate = sample.completion_rate if sample.waiting is not None else None
-    return ScalingSample(sample.waiting, sample.running, rate)
+    fresh = sample.waiting is not None
+    rate = sample.completion_rate if fresh else None
+    return ScalingSample(sample.waiting, sample.running, rate, sample.arrival_rate if fresh else None)
 
 
 def _decide(

@@ -49,13 +49,25 @@ def _tagged(expr: str, signal: str) -> str:
     return f'label_replace(sum by ({GROUPING}) ({expr}), "{SIGNAL_LABEL}", "{signal}", "", "")'
 
 
+# inferfleet's gateway, summed over its replicas: its queue, the requests it has on engines, and
+# arrivals counted at the door (not capped by a saturated fleet, as completions are).
+GATEWAY_SIGNALS = {
+    "gateway_waiting": "inferfleet_gateway_queued_requests",
+    "gateway_running": "inferfleet_gateway_in_flight_requests",
+    "arrival_rate": f"rate(inferfleet_gateway_arrivals_total[{RATE_WINDOW}])",
+}
+SIGNALS = ("waiting", "running", "completion_rate", *GATEWAY_SIGNALS)
+
+
 def build_fleet_query() -> str:
-    """Waiting, running and completion rate of every engine kind in one instant query."""
+    """Waiting, running and completion rate of every engine kind, and the gateway's signals, in one
+    instant query."""
     parts = []
     for signals in ENGINE_SIGNALS.values():
         parts.append(_tagged(signals.waiting, "waiting"))
         parts.append(_tagged(signals.running, "running"))
         parts.append(_tagged(f"rate({signals.completed}[{RATE_WINDOW}])", "completion_rate"))
+    parts.extend(_tagged(expr, signal) for signal, expr in GATEWAY_SIGNALS.items())
     return " or ".join(parts)
 
 
@@ -65,6 +77,9 @@ class QueueSample:
     running: float | None
     completion_rate: float | None = None
     """Requests finished per second over the last minute; None when there is no such counter."""
+    arrival_rate: float | None = None
+    """Requests per second counted at the gateway's door over the last minute; None when no
+    gateway serves the service."""
 
 
 def _number(raw: Any) -> float | None:
@@ -84,17 +99,34 @@ def parse_fleet_result(result: Iterable[Mapping[str, Any]]) -> dict[tuple[str, s
         metric = series.get("metric") or {}
         key = (str(metric.get("namespace", "")), str(metric.get(SERVICE_SERIES_LABEL, "")))
         signal = metric.get(SIGNAL_LABEL)
-        if not all(key) or signal not in ("waiting", "running", "completion_rate"):
+        if not all(key) or signal not in SIGNALS:
             continue
         value = _number((series.get("value") or [None, None])[1])
-        if signal == "completion_rate" and value is not None and value < 0:
+        if signal.endswith("_rate") and value is not None and value < 0:
             value = None
         values.setdefault(key, {})[signal] = value
-    return {
-        k: QueueSample(v.get("waiting"), v.get("running"), v.get("completion_rate"))
-        for k, v in values.items()
-        if "waiting" in v or "running" in v
-    }
+    return {k: sample for k, v in values.items() if (sample := compute_fleet_sample(v)) is not None}
+
+
+def compute_fleet_sample(values: Mapping[str, float | None]) -> QueueSample | None:
+    """One service's sample from its engines' and its gateway's signals.
+
+    Requests wait in two places when a gateway serves the service: its queue and the engines'.
+    The engines' running requests are the load when they report; when they do not (no replica
+    is ready yet, or their scrape fails) the gateway's requests on engines stand in, so a
+    service woken from zero has a sample that holds it up while its first replica starts.
+    """
+    engines = "waiting" in values or "running" in values
+    gateway = "gateway_waiting" in values
+    if not engines and not gateway:
+        return None
+    waiting, running = values.get("waiting"), values.get("running")
+    if gateway:
+        queued = values.get("gateway_waiting")
+        waiting = None if queued is None or (engines and waiting is None) else (waiting or 0.0) + queued
+        running = running if engines else (values.get("gateway_running") or 0.0)
+    arrivals = values.get("arrival_rate") if gateway else None
+    return QueueSample(waiting, running, values.get("completion_rate"), arrivals)
 
 
 def parse_override_result(result: Iterable[Mapping[str, Any]]) -> QueueSample:

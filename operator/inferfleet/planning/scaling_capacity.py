@@ -74,13 +74,15 @@ def estimate_flow(
     samples: LoadSamples,
     policy: ScalingPolicy,
     now: float,
+    counted_arrivals: float | None = None,
 ) -> tuple[float, float] | None:
     """(arrival rate, service time) over the last `arrival_window_seconds`, or None.
 
     `samples` are the policy's (time, running, waiting), oldest first, this tick's last.
 
     A flow balance and Little's law: arrivals = completions (the engines' success counter
-    rate) + the growth of running + waiting over the window; service time = mean running
+    rate) + the growth of running + waiting over the window, or the arrivals a gateway counted
+    (`counted_arrivals`) when one serves the service; service time = mean running
     requests over the window / completion rate. None without a completion rate, or when
     requests run but none finished in the window (the service time is unknown).
     """
@@ -91,6 +93,8 @@ def estimate_flow(
     mean_running = sum(r for _, r, _ in window) / len(window)
     if rate <= EPS or mean_running <= EPS:
         return (0.0, 0.0) if running + waiting <= 0 else None
+    if counted_arrivals is not None:  # counted at the gateway's door: no estimate needed
+        return max(0.0, counted_arrivals), mean_running / rate
     t0, r0, w0 = window[0]
     growth = ((running + waiting) - (r0 + w0)) / (now - t0) if now > t0 else 0.0
     return max(0.0, rate + growth), mean_running / rate

@@ -35,6 +35,9 @@ class ScalingSample:
     completion_rate: float | None = None
     """Requests finished per second over the last minute (the engines' success counters);
     None when the engine does not export one or the sample is missing."""
+    arrival_rate: float | None = None
+    """Requests per second counted at the gateway's door; None without a gateway. Unlike
+    completions it is not capped by a saturated fleet, so it replaces the flow balance's estimate."""
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,9 @@ def observe(
         waiting=waiting,
         running=running,
         planned_running=expected_running(running, trend, policy, now),
-        flow=estimate_flow(waiting, running, valid(sample.completion_rate), samples, policy, now),
+        flow=estimate_flow(
+            waiting, running, valid(sample.completion_rate), samples, policy, now, valid(sample.arrival_rate)
+        ),
         last_active=last_active,
         samples=samples,
         queue_high=waiting > policy.target_queue_depth * max(fleet.ready, 1),
