@@ -1,5 +1,6 @@
 """The Helm chart on the real cluster: install under the `restricted` Pod Security profile, RBAC that
-suffices (the operator runs with the chart's ServiceAccount token) and no more, upgrade, uninstall.
+suffices (the operator runs with the chart's ServiceAccount token) and no more, upgrade, uninstall;
+the gateway's Deployment, Service, budget and RBAC, and `inferfleet gateway` under its own identity.
 
 The operator runs as a local process: the in-cluster pods are KWOK's (admitted, scheduled and
 Running, but no container runs), so the process stands in for them, authenticated with a token
@@ -9,8 +10,12 @@ so a TokenRequest token is used: it is the ServiceAccount's own identity, not an
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ from kubernetes.client.rest import ApiException
 from inferfleet.kube.apply import scale_inference_service
 from inferfleet.localcluster.binaries import locate_binaries
 from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.ports import free_ports
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster, print_log_tail
 from tests.integration.test_reconcile import create, example, small_service, wait_ready
@@ -49,6 +55,15 @@ class Release:
     @property
     def user(self) -> str:
         return f"system:serviceaccount:{self.namespace}:{self.fullname}"
+
+    @property
+    def gateway(self) -> str:
+        """The gateway's Deployment, Service, PDB, ServiceAccount and roles."""
+        return f"{self.fullname}-gateway"
+
+    @property
+    def gateway_user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.gateway}"
 
 
 def run(cluster: Cluster, tool: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -85,10 +100,13 @@ def service_account_kubeconfig(release: Release, path: Path) -> Path:
     )
 
 
-def can_i(release: Release, verb: str, resource: str, namespace: str | None = None) -> bool:
-    """`kubectl auth can-i` as the chart's ServiceAccount; resource may carry `/subresource`."""
+def can_i(
+    release: Release, verb: str, resource: str, namespace: str | None = None, user: str | None = None
+) -> bool:
+    """`kubectl auth can-i` as the chart's (operator's) ServiceAccount, or `user`; resource may
+    carry `/subresource`."""
     resource, _, sub = resource.partition("/")
-    args = ["auth", "can-i", verb, resource, "--as", release.user]
+    args = ["auth", "can-i", verb, resource, "--as", user or release.user]
     args += ["--subresource", sub] if sub else []
     args += ["-n", namespace] if namespace else ["--all-namespaces"]
     return run(release.cluster, BINARIES.kubectl, *args, check=False).returncode == 0
@@ -137,7 +155,8 @@ def test_install_in_a_restricted_namespace_runs_the_operator_pod(cluster: Cluste
 
     # ... and the chart's operator pod was admitted, scheduled and is Running and Ready.
     [pod] = cluster.core.list_namespaced_pod(
-        release.namespace, label_selector=f"app.kubernetes.io/instance={release.name}"
+        release.namespace,
+        label_selector=f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=operator",
     ).items
     assert pod.status.phase == "Running"
     assert all(c.ready for c in pod.status.container_statuses)
@@ -244,6 +263,134 @@ def test_the_service_account_has_what_it_uses_and_no_secrets_or_unmanaged_kinds(
     assert [d for d in DENIED_ACCESS if check(*d)] == []
 
 
+def test_install_runs_the_gateway_replicas_behind_their_service_with_a_budget(
+    cluster: Cluster, release: Release
+) -> None:
+    # Both replicas admitted under `restricted` (install() saw no PodSecurity warning), Ready.
+    gateway = cluster.apps.read_namespaced_deployment(release.gateway, release.namespace)
+    assert (gateway.spec.replicas, gateway.status.ready_replicas) == (2, 2)
+    pods = cluster.core.list_namespaced_pod(
+        release.namespace,
+        label_selector=",".join(f"{k}={v}" for k, v in gateway.spec.selector.match_labels.items()),
+    ).items
+    assert [p.spec.service_account_name for p in pods] == [release.gateway] * 2
+
+    # The Service selects exactly those pods: the EndpointSlice controller lists both, ready.
+    discovery = client.DiscoveryV1Api(cluster.api_client)
+
+    def ready_endpoints() -> set[str] | None:
+        slices = discovery.list_namespaced_endpoint_slice(
+            release.namespace, label_selector=f"kubernetes.io/service-name={release.gateway}"
+        ).items
+        ready = {a for s in slices for e in s.endpoints or [] if e.conditions.ready for a in e.addresses}
+        return ready if ready == {p.status.pod_ip for p in pods} else None
+
+    wait_for(ready_endpoints, timeout=30, what="the gateway Service's endpoints to be its two pods")
+    service = cluster.core.read_namespaced_service(release.gateway, release.namespace)
+    assert {(p.name, p.port) for p in service.spec.ports} == {("http", 80), ("metrics", 8081)}
+
+    budget = client.PolicyV1Api(cluster.api_client).read_namespaced_pod_disruption_budget(
+        release.gateway, release.namespace
+    )
+    assert budget.spec.min_available == 1
+
+    # The operator names the gateway in status.endpoint, and the notes tell the user its URL.
+    url = f"http://{release.gateway}.{release.namespace}.svc:80"
+    operator = cluster.apps.read_namespaced_deployment(release.fullname, release.namespace)
+    assert f"--gateway-url={url}" in operator.spec.template.spec.containers[0].args
+    assert f"{url}/namespaces/<namespace>/services/<name>/v1" in release.install_output
+
+
+# The gateway's ServiceAccount: reads InferenceServices and EndpointSlices, writes only the scale
+# subresource (scale from zero); nothing of the operator's.
+GATEWAY_ALLOWED = [
+    *[
+        (verb, "inferenceservices.inferfleet.io", ns)
+        for verb in ("get", "list", "watch")
+        for ns in (None, "svc")
+    ],
+    ("get", "inferenceservices.inferfleet.io/scale", "svc"),
+    ("patch", "inferenceservices.inferfleet.io/scale", "svc"),
+    *[(verb, "endpointslices.discovery.k8s.io", ns) for verb in ("list", "watch") for ns in (None, "svc")],
+]
+GATEWAY_DENIED = [
+    ("patch", "inferenceservices.inferfleet.io", "svc"),
+    ("create", "inferenceservices.inferfleet.io", "svc"),
+    ("delete", "inferenceservices.inferfleet.io", "svc"),
+    ("patch", "inferenceservices.inferfleet.io/status", "svc"),
+    ("update", "inferenceservices.inferfleet.io/scale", "svc"),
+    ("patch", "endpointslices.discovery.k8s.io", "svc"),
+    ("list", "endpoints", "svc"),
+    ("list", "pods", "svc"),
+    ("get", "secrets", "svc"),
+    ("list", "secrets", None),
+    ("get", "configmaps", "svc"),
+    ("patch", "deployments.apps", "svc"),
+    ("create", "events", "svc"),
+    ("list", "nodes", None),
+    ("create", "serviceaccounts/token", "svc"),
+]
+
+
+def test_the_gateway_service_account_reads_services_and_slices_and_writes_only_scale(
+    release: Release, namespace: str
+) -> None:
+    def check(verb: str, resource: str, ns: str | None) -> bool:
+        return can_i(release, verb, resource, namespace if ns == "svc" else ns, user=release.gateway_user)
+
+    assert [a for a in GATEWAY_ALLOWED if not check(*a)] == []
+    assert [d for d in GATEWAY_DENIED if check(*d)] == []
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except OSError:  # not listening yet, or an HTTP error status
+        return 0, b""
+
+
+def test_the_gateway_process_under_its_service_account_syncs_and_lists_the_models(
+    cluster: Cluster, release: Release, namespace: str, tmp_path: Path
+) -> None:
+    """The chart's gateway identity suffices: the process's caches sync (/readyz) and it serves the
+    InferenceServices it discovered, with no RBAC refusal in its log. It runs as a local process, as
+    the operator does in these tests (KWOK's pods run no container)."""
+    body = small_service("via-gateway")
+    create(cluster, namespace, body)
+    kubeconfig = token_kubeconfig(
+        cluster.core, cluster.kubeconfig, release.gateway, release.namespace, tmp_path / "gateway-sa.yaml"
+    )
+    port, metrics = free_ports(2)
+    log_path = tmp_path / "gateway.log"
+    address = [
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics}",
+    ]
+    args = [sys.executable, "-m", "inferfleet", "gateway", *address]
+    env = os.environ | {"KUBECONFIG": str(kubeconfig)}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(
+            lambda: http_get(f"http://127.0.0.1:{metrics}/readyz")[0] == 200 or process.poll() is not None,
+            timeout=60,
+            what="the gateway's caches to sync (/readyz)",
+        )
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        status, listed = http_get(f"http://127.0.0.1:{port}/namespaces/{namespace}/v1/models")
+        assert status == 200
+        assert [(m["id"], m["owned_by"]) for m in json.loads(listed)["data"]] == [
+            (body["spec"]["model"]["name"], f"{namespace}/via-gateway")
+        ]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert rbac_denials(log_path.read_text()) == []
+
+
 def test_watched_namespaces_mode_reconciles_with_roles_in_those_namespaces_only(
     cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
@@ -281,6 +428,19 @@ def test_watched_namespaces_mode_reconciles_with_roles_in_those_namespaces_only(
         ]:
             assert not can_i(rel, verb, resource, "default")
             assert not can_i(rel, verb, resource)
+        # The gateway serves the same namespaces, through a Role there, and nothing elsewhere.
+        gateway_args = (
+            cluster.apps.read_namespaced_deployment(rel.gateway, home).spec.template.spec.containers[0].args
+        )
+        assert [a for a in gateway_args if a.startswith("--namespace")] == [f"--namespace={namespace}"]
+        for verb, resource in [
+            ("watch", "inferenceservices.inferfleet.io"),
+            ("patch", "inferenceservices.inferfleet.io/scale"),
+            ("list", "endpointslices.discovery.k8s.io"),
+        ]:
+            assert can_i(rel, verb, resource, namespace, user=rel.gateway_user)
+            assert not can_i(rel, verb, resource, "default", user=rel.gateway_user)
+            assert not can_i(rel, verb, resource, user=rel.gateway_user)
     finally:
         uninstall(rel)
         cluster.core.delete_namespace(home)
@@ -349,8 +509,13 @@ def test_upgrade_to_ha_elects_one_active_operator_hands_over_and_uninstall_is_cl
 
     helm(cluster, "uninstall", release.name, "-n", release.namespace, "--wait")
     rbac = client.RbacAuthorizationV1Api(cluster.api_client)
-    assert not exists(rbac.read_cluster_role, release.fullname)
-    assert not exists(rbac.read_cluster_role_binding, release.fullname)
+    for name in (release.fullname, release.gateway):
+        assert not exists(rbac.read_cluster_role, name)
+        assert not exists(rbac.read_cluster_role_binding, name)
+    assert not exists(cluster.apps.read_namespaced_deployment, release.gateway, release.namespace)
+    assert not exists(cluster.core.read_namespaced_service, release.gateway, release.namespace)
+    assert not exists(cluster.core.read_namespaced_service_account, release.gateway, release.namespace)
+    assert not exists(policy.read_namespaced_pod_disruption_budget, release.gateway, release.namespace)
     assert not exists(cluster.core.read_namespaced_service_account, release.fullname, release.namespace)
     assert not exists(cluster.apps.read_namespaced_stateful_set, release.fullname, release.namespace)
     assert not exists(policy.read_namespaced_pod_disruption_budget, release.fullname, release.namespace)
