@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client, config
 
 from inferfleet.localcluster.cluster import LocalCluster
+from inferfleet.localcluster.gateway_process import GatewayProcess
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.paths import cache_dir
 from inferfleet.localcluster.prometheus import LocalPrometheus
@@ -145,6 +146,35 @@ def run_operator(
         denials += rbac_denials(op.log_text(), request.node.stash.get(RBAC_SETTLED_AT, None))
     # A call the chart does not grant fails the test even when the behaviour it serves goes untested.
     assert denials == [], "the chart's RBAC refused the operator:\n" + "\n".join(denials)
+
+
+@pytest.fixture
+def run_gateway(
+    chart_identity: ChartIdentity, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., GatewayProcess]]:
+    """Start `inferfleet gateway` in the background with the chart's gateway RBAC, nothing more."""
+    started: list[GatewayProcess] = []
+
+    def start(namespaces: list[str] | None = None, extra_args: list[str] | None = None) -> GatewayProcess:
+        index = len(started)
+        kubeconfig = chart_identity.gateway_kubeconfig(
+            tmp_path / f"gateway-{index}.kubeconfig", namespaces or []
+        )
+        gateway = GatewayProcess(
+            kubeconfig, tmp_path / f"gateway-{index}.log", namespaces or [], extra_args or []
+        )
+        started.append(gateway)
+        gateway.start()
+        return gateway
+
+    yield start
+    denials = []
+    for gateway in started:
+        gateway.stop()
+        if request.node.stash.get(FAILED, False):
+            print(f"--- gateway log tail ({gateway.log_path}) ---\n{gateway.log_text()[-4000:]}")
+        denials += rbac_denials(gateway.log_text())
+    assert denials == [], "the chart's RBAC refused the gateway:\n" + "\n".join(denials)
 
 
 @pytest.fixture(scope="session")

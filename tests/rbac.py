@@ -38,7 +38,7 @@ CHART = Path(__file__).parents[1] / "charts" / "inferfleet"
 # The API server's RBAC refusal ('User "system:serviceaccount:..." cannot patch resource ...') and
 # kopf's fallback when it may not list or watch something.
 DENIED = re.compile(r"cannot \w+ resource|Not enough permissions")
-RBAC_TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml")
+RBAC_TEMPLATES = ("templates/serviceaccount.yaml", "templates/rbac.yaml", "templates/gateway-rbac.yaml")
 FIELD_MANAGER = "inferfleet-tests"
 APPLY_PATCH = "application/apply-patch+yaml"
 
@@ -162,6 +162,20 @@ class ChartIdentity:
         core = client.CoreV1Api(self.api)
         account = self.service_account(namespaces)
         return token_kubeconfig(core, self.admin_kubeconfig, account, self.namespace, path)
+
+    def gateway_kubeconfig(self, path: Path, namespaces: Sequence[str] = ()) -> Path:
+        """A kubeconfig of the chart's gateway ServiceAccount, serving `namespaces` (all if empty)."""
+        release = self.namespaced_release if namespaces else self.cluster_wide_release
+        docs = render_chart_rbac(release, self.namespace, namespaces)
+        self._apply(docs)
+        [account] = [
+            d["metadata"]["name"]
+            for d in docs
+            if d["kind"] == "ServiceAccount" and "gateway" in d["metadata"]["name"]
+        ]
+        return token_kubeconfig(
+            client.CoreV1Api(self.api), self.admin_kubeconfig, account, self.namespace, path
+        )
 
     def _apply(self, docs: list[dict[str, Any]]) -> None:
         apply_chart_objects(self.api, docs)
