@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from inferfleet.gateway.app import GatewayConfig
+    from inferfleet.gateway.config import GatewayConfig
 
     default = GatewayConfig()
     gateway = sub.add_parser(
@@ -463,7 +463,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from inferfleet.gateway.app import GatewayConfig, parse_static, serve
+    from inferfleet.gateway.app import parse_static, serve
+    from inferfleet.gateway.config import GatewayConfig
 
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig

@@ -306,10 +306,9 @@ def test_install_runs_the_gateway_replicas_behind_their_service_with_a_budget(
 GATEWAY_ALLOWED = [
     *[
         (verb, "inferenceservices.inferfleet.io", ns)
-        for verb in ("get", "list", "watch")
+        for verb in ("list", "watch")
         for ns in (None, "svc")
     ],
-    ("get", "inferenceservices.inferfleet.io/scale", "svc"),
     ("patch", "inferenceservices.inferfleet.io/scale", "svc"),
     *[(verb, "endpointslices.discovery.k8s.io", ns) for verb in ("list", "watch") for ns in (None, "svc")],
 ]
@@ -319,6 +318,7 @@ GATEWAY_DENIED = [
     ("delete", "inferenceservices.inferfleet.io", "svc"),
     ("patch", "inferenceservices.inferfleet.io/status", "svc"),
     ("update", "inferenceservices.inferfleet.io/scale", "svc"),
+    ("get", "inferenceservices.inferfleet.io/scale", "svc"),
     ("patch", "endpointslices.discovery.k8s.io", "svc"),
     ("list", "endpoints", "svc"),
     ("list", "pods", "svc"),

@@ -243,9 +243,7 @@ GATEWAY_CALLS: dict[str, set[Grant]] = {
     # Its cache of InferenceServices (model name, slots, queue bound, scaling): a list, then a watch.
     "list_cluster_custom_object": {("inferfleet.io", "inferenceservices", v) for v in LIST_WATCH},
     "list_namespaced_custom_object": {("inferfleet.io", "inferenceservices", v) for v in LIST_WATCH},
-    "get_namespaced_custom_object": {("inferfleet.io", "inferenceservices", "get")},
-    # Scale from zero: read the replicas, raise them to one (only the scale subresource).
-    "get_namespaced_custom_object_scale": {("inferfleet.io", "inferenceservices/scale", "get")},
+    # Scale from zero: a JSON patch that tests for 0 replicas and sets 1 (only the scale subresource).
     "patch_namespaced_custom_object_scale": {("inferfleet.io", "inferenceservices/scale", "patch")},
     # The engine endpoints it routes to (ready, terminating), as EndpointSlices: a list, then a watch.
     "list_endpoint_slice_for_all_namespaces": {("discovery.k8s.io", "endpointslices", v) for v in LIST_WATCH},

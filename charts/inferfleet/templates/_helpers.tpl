@@ -196,19 +196,20 @@ app.kubernetes.io/component: gateway
 What the gateway calls, in a ClusterRole when the operator watches every namespace, else in a
 Role per watched namespace (the gateway serves exactly the operator's namespaces). Nothing else:
 tests/unit/test_chart_gateway.py holds the rules to exactly this set.
-- inferenceservices get/list/watch: which model each service serves, its slots per replica,
+- inferenceservices list/watch: which model each service serves, its slots per replica,
   queue bound, scaling settings and whether it can be placed (spec and status).
-- inferenceservices/scale get/patch: scale from zero, the one write, as HPA does: a request for
-  a service at zero replicas raises it to one (only when its minReplicas is 0 and scaling is on).
+- inferenceservices/scale patch: scale from zero, the one write: a request for a service at zero
+  replicas raises it to one (only when its minReplicas is 0 and scaling is on), with a JSON patch
+  that tests for 0 first, so it needs no get.
 - endpointslices list/watch: the Ready, non-terminating engine endpoints it routes to.
 */}}
 {{- define "inferfleet.gateway.rules" -}}
 - apiGroups: [inferfleet.io]
   resources: [inferenceservices]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 - apiGroups: [inferfleet.io]
   resources: [inferenceservices/scale]
-  verbs: [get, patch]
+  verbs: [patch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]

@@ -1,0 +1,24 @@
+"""`inferfleet gateway`'s configuration: each default defined once, importable without a client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = 8081
+    namespaces: tuple[str, ...] = ()
+    """Served namespaces (globs allowed); empty: all."""
+    max_attempts: int = 3
+    retry_budget: float = 0.2
+    """Retries allowed as a fraction of recent requests (plus a few per window)."""
+    connect_timeout_seconds: float = 5.0
+    shutdown_seconds: float = 60.0
+    """On SIGTERM, time the requests in flight get to finish."""
+    static_endpoints: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(model, engine host:port...) served without a cluster: development and benchmarks only."""
+    static_slots: int = 256
