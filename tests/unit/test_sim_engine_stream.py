@@ -221,3 +221,18 @@ def test_an_engine_runs_on_the_callers_loop_with_the_async_api() -> None:
     status, text = asyncio.run(scenario())
     assert status == 200
     assert text.endswith("data: [DONE]\n\n")
+
+
+def test_a_non_streamed_request_answers_the_whole_completion_after_its_generation_time(
+    start_engine: Callable[..., SimEngine],
+) -> None:
+    engine = start_engine(tokens_per_second=50)
+    generation = 25 / 50
+    host, port = engine.url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    started = time.monotonic()
+    connection.request("POST", "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 25}))
+    reply = json.loads(connection.getresponse().read())
+    elapsed = time.monotonic() - started
+    assert reply["choices"][0]["text"] == " ".join(f"tok{i}" for i in range(25))
+    assert generation - 1 / 50 <= elapsed < 5 * generation  # the first step comes at most one step early
