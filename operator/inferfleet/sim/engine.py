@@ -24,7 +24,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -623,7 +623,7 @@ def _run_on(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) 
     return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
 
 
-async def _call_async(function: Any) -> None:
+async def _call_async(function: Callable[[], None]) -> None:
     function()
 
 
