@@ -76,6 +76,8 @@ class Discovery:
 
         watches = []
         for ns in scopes:
+            services: tuple[Callable[..., Any], tuple[str, ...]]
+            slices: tuple[Callable[..., Any], tuple[str, ...]]
             if ns is None:
                 services = (custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL))
                 slices = (discovery.list_endpoint_slice_for_all_namespaces, ())
@@ -83,8 +85,12 @@ class Discovery:
                 services = (custom.list_namespaced_custom_object, (GROUP, VERSION, ns, PLURAL))
                 slices = (discovery.list_namespaced_endpoint_slice, (ns,))
             reg = self.registry
-            watches.append(_Watch("services", *services, ns, keep, reg.sync_services, self._service_event))
-            watches.append(_Watch("endpointslices", *slices, ns, keep, reg.sync_slices, self._slice_event))
+            watches.append(
+                _Watch("services", services[0], services[1], ns, keep, reg.sync_services, self._service_event)
+            )
+            watches.append(
+                _Watch("endpointslices", slices[0], slices[1], ns, keep, reg.sync_slices, self._slice_event)
+            )
         return watches
 
     def _service_event(self, kind: str, obj: Mapping[str, Any]) -> None:

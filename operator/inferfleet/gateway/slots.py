@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from inferfleet.gateway.pool import ServicePool
 from inferfleet.planning.routing import RouteError, ServiceRoute, plan_wait, waited_too_long
@@ -55,9 +56,10 @@ async def _wait(
             raise RefusedError(
                 waited_too_long(pool.route, loop.time() - started, starting=not pool.endpoints)
             )
-        changed = asyncio.ensure_future(pool.changed())
+        changed: asyncio.Future[None] = asyncio.ensure_future(pool.changed())
         try:
-            await asyncio.wait({waiting, changed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            pending: set[asyncio.Future[Any]] = {waiting, changed}
+            await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
         finally:
             changed.cancel()
         if waiting.done():
