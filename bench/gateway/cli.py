@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import platform
 import pstats
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -74,8 +74,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def start_engines(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> list[Process]:
-    # enough slots that no engine queues at the top level, whichever arm spreads the streams
-    slots = math.ceil(max(args.levels) / args.engines) + 8
+    # as many slots as streams: no engine queues, however unevenly an arm spreads the streams
+    slots = max(args.levels)
     engines = []
     for i, port in enumerate(free_ports(args.engines)):
         command = engine_command(MODEL, port, slots, args.tokens_per_second)
@@ -184,8 +184,18 @@ def params(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("levels", "modes", "engines", "engine_slots", "tokens_per_second", "max_tokens", "prompt_words",
             "warmup", "duration", "timeout", "seed", "quick")  # fmt: skip
     return {k: getattr(args, k, None) for k in keys} | {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "commit": source_version(),
     }
+
+
+def source_version() -> str:
+    """The checkout's commit, "+dirty" when the code the processes run differs from it."""
+    git = ["git", "-C", str(repo_root())]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    status = subprocess.run([*git, "status", "--porcelain", "--", "operator", "bench"], capture_output=True)
+    dirty = "+dirty" if status.stdout.strip() else ""
+    return commit.stdout.strip() + dirty if commit.returncode == 0 else "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
