@@ -2,7 +2,9 @@
 
 kube-apiserver, etcd, kube-controller-manager and kube-scheduler are the real ones; KWOK
 plays the kubelets of the fake GPU nodes listed in the inventory. Every listener binds
-127.0.0.1 (kwok-config.yaml).
+127.0.0.1 (kwok-config.yaml). Pods get IPs from `pod_cidr` (198.18.0.0/16 by default, see
+kwok-config.yaml): nothing routes there unless a private network namespace makes the range local
+(tests/podengines.py), where pod_engines.py serves engines at the pods' own IPs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def kube_scheduler_config_path() -> Path:
     return Path(str(resources.files(__package__).joinpath("kube-scheduler.yaml")))
 
 
+DEFAULT_POD_CIDR = "198.18.0.0/16"
+"""kwok-config.yaml's `cidr`: in RFC 2544's benchmarking range, routed nowhere on the internet."""
+
+
 @dataclass
 class LocalCluster:
     name: str = "inferfleet"
@@ -41,6 +47,8 @@ class LocalCluster:
     """Extra kwokctl flags, e.g. ["--kube-audit-policy", path]."""
     nodes: list[dict[str, Any]] | None = None
     """Node objects to register instead of the default inventory's (e.g. built with build_node)."""
+    pod_cidr: str = DEFAULT_POD_CIDR
+    """Where kwok takes pod IPs from (kwok's `cidr`; nodes carry no spec.podCIDR)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -71,9 +79,11 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.exists():
             self.delete()
+        config_file = self.workdir / f"{self.name}-kwok-config.yaml"
+        config_file.write_text(kwok_config_path().read_text().replace(DEFAULT_POD_CIDR, self.pod_cidr))
         result = self._kwokctl(
             "--config",
-            str(kwok_config_path()),
+            str(config_file),
             "create",
             "cluster",
             "--runtime",
@@ -102,6 +112,7 @@ class LocalCluster:
             *self.extra_args,
             check=False,
         )
+        config_file.unlink()  # kwokctl keeps its own copy in the cluster's directory
         if result.returncode != 0:
             raise RuntimeError(
                 f"kwokctl create cluster failed ({result.returncode}):\n{result.stderr[-4000:]}\n"

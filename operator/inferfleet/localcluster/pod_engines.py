@@ -1,0 +1,332 @@
+"""The kubelet's part for engine pods on the local cluster: a real HTTP engine at each pod's own IP.
+
+KWOK pods run nothing. PodEngines watches the pods of InferenceServices and, for each one that
+has an IP and is not terminating, starts a SimEngine serving the service's model on the pod's
+IP and engine port, so whatever finds the pod through its EndpointSlice (the gateway) reaches
+an engine over real HTTP. Only the HTTP-serving pod of a replica gets one: in a multi-node
+group the leader (pod index 0).
+
+Termination is the kubelet's: when a pod turns terminating the engine drains (the service's
+engine.drainSeconds) in the background and only then is the pod let go. PodEngines holds each
+engine pod with a finalizer until its engine has closed its socket, since KWOK would otherwise
+delete the pod at once and hand its IP to the next pod while the old engine still holds it.
+
+The pod IPs must be local to this process: see kwok-config.yaml and tests/podengines.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from inferfleet.localcluster.prometheus import LocalPrometheus
+from inferfleet.planning.groups import POD_INDEX_LABEL
+from inferfleet.planning.names import SERVICE_LABEL
+from inferfleet.sim.engine import EngineConfig, SimEngine
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "inferfleet.io/pod-engine"
+"""Held on an engine pod until its engine stopped, as a kubelet holds a pod until it exits."""
+ENGINE_CONTAINER = "engine"
+GROUP, VERSION, PLURAL = "inferfleet.io", "v1alpha1", "inferenceservices"
+WATCH_SECONDS = 300
+
+
+@dataclass
+class PodEngine:
+    namespace: str
+    pod: str
+    uid: str
+    service: str
+    ip: str
+    port: int
+    engine: SimEngine | None = None
+    """None when it did not start (see PodEngines.errors)."""
+    terminating: bool = False
+    """Its pod is terminating or gone: the engine drains or died, and gets no new requests."""
+    drain: threading.Thread | None = None
+    stopped: threading.Event = field(default_factory=threading.Event)
+    """Set once the engine closed its socket and the pod was let go."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+
+def _engine_port(pod: dict[str, Any]) -> int | None:
+    for container in pod["spec"].get("containers", []):
+        if container["name"] == ENGINE_CONTAINER:
+            ports = container.get("ports") or []
+            http = [p for p in ports if p.get("name") == "http"] or ports
+            return int(http[0]["containerPort"]) if http else None
+    return None
+
+
+def serves_http(pod: dict[str, Any]) -> bool:
+    """An engine pod a request reaches: has an engine container, and leads its group if in one."""
+    labels = pod["metadata"].get("labels") or {}
+    return labels.get(POD_INDEX_LABEL, "0") == "0" and _engine_port(pod) is not None
+
+
+class PodEngines:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        tokens_per_second: float = 50.0,
+        prometheus: LocalPrometheus | None = None,
+    ) -> None:
+        self.tokens_per_second = tokens_per_second
+        self.tokens_per_second_of: dict[tuple[str, str], float] = {}
+        """Per (namespace, service) overrides, for engines started from now on."""
+        self.prometheus = prometheus
+        self.errors: list[str] = []
+        """Pods whose engine could not start, and failed pod patches: a test asserts it stays empty."""
+        self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self._lock = threading.Lock()
+        self._pods: dict[str, PodEngine] = {}  # by pod uid
+        self._stop = threading.Event()
+        self._response: Any = None
+        self._thread = threading.Thread(target=self._run, name="pod-engines", daemon=True)
+
+    def start(self) -> PodEngines:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching, kill every engine and let go of every pod still held."""
+        self._stop.set()
+        response = self._response
+        if response is not None:
+            with suppress(Exception):
+                response.shutdown()
+        self._thread.join()
+        with self._lock:
+            held = list(self._pods.values())
+            serving = [p for p in held if not p.terminating]
+            for p in serving:
+                p.terminating = True
+        for p in serving:
+            if p.engine is not None:
+                p.engine.kill()
+            self._release(p)
+        for p in held:
+            if p.drain is not None:
+                p.drain.join()
+
+    def engine(self, namespace: str, pod: str) -> PodEngine | None:
+        """The serving (not terminating) engine of a pod, if any."""
+        with self._lock:
+            found = [p for p in self._pods.values() if (p.namespace, p.pod) == (namespace, pod)]
+        serving = [p for p in found if not p.terminating]
+        return serving[0] if serving else None
+
+    def engines(self, namespace: str, service: str) -> list[PodEngine]:
+        """The serving engines of an InferenceService, by pod name."""
+        with self._lock:
+            found = [p for p in self._pods.values() if (p.namespace, p.service) == (namespace, service)]
+        return sorted((p for p in found if not p.terminating), key=lambda p: p.pod)
+
+    def stopping(self, namespace: str, service: str) -> list[PodEngine]:
+        """Engines of a service draining after their pod turned terminating."""
+        with self._lock:
+            found = [p for p in self._pods.values() if (p.namespace, p.service) == (namespace, service)]
+        return [p for p in found if p.terminating and not p.stopped.is_set()]
+
+    def kill(self, namespace: str, pod: str) -> None:
+        """The replica dies mid-request: every connection reset at once, the pod deleted at once."""
+        held = self.engine(namespace, pod)
+        if held is None or not self._mark_terminating(held):
+            raise LookupError(f"no engine serving pod {namespace}/{pod}")
+        if held.engine is not None:
+            held.engine.kill()
+        self._delete_pod(held)
+        self._release(held)
+
+    def _delete_pod(self, held: PodEngine) -> None:
+        try:
+            self._core.delete_namespaced_pod(held.pod, held.namespace, grace_period_seconds=0)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    # The watch: list, then watch from the list's resourceVersion; on any error list again.
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._watch(self._sync())
+            except Exception as e:  # the API server restarting, a 410 Gone, ...
+                if not self._stop.is_set():
+                    log.warning("pod engines: watch failed, listing again: %s", e)
+                    self._stop.wait(0.5)
+
+    def _sync(self) -> str:
+        listing = self._core.list_pod_for_all_namespaces(label_selector=SERVICE_LABEL, _preload_content=False)
+        body = json.loads(listing.data)
+        pods = body["items"]
+        for pod in pods:
+            self._on_pod(pod)
+        present = {p["metadata"]["uid"] for p in pods}
+        with self._lock:
+            gone = [p for uid, p in self._pods.items() if uid not in present]
+        for held in gone:
+            self._on_gone(held)
+        return str(body["metadata"]["resourceVersion"])
+
+    def _watch(self, resource_version: str) -> None:
+        self._response = self._core.list_pod_for_all_namespaces(
+            label_selector=SERVICE_LABEL,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _preload_content=False,
+        )
+        try:
+            for line in iter_resp_lines(self._response):
+                if self._stop.is_set():
+                    return
+                event = json.loads(line)
+                kind, pod = event["type"], event["object"]
+                if kind == "ERROR":
+                    raise RuntimeError(f"watch error: {pod.get('message')}")
+                if kind in ("ADDED", "MODIFIED"):
+                    self._on_pod(pod)
+                elif kind == "DELETED":
+                    self._on_deleted(pod)
+        finally:
+            self._response.release_conn()
+            self._response = None
+
+    # What the kubelet does for one pod.
+
+    def _on_pod(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        with self._lock:
+            held = self._pods.get(meta["uid"])
+        if meta.get("deletionTimestamp"):
+            if held is not None:
+                self._begin_stop(held)
+            elif FINALIZER in (meta.get("finalizers") or []):
+                self._remove_finalizer(meta["namespace"], meta["name"])  # held by an earlier PodEngines
+        elif held is None and (pod.get("status") or {}).get("podIP") and serves_http(pod):
+            self._start_engine(pod)
+
+    def _on_deleted(self, pod: dict[str, Any]) -> None:
+        with self._lock:
+            held = self._pods.get(pod["metadata"]["uid"])
+        if held is not None:
+            self._on_gone(held)
+
+    def _on_gone(self, held: PodEngine) -> None:
+        """Deleted without us (forced): the engine is killed, as a kubelet kills a lost pod's containers."""
+        if self._mark_terminating(held) and held.engine is not None:
+            held.engine.kill()
+        self._release(held, finalizer=False)
+
+    def _mark_terminating(self, held: PodEngine) -> bool:
+        """Whether this call turned the engine terminating (only one caller stops it)."""
+        with self._lock:
+            first, held.terminating = not held.terminating, True
+        return first
+
+    def _start_engine(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        namespace, name, service = meta["namespace"], meta["name"], meta["labels"][SERVICE_LABEL]
+        port = _engine_port(pod)
+        assert port is not None
+        held = PodEngine(namespace, name, meta["uid"], service, pod["status"]["podIP"], port)
+        with self._lock:
+            self._pods[held.uid] = held
+        if not self._add_finalizer(held):
+            return
+        try:
+            held.engine = SimEngine(self._engine_config(held)).start()
+        except ApiException as e:
+            if e.status != 404:  # 404: the InferenceService is gone, its pods are going
+                self._error(f"engine for pod {namespace}/{name}: reading its service: {e.status} {e.reason}")
+            return
+        except Exception as e:  # reported through .errors; the watch goes on
+            self._error(f"engine for pod {namespace}/{name} at {held.url} did not start: {e!r}")
+            return
+        if self.prometheus is not None:
+            labels = {"namespace": namespace, "inferfleet_io_service": service, "pod": name}
+            self.prometheus.add_target(self._target(held), f"{held.ip}:{held.port}", labels)
+
+    def _engine_config(self, held: PodEngine) -> EngineConfig:
+        service = self._custom.get_namespaced_custom_object(
+            GROUP, VERSION, held.namespace, PLURAL, held.service
+        )
+        spec = service["spec"]
+        engine = spec.get("engine") or {}
+        return EngineConfig(
+            model=spec["model"]["name"],
+            max_concurrent=int(engine.get("maxConcurrentRequests", 256)),
+            tokens_per_second=self.tokens_per_second_of.get(
+                (held.namespace, held.service), self.tokens_per_second
+            ),
+            host=held.ip,
+            port=held.port,
+            drain_seconds=float(engine.get("drainSeconds", 120)),
+        )
+
+    def _begin_stop(self, held: PodEngine) -> None:
+        if not self._mark_terminating(held):
+            return
+        held.drain = threading.Thread(target=self._drain, args=(held,), name=f"drain-{held.pod}", daemon=True)
+        held.drain.start()
+
+    def _drain(self, held: PodEngine) -> None:
+        if held.engine is not None:
+            held.engine.stop()  # the service's drainSeconds, then the rest are cut
+        self._release(held)
+
+    def _release(self, held: PodEngine, *, finalizer: bool = True) -> None:
+        """The engine is gone: forget it and let the pod (and its IP) go."""
+        if self.prometheus is not None:
+            self.prometheus.remove_target(self._target(held))
+        if finalizer:
+            self._remove_finalizer(held.namespace, held.pod)
+        with self._lock:
+            self._pods.pop(held.uid, None)
+        held.stopped.set()
+
+    def _target(self, held: PodEngine) -> str:
+        return f"pod-engine-{held.namespace}-{held.pod}"
+
+    def _add_finalizer(self, held: PodEngine) -> bool:
+        patch = {"metadata": {"finalizers": [FINALIZER], "uid": held.uid}}
+        try:
+            self._core.patch_namespaced_pod(held.pod, held.namespace, patch)
+        except ApiException as e:
+            # Deleted or terminating already: its DELETED or terminating event follows.
+            with self._lock:
+                self._pods.pop(held.uid, None)
+            if e.status not in (404, 409, 422):
+                self._error(f"could not hold pod {held.namespace}/{held.pod}: {e.status} {e.reason}")
+            return False
+        return True
+
+    def _remove_finalizer(self, namespace: str, pod: str) -> None:
+        patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [FINALIZER]}}
+        try:
+            self._core.patch_namespaced_pod(pod, namespace, patch)
+        except ApiException as e:
+            if e.status != 404:
+                self._error(f"could not let go of pod {namespace}/{pod}: {e.status} {e.reason}")
+
+    def _error(self, message: str) -> None:
+        log.warning("pod engines: %s", message)
+        with self._lock:
+            self.errors.append(message)
