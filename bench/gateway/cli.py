@@ -89,7 +89,8 @@ def start_engines(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> 
 
 def plan_arms(args: argparse.Namespace, urls: list[str], workdir: Path) -> tuple[list[Arm], dict[str, Any]]:
     """The arms that can run, and for each selected one whether it runs or why not."""
-    arms, status = [direct_arm(urls)], {DIRECT: {"ran": True}}
+    arms = [direct_arm(urls)]
+    status: dict[str, Any] = {DIRECT: {"ran": True}}
     if GATEWAY in args.arms:
         if has_command([*INFERFLEET, "gateway"]):
             arms.append(gateway_arm(MODEL, urls, Ports(*free_ports(2)), args.engine_slots))
