@@ -5,8 +5,9 @@ The API server refuses loopback addresses in EndpointSlices, so KWOK pods get IP
 `enter_private_network()` moves this process into a network namespace of its own with a `local`
 route for that range on its loopback device: every process the session starts (the cluster, the
 operator, the gateway) shares it, engines bind their pods' IPs, nothing outside can reach them,
-and nothing outside changes. Used as a pytest plugin (`-p tests.podengines` or
-`pytest_plugins`), it does so when a collected test asks for the `pod_engines` fixture.
+and nothing outside changes. It does so when a collected test asks for the `pod_engines`
+fixture: tests/conftest.py calls enter_private_network_if_wanted() from its
+pytest_collection_modifyitems and imports the fixture (or run pytest with `-p tests.podengines`).
 """
 
 from __future__ import annotations
@@ -68,14 +69,15 @@ def enter_private_network(pod_cidr: str = DEFAULT_POD_CIDR) -> None:
     _entered.append(pod_cidr)
 
 
-def wants_pod_engines(items: list[pytest.Item]) -> bool:
-    return any("pod_engines" in getattr(item, "fixturenames", ()) for item in items)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Before any fixture runs: the session's cluster must start inside the namespace too.
-    if wants_pod_engines(items) and not os.environ.get("INFERFLEET_TEST_KUBECONFIG"):
+def enter_private_network_if_wanted(items: list[pytest.Item]) -> None:
+    """From pytest_collection_modifyitems, before any fixture runs (the cluster starts inside too)."""
+    wanted = any("pod_engines" in getattr(item, "fixturenames", ()) for item in items)
+    if wanted and not os.environ.get("INFERFLEET_TEST_KUBECONFIG"):
         enter_private_network()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    enter_private_network_if_wanted(items)
 
 
 @pytest.fixture

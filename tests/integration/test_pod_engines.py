@@ -81,7 +81,7 @@ def test_each_pod_in_the_endpointslice_serves_its_model_and_a_removed_one_drains
 
     def two_ready() -> list[Endpoint]:
         endpoints = slice_endpoints(cluster, namespace, name)
-        assert len(endpoints) == 2 and all(ready for _, ready, _, _ in endpoints), endpoints
+        assert [ready for _, ready, _, _ in endpoints] == [True, True], endpoints
         return endpoints
 
     endpoints = wait_for(two_ready, timeout=90, what="2 ready endpoints in the service's EndpointSlice")
@@ -96,7 +96,9 @@ def test_each_pod_in_the_endpointslice_serves_its_model_and_a_removed_one_drains
             address: pool.submit(complete, address, 8000, model, HELD_TOKENS) for address, *_ in endpoints
         }
         wait_for(
-            lambda: all(e.engine and e.engine.counts().running == 1 for e in pod_engines.engines(namespace, name)),
+            lambda: all(
+                e.engine and e.engine.counts().running == 1 for e in pod_engines.engines(namespace, name)
+            ),
             timeout=30,
             what="each engine to run its held request",
         )
@@ -107,7 +109,7 @@ def test_each_pod_in_the_endpointslice_serves_its_model_and_a_removed_one_drains
         def one_terminating() -> str:
             now = slice_endpoints(cluster, namespace, name)
             terminating = [address for address, ready, serving, term in now if term and serving and not ready]
-            assert len(now) == 2 and len(terminating) == 1, now
+            assert (len(now), len(terminating)) == (2, 1), now
             return terminating[0]
 
         removed = wait_for(one_terminating, timeout=60, what="the removed pod's endpoint to turn terminating")
@@ -120,7 +122,40 @@ def test_each_pod_in_the_endpointslice_serves_its_model_and_a_removed_one_drains
             assert [address for address, *_ in now] == [a for a, *_ in endpoints if a != removed], now
             return now
 
-        survivor = wait_for(only_the_survivor, timeout=30, what="the drained pod's endpoint to leave the slice")
+        survivor = wait_for(
+            only_the_survivor, timeout=30, what="the drained pod's endpoint to leave the slice"
+        )
         assert survivor[0][1:] == (True, True, False)
         assert held[survivor[0][0]].result(timeout=60)[0] == 200
+    assert pod_engines.errors == []
+
+
+def test_a_killed_replica_resets_its_request_and_its_replacement_serves(
+    cluster: Cluster, namespace: str, running_operator: OperatorProcess, pod_engines: PodEngines
+) -> None:
+    name, model = "llama", "llama-3.1-8b-instruct"
+    pod_engines.tokens_per_second_of[(namespace, name)] = TOKENS_PER_SECOND
+    cluster.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, service_body(name, 1))
+    first = wait_for(
+        lambda: pod_engines.engines(namespace, name), timeout=90, what="an engine for the service's pod"
+    )[0]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        held = pool.submit(complete, first.ip, first.port, model, HELD_TOKENS)
+        wait_for(
+            lambda: first.engine and first.engine.counts().running == 1, timeout=30, what="the held request"
+        )
+        pod_engines.kill(namespace, first.pod)
+        with pytest.raises(ConnectionError):  # reset, not an answer: the process died
+            held.result(timeout=30)
+    assert first.pod not in {p.metadata.name for p in cluster.core.list_namespaced_pod(namespace).items}
+
+    def replacement_ready() -> tuple[str, int]:
+        engines = pod_engines.engines(namespace, name)
+        assert [e.pod != first.pod for e in engines] == [True], engines
+        assert (engines[0].ip, True, True, False) in slice_endpoints(cluster, namespace, name)
+        return engines[0].ip, engines[0].port
+
+    address, port = wait_for(replacement_ready, timeout=60, what="the replacement pod's engine in the slice")
+    status, reply = complete(address, port, model, max_tokens=4)
+    assert (status, reply["model"]) == (200, model)
     assert pod_engines.errors == []
