@@ -23,6 +23,8 @@ from inferfleet.localcluster.prometheus import LocalPrometheus
 from tests.rbac import RBAC_SETTLED_AT, ChartIdentity, rbac_denials
 
 TESTS = Path(__file__).parent
+# Engines at KWOK pods' own IPs: moves the session into a private network when a test asks for them.
+pytest_plugins = ["tests.podengines"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

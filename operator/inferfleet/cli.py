@@ -463,11 +463,12 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    if args.kubeconfig:
+        # Before importing the client: it reads KUBECONFIG when it is imported.
+        os.environ["KUBECONFIG"] = args.kubeconfig
     from inferfleet.gateway.app import parse_static, serve
     from inferfleet.gateway.config import GatewayConfig
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     if args.max_attempts < 1 or not 0 <= args.retry_budget <= 1 or args.static_slots < 1:
         print(
             "error: need --max-attempts >= 1, 0 <= --retry-budget <= 1, --static-slots >= 1", file=sys.stderr
