@@ -125,17 +125,17 @@ class PodEngines:
                 p.drain.join()
 
     def engine(self, namespace: str, pod: str) -> PodEngine | None:
-        """The serving (not terminating) engine of a pod, if any."""
+        """The engine serving a pod (listening, pod not terminating), if any."""
         with self._lock:
             found = [p for p in self._pods.values() if (p.namespace, p.pod) == (namespace, pod)]
-        serving = [p for p in found if not p.terminating]
+        serving = [p for p in found if p.engine is not None and not p.terminating]
         return serving[0] if serving else None
 
     def engines(self, namespace: str, service: str) -> list[PodEngine]:
-        """The serving engines of an InferenceService, by pod name."""
+        """The engines serving an InferenceService's pods, by pod name."""
         with self._lock:
             found = [p for p in self._pods.values() if (p.namespace, p.service) == (namespace, service)]
-        return sorted((p for p in found if not p.terminating), key=lambda p: p.pod)
+        return sorted((p for p in found if p.engine is not None and not p.terminating), key=lambda p: p.pod)
 
     def stopping(self, namespace: str, service: str) -> list[PodEngine]:
         """Engines of a service draining after their pod turned terminating."""
@@ -249,10 +249,8 @@ class PodEngines:
         held = PodEngine(namespace, name, meta["uid"], service, pod["status"]["podIP"], port)
         with self._lock:
             self._pods[held.uid] = held
-        if not self._add_finalizer(held):
-            return
-        try:
-            held.engine = SimEngine(self._engine_config(held)).start()
+        try:  # listen first: KWOK marks the pod Ready without waiting for it
+            engine = SimEngine(self._engine_config(held)).start()
         except ApiException as e:
             if e.status != 404:  # 404: the InferenceService is gone, its pods are going
                 self._error(f"engine for pod {namespace}/{name}: reading its service: {e.status} {e.reason}")
@@ -260,6 +258,10 @@ class PodEngines:
         except Exception as e:  # reported through .errors; the watch goes on
             self._error(f"engine for pod {namespace}/{name} at {held.url} did not start: {e!r}")
             return
+        if not self._add_finalizer(held):
+            engine.kill()  # the pod is already going: no drain to hold it for
+            return
+        held.engine = engine
         if self.prometheus is not None:
             labels = {"namespace": namespace, "inferfleet_io_service": service, "pod": name}
             self.prometheus.add_target(self._target(held), f"{held.ip}:{held.port}", labels)
