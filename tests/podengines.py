@@ -17,11 +17,15 @@ import os
 import subprocess
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from inferfleet.localcluster.cluster import DEFAULT_POD_CIDR
 from inferfleet.localcluster.pod_engines import PodEngines
+
+if TYPE_CHECKING:  # tests/conftest.py imports this module
+    from tests.conftest import Cluster
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -81,11 +85,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def pod_engines(cluster: object) -> Iterator[PodEngines]:
+def pod_engines(cluster: Cluster) -> Iterator[PodEngines]:
     """The kubelet's part for engine pods: an engine at each pod's IP while the test runs."""
     if not _entered:
         pytest.skip("pod engines need the local cluster in a private network (tests.podengines plugin)")
-    engines = PodEngines(cluster.api_client)  # type: ignore[attr-defined]
+    engines = PodEngines(cluster.api_client)
     engines.start()
     try:
         yield engines

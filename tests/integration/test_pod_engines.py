@@ -36,7 +36,7 @@ Endpoint = tuple[str, bool, bool, bool]
 
 
 def service_body(name: str, replicas: int) -> dict[str, Any]:
-    body = yaml.safe_load(EXAMPLE.read_text())
+    body: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"] = {"name": name}
     body["spec"]["accelerator"] = {"product": "NVIDIA-L4"}
     body["spec"]["engine"].update(maxConcurrentRequests=4, drainSeconds=60)
