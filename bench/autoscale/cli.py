@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 TRACES = REPO / "traces"  # the shared Azure traces, copied with their attribution
 DEFAULT_TRACE = TRACES / "azure-llm-2023-conv.csv"
 ORACLE_CAP = 1000
-ALL_POLICIES = ("inferfleet", "hpa", "keda", "kubeai", "static-peak", "oracle")
+ALL_POLICIES = ("inferfleet", "inferfleet-gateway", "hpa", "keda", "kubeai", "static-peak", "oracle")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ def run_benchmark(
         "inferfleet": lambda: pol.InferfleetPolicy(
             pol.inferfleet_policy(limits), initial, interval=config.inferfleet_tick_s
         ),
+        "inferfleet-gateway": lambda: pol.InferfleetPolicy(
+            pol.inferfleet_policy(limits), initial, interval=config.inferfleet_tick_s, gateway=True
+        ),
         "hpa": lambda: pol.HpaPolicy(limits, initial),
         "keda": lambda: pol.KedaPolicy(limits, initial),
         "kubeai": lambda: pol.KubeAiPolicy(limits),
@@ -106,6 +109,7 @@ def run_benchmark(
         },
         "policies": metrics,
         "targets": targets(metrics),
+        "targets_gateway": targets(metrics, arm="inferfleet-gateway"),
     }
     return report, runs
 
@@ -120,7 +124,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m bench.autoscale",
         description="Replay an LLM request trace through a simulated GPU fleet under inferfleet's "
-        "autoscaling policy and baselines (HPA, KEDA, KubeAI, static peak, oracle).",
+        "autoscaling policy (on engine counters, and on its gateway's signals) and baselines "
+        "(HPA, KEDA, KubeAI, static peak, oracle).",
     )
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--trace", type=Path, help=f"Azure-format CSV (default {DEFAULT_TRACE})")

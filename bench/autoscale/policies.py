@@ -5,7 +5,13 @@ requests per replica, and starts with the same ready replicas and a history "as 
 running at that size", so none pays for a cold start at t=0 or scales down in its first tick.
 
 * `inferfleet`: `inferfleet.planning.scaling.compute_scaling_decision`, the function the
-  operator calls, every 15 s on what Prometheus shows.
+  operator calls, every 15 s on what Prometheus shows of the engines (waiting, running,
+  completion rate): a service without inferfleet's gateway.
+* `inferfleet-gateway`: the same policy and ticks on what the operator reads when its gateway
+  serves the service: the sample is combined by `planning.queue_queries.compute_fleet_sample`
+  (the queue is the gateway's; the engines' running requests, or the gateway's in-flight ones
+  when no replica reports) and carries the arrival rate counted at the door, which replaces
+  the flow balance's estimate (completions + growth of the load).
 * `hpa`: the Kubernetes HPA algorithm (pkg/controller/podautoscaler) with default behaviour on
   a Pods metric, the average waiting requests per pod (via prometheus-adapter), target =
   the queue target: `calcPlainMetricReplicas` (10% tolerance; pods without metrics, i.e. still
@@ -46,6 +52,7 @@ from dataclasses import dataclass, field
 
 from bench.autoscale.sim import Fleet, Observation, Plan, SimParams
 from bench.autoscale.workload import Workload
+from inferfleet.planning.queue_queries import compute_fleet_sample
 from inferfleet.planning.scaling import ScalerState, ScalingPolicy, ScalingSample, compute_scaling_decision
 
 HPA_TOLERANCE = 0.1
@@ -72,21 +79,50 @@ class FleetLimits:
 # ------------------------------------------------------------------------------------ inferfleet
 
 
+def build_engine_sample(obs: Observation) -> ScalingSample:
+    """What the operator reads of a service without a gateway: the engines' three series."""
+    return ScalingSample(obs.waiting, obs.running, obs.completion_rate)
+
+
+def build_gateway_sample(obs: Observation) -> ScalingSample:
+    """What the operator reads of a service behind its gateway, combined as the operator does.
+
+    The fleet's one queue is the gateway's, so the engines report none waiting."""
+    values: dict[str, float | None] = {}
+    if obs.ready > 0:
+        values |= {"waiting": 0.0, "running": obs.running, "completion_rate": obs.completion_rate}
+    values |= {
+        "gateway_waiting": obs.gateway_queued,
+        "gateway_running": obs.gateway_in_flight,
+        "arrival_rate": obs.arrival_rate,
+    }
+    q = compute_fleet_sample(values)
+    if q is None:
+        return ScalingSample(None, None)
+    return ScalingSample(q.waiting, q.running, q.completion_rate, q.arrival_rate)
+
+
 class InferfleetPolicy:
-    """The operator's policy, as the operator calls it."""
+    """The operator's policy, as the operator calls it; `gateway`: with its gateway's signals."""
 
     uses_prometheus = True
 
-    def __init__(self, policy: ScalingPolicy, initial: int, interval: float = INFERFLEET_TICK_S) -> None:
-        self.name = "inferfleet"
+    def __init__(
+        self, policy: ScalingPolicy, initial: int, interval: float = INFERFLEET_TICK_S, gateway: bool = False
+    ) -> None:
+        self.name = "inferfleet-gateway" if gateway else "inferfleet"
         self.policy = policy
         self.interval = interval
+        self.gateway = gateway
         self.state = ScalerState(recommendations=((0.0, initial),), last_active=0.0)
         self.reasons: dict[str, int] = {}
 
+    def sample(self, obs: Observation) -> ScalingSample:
+        return build_gateway_sample(obs) if self.gateway else build_engine_sample(obs)
+
     def decide(self, now: float, obs: Observation, current: int, ready: int) -> int:
         decision, self.state = compute_scaling_decision(
-            ScalingSample(obs.waiting, obs.running, obs.completion_rate),
+            self.sample(obs),
             self.policy,
             current,
             ready,

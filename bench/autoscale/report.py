@@ -57,32 +57,37 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def add_ratios(policies: dict[str, dict[str, Any]]) -> None:
-    """gpu_hours and reversals of each policy relative to HPA's and the oracle's."""
-    hpa, oracle = policies.get("hpa"), policies.get("oracle")
+    """gpu_hours, reversals and SLO attainment of each policy relative to HPA's and the oracle's,
+    and gpu_hours and SLO attainment relative to inferfleet's engine-counter arm."""
+    hpa, oracle, engine = policies.get("hpa"), policies.get("oracle"), policies.get("inferfleet")
     for m in policies.values():
         if hpa is not None:
             m["gpu_hours_vs_hpa"] = _ratio(m["gpu_hours"], hpa["gpu_hours"])
             m["reversals_vs_hpa"] = _ratio(m["reversals"], hpa["reversals"])
+            m["slo_attainment_vs_hpa"] = _ratio(m["slo_attainment"], hpa["slo_attainment"])
         if oracle is not None:
             m["gpu_hours_vs_oracle"] = _ratio(m["gpu_hours"], oracle["gpu_hours"])
+        if engine is not None:
+            m["gpu_hours_vs_inferfleet"] = _ratio(m["gpu_hours"], engine["gpu_hours"])
+            m["slo_attainment_vs_inferfleet"] = _ratio(m["slo_attainment"], engine["slo_attainment"])
 
 
-def targets(policies: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets for inferfleet, each with the numbers it compares."""
-    inf, hpa, oracle = policies.get("inferfleet"), policies.get("hpa"), policies.get("oracle")
+def targets(policies: dict[str, dict[str, Any]], arm: str = "inferfleet") -> dict[str, Any]:
+    """The issue's targets for an arm of inferfleet, each with the numbers it compares."""
+    inf, hpa, oracle = policies.get(arm), policies.get("hpa"), policies.get("oracle")
     if inf is None or hpa is None or oracle is None:
         return {}
     applies = oracle["slo_attainment"] >= 0.995
     out: dict[str, Any] = {
         "slo_attainment_ge_hpa": {
             "holds": inf["slo_attainment"] >= hpa["slo_attainment"],
-            "inferfleet": inf["slo_attainment"],
+            arm: inf["slo_attainment"],
             "hpa": hpa["slo_attainment"],
         },
         "slo_attainment_ge_0.99_where_oracle_ge_0.995": {
             "applies": applies,
             "holds": (not applies) or inf["slo_attainment"] >= 0.99,
-            "inferfleet": inf["slo_attainment"],
+            arm: inf["slo_attainment"],
             "oracle": oracle["slo_attainment"],
         },
         "gpu_hours_le_0.8x_hpa": {
@@ -95,7 +100,7 @@ def targets(policies: dict[str, dict[str, Any]]) -> dict[str, Any]:
         },
         "reversals_le_0.5x_hpa": {
             "holds": inf["reversals"] <= 0.5 * hpa["reversals"],
-            "inferfleet": inf["reversals"],
+            arm: inf["reversals"],
             "hpa": hpa["reversals"],
         },
     }
@@ -117,26 +122,34 @@ def table(report: dict[str, Any]) -> str:
         f"SLO queue wait <= {p['slo_s']} s; replicas {p['min_replicas']}-{p['max_replicas']} "
         f"(peak need {p['peak_need']}, initial {p['initial_replicas']})",
         "",
-        f"{'policy':<12} {'SLO att.':>8} {'GPU-h':>7} {'vs HPA':>7} {'vs orac.':>8} {'p95 wait':>9} "
-        f"{'events':>6} {'revers.':>7} {'rev/HPA':>7} {'mean rep':>8} {'peak':>4}",
+        f"{'policy':<18} {'SLO att.':>8} {'SLO/HPA':>7} {'SLO/inf':>7} {'GPU-h':>7} {'vs HPA':>7} "
+        f"{'vs orac.':>8} {'vs inf':>6} {'p95 wait':>9} {'events':>6} {'revers.':>7} {'rev/HPA':>7} "
+        f"{'mean rep':>8} {'peak':>4}",
     ]
     for name, m in report["policies"].items():
         lines.append(
-            f"{name:<12} {m['slo_attainment']:>8.4f} {m['gpu_hours']:>7.2f} "
+            f"{name:<18} {m['slo_attainment']:>8.4f} {_fmt_ratio(m.get('slo_attainment_vs_hpa')):>7} "
+            f"{_fmt_ratio(m.get('slo_attainment_vs_inferfleet')):>7} {m['gpu_hours']:>7.2f} "
             f"{_fmt_ratio(m.get('gpu_hours_vs_hpa')):>7} {_fmt_ratio(m.get('gpu_hours_vs_oracle')):>8} "
+            f"{_fmt_ratio(m.get('gpu_hours_vs_inferfleet')):>6} "
             f"{m['p95_queue_wait_s']:>8.2f}s {m['scale_events']:>6} {m['reversals']:>7} "
             f"{_fmt_ratio(m.get('reversals_vs_hpa')):>7} {m['mean_replicas']:>8.2f} {m['peak_replicas']:>4}"
         )
-    t = report.get("targets") or {}
-    if t:
-        lines.append("")
-        lines.append("issue targets for inferfleet:")
-        for key, v in t.items():
-            if not isinstance(v, dict):
-                continue
-            detail = ", ".join(f"{k}={x}" for k, x in v.items() if k != "holds")
-            lines.append(f"  [{'ok' if v['holds'] else 'MISS'}] {key}: {detail}")
+    for key, arm in (("targets", "inferfleet"), ("targets_gateway", "inferfleet-gateway")):
+        lines.extend(_target_lines(report.get(key) or {}, arm))
     return "\n".join(lines)
+
+
+def _target_lines(t: dict[str, Any], arm: str) -> list[str]:
+    if not t:
+        return []
+    lines = ["", f"issue targets for {arm}:"]
+    for key, v in t.items():
+        if not isinstance(v, dict):
+            continue
+        detail = ", ".join(f"{k}={x}" for k, x in v.items() if k != "holds")
+        lines.append(f"  [{'ok' if v['holds'] else 'MISS'}] {key}: {detail}")
+    return lines
 
 
 def write_png(

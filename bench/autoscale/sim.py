@@ -27,6 +27,11 @@ The engine model (constants in `SimParams`, defaults documented there)
   scrape at or before t - `scrape_lag`: the waiting requests and the running ones summed over
   the replicas that were ready at that scrape (None when no replica was ready: no pod, no
   series). Autoscalers that scrape the pods themselves (KubeAI) read the values at the tick.
+* The fleet has inferfleet's gateway at its door: the one queue is the gateway's, and it counts
+  every arrival (`inferfleet_gateway_arrivals_total`). Prometheus scrapes the counter at the
+  same scrapes as the engines, ready replicas or not (the gateway is its own pod), and an
+  autoscaler that reads it sees `rate(...[1m])` evaluated at that scrape (`prometheus_rate`):
+  the same interval and lag as the engines' counters.
 
 After the last arrival the simulation continues (autoscalers keep ticking) until every
 request has finished, or `drain_limit_s` after the horizon, when unfinished requests are
@@ -40,6 +45,7 @@ import itertools
 import math
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -83,6 +89,43 @@ class Observation:
     completion_rate: float | None = None
     """Requests finished per second by the reporting replicas over the last `rate_window`
     seconds: PromQL `sum(rate(vllm:request_success_total[1m]))` (None: no replica reported)."""
+    arrival_rate: float | None = None
+    """Requests per second counted at the gateway's door over the last `rate_window` seconds:
+    PromQL `rate(inferfleet_gateway_arrivals_total[1m])` (None: fewer than two scrapes in it)."""
+    gateway_queued: float | None = None
+    """The gateway's queue (`inferfleet_gateway_queued_requests`): the one queue of the fleet."""
+    gateway_in_flight: float | None = None
+    """Requests the gateway has on engines, draining ones included
+    (`inferfleet_gateway_in_flight_requests`)."""
+
+
+def prometheus_rate(samples: Sequence[tuple[float, float]], now: float, window: float) -> float | None:
+    """PromQL `rate(counter[window])` evaluated at `now` over scraped (time, value) samples.
+
+    As Prometheus 3 computes it (promql/functions.go, extrapolatedRate): the samples in
+    (now - window, now], at least two of them, or None; the increase from the first to the
+    last, extrapolated to the window's edges when the first or last sample lies within 1.1
+    average scrape intervals of them (else by half an interval), and not back past the
+    counter's zero; divided by the window. The counter never resets here.
+    """
+    inside = [(t, v) for t, v in samples if now - window < t <= now]
+    if len(inside) < 2:
+        return None
+    (t0, v0), (t1, v1) = inside[0], inside[-1]
+    sampled = t1 - t0
+    increase = v1 - v0
+    if sampled <= 0:
+        return None
+    threshold = 1.1 * sampled / (len(inside) - 1)
+    to_start = t0 - (now - window)
+    to_end = now - t1
+    if to_start >= threshold:
+        to_start = sampled / (len(inside) - 1) / 2
+    if increase > 0 and v0 >= 0:
+        to_start = min(to_start, sampled * v0 / increase)
+    if to_end >= threshold:
+        to_end = sampled / (len(inside) - 1) / 2
+    return increase * (sampled + to_start + to_end) / sampled / window
 
 
 class Autoscaler(Protocol):
@@ -170,6 +213,8 @@ class Fleet:
         self.completed = 0
         self.completed_serving = 0  # finished on serving replicas: the engines' success counters
         self.counter_history: deque[tuple[float, int]] = deque()
+        self.door_arrivals = 0  # the gateway's arrivals counter
+        self.door_history: deque[tuple[float, float]] = deque()  # its scrapes within the rate window
         self.next_arrival = 0
         self.now = 0.0
         self.changes: list[tuple[float, int, int]] = []
@@ -192,6 +237,7 @@ class Fleet:
         ]
         f.waits = list(self.waits)
         f.counter_history = deque(self.counter_history)
+        f.door_history = deque(self.door_history)
         f.queue = deque(self.queue)
         f.changes = list(self.changes)
         f.timeline, f.scrapes = [], []
@@ -266,21 +312,29 @@ class Fleet:
         self.changes.append((now, before, self.active()))
 
     def observe(self) -> Observation:
+        door = prometheus_rate(self.door_history, self.now, self.p.rate_window)
+        queued = float(len(self.queue))
+        in_flight = float(sum(r.running for r in self.replicas if not r.gone))
         if not self.serving:
-            return Observation(None, None, 0)
+            return Observation(None, None, 0, None, door, queued, in_flight)
         rate: float | None = None
         hist = self.counter_history
         if hist:
             t0, c0 = hist[0]
             if self.now > t0:
                 rate = (self.completed_serving - c0) / (self.now - t0)
-        return Observation(float(len(self.queue)), float(self.running_serving), len(self.serving), rate)
+        running = float(self.running_serving)
+        return Observation(queued, running, len(self.serving), rate, door, queued, in_flight)
 
     def _record_counter(self, now: float) -> None:
         hist = self.counter_history
         hist.append((now, self.completed_serving))
         while len(hist) > 1 and now - hist[1][0] >= self.p.rate_window:
             hist.popleft()
+        door = self.door_history
+        door.append((now, float(self.door_arrivals)))
+        while door and door[0][0] <= now - self.p.rate_window:
+            door.popleft()
 
     # ---------------------------------------------------------------- the event loop
     def setup(self, initial_ready: int) -> None:
@@ -338,6 +392,7 @@ class Fleet:
                         self._start(self.queue.popleft(), r, now)
             elif kind == _ARRIVAL:
                 assert isinstance(obj, int)
+                self.door_arrivals += 1
                 best: _Replica | None = None
                 best_free = 0
                 for r in self.serving:

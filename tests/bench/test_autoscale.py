@@ -13,7 +13,7 @@ import pytest
 from bench.autoscale import policies as pol
 from bench.autoscale.cli import DEFAULT_TRACE, BenchConfig, build_workload, main, run_benchmark
 from bench.autoscale.report import METRIC_KEYS, percentile, reversals
-from bench.autoscale.sim import Observation, Plan, SimParams, simulate
+from bench.autoscale.sim import Observation, Plan, SimParams, prometheus_rate, simulate
 from bench.autoscale.workload import Workload, compress_time, load_azure_csv, scale_load, synthetic_bursty
 
 PARAMS = SimParams(seed=1)
@@ -180,7 +180,15 @@ def test_json_output_has_the_documented_keys() -> None:
     report = json.loads(out.getvalue())
     assert set(report) >= {"trace", "params", "policies"}
     assert report["trace"] == "synthetic-bursty"
-    assert set(report["policies"]) == {"inferfleet", "hpa", "keda", "kubeai", "static-peak", "oracle"}
+    assert set(report["policies"]) == {
+        "inferfleet",
+        "inferfleet-gateway",
+        "hpa",
+        "keda",
+        "kubeai",
+        "static-peak",
+        "oracle",
+    }
     for metrics in report["policies"].values():
         assert set(METRIC_KEYS) <= set(metrics)
         assert 0.0 <= metrics["slo_attainment"] <= 1.0
@@ -193,7 +201,8 @@ def test_the_table_prints_ratios_and_targets(capsys: pytest.CaptureFixture[str],
     text = capsys.readouterr().out
     assert "vs HPA" in text
     assert "vs orac." in text
-    assert "issue targets for inferfleet" in text
+    assert "issue targets for inferfleet:" in text
+    assert "issue targets for inferfleet-gateway:" in text
 
 
 def test_build_workload_applies_scale_compression_and_duration() -> None:
@@ -215,3 +224,87 @@ def test_autoscalers_see_the_completion_rate_of_the_last_minute() -> None:
     later = [o for o in probe.seen if o.completion_rate is not None][8:-8]
     assert all(o.completion_rate == pytest.approx(2.0, abs=0.1) for o in later)
     assert all((o.running or 0) / (o.completion_rate or 1) == pytest.approx(2.1, abs=0.4) for o in later)
+
+
+@pytest.mark.parametrize(
+    ("samples", "now", "expected"),
+    [
+        pytest.param([], 60.0, None, id="no scrape yet"),
+        pytest.param([(0.0, 0.0)], 0.0, None, id="one scrape"),
+        pytest.param([(0.0, 0.0), (15.0, 30.0)], 15.0, 0.5, id="start: not back past the counter's zero"),
+        pytest.param(
+            [(0.0, 0.0), (15.0, 30.0), (30.0, 60.0), (45.0, 90.0), (60.0, 120.0)],
+            60.0,
+            2.0,
+            id="full window, extrapolated to its start",
+        ),
+        pytest.param(
+            [(0.0, 0.0), (15.0, 60.0), (30.0, 90.0), (45.0, 120.0), (60.0, 150.0)],
+            60.0,
+            2.0,
+            id="a scrape exactly one window old is outside it",
+        ),
+        pytest.param(
+            [(45.0, 90.0), (60.0, 120.0), (75.0, 150.0), (90.0, 180.0), (105.0, 210.0)],
+            90.0,
+            2.0,
+            id="scrapes after now are not seen",
+        ),
+        pytest.param([(15.0, 30.0), (30.0, 60.0)], 60.0, 1.25, id="last scrape 30 s old: half an interval"),
+        pytest.param([(30.0, 40.0), (45.0, 40.0), (60.0, 40.0)], 60.0, 0.0, id="no arrivals"),
+    ],
+)
+def test_the_door_rate_is_promql_rate_over_the_scraped_counter(
+    samples: list[tuple[float, float]], now: float, expected: float | None
+) -> None:
+    rate = prometheus_rate(samples, now, 60.0)
+    assert rate == (None if expected is None else pytest.approx(expected))
+
+
+def step(before: float, after: float, at: float, until: float) -> Workload:
+    """`before` requests/s until `at`, then `after` requests/s until `until`."""
+    first = [i / before for i in range(int(at * before))]
+    arrivals = tuple(first + [at + i / after for i in range(int((until - at) * after))])
+    n = len(arrivals)
+    return Workload("step", arrivals, (500,) * n, (100,) * n, arrivals[-1])
+
+
+def test_the_door_rate_is_read_at_the_scrape_interval_and_lag_like_the_engine_counters() -> None:
+    w = step(1.0, 4.0, at=300.0, until=600.0)
+    seen = {}
+    for lag in (0.0, 60.0):
+        probe = Fixed(20)
+        simulate(w, SimParams(seed=1, scrape_lag=lag), probe, 20)
+        seen[lag] = probe.seen
+        before = [o.arrival_rate for o in probe.seen[8:18]]  # ticks at 135..270 s
+        assert all(r == pytest.approx(1.0, abs=0.05) for r in before)
+    first_high = {
+        lag: next(i for i, o in enumerate(obs) if (o.arrival_rate or 0) > 3.9) for lag, obs in seen.items()
+    }
+    assert first_high[60.0] - first_high[0.0] == 4  # 60 s of lag is four 15 s ticks
+    assert seen[60.0][0].arrival_rate is None  # at 15 s nothing scraped 60 s earlier
+
+
+def test_only_the_gateway_arm_reads_the_arrival_rate_counted_at_the_door() -> None:
+    w = step(2.0, 2.0, at=0.0, until=300.0)
+    probe = Fixed(3)
+    simulate(w, SimParams(seed=1), probe, 3)
+    scaling = pol.inferfleet_policy(pol.FleetLimits(1, 6, 4.0, 32))
+    engine = pol.InferfleetPolicy(scaling, 3)
+    gateway = pol.InferfleetPolicy(scaling, 3, gateway=True)
+    assert gateway.name == "inferfleet-gateway"
+    for obs in probe.seen[4:]:
+        assert obs.arrival_rate == pytest.approx(2.0, abs=0.05)
+        assert engine.sample(obs).arrival_rate is None
+        assert gateway.sample(obs).arrival_rate == obs.arrival_rate
+        assert (gateway.sample(obs).waiting, gateway.sample(obs).running) == (obs.waiting, obs.running)
+        assert gateway.sample(obs).completion_rate == engine.sample(obs).completion_rate
+
+
+def test_with_no_replica_ready_the_gateway_arm_still_sees_its_queue() -> None:
+    obs = Observation(None, None, 0, None, arrival_rate=1.5, gateway_queued=7.0, gateway_in_flight=2.0)
+    scaling = pol.inferfleet_policy(pol.FleetLimits(0, 6, 4.0, 32))
+    engine = pol.InferfleetPolicy(scaling, 1).sample(obs)
+    gateway = pol.InferfleetPolicy(scaling, 1, gateway=True).sample(obs)
+    assert (engine.waiting, engine.running, engine.arrival_rate) == (None, None, None)
+    assert (gateway.waiting, gateway.running, gateway.arrival_rate) == (7.0, 2.0, 1.5)
