@@ -494,7 +494,12 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         static_endpoints=static,
         static_slots=args.static_slots,
     )
-    asyncio.run(serve(config))
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(config))
+    else:
+        asyncio.run(serve(config))
     return 0
 
 
