@@ -146,6 +146,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--tick", type=float, default=pol.INFERFLEET_TICK_S, help="inferfleet's tick (s)")
     ap.add_argument("--scrape-interval", type=float, default=15.0, help="Prometheus scrape interval (s)")
     ap.add_argument("--scrape-lag", type=float, default=0.0, help="extra staleness of what autoscalers see")
+    ap.add_argument(
+        "--queue-timeout",
+        type=float,
+        help="the gateway's queueTimeoutSeconds: a request waiting longer is refused (default: none)",
+    )
+    ap.add_argument(
+        "--max-queued", type=int, help="the gateway's maxQueuedRequests: 429 beyond it (default: none)"
+    )
     ap.add_argument("--policies", default=",".join(ALL_POLICIES), help="comma-separated subset")
     ap.add_argument(
         "--png", type=Path, help="where to write the plot (default build/bench-autoscale-<trace>.png)"
@@ -173,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scrape_lag=args.scrape_lag,
         gpus_per_replica=args.gpus_per_replica,
         seed=args.seed,
+        queue_timeout_s=args.queue_timeout,
+        max_queued=args.max_queued,
     )
     config = BenchConfig(
         slo_s=args.slo,

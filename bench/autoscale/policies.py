@@ -48,7 +48,7 @@ import bisect
 import math
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.autoscale.sim import Fleet, Observation, Plan, SimParams
 from bench.autoscale.workload import Workload
@@ -328,7 +328,7 @@ def oracle_needs(
     the window's end plus the SLO on a copy of the fleet. Perfect foresight, no cold start (the
     plan requests each replica one cold start earlier), the same engine model and routing.
     """
-    fleet = Fleet(workload, params, None)
+    fleet = Fleet(workload, replace(params, queue_timeout_s=None, max_queued=None), None)  # refuses none
     lo_bound = max(min_replicas, 1)
     fleet.setup(lo_bound)
     arrivals = workload.arrivals

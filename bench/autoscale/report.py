@@ -29,7 +29,8 @@ def reversals(changes: list[tuple[float, int, int]]) -> int:
 def summarize(result: RunResult, slo_s: float, horizon: float, gpus_per_replica: int) -> dict[str, Any]:
     waits = sorted(result.waits)
     n = len(waits)
-    ok = sum(1 for w in waits if w <= slo_s + 1e-9)
+    refused = set(result.refused)
+    ok = sum(1 for k, w in enumerate(result.waits) if w <= slo_s + 1e-9 and k not in refused)
     peak = max(
         [after for _, _, after in result.replica_changes] + [r for _, r, _, _, _ in result.timeline[:1]]
     )
@@ -47,6 +48,7 @@ def summarize(result: RunResult, slo_s: float, horizon: float, gpus_per_replica:
         "completed": result.completed,
         "in_flight_at_end": result.in_flight,
         "unserved": result.unserved,
+        "refused": len(refused),
     }
 
 

@@ -32,6 +32,11 @@ The engine model (constants in `SimParams`, defaults documented there)
   same scrapes as the engines, ready replicas or not (the gateway is its own pod), and an
   autoscaler that reads it sees `rate(...[1m])` evaluated at that scrape (`prometheus_rate`):
   the same interval and lag as the engines' counters.
+* The gateway's queue as configured, when asked (`queue_timeout_s`, `max_queued`; default:
+  patient clients and no bound): a request still waiting `queue_timeout_s` after it arrived
+  leaves the queue with a 503, and one that finds `max_queued` waiting gets a 429 at once.
+  Either is refused: counted at the door, never served, an SLO miss, and invisible to the
+  engines' counters (so the flow balance, completions + growth, misses it; the door does not).
 
 After the last arrival the simulation continues (autoscalers keep ticking) until every
 request has finished, or `drain_limit_s` after the horizon, when unfinished requests are
@@ -74,6 +79,10 @@ class SimParams:
     """Window of the completion-rate series (PromQL `rate(...[1m])`)."""
     seed: int = 0
     drain_limit_s: float = 3600.0
+    queue_timeout_s: float | None = None
+    """The gateway's `queueTimeoutSeconds`: a request waiting longer gets 503 (None: waits on)."""
+    max_queued: int | None = None
+    """The gateway's `maxQueuedRequests`: an arrival finding this many waiting gets 429."""
 
     def service_time(self, context: int, generated: int, occupancy: float) -> float:
         decode = self.decode_s_per_token * (1.0 + self.decode_slowdown_at_full_batch * occupancy)
@@ -189,6 +198,9 @@ class RunResult:
     timeline: list[tuple[float, int, int, int, int]] = field(default_factory=list)
     """(time, replicas, ready, waiting, running) at every scrape."""
     end_time: float = 0.0
+    refused: tuple[int, ...] = ()
+    """Requests the gateway's queue refused (429 when full, 503 after its timeout); their wait
+    is the time until the refusal."""
 
 
 class Fleet:
@@ -205,6 +217,7 @@ class Fleet:
         self.seq = itertools.count()
         self.heap: list[tuple[float, int, int, object]] = []
         self.waits = [math.nan] * self.n
+        self.refused: list[int] = []
         self.queue: deque[int] = deque()
         self.replicas: list[_Replica] = []
         self.serving: list[_Replica] = []  # ready and not draining
@@ -236,6 +249,7 @@ class Fleet:
             (t, k, q, mapping.get(id(o), o) if isinstance(o, _Replica) else o) for t, k, q, o in self.heap
         ]
         f.waits = list(self.waits)
+        f.refused = list(self.refused)
         f.counter_history = deque(self.counter_history)
         f.door_history = deque(self.door_history)
         f.queue = deque(self.queue)
@@ -352,8 +366,22 @@ class Fleet:
         if self.p.scrape_interval > 0 and policy is not None:
             heapq.heappush(self.heap, (0.0, _SCRAPE, next(self.seq), None))
 
+    def _refuse(self, i: int, now: float) -> None:
+        self.waits[i] = now - self.w.arrivals[i]
+        self.refused.append(i)
+
+    def _time_out(self, now: float) -> None:
+        """Requests that waited past the gateway's queue timeout before `now` have left (503)."""
+        timeout = self.p.queue_timeout_s
+        queue, arrivals = self.queue, self.w.arrivals
+        while timeout is not None and queue and arrivals[queue[0]] + timeout < now:
+            i = queue.popleft()
+            self.waits[i] = timeout
+            self.refused.append(i)
+
     def done(self) -> bool:
-        return self.completed == self.n and self.next_arrival == self.n and self.now >= self.w.horizon
+        finished = self.completed + len(self.refused)
+        return finished == self.n and self.next_arrival == self.n and self.now >= self.w.horizon
 
     def run(self, until: float = math.inf) -> None:
         """Handle events up to time `until` (inclusive), or until every request has finished."""
@@ -377,6 +405,8 @@ class Fleet:
             else:
                 break
             self.now = now
+            if self.queue:
+                self._time_out(now)
             if kind == _COMPLETE:
                 r = obj
                 assert isinstance(r, _Replica)
@@ -399,7 +429,9 @@ class Fleet:
                     free = c - r.running
                     if free > best_free:
                         best, best_free = r, free
-                if best is None:
+                if best is None and self.p.max_queued is not None and len(self.queue) >= self.p.max_queued:
+                    self._refuse(obj, now)
+                elif best is None:
                     self.queue.append(obj)
                 else:
                     self._start(obj, best, now)
@@ -476,11 +508,12 @@ class Fleet:
             waits=waits,
             completed=self.completed,
             unserved=unserved,
-            in_flight=self.n - self.completed - unserved,
+            in_flight=self.n - self.completed - unserved - len(self.refused),
             gpu_seconds=gpu * self.p.gpus_per_replica,
             replica_changes=list(self.changes),
             timeline=list(self.timeline),
             end_time=end,
+            refused=tuple(self.refused),
         )
 
 

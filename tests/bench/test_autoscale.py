@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from bench.autoscale import policies as pol
 from bench.autoscale.cli import DEFAULT_TRACE, BenchConfig, build_workload, main, run_benchmark
-from bench.autoscale.report import METRIC_KEYS, percentile, reversals
+from bench.autoscale.report import METRIC_KEYS, percentile, reversals, summarize
 from bench.autoscale.sim import Observation, Plan, SimParams, prometheus_rate, simulate
 from bench.autoscale.workload import Workload, compress_time, load_azure_csv, scale_load, synthetic_bursty
 
@@ -308,3 +308,22 @@ def test_with_no_replica_ready_the_gateway_arm_still_sees_its_queue() -> None:
     gateway = pol.InferfleetPolicy(scaling, 1, gateway=True).sample(obs)
     assert (engine.waiting, engine.running, engine.arrival_rate) == (None, None, None)
     assert (gateway.waiting, gateway.running, gateway.arrival_rate) == (7.0, 2.0, 1.5)
+
+
+def test_the_gateway_refuses_past_its_queue_bound_and_timeout_and_the_door_still_counts() -> None:
+    # 3 req/s of ~3.5 s each on one replica of 4 slots: the queue grows by about 2 per second
+    w = steady(300, 1 / 3)
+    probe = Fixed(1)
+    bounded = SimParams(concurrency=4, seed=1, queue_timeout_s=30.0, max_queued=50)
+    result = simulate(w, bounded, probe, 1)
+    assert result.refused
+    assert result.completed + len(result.refused) == len(w)
+    assert all(result.waits[k] <= 30.0 for k in result.refused)
+    assert max(o.waiting or 0 for o in probe.seen) <= 50
+    later = probe.seen[6:-6]
+    assert all(o.arrival_rate == pytest.approx(3.0, abs=0.1) for o in later)
+    assert all((o.completion_rate or 0) < 1.5 for o in later)  # the engines see what they finish
+    m = summarize(result, 2.0, w.horizon, 1)
+    assert m["refused"] == len(result.refused)
+    served_in_time = sum(1 for k, x in enumerate(result.waits) if x <= 2.0 and k not in set(result.refused))
+    assert m["slo_attainment"] == pytest.approx(served_in_time / len(w), abs=1e-5)
