@@ -78,6 +78,9 @@ class GatewayMetrics:
         for endpoint in endpoints:
             _remove(self.in_flight, namespace, service, endpoint)
 
+    def forget_endpoint(self, namespace: str, service: str, endpoint: str) -> None:
+        _remove(self.in_flight, namespace, service, endpoint)
+
 
 def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
     with contextlib.suppress(KeyError):

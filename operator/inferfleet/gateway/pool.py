@@ -56,9 +56,10 @@ class ServicePool:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def changed(self) -> None:
-        """Wait for the next change of route or endpoints."""
-        await self._changed.wait()
+    def changed(self) -> asyncio.Event:
+        """Set at the next change of route or endpoints (take it before waiting: each change
+        sets this event and makes a new one)."""
+        return self._changed
 
     def try_acquire(self, exclude: frozenset[str] = frozenset()) -> str | None:
         if self._waiters:  # FIFO: nobody overtakes a waiting request

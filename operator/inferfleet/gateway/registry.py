@@ -8,7 +8,7 @@ on the gateway's event loop; the watch threads post to it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inferfleet.gateway.metrics import GatewayMetrics
@@ -48,20 +48,29 @@ class Registry:
         self.pools[route.key] = self._new_pool(route)
 
     def _new_pool(self, route: ServiceRoute) -> ServicePool:
-        labels = route.key
-        queued = self.metrics.queued.labels(*labels)
+        key = route.key
+        queued = self.metrics.queued.labels(*key)
         return ServicePool(
             route,
-            self._endpoints(route.key),
-            on_in_flight=lambda endpoint, n: self.metrics.in_flight.labels(*labels, endpoint).set(n),
+            self._endpoints(key),
+            on_in_flight=lambda endpoint, n: self._in_flight(key, endpoint, n),
             on_queue=queued.set,
         )
+
+    def _in_flight(self, key: Key, endpoint: str, n: int) -> None:
+        pool = self.pools.get(key)
+        if n <= 0 and (pool is None or endpoint not in pool.endpoints):
+            self.metrics.forget_endpoint(*key, endpoint)  # gone and idle: no series left behind
+        else:
+            self.metrics.in_flight.labels(*key, endpoint).set(n)
 
     def delete_service(self, key: Key) -> None:
         pool = self.pools.pop(key, None)
         if pool is None:
             return
-        pool.set_endpoints(())  # its waiters are told, and find no endpoint
+        # Its waiters are told at once instead of waiting out their timeout.
+        pool.set_route(replace(pool.route, blocked="the InferenceService was deleted"))
+        pool.set_endpoints(())
         self.metrics.forget(*key, list(pool.in_flight))
 
     def sync_services(self, objs: Iterable[Mapping[str, Any]], namespace: str | None) -> None:

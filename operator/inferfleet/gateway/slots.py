@@ -56,7 +56,7 @@ async def _wait(
             raise RefusedError(
                 waited_too_long(pool.route, loop.time() - started, starting=not pool.endpoints)
             )
-        changed: asyncio.Future[None] = asyncio.ensure_future(pool.changed())
+        changed: asyncio.Future[bool] = asyncio.ensure_future(pool.changed().wait())
         try:
             pending: set[asyncio.Future[Any]] = {waiting, changed}
             await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)

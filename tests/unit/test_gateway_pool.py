@@ -1,0 +1,132 @@
+"""A service's slots and FIFO queue (gateway/pool.py, slots.py); what the registry makes of watch events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from inferfleet.gateway.metrics import GatewayMetrics
+from inferfleet.gateway.pool import ServicePool
+from inferfleet.gateway.registry import Registry
+from inferfleet.gateway.slots import RefusedError, take_slot
+from inferfleet.planning.routing import ServiceRoute
+
+pytestmark = pytest.mark.unit
+ROUTE = ServiceRoute("ns", "svc", "m", slots_per_replica=1, max_queued=3, queue_timeout=5)
+
+
+def never_activate(route: ServiceRoute) -> None:
+    raise AssertionError("no activation expected")
+
+
+def test_waiters_get_freed_slots_first_come_first_served() -> None:
+    async def scenario() -> list[int]:
+        pool = ServicePool(ROUTE, ("a:1",))
+        loop = asyncio.get_running_loop()
+        first = await take_slot(pool, never_activate, loop.time())
+        served: list[int] = []
+
+        async def wait(i: int) -> None:
+            endpoint = await take_slot(pool, never_activate, loop.time())
+            served.append(i)
+            pool.release(endpoint)
+
+        waiters = [asyncio.ensure_future(wait(i)) for i in range(3)]
+        await asyncio.sleep(0)
+        assert pool.queued == 3
+        assert pool.try_acquire() is None  # a newcomer does not overtake the queue
+        pool.release(first)
+        await asyncio.gather(*waiters)
+        return served
+
+    assert asyncio.run(scenario()) == [0, 1, 2]
+
+
+def test_a_new_ready_endpoint_takes_waiters_at_once() -> None:
+    async def scenario() -> str:
+        pool = ServicePool(ROUTE, ())
+        route = ServiceRoute("ns", "svc", "m", replicas=1, may_activate=True, activation_timeout=30)
+        pool.set_route(route)
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.ensure_future(take_slot(pool, never_activate, loop.time()))
+        await asyncio.sleep(0)
+        pool.set_endpoints(("b:1",))
+        return await asyncio.wait_for(waiting, 1)
+
+    assert asyncio.run(scenario()) == "b:1"
+
+
+def test_queue_full_and_timeout_are_refused_with_their_status() -> None:
+    async def scenario() -> tuple[int, int]:
+        route = ServiceRoute("ns", "svc", "m", slots_per_replica=1, max_queued=1, queue_timeout=0.05)
+        pool = ServicePool(route, ("a:1",))
+        loop = asyncio.get_running_loop()
+        await take_slot(pool, never_activate, loop.time())
+        waiting = asyncio.ensure_future(take_slot(pool, never_activate, loop.time()))
+        await asyncio.sleep(0)
+        with pytest.raises(RefusedError) as full:
+            await take_slot(pool, never_activate, loop.time())
+        with pytest.raises(RefusedError) as late:
+            await waiting
+        assert pool.queued == 0
+        return full.value.error.status, late.value.error.status
+
+    assert asyncio.run(scenario()) == (429, 503)
+
+
+def _service(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": name, "generation": 1},
+        "spec": {"model": {"name": "m", "source": "hf://o/m", "parametersBillions": 8},
+                 "engine": {"kind": "vllm"}, "replicas": 1, **spec},
+    }  # fmt: skip
+
+
+def _slice(service: str, *ips: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "namespace": "ns",
+            "name": f"{service}-x",
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "ports": [{"name": "http", "port": 8000}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips],
+    }
+
+
+def test_slices_before_their_service_and_a_deleted_service_refuses_its_waiters_at_once() -> None:
+    async def scenario() -> str:
+        registry = Registry(GatewayMetrics())
+        registry.upsert_slice(_slice("svc", "198.18.0.2"))  # the slice's event came first
+        registry.upsert_service(_service("svc"))
+        pool = registry.pools[("ns", "svc")]
+        assert pool.endpoints == ("198.18.0.2:8000",)
+        registry.upsert_slice(_slice("svc"))  # the replica went away
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.ensure_future(take_slot(pool, never_activate, loop.time()))
+        await asyncio.sleep(0)
+        registry.delete_service(("ns", "svc"))
+        with pytest.raises(RefusedError) as refused:
+            await asyncio.wait_for(waiting, 1)
+        return refused.value.error.message
+
+    assert "deleted" in asyncio.run(scenario())
+
+
+def test_an_endpoint_that_left_and_went_idle_leaves_no_series() -> None:
+    async def scenario() -> str:
+        metrics = GatewayMetrics()
+        registry = Registry(metrics)
+        registry.upsert_service(_service("svc"))
+        registry.upsert_slice(_slice("svc", "198.18.0.2"))
+        pool = registry.pools[("ns", "svc")]
+        endpoint = pool.try_acquire()
+        assert endpoint == "198.18.0.2:8000"
+        registry.upsert_slice(_slice("svc"))
+        pool.release(endpoint)
+        return generate_latest(metrics.registry).decode()
+
+    assert "198.18.0.2" not in asyncio.run(scenario())
