@@ -453,6 +453,12 @@ def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--static-slots", type=int, default=default.static_slots, help="slots per static URL"
     )
     gateway.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="uvloop cut the p99 added TTFT at 300 streams from ~100 ms to ~3 ms (bench/gateway)",
+    )
+    gateway.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
     )
     gateway.add_argument("-v", "--verbose", action="store_true")
