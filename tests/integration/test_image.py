@@ -30,6 +30,7 @@ from inferfleet.localcluster.ports import free_port
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import create, small_service, wait_ready
+from tests.podengines import on_host_network
 from tests.rbac import ChartIdentity
 from tests.unit.test_chart_render import NS, container, one, render
 
@@ -77,7 +78,10 @@ def buildah(*args: str) -> str:
 @pytest.fixture(scope="module")
 def image() -> Iterator[Image]:
     script = REPO / "hack" / "build-image.sh"
-    built = subprocess.run(["bash", str(script), TAG], capture_output=True, text=True, timeout=1500)
+    # pip in the build stage needs the package index: outside the session's private network
+    built = subprocess.run(
+        on_host_network(["bash", str(script), TAG]), capture_output=True, text=True, timeout=1500
+    )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     name = f"inferfleet-test-{uuid.uuid4().hex[:6]}"
     buildah("from", "--pull-never", "--name", name, TAG)
