@@ -17,6 +17,10 @@ command -v python3 >/dev/null || apt_packages+=(python3 python3-venv)
 # The image test builds the Dockerfile without a Docker engine (hack/build-image.sh).
 command -v buildah >/dev/null || apt_packages+=(buildah)
 command -v debootstrap >/dev/null || apt_packages+=(debootstrap)
+# Engines at the pods' IPs: a private network namespace with a local route (tests/podengines.py).
+command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v nsenter >/dev/null || apt_packages+=(util-linux)
+command -v curl >/dev/null || apt_packages+=(curl)  # the gateway is proven with curl too
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing Debian packages: ${apt_packages[*]}"
