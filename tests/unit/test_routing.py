@@ -183,6 +183,13 @@ def test_retry_budget_caps_retries_of_a_sick_fleet_and_recovers() -> None:
     assert budget.try_spend(20.0)  # the window moved on: retries allowed again
 
 
+def test_retry_budget_forgets_requests_older_than_its_window_without_retries() -> None:
+    budget = RetryBudget(window=10.0)
+    for i in range(100_000):
+        budget.record_request(i * 0.01)  # 1000 s of 100 req/s and never a retry
+    assert budget.remembered <= 1001
+
+
 def _service(**status: Any) -> dict[str, Any]:
     return {
         "metadata": {"namespace": "ns", "name": "s", "generation": 4},

@@ -276,16 +276,24 @@ class RetryBudget:
 
     def record_request(self, now: float) -> None:
         self._requests.append(now)
+        self._forget_before(now - self.window)
 
     def try_spend(self, now: float) -> bool:
         """Whether one more retry fits the budget now; if so it is counted."""
-        for times in (self._requests, self._retries):
-            while times and times[0] <= now - self.window:
-                times.popleft()
+        self._forget_before(now - self.window)
         if len(self._retries) >= self.floor + math.floor(self.ratio * len(self._requests)):
             return False
         self._retries.append(now)
         return True
+
+    def _forget_before(self, cutoff: float) -> None:
+        for times in (self._requests, self._retries):
+            while times and times[0] <= cutoff:
+                times.popleft()
+
+    @property
+    def remembered(self) -> int:
+        return len(self._requests) + len(self._retries)
 
 
 def compute_retry(status: int | None, sent_bytes: bool, attempt: int, max_attempts: int) -> bool:
