@@ -175,7 +175,7 @@ def run_gateway(
         gateway.stop()
         if request.node.stash.get(FAILED, False):
             print(f"--- gateway log tail ({gateway.log_path}) ---\n{gateway.log_text()[-4000:]}")
-        denials += rbac_denials(gateway.log_text())
+        denials += rbac_denials(gateway.log_text(), request.node.stash.get(RBAC_SETTLED_AT, None))
     assert denials == [], "the chart's RBAC refused the gateway:\n" + "\n".join(denials)
 
 

@@ -485,9 +485,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="[%(asctime)s] %(levelname)s %(message)s")
     config = GatewayConfig(
         host=args.host,
         port=args.port,

@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from inferfleet.localcluster.pod_engines import PodEngines
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
+from tests.integration.test_faults import api_server_ready
 from tests.integration.test_reconcile import create, patch_spec, read, small_service
+from tests.rbac import RBAC_SETTLED_AT
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -290,3 +293,85 @@ def test_a_thousand_concurrent_streams_through_one_gateway(
     chunks = asyncio.run(scenario())
     assert chunks == [10] * 1000  # every stream whole: ten tokens, then [DONE]
     assert time.monotonic() - started < 120
+
+
+def test_sigterm_lets_requests_in_flight_finish(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    run_gateway: Callable[..., GatewayProcess],
+    pod_engines: PodEngines,
+) -> None:
+    gateway = start_stack(run_gateway, run_operator, namespace)
+    create(cluster, namespace, served("steady", replicas=1))
+    wait_for(lambda: len(ready_endpoints(cluster, namespace, "steady")) == 1, timeout=90, what="1 endpoint")
+    [held] = pod_engines.engines(namespace, "steady")
+    assert held.engine is not None
+
+    async def scenario() -> tuple[list[int], str, int | None]:
+        async with aiohttp.ClientSession() as session:
+            stream = await session.post(
+                f"{gateway.url}/v1/completions",
+                json={"model": MODEL, "prompt": "x", "max_tokens": 100, "stream": True},
+            )
+            calls = [asyncio.ensure_future(complete(session, gateway.url, 100)) for _ in range(3)]
+            await _until(lambda: held.engine is not None and held.engine.counts().running == 4)
+            code = await asyncio.to_thread(gateway.stop)  # SIGTERM: a rollout or a node drain
+            statuses = [status for status, _ in await asyncio.gather(*calls)]
+            return statuses, (await stream.read()).decode(), code
+
+    statuses, streamed, code = asyncio.run(scenario())
+    assert statuses == [200, 200, 200]
+    assert streamed.rstrip().endswith("data: [DONE]")
+    assert code == 0
+
+
+def test_the_gateway_serves_through_an_api_server_restart_and_follows_changes_after(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    run_gateway: Callable[..., GatewayProcess],
+    pod_engines: PodEngines,
+    request: pytest.FixtureRequest,
+) -> None:
+    if cluster.local is None:
+        pytest.skip("restarts the local cluster's API server; not on a cluster given by kubeconfig")
+    gateway = start_stack(run_gateway, run_operator, namespace)
+    create(cluster, namespace, served("calm", replicas=2))
+    wait_for(lambda: len(ready_endpoints(cluster, namespace, "calm")) == 2, timeout=90, what="2 endpoints")
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+    cluster.local.stop()  # etcd and every control-plane component
+    try:
+        reply = client.completions.create(model=MODEL, prompt="still there?", max_tokens=2)
+        assert reply.choices[0].text == "tok0 tok1"  # served from the gateway's cache
+    finally:
+        cluster.local.start()
+    wait_for(lambda: api_server_ready(cluster), timeout=120, what="the API server's /readyz")
+    request.node.stash[RBAC_SETTLED_AT] = datetime.now()  # 403s before this are the authorizer's cold cache
+
+    # A change after the restart: one replica goes. (Not one added: a restarted kwok forgets which
+    # pod IPs it handed out and may give a new pod one that is in use.)
+    patch_spec(cluster, namespace, "calm", {"replicas": 1})
+    wait_for(lambda: len(ready_endpoints(cluster, namespace, "calm")) == 1, timeout=120, what="1 endpoint")
+    wait_for(lambda: not pod_engines.stopping(namespace, "calm"), timeout=120, what="the removed engine gone")
+    retries_before = _gateway_retries(gateway)
+
+    async def burst() -> list[int]:
+        async with aiohttp.ClientSession() as session:
+            return [
+                s for s, _ in await asyncio.gather(*(complete(session, gateway.url, 20) for _ in range(8)))
+            ]
+
+    assert asyncio.run(burst()) == [200] * 8
+    assert _gateway_retries(gateway) == retries_before  # nothing was sent to the replica that left
+
+
+def _gateway_retries(gateway: GatewayProcess) -> float:
+    with urllib.request.urlopen(gateway.metrics_url, timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("inferfleet_gateway_retries_total{")
+    )

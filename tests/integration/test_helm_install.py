@@ -304,11 +304,7 @@ def test_install_runs_the_gateway_replicas_behind_their_service_with_a_budget(
 # The gateway's ServiceAccount: reads InferenceServices and EndpointSlices, writes only the scale
 # subresource (scale from zero); nothing of the operator's.
 GATEWAY_ALLOWED = [
-    *[
-        (verb, "inferenceservices.inferfleet.io", ns)
-        for verb in ("list", "watch")
-        for ns in (None, "svc")
-    ],
+    *[(verb, "inferenceservices.inferfleet.io", ns) for verb in ("list", "watch") for ns in (None, "svc")],
     ("patch", "inferenceservices.inferfleet.io/scale", "svc"),
     *[(verb, "endpointslices.discovery.k8s.io", ns) for verb in ("list", "watch") for ns in (None, "svc")],
 ]

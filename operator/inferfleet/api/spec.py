@@ -737,8 +737,7 @@ class GatewaySpec(SpecModel):
         default=60,
         ge=1,
         le=limits.MAX_WAIT_SECONDS,
-        description="Longest a request waits in the queue for a slot before it gets 503 with "
-        "Retry-After.",
+        description="Longest a request waits in the queue for a slot before it gets 503 with Retry-After.",
     )
 
 

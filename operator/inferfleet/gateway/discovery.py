@@ -111,7 +111,8 @@ class Discovery:
             try:
                 self._list_and_watch(w, loop)
             except Exception as e:  # the API server restarted, a 410, a dropped connection: list again
-                log.warning("watch of %s (%s) failed, listing again: %s", w.what, w.namespace or "all", e)
+                why = " ".join(str(e).split())  # one line: an ApiException's text spans several
+                log.warning("watch of %s (%s) failed, listing again: %s", w.what, w.namespace or "all", why)
                 self._stop.wait(RELIST_BACKOFF_SECONDS)
 
     def _list_and_watch(self, w: _Watch, loop: asyncio.AbstractEventLoop) -> None:
