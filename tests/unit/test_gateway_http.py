@@ -130,6 +130,10 @@ def test_full_queue_is_429_with_retry_after_and_a_long_wait_503(engines: Callabl
                 assert full.status == 429
                 assert full.headers["Retry-After"] == "1"
                 assert (await full.json())["error"]["code"] == "queue_full"
+            client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+            with pytest.raises(openai.RateLimitError, match="requests waiting"):  # the client's own type
+                await client.completions.create(model=MODEL, prompt="x", max_tokens=20)
+            await client.close()
             late = await queued
             assert late.status == 503
             assert int(late.headers["Retry-After"]) > 0
