@@ -29,8 +29,10 @@ from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
 from tests.integration.test_faults import api_server_ready
+from tests.integration.test_groups import group_pods, service_405b
 from tests.integration.test_reconcile import create, patch_spec, read, small_service
 from tests.rbac import RBAC_SETTLED_AT
+from tests.support import wait_for_idle_h100
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -375,3 +377,35 @@ def _gateway_retries(gateway: GatewayProcess) -> float:
         for line in lines
         if line.startswith("inferfleet_gateway_retries_total{")
     )
+
+
+def test_a_multi_node_replica_is_reached_through_its_group_leader_only(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    run_gateway: Callable[..., GatewayProcess],
+    pod_engines: PodEngines,
+) -> None:
+    wait_for_idle_h100(cluster.core, cluster.apps)
+    gateway = run_gateway(namespaces=[namespace])
+    run_operator(extra_args=["--gateway-url", gateway.url])  # cluster-wide: placement counts every GPU
+    create(cluster, namespace, service_405b("big"))
+    wait_for(
+        lambda: len(ready_endpoints(cluster, namespace, "big")) == 1, timeout=180, what="the group's leader"
+    )
+    pods = {p.metadata.name: p for p in group_pods(cluster, namespace, "big")}
+    assert len(pods) == 2  # one replica: a leader and a worker on two nodes
+    [leader] = ready_endpoints(cluster, namespace, "big")
+    assert pods[leader].metadata.labels["apps.kubernetes.io/pod-index"] == "0"
+
+    model = read(cluster, namespace, "big")["spec"]["model"]["name"]
+    client = openai.OpenAI(
+        base_url=read(cluster, namespace, "big")["status"]["endpoint"], api_key="x", max_retries=0
+    )
+    assert (
+        client.completions.create(model=model, prompt="hi", max_tokens=3).choices[0].text == "tok0 tok1 tok2"
+    )
+    [engine] = pod_engines.engines(namespace, "big")
+    assert engine.pod == leader
+    assert engine.engine is not None
+    assert engine.engine.counts().succeeded == 1
