@@ -12,19 +12,28 @@ The engines of one process share one event loop: `SimEngine.start()` runs it on 
 thread shared by every engine (so a test can host hundreds), `await start_async()` on the caller's
 loop. On SIGTERM the command stops accepting connections, lets the requests it holds finish for up
 to `drain_seconds`, then cuts the rest (503 before the first token, an error event mid-stream).
+
+Each engine models vLLM's automatic prefix caching so that routing quality is measurable: the
+prompt (whitespace-separated words; a chat's messages rendered in order as "role: content") is cut
+into blocks of `block_tokens` words, each full block keyed by a hash of every word up to its end.
+On admission the leading blocks already in the engine's LRU are hits; the request's first decode
+step waits for the prefill of the other tokens at `prefill_tokens_per_second` (0: no prefill time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
 import signal
 import socket
 import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -59,6 +68,12 @@ class EngineConfig:
     host: str = "0.0.0.0"
     port: int = 8000
     drain_seconds: float = 20.0
+    block_tokens: int = 16
+    """Words per prefix-cache block (vLLM's --block-size)."""
+    cache_blocks: int = 4096
+    """Blocks the prefix cache holds before evicting the least recently used."""
+    prefill_tokens_per_second: float = 0.0
+    """Prefill rate of uncached prompt tokens; 0 means prefill takes no time."""
 
 
 class RequestError(Exception):
@@ -77,6 +92,79 @@ class Counts:
     connections: int = 0
     cancelled: int = 0
     """Requests whose client went away before the generation ended."""
+    prompt_tokens: int = 0
+    """Prompt words of every admitted request (vLLM's prefix-cache queries)."""
+    prefix_hit_tokens: int = 0
+    """Of those, words found in the prefix cache."""
+    cached_blocks: int = 0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the prefix cache sees of a request: its length in words and its full blocks' keys."""
+
+    words: int = 0
+    blocks: tuple[int, ...] = ()
+
+
+class PrefixCache:
+    """An LRU of prompt blocks keyed by prefix hashes, counting queries and hits in tokens as vLLM does."""
+
+    def __init__(self, capacity: int, block_tokens: int) -> None:
+        self.capacity = capacity
+        self.block_tokens = block_tokens
+        self.blocks: OrderedDict[int, None] = OrderedDict()  # least recently used first
+        self.queried_tokens = 0
+        self.hit_tokens = 0
+
+    def admit(self, prompt: Prompt) -> int:
+        """The prompt's tokens found cached (its leading blocks present); then all its blocks are cached."""
+        hits = 0
+        while hits < len(prompt.blocks) and prompt.blocks[hits] in self.blocks:
+            hits += 1
+        for key in prompt.blocks:
+            self.blocks[key] = None
+            self.blocks.move_to_end(key)
+        while len(self.blocks) > self.capacity:
+            self.blocks.popitem(last=False)
+        cached = hits * self.block_tokens
+        self.queried_tokens += prompt.words
+        self.hit_tokens += cached
+        return cached
+
+    @property
+    def usage(self) -> float:
+        return len(self.blocks) / self.capacity if self.capacity else 0.0
+
+
+def block_hashes(words: Sequence[str], block_tokens: int) -> tuple[int, ...]:
+    """Keys of the full blocks of `words`: each a hash of its block and the previous block's key."""
+    keys, previous = [], b""
+    for start in range(0, len(words) - block_tokens + 1, block_tokens):
+        block = "\x00".join(words[start : start + block_tokens]).encode()
+        previous = hashlib.blake2b(previous + b"\x01" + block, digest_size=8).digest()
+        keys.append(int.from_bytes(previous, "big"))
+    return tuple(keys)
+
+
+def prompt_words(body: dict[str, Any], chat: bool) -> list[str]:
+    """The prompt as the prefix cache tokenizes it: a chat's messages rendered "role: content" in order."""
+    if chat:
+        messages = body.get("messages")
+        texts = [
+            f"{m.get('role')}: {m.get('content')}"
+            for m in (messages if isinstance(messages, list) else [])
+            if isinstance(m, dict) and isinstance(m.get("content"), str)
+        ]
+    else:
+        prompt = body.get("prompt", "")
+        texts = [t for t in (prompt if isinstance(prompt, list) else [prompt]) if isinstance(t, str)]
+    return [word for text in texts for word in text.split()]
+
+
+def prompt_of(body: dict[str, Any], chat: bool, block_tokens: int) -> Prompt:
+    words = prompt_words(body, chat)
+    return Prompt(len(words), block_hashes(words, block_tokens))
 
 
 class _State(Enum):
@@ -90,11 +178,26 @@ class _State(Enum):
 class _Request:
     """One request's place in the engine: its state and the tokens the clock produced for it."""
 
-    __slots__ = ("_waiter", "chunks", "max_tokens", "produced", "sent", "state", "stream", "transport")
+    __slots__ = (
+        "_waiter",
+        "blocks",
+        "chunks",
+        "max_tokens",
+        "produced",
+        "prompt_words",
+        "ready_at",
+        "sent",
+        "state",
+        "stream",
+        "transport",
+    )
 
-    def __init__(self, max_tokens: int, stream: bool) -> None:
+    def __init__(self, max_tokens: int, stream: bool, prompt: Prompt) -> None:
         self.max_tokens = max_tokens
         self.stream = stream
+        self.prompt_words, self.blocks = prompt.words, prompt.blocks
+        self.ready_at = 0.0
+        """Loop time the prefill ends: the request gets no decode step before it."""
         self.produced = 0
         self.sent = 0
         self.state = _State.WAITING
@@ -141,9 +244,17 @@ class _Request:
 class _Batch:
     """The running batch, the FIFO queue and the decode-step clock of one engine (its loop only)."""
 
-    def __init__(self, max_concurrent: int, tokens_per_second: float) -> None:
+    def __init__(
+        self,
+        max_concurrent: int,
+        tokens_per_second: float,
+        cache: PrefixCache | None = None,
+        prefill_tokens_per_second: float = 0.0,
+    ) -> None:
         self.max_concurrent = max_concurrent
         self.step = 1.0 / tokens_per_second
+        self.cache = cache if cache is not None else PrefixCache(0, 1)
+        self.prefill_rate = prefill_tokens_per_second
         self.running: dict[_Request, None] = {}  # dicts: FIFO order and O(1) removal
         self.waiting: dict[_Request, None] = {}
         self.succeeded = 0
@@ -152,10 +263,10 @@ class _Batch:
         self._tick_at = 0.0
         self._tick: asyncio.TimerHandle | None = None
 
-    def submit(self, max_tokens: int, stream: bool) -> _Request:
+    def submit(self, max_tokens: int, stream: bool, prompt: Prompt = Prompt()) -> _Request:
         if self.cut:
             raise RequestError(503, "the engine is shutting down")
-        request = _Request(max_tokens, stream)
+        request = _Request(max_tokens, stream, prompt)
         self.waiting[request] = None
         self._admit()
         return request
@@ -192,6 +303,14 @@ class _Batch:
             del self.waiting[request]
             request.state = _State.RUNNING
             self.running[request] = None
+            self._prefill(request)
+
+    def _prefill(self, request: _Request) -> None:
+        """Look the prompt up in the prefix cache; the uncached tokens delay the request's first step."""
+        cached = self.cache.admit(Prompt(request.prompt_words, request.blocks))
+        uncached = request.prompt_words - cached
+        if self.prefill_rate > 0 and uncached > 0:
+            request.ready_at = asyncio.get_running_loop().time() + uncached / self.prefill_rate
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         self._tick_at = at
@@ -208,7 +327,10 @@ class _Batch:
         steps = 1 + int((loop.time() - self._tick_at) / self.step)
         finished = []
         for request in self.running:
-            request.produced = min(request.produced + steps, request.max_tokens)
+            due = self._steps_due(request, steps)
+            if due == 0:
+                continue
+            request.produced = min(request.produced + due, request.max_tokens)
             if request.produced == request.max_tokens:
                 finished.append(request)
             elif request.stream and not request.push():
@@ -221,6 +343,14 @@ class _Batch:
         self._fill_slots()
         if self.running:
             self._schedule(loop, self._tick_at + steps * self.step)
+
+    def _steps_due(self, request: _Request, steps: int) -> int:
+        """Of the `steps` steps due from `_tick_at` on, those at or after the end of the request's prefill."""
+        if request.ready_at <= self._tick_at:
+            return steps
+        # The tiny slack keeps a step that lands exactly on the prefill's end from rounding past it.
+        first = math.ceil((request.ready_at - self._tick_at) / self.step - 1e-9)
+        return max(0, steps - first)
 
 
 class _HttpServer(web.Server):
@@ -245,10 +375,15 @@ class SimEngine:
     def __init__(self, config: EngineConfig) -> None:
         if config.max_concurrent < 1 or config.tokens_per_second <= 0:
             raise ValueError("max_concurrent must be >= 1 and tokens_per_second > 0")
+        if config.block_tokens < 1 or config.cache_blocks < 0 or config.prefill_tokens_per_second < 0:
+            raise ValueError("block_tokens must be >= 1, cache_blocks and prefill_tokens_per_second >= 0")
         self.config = config
         self.registry = CollectorRegistry()
         self.registry.register(_EngineCollector(self))
-        self._batch = _Batch(config.max_concurrent, config.tokens_per_second)
+        cache = PrefixCache(config.cache_blocks, config.block_tokens)
+        self._batch = _Batch(
+            config.max_concurrent, config.tokens_per_second, cache, config.prefill_tokens_per_second
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: _HttpServer | None = None
         self._listener: asyncio.Server | None = None
@@ -273,6 +408,9 @@ class SimEngine:
             succeeded=batch.succeeded,
             connections=self._connections,
             cancelled=batch.cancelled,
+            prompt_tokens=batch.cache.queried_tokens,
+            prefix_hit_tokens=batch.cache.hit_tokens,
+            cached_blocks=len(batch.cache.blocks),
         )
 
     def start(self) -> SimEngine:
@@ -386,7 +524,8 @@ class SimEngine:
         body = await _read_json(request)
         max_tokens = requested_tokens(body, model, chat)
         stream, include_usage = stream_options(body)
-        generation = self._batch.submit(max_tokens, stream)
+        prompt = prompt_of(body, chat, self.config.block_tokens)
+        generation = self._batch.submit(max_tokens, stream, prompt)
         try:
             if stream:
                 return await _stream(
@@ -528,7 +667,23 @@ class _EngineCollector(Collector):
             labels=["model_name", "finished_reason"],
         )
         success.add_metric([model, "length"], counts.succeeded)
-        return [running, waiting, success]
+        return [running, waiting, success, *self._prefix_cache(counts, model)]
+
+    def _prefix_cache(self, counts: Counts, model: str) -> list[Metric]:
+        queries = CounterMetricFamily(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of tokens.", labels=["model_name"]
+        )
+        queries.add_metric([model], counts.prompt_tokens)
+        hits = CounterMetricFamily(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of tokens.", labels=["model_name"]
+        )
+        hits.add_metric([model], counts.prefix_hit_tokens)
+        usage = GaugeMetricFamily(
+            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels=["model_name"]
+        )
+        capacity = self._engine.config.cache_blocks
+        usage.add_metric([model], counts.cached_blocks / capacity if capacity else 0.0)
+        return [queries, hits, usage]
 
 
 def requested_tokens(body: dict[str, Any], model: str, chat: bool) -> int:
