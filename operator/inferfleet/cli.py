@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from inferfleet.gateway.config import GatewayConfig
     from inferfleet.runtime.config import OperatorConfig
 
 
@@ -427,15 +428,7 @@ def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     gateway.add_argument(
         "--metrics-port", type=int, default=default.metrics_port, help="port of /metrics, /healthz, /readyz"
     )
-    gateway.add_argument(
-        "--max-attempts", type=int, default=default.max_attempts, help="tries per request, the first included"
-    )
-    gateway.add_argument(
-        "--retry-budget",
-        type=float,
-        default=default.retry_budget,
-        help="retries at most this fraction of recent requests (plus a few), so a sick fleet gets no storm",
-    )
+    _add_gateway_routing_arguments(gateway, default)
     gateway.add_argument(
         "--shutdown-seconds",
         type=float,
@@ -465,6 +458,26 @@ def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     gateway.set_defaults(func=_cmd_gateway)
 
 
+def _add_gateway_routing_arguments(gateway: argparse.ArgumentParser, default: GatewayConfig) -> None:
+    gateway.add_argument(
+        "--max-attempts", type=int, default=default.max_attempts, help="tries per request, the first included"
+    )
+    gateway.add_argument(
+        "--retry-budget",
+        type=float,
+        default=default.retry_budget,
+        help="retries at most this fraction of recent requests (plus a few), so a sick fleet gets no storm",
+    )
+    gateway.add_argument(
+        "--routing",
+        choices=["least-load", "prefix-affinity"],
+        default=default.routing,
+        help="prefix-affinity: requests sharing their leading prompt blocks go to one replica (its "
+        "prefix cache) unless it is above (1 + --prefix-load-bound) x the mean load",
+    )
+    gateway.add_argument("--prefix-load-bound", type=float, default=default.prefix_load_bound)
+
+
 def _cmd_gateway(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -475,9 +488,16 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     from inferfleet.gateway.app import parse_static, serve
     from inferfleet.gateway.config import GatewayConfig
 
-    if args.max_attempts < 1 or not 0 <= args.retry_budget <= 1 or args.static_slots < 1:
+    if (
+        args.max_attempts < 1
+        or not 0 <= args.retry_budget <= 1
+        or args.static_slots < 1
+        or not (0 <= args.prefix_load_bound <= 10)
+    ):
         print(
-            "error: need --max-attempts >= 1, 0 <= --retry-budget <= 1, --static-slots >= 1", file=sys.stderr
+            "error: need --max-attempts >= 1, 0 <= --retry-budget <= 1, --static-slots >= 1, "
+            "0 <= --prefix-load-bound <= 10",
+            file=sys.stderr,
         )
         return 2
     try:
@@ -498,6 +518,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         shutdown_seconds=args.shutdown_seconds,
         static_endpoints=static,
         static_slots=args.static_slots,
+        routing=args.routing,
+        prefix_load_bound=args.prefix_load_bound,
     )
     if args.event_loop == "uvloop":
         import uvloop

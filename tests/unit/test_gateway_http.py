@@ -222,3 +222,38 @@ def test_curl_streamed_and_not(engines: Callable[..., SimEngine]) -> None:
             assert "".join(d or "" for d in deltas).split() == ["tok0", "tok1", "tok2"]
 
     asyncio.run(scenario())
+
+
+def test_prefix_affinity_keeps_a_conversation_on_one_replica_and_spreads_others(
+    engines: Callable[..., SimEngine],
+) -> None:
+    replicas = [engines(tokens_per_second=500) for _ in range(3)]
+    system = " ".join(f"rule{i}" for i in range(40))
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async with (
+            gateway(route(), *replicas, routing="prefix-affinity") as url,
+            aiohttp.ClientSession() as session,
+        ):
+
+            async def ask(system_prompt: str, turn: int) -> None:
+                messages = [
+                    {"role": "system", "content": system_prompt},
+                    {"role": "user", "content": f"turn {turn}"},
+                ]
+                body = {"model": MODEL, "messages": messages, "max_tokens": 2}
+                async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                    assert response.status == 200
+
+            for turn in range(12):
+                await ask(system, turn)
+            one = [e.counts().succeeded for e in replicas]
+            for conversation in range(30):
+                await ask(f"conversation {conversation} " + system, 0)
+            spread = [e.counts().succeeded - n for e, n in zip(replicas, one, strict=True)]
+            return one, spread
+
+    one, spread = asyncio.run(scenario())
+    assert sorted(one) == [0, 0, 12]  # every turn of the conversation on one replica (its cache)
+    assert sum(spread) == 30
+    assert all(n > 0 for n in spread)  # other conversations use every replica

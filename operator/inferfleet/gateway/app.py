@@ -50,7 +50,8 @@ class Gateway:
     """Discover services in the cluster; False: only what is added to `registry` (tests)."""
 
     async def start(self) -> None:
-        self.registry = Registry(self.metrics)
+        affinity = self.config.routing == "prefix-affinity"
+        self.registry = Registry(self.metrics, self.config.prefix_load_bound if affinity else None)
         timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_seconds)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False)

@@ -22,3 +22,8 @@ class GatewayConfig:
     static_endpoints: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """(model, engine host:port...) served without a cluster: development and benchmarks only."""
     static_slots: int = 256
+    routing: str = "least-load"
+    """least-load, or prefix-affinity: requests sharing their leading prompt blocks go to one
+    replica (its prefix cache) while its load stays within the bound."""
+    prefix_load_bound: float = 0.25
+    """Prefix affinity skips a replica above (1 + this) x the mean load."""

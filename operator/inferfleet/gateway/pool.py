@@ -15,7 +15,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from inferfleet.planning.routing import RouteError, ServiceRoute, pick_endpoint, queue_full
+from inferfleet.planning.routing import (
+    RouteError,
+    ServiceRoute,
+    pick_endpoint,
+    pick_endpoint_by_prefix,
+    queue_full,
+)
 
 SlotListener = Callable[[str, int], None]
 """Told (endpoint, requests in flight there) whenever that count changes."""
@@ -25,6 +31,7 @@ SlotListener = Callable[[str, int], None]
 class _Waiter:
     future: asyncio.Future[str]
     exclude: frozenset[str]
+    key: str | None
 
 
 @dataclass
@@ -33,6 +40,9 @@ class ServicePool:
     endpoints: tuple[str, ...] = ()
     on_in_flight: SlotListener = lambda endpoint, n: None
     on_queue: Callable[[int], None] = lambda n: None
+    load_bound: float | None = None
+    """Prefix affinity: requests with a prefix key go to the key's endpoint on a hash ring unless
+    it is above (1 + load_bound) x the mean load; None routes by least load alone."""
     in_flight: dict[str, int] = field(default_factory=dict)
     _waiters: deque[_Waiter] = field(default_factory=deque)
     _turn: int = 0
@@ -61,27 +71,33 @@ class ServicePool:
         sets this event and makes a new one)."""
         return self._changed
 
-    def try_acquire(self, exclude: frozenset[str] = frozenset()) -> str | None:
+    def try_acquire(self, exclude: frozenset[str] = frozenset(), key: str | None = None) -> str | None:
         if self._waiters:  # FIFO: nobody overtakes a waiting request
             return None
-        return self._take(exclude)
+        return self._take(exclude, key)
 
-    def _take(self, exclude: frozenset[str]) -> str | None:
+    def _take(self, exclude: frozenset[str], key: str | None = None) -> str | None:
         counts = {e: self.in_flight.get(e, 0) for e in self.endpoints}
         if exclude and all(e in exclude for e in counts):
             exclude = frozenset()  # nowhere else to go: the excluded endpoint beats none
-        endpoint = pick_endpoint(counts, self.route.slots_per_replica, exclude, self._turn)
+        slots, endpoint = self.route.slots_per_replica, None
+        if key is not None and self.load_bound is not None:
+            endpoint = pick_endpoint_by_prefix(counts, slots, exclude, key, self.load_bound)
+        if endpoint is None:
+            endpoint = pick_endpoint(counts, slots, exclude, self._turn)
         if endpoint is not None:
             self._turn += 1
             self._count(endpoint, +1)
         return endpoint
 
-    def enqueue(self, exclude: frozenset[str] = frozenset()) -> asyncio.Future[str] | RouteError:
+    def enqueue(
+        self, exclude: frozenset[str] = frozenset(), key: str | None = None
+    ) -> asyncio.Future[str] | RouteError:
         """A place in the queue, or the 429 of a full queue."""
         if len(self._waiters) >= self.route.max_queued:
             return queue_full(self.route)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(future, exclude))
+        self._waiters.append(_Waiter(future, exclude, key))
         self.on_queue(len(self._waiters))
         return future
 
@@ -113,7 +129,7 @@ class ServicePool:
             if waiter.future.done():
                 self._waiters.popleft()
                 continue
-            endpoint = self._take(waiter.exclude)
+            endpoint = self._take(waiter.exclude, waiter.key)
             if endpoint is None:
                 break
             self._waiters.popleft()

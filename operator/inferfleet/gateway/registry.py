@@ -26,6 +26,8 @@ def _key(obj: Mapping[str, Any]) -> Key:
 @dataclass
 class Registry:
     metrics: GatewayMetrics
+    load_bound: float | None = None
+    """Prefix-affinity routing's load bound for every pool; None: least load alone."""
     pools: dict[Key, ServicePool] = field(default_factory=dict)
     _slices: dict[Key, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
@@ -55,6 +57,7 @@ class Registry:
             self._endpoints(key),
             on_in_flight=lambda endpoint, n: self._in_flight(key, endpoint, n),
             on_queue=queued.set,
+            load_bound=self.load_bound,
         )
 
     def _in_flight(self, key: Key, endpoint: str, n: int) -> None:

@@ -20,7 +20,14 @@ from inferfleet.gateway.forward import Forwarder, error_response
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.registry import Registry
 from inferfleet.gateway.slots import RefusedError
-from inferfleet.planning.routing import RouteError, Scope, ServiceRoute, bad_request, resolve_route
+from inferfleet.planning.routing import (
+    RouteError,
+    Scope,
+    ServiceRoute,
+    bad_request,
+    prefix_key,
+    resolve_route,
+)
 
 MAX_BODY_BYTES = 8 << 20
 PREFIXES = ("/v1", "/namespaces/{namespace}/v1", "/namespaces/{namespace}/services/{service}/v1")
@@ -53,8 +60,10 @@ class Front:
         if body.get("model") is None:
             raw = json.dumps({**body, "model": route.model}).encode()
         try:
+            api = request.match_info["api"]
+            key = prefix_key(body, chat=api == "chat/completions")
             response = await self.forwarder.forward(
-                request, self.registry.pools[route.key], f"/v1/{request.match_info['api']}", raw
+                request, self.registry.pools[route.key], f"/v1/{api}", raw, key
             )
         except RefusedError as refused:
             response = error_response(refused.error)

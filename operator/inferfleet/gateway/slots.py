@@ -22,13 +22,17 @@ Activate = Callable[[ServiceRoute], None]
 
 
 async def take_slot(
-    pool: ServicePool, activate: Activate, started: float, exclude: frozenset[str] = frozenset()
+    pool: ServicePool,
+    activate: Activate,
+    started: float,
+    exclude: frozenset[str] = frozenset(),
+    key: str | None = None,
 ) -> str:
     """An endpoint with a slot held for this request, or RefusedError (queue full, timeout, not serving).
 
     `started` (the loop's clock) is when the request arrived: time already spent waiting counts.
     """
-    endpoint = pool.try_acquire(exclude)
+    endpoint = pool.try_acquire(exclude, key)
     if endpoint is not None:
         return endpoint
     plan = plan_wait(pool.route, len(pool.endpoints))
@@ -36,7 +40,7 @@ async def take_slot(
         raise RefusedError(plan.refuse)
     if plan.activate:
         activate(pool.route)
-    waiting = pool.enqueue(exclude)
+    waiting = pool.enqueue(exclude, key)
     if isinstance(waiting, RouteError):
         raise RefusedError(waiting)
     try:
