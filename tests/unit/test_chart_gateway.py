@@ -94,6 +94,8 @@ def test_defaults_deploy_two_gateway_replicas_behind_a_service() -> None:
         "--metrics-port=8081",
         "--max-attempts=3",
         "--retry-budget=0.2",
+        "--routing=least-load",
+        "--prefix-load-bound=0.25",
         "--shutdown-seconds=285",  # the grace period, less the preStop sleep and 5 s
     ]
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "metrics": 8081}
@@ -308,8 +310,15 @@ def test_every_kubernetes_client_call_of_the_gateway_is_in_the_table_and_granted
 @pytest.mark.skipif(GATEWAY_COMMAND is None, reason="`inferfleet gateway` is not in cli.py yet")
 def test_the_rendered_args_parse_with_the_gateways_own_parser() -> None:
     assert GATEWAY_COMMAND is not None
-    docs = render("watchNamespaces={a,b}", "gateway.maxAttempts=4", "gateway.retryBudget=0.1")
+    docs = render(
+        "watchNamespaces={a,b}",
+        "gateway.maxAttempts=4",
+        "gateway.retryBudget=0.1",
+        "gateway.routing=prefix-affinity",
+        "gateway.prefixLoadBound=0.5",
+    )
     args = build_parser().parse_args(gateway_container(docs)["args"])
+    assert (args.routing, args.prefix_load_bound) == ("prefix-affinity", 0.5)
     assert args.command == "gateway"
     assert (args.host, args.port, args.metrics_address, args.metrics_port) == (
         "0.0.0.0",
