@@ -113,9 +113,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_sim_engine(args: argparse.Namespace) -> int:
     from inferfleet.sim.engine import EngineConfig, serve
 
-    if args.max_concurrent < 1 or args.tokens_per_second <= 0 or args.drain_seconds < 0:
+    if (
+        args.max_concurrent < 1
+        or args.tokens_per_second <= 0
+        or args.drain_seconds < 0
+        or args.block_tokens < 1
+        or args.cache_blocks < 0
+        or args.prefill_tokens_per_second < 0
+    ):
         print(
-            "error: need --max-concurrent >= 1, --tokens-per-second > 0, --drain-seconds >= 0",
+            "error: need --max-concurrent >= 1, --tokens-per-second > 0, --drain-seconds >= 0, "
+            "--block-tokens >= 1, --cache-blocks >= 0, --prefill-tokens-per-second >= 0",
             file=sys.stderr,
         )
         return 2
@@ -126,6 +134,9 @@ def _cmd_sim_engine(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         drain_seconds=args.drain_seconds,
+        block_tokens=args.block_tokens,
+        cache_blocks=args.cache_blocks,
+        prefill_tokens_per_second=args.prefill_tokens_per_second,
     )
     return serve(config)
 
@@ -372,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     engine = sub.add_parser(
-        "sim-engine", help="a simulated inference engine: OpenAI-style API and vLLM queue metrics, no GPU"
+        "sim-engine",
+        help="a simulated inference engine: OpenAI-style API (streamed and not), a prefix cache and vLLM's "
+        "queue metrics, no GPU",
     )
     engine.add_argument("--model", required=True, help="served model name")
     engine.add_argument("--port", type=int, default=8000)
@@ -386,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="on SIGTERM, time the held requests get to finish before they are cut",
+    )
+    engine.add_argument("--block-tokens", type=int, default=16, help="words per prefix-cache block")
+    engine.add_argument("--cache-blocks", type=int, default=4096, help="prefix-cache capacity in blocks")
+    engine.add_argument(
+        "--prefill-tokens-per-second",
+        type=float,
+        default=0.0,
+        help="prefill speed for the prompt's uncached tokens (0: prefill takes no time)",
     )
     engine.set_defaults(func=_cmd_sim_engine)
 
