@@ -83,6 +83,28 @@ async def complete(session: aiohttp.ClientSession, url: str, max_tokens: int) ->
         return response.status, await response.json()
 
 
+def test_the_gateway_wakes_a_service_at_zero_and_answers_once_a_replica_is_ready(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    run_gateway: Callable[..., GatewayProcess],
+    pod_engines: PodEngines,
+) -> None:
+    gateway = start_stack(run_gateway, run_operator, namespace)  # no Prometheus: only the gateway scales
+    scaling = {"minReplicas": 0, "maxReplicas": 2, "activationTimeoutSeconds": 120}
+    create(cluster, namespace, served("asleep", replicas=0, scaling=scaling))
+    endpoint = f"{gateway.url}/namespaces/{namespace}/services/asleep/v1"
+    wait_for(lambda: read(cluster, namespace, "asleep").get("status", {}).get("endpoint") == endpoint,
+             timeout=60, what="status.endpoint naming the service's URL at the gateway")  # fmt: skip
+    client = openai.OpenAI(base_url=endpoint, api_key="unused", max_retries=0, timeout=150)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert reply.choices[0].message.content == "tok0 tok1"
+    assert read(cluster, namespace, "asleep")["spec"]["replicas"] == 1
+    assert _gateway_metric(gateway, "inferfleet_gateway_activations_total") == 1
+
+
 def test_scale_from_zero_answers_once_a_replica_is_ready_then_returns_to_zero(
     cluster: Cluster,
     namespace: str,
@@ -370,13 +392,14 @@ def test_the_gateway_serves_through_an_api_server_restart_and_follows_changes_af
 
 
 def _gateway_retries(gateway: GatewayProcess) -> float:
+    return _gateway_metric(gateway, "inferfleet_gateway_retries_total")
+
+
+def _gateway_metric(gateway: GatewayProcess, name: str) -> float:
+    """The sum of a metric's series on the gateway's /metrics."""
     with urllib.request.urlopen(gateway.metrics_url, timeout=5) as r:
         lines = r.read().decode().splitlines()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line.startswith("inferfleet_gateway_retries_total{")
-    )
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
 
 
 def test_a_multi_node_replica_is_reached_through_its_group_leader_only(

@@ -235,11 +235,12 @@ def scale_from_zero(api: client.ApiClient, namespace: str, name: str) -> bool:
     """Raise spec.replicas from 0 to 1 through the scale subresource; False if it was not 0.
 
     The patch tests the current value first, so a gateway never overwrites what the autoscaler
-    (or another gateway replica) wrote in the meantime.
+    (or another gateway replica) wrote in the meantime. The Scale (autoscaling/v1) omits
+    `replicas` when it is 0, so "at zero" is a spec that is the empty object.
     """
     patch = [
-        {"op": "test", "path": "/spec/replicas", "value": 0},
-        {"op": "replace", "path": "/spec/replicas", "value": 1},
+        {"op": "test", "path": "/spec", "value": {}},
+        {"op": "add", "path": "/spec/replicas", "value": 1},
     ]
     try:
         client.CustomObjectsApi(api).patch_namespaced_custom_object_scale(
