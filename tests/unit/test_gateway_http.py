@@ -257,3 +257,41 @@ def test_prefix_affinity_keeps_a_conversation_on_one_replica_and_spreads_others(
     assert sorted(one) == [0, 0, 12]  # every turn of the conversation on one replica (its cache)
     assert sum(spread) == 30
     assert all(n > 0 for n in spread)  # other conversations use every replica
+
+
+def test_a_ready_replica_not_yet_listening_is_tried_again_after_a_moment() -> None:
+    """Kubernetes may mark a pod Ready a moment before its server listens (a probe that passed
+    early, a restarted listener): the gateway's retries on the only endpoint back off instead of
+    spending every attempt within a millisecond."""
+    from inferfleet.localcluster.ports import free_port
+
+    port = free_port()
+    late = SimEngine(EngineConfig(model=MODEL, host="127.0.0.1", port=port, drain_seconds=0))
+
+    async def scenario() -> int:
+        async with _late_gateway(port) as url, aiohttp.ClientSession() as session:
+            request = asyncio.ensure_future(
+                session.post(f"{url}/v1/completions", json={"model": MODEL, "max_tokens": 2})
+            )
+            await asyncio.sleep(0.05)  # the engine starts listening after the gateway's first try failed
+            await asyncio.to_thread(late.start)
+            response = await request
+            return response.status
+
+    try:
+        assert asyncio.run(scenario()) == 200
+    finally:
+        late.stop(drain_seconds=0)
+
+
+@asynccontextmanager
+async def _late_gateway(port: int) -> AsyncIterator[str]:
+    gw = Gateway(
+        GatewayConfig(host="127.0.0.1", port=0, metrics_address="127.0.0.1", metrics_port=0), kubernetes=False
+    )
+    await gw.start()
+    gw.registry.add_static(route(), (f"127.0.0.1:{port}",))
+    try:
+        yield f"http://127.0.0.1:{gw.ports[0]}"
+    finally:
+        await gw.stop()

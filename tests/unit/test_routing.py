@@ -14,6 +14,7 @@ from inferfleet.planning.routing import (
     build_endpoints,
     build_service_route,
     compute_retry,
+    compute_retry_backoff,
     pick_endpoint,
     pick_endpoint_by_prefix,
     plan_wait,
@@ -310,3 +311,7 @@ def test_adding_an_endpoint_moves_about_its_share_of_prefixes() -> None:
     moved = sum(before[k] != after[k] for k in keys)
     assert moved < 400 * 0.35  # about 1/5 move (to the new one); modulo hashing would move 4/5
     assert all(after[k] == "198.18.0.9:8000" for k in keys if before[k] != after[k])
+
+
+def test_retry_backoff_doubles_and_is_capped() -> None:
+    assert [compute_retry_backoff(a) for a in (1, 2, 3, 10)] == [0.1, 0.2, 0.4, 2.0]

@@ -22,7 +22,7 @@ from aiohttp import web
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.pool import ServicePool
 from inferfleet.gateway.slots import Activate, take_slot
-from inferfleet.planning.routing import RetryBudget, RouteError, compute_retry
+from inferfleet.planning.routing import RetryBudget, RouteError, compute_retry, compute_retry_backoff
 
 PASSED_REQUEST_HEADERS = ("Authorization", "Accept", "Content-Type")
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
@@ -81,6 +81,11 @@ class Forwarder:
                 return self._give_up(outcome, endpoint)
             self.metrics.retries.labels(*labels, outcome.reason).inc()
             excluded = excluded | {endpoint}
+            if all(e in excluded for e in pool.endpoints):
+                # Nowhere else to go: the next try is on an endpoint that just failed (a replica
+                # that is Ready but not yet listening, say), so give it a moment instead of
+                # spending every attempt within a millisecond.
+                await asyncio.sleep(compute_retry_backoff(attempt))
         raise AssertionError("unreachable: the last attempt never retries")
 
     def _give_up(self, failure: Failure, endpoint: str) -> web.Response:

@@ -299,6 +299,16 @@ class RetryBudget:
         return len(self._requests) + len(self._retries)
 
 
+RETRY_BACKOFF_SECONDS = 0.1
+RETRY_BACKOFF_MAX_SECONDS = 2.0
+
+
+def compute_retry_backoff(attempt: int) -> float:
+    """Seconds to wait before trying again an endpoint that failed `attempt` times in a row:
+    0.1, 0.2, 0.4 ... at most 2."""
+    return float(min(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1), RETRY_BACKOFF_MAX_SECONDS))
+
+
 def compute_retry(status: int | None, sent_bytes: bool, attempt: int, max_attempts: int) -> bool:
     """Whether a failed try may be tried again on another endpoint (before spending the budget).
 
