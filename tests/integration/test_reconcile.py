@@ -102,7 +102,16 @@ def test_the_8b_example_becomes_ready_on_one_a100_with_the_right_args_and_probes
     body = example("llama-3.1-8b-vllm.yaml")
     create(cluster, namespace, body)
     name = body["metadata"]["name"]
-    obj = wait_ready(cluster, namespace, name)
+    wait_ready(cluster, namespace, name)
+
+    # Watches of different kinds are not ordered: the Deployment's ready event can reach the
+    # operator before the pod's, and then one status write says Ready a few milliseconds before
+    # the next adds the pod's placement (seen in CI: 11 ms apart). Wait for the status that has both.
+    def placed() -> dict[str, Any] | None:
+        current = read(cluster, namespace, name)
+        return current if "placement" in current.get("status", {}) else None
+
+    obj = wait_for(placed, timeout=30, what="status.placement")
 
     status = obj["status"]
     assert status["readyReplicas"] == 1
