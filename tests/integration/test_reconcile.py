@@ -367,8 +367,12 @@ def test_in_a_restricted_namespace_refused_pods_are_reported_and_a_security_cont
 
         ready = wait_ready_reason(cluster, namespace, "locked", "PodCreationFailed")
         assert 'violates PodSecurity "restricted:latest"' in ready["message"]
-        warnings = [e for e in events_for(cluster, namespace, "locked") if e.reason == "PodCreationFailed"]
-        assert warnings
+        # The Event is posted right after the status write that carries the condition.
+        warnings = wait_for(
+            lambda: [e for e in events_for(cluster, namespace, "locked") if e.reason == "PodCreationFailed"],
+            timeout=30,
+            what="the PodCreationFailed Event",
+        )
         assert warnings[0].type == "Warning"
 
         patch_spec(cluster, namespace, "locked", {"engine": {"securityContext": RESTRICTED_SECURITY_CONTEXT}})
