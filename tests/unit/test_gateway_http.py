@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,22 +23,6 @@ from inferfleet.sim.engine import EngineConfig, SimEngine
 
 MODEL = "tiny"
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def engines() -> Iterator[Callable[..., SimEngine]]:
-    started: list[SimEngine] = []
-
-    def start(**overrides: Any) -> SimEngine:
-        config = EngineConfig(
-            **{"model": MODEL, "host": "127.0.0.1", "port": 0, "drain_seconds": 0, **overrides}
-        )
-        started.append(SimEngine(config).start())
-        return started[-1]
-
-    yield start
-    for engine in started:
-        engine.stop(drain_seconds=0)
 
 
 def _address(engine: SimEngine) -> str:
@@ -76,8 +60,10 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
         await asyncio.sleep(0.01)
 
 
-def test_openai_client_non_streamed_and_streamed_chunk_by_chunk(engines: Callable[..., SimEngine]) -> None:
-    engine = engines(tokens_per_second=50)
+def test_openai_client_non_streamed_and_streamed_chunk_by_chunk(
+    start_engine: Callable[..., SimEngine],
+) -> None:
+    engine = start_engine(tokens_per_second=50)
 
     async def scenario() -> None:
         async with gateway(route(), engine) as url:
@@ -100,8 +86,8 @@ def test_openai_client_non_streamed_and_streamed_chunk_by_chunk(engines: Callabl
     asyncio.run(scenario())
 
 
-def test_unknown_model_is_openais_not_found(engines: Callable[..., SimEngine]) -> None:
-    engine = engines()
+def test_unknown_model_is_openais_not_found(start_engine: Callable[..., SimEngine]) -> None:
+    engine = start_engine()
 
     async def scenario() -> None:
         async with gateway(route(), engine) as url:
@@ -113,8 +99,10 @@ def test_unknown_model_is_openais_not_found(engines: Callable[..., SimEngine]) -
     asyncio.run(scenario())
 
 
-def test_full_queue_is_429_with_retry_after_and_a_long_wait_503(engines: Callable[..., SimEngine]) -> None:
-    engine = engines(max_concurrent=1, tokens_per_second=20)  # a request of 20 tokens holds the slot 1 s
+def test_full_queue_is_429_with_retry_after_and_a_long_wait_503(
+    start_engine: Callable[..., SimEngine],
+) -> None:
+    engine = start_engine(max_concurrent=1, tokens_per_second=20)  # a request of 20 tokens holds the slot 1 s
 
     async def scenario() -> None:
         async with (
@@ -144,8 +132,8 @@ def test_full_queue_is_429_with_retry_after_and_a_long_wait_503(engines: Callabl
     asyncio.run(scenario())
 
 
-def test_client_disconnects_free_the_slot_and_leave_the_queue(engines: Callable[..., SimEngine]) -> None:
-    engine = engines(max_concurrent=1, tokens_per_second=10)
+def test_client_disconnects_free_the_slot_and_leave_the_queue(start_engine: Callable[..., SimEngine]) -> None:
+    engine = start_engine(max_concurrent=1, tokens_per_second=10)
 
     async def scenario() -> None:
         async with gateway(route(slots_per_replica=1), engine) as url, aiohttp.ClientSession() as session:
@@ -168,9 +156,9 @@ def test_client_disconnects_free_the_slot_and_leave_the_queue(engines: Callable[
 
 
 def test_killed_replica_non_streamed_requests_retried_streams_end_with_an_error(
-    engines: Callable[..., SimEngine],
+    start_engine: Callable[..., SimEngine],
 ) -> None:
-    doomed, healthy = engines(tokens_per_second=20), engines(tokens_per_second=20)
+    doomed, healthy = start_engine(tokens_per_second=20), start_engine(tokens_per_second=20)
 
     async def scenario() -> None:
         async with gateway_process(route(), doomed) as (url, gw), aiohttp.ClientSession() as session:
@@ -197,8 +185,8 @@ def test_killed_replica_non_streamed_requests_retried_streams_end_with_an_error(
     asyncio.run(scenario())
 
 
-def test_curl_streamed_and_not(engines: Callable[..., SimEngine]) -> None:
-    engine = engines(tokens_per_second=200)
+def test_curl_streamed_and_not(start_engine: Callable[..., SimEngine]) -> None:
+    engine = start_engine(tokens_per_second=200)
 
     async def curl(url: str, body: dict[str, Any]) -> str:
         process = await asyncio.create_subprocess_exec(
@@ -225,9 +213,9 @@ def test_curl_streamed_and_not(engines: Callable[..., SimEngine]) -> None:
 
 
 def test_prefix_affinity_keeps_a_conversation_on_one_replica_and_spreads_others(
-    engines: Callable[..., SimEngine],
+    start_engine: Callable[..., SimEngine],
 ) -> None:
-    replicas = [engines(tokens_per_second=500) for _ in range(3)]
+    replicas = [start_engine(tokens_per_second=500) for _ in range(3)]
     system = " ".join(f"rule{i}" for i in range(40))
 
     async def scenario() -> tuple[list[int], list[int]]:

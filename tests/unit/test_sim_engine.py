@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,24 +20,10 @@ from inferfleet.api import EngineKind
 from inferfleet.cli import main
 from inferfleet.localcluster.waiting import wait_for
 from inferfleet.planning.drain import BUSY_METRICS, DRAIN_SCRIPT
-from inferfleet.sim.engine import EngineConfig, SimEngine
+from inferfleet.sim.engine import SimEngine
 from inferfleet.sim.load import LoadSummary, completions_url, run_load
 
 MODEL = "tiny"
-
-
-@pytest.fixture
-def start_engine() -> Iterator[Callable[..., SimEngine]]:
-    engines: list[SimEngine] = []
-
-    def start(**overrides: Any) -> SimEngine:
-        config = EngineConfig(**{"model": MODEL, "host": "127.0.0.1", "port": 0, **overrides})
-        engines.append(SimEngine(config).start())
-        return engines[-1]
-
-    yield start
-    for engine in engines:
-        engine.stop(drain_seconds=0)
 
 
 def post(url: str, body: dict[str, Any], timeout: float = 30) -> tuple[int, dict[str, Any]]:

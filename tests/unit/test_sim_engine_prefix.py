@@ -6,29 +6,15 @@ import http.client
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inferfleet.sim.engine import EngineConfig, PrefixCache, Prompt, SimEngine, block_hashes
+from inferfleet.sim.engine import PrefixCache, Prompt, SimEngine, block_hashes
 
 MODEL = "tiny"
-
-
-@pytest.fixture
-def start_engine() -> Iterator[Callable[..., SimEngine]]:
-    engines: list[SimEngine] = []
-
-    def start(**overrides: Any) -> SimEngine:
-        config = EngineConfig(**{"model": MODEL, "host": "127.0.0.1", "port": 0, **overrides})
-        engines.append(SimEngine(config).start())
-        return engines[-1]
-
-    yield start
-    for engine in engines:
-        engine.stop(drain_seconds=0)
 
 
 def words(prefix: str, n: int) -> str:

@@ -20,20 +20,6 @@ from inferfleet.sim.engine import EngineConfig, SimEngine
 MODEL = "tiny"
 
 
-@pytest.fixture
-def start_engine() -> Iterator[Callable[..., SimEngine]]:
-    engines: list[SimEngine] = []
-
-    def start(**overrides: Any) -> SimEngine:
-        config = EngineConfig(**{"model": MODEL, "host": "127.0.0.1", "port": 0, **overrides})
-        engines.append(SimEngine(config).start())
-        return engines[-1]
-
-    yield start
-    for engine in engines:
-        engine.stop(drain_seconds=0)
-
-
 class Stream:
     """A streamed request read event by event, each with the time it arrived."""
 
