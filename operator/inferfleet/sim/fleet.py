@@ -10,10 +10,8 @@ Prometheus, the queue it must scale for: a closed loop.
 
 from __future__ import annotations
 
-import math
 import random
 import threading
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -23,9 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.planning.names import SERVICE_LABEL
 from inferfleet.sim.exporter import TextExporter, start_text_exporter
+from inferfleet.sim.load import RateFn, poisson
 
-RateFn = Callable[[float], float]
-"""Requests per second at `t` seconds after the load started."""
+__all__ = ["RateFn", "SimulatedFleet", "step_load"]
 
 
 def step_load(rate: float, seconds: float) -> RateFn:
@@ -122,7 +120,7 @@ class SimulatedFleet:
             self._remove(name)
 
     def _advance(self, t: float, dt: float) -> None:
-        self.queue += _poisson(self._rng, self.load(t) * dt)
+        self.queue += poisson(self._rng, self.load(t) * dt)
         for sim in self.pods.values():
             still = [left - dt for left in sim.busy if left - dt > 0]
             done = len(sim.busy) - len(still)
@@ -153,14 +151,3 @@ class SimulatedFleet:
         with self._lock:
             return len(self.pods), self.queue, sum(len(s.busy) for s in self.pods.values())
 
-
-def _poisson(rng: random.Random, mean: float) -> int:
-    if mean <= 0:
-        return 0
-    # Knuth's method is fine for the small per-tick means used here.
-    limit, k, p = math.exp(-mean), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p <= limit:
-            return k
-        k += 1
