@@ -1,0 +1,172 @@
+"""The routing arm's workload: Mooncake trace requests as prompts whose word blocks share what the
+trace's blocks share, and the prefix-cache arithmetic (pure).
+
+A Mooncake request lists `hash_ids`, its prompt's 512-token blocks; equal ids mean an equal prefix
+up to that block's end (multi-turn sessions, shared system prompts). The bench scales 512 trace
+tokens down to `words_per_block` words, so prompts stay small over HTTP: block id k becomes the
+words `{k:x}_0 ... {k:x}_{W-1}` (the last block only as many of them as the request's length
+reaches). With the sim engine's `--block-tokens` equal to `words_per_block`, engine block i of a
+prompt is trace block i, and its key (a hash of every word up to its end) is equal for two prompts
+exactly when their ids are equal up to i: the engine's prefix cache sees the trace's sharing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from inferfleet.sim.traces import MOONCAKE_BLOCK_TOKENS, TraceRequest
+
+QUERIES, HITS = "vllm:prefix_cache_queries", "vllm:prefix_cache_hits"
+SUCCESS = "vllm:request_success"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One request of the replay: when it is sent and what its prompt is made of."""
+
+    at: float
+    """Seconds from the replay's start."""
+    blocks: tuple[int, ...]
+    """The trace's block ids (the prompt-block hashes of the workload file)."""
+    words: int
+    """Prompt length in words: every block full but maybe the last."""
+    max_tokens: int
+
+
+def build_workload(
+    requests: Iterable[TraceRequest],
+    start: float,
+    length: float,
+    compression: float,
+    words_per_block: int,
+    max_output_tokens: int,
+) -> list[WorkItem]:
+    """The trace's requests arriving in [start, start + length) of trace time, replayed
+    `compression` times faster; prompt and output lengths scaled by words_per_block / 512."""
+    scale = words_per_block / MOONCAKE_BLOCK_TOKENS
+    items = []
+    for r in requests:
+        if not (start <= r.arrival < start + length) or not r.prefix_blocks:
+            continue
+        words = min(max(1, math.ceil(r.input_tokens * scale)), len(r.prefix_blocks) * words_per_block)
+        output = min(max(1, math.ceil(r.output_tokens * scale)), max_output_tokens)
+        items.append(WorkItem((r.arrival - start) / compression, r.prefix_blocks, words, output))
+    return sorted(items, key=lambda w: w.at)
+
+
+def render_prompt(blocks: Sequence[int], words: int, words_per_block: int) -> str:
+    """The prompt of `words` words whose i-th block of `words_per_block` words stands for blocks[i]."""
+    out: list[str] = []
+    for block in blocks:
+        take = min(words_per_block, words - len(out))
+        if take <= 0:
+            break
+        out.extend(f"{block:x}_{i}" for i in range(take))
+    return " ".join(out)
+
+
+def write_workload(items: Sequence[WorkItem], path: Path) -> None:
+    with path.open("w") as f:
+        for item in items:
+            f.write(json.dumps(asdict(item)) + "\n")
+
+
+def read_workload(path: Path) -> list[WorkItem]:
+    with path.open() as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [WorkItem(r["at"], tuple(r["blocks"]), r["words"], r["max_tokens"]) for r in rows]
+
+
+def read_counters(text: str, names: Sequence[str] = (QUERIES, HITS, SUCCESS)) -> dict[str, float]:
+    """Each counter's sum over its samples in Prometheus text (`name` or `name_total`, any labels)."""
+    sums = dict.fromkeys(names, 0.0)
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        name = sample.split("{", 1)[0]
+        base = name.removesuffix("_total")
+        if base in sums and not name.endswith("_created"):
+            sums[base] += float(value)
+    return sums
+
+
+def compute_hit_rate(
+    before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str, float]]
+) -> float | None:
+    """Prefix-cache hit rate over a phase, all engines: the sum of hit tokens over the sum of queried
+    tokens, each counter taken after minus before (vLLM's own definition, fleet-wide)."""
+    queries = sum(a[QUERIES] - b[QUERIES] for b, a in zip(before, after, strict=True))
+    hits = sum(a[HITS] - b[HITS] for b, a in zip(before, after, strict=True))
+    return None if queries <= 0 else hits / queries
+
+
+def compute_spread(
+    before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str, float]]
+) -> float | None:
+    """Requests of the busiest engine over the mean per engine (1.0: an even spread)."""
+    served = [a[SUCCESS] - b[SUCCESS] for b, a in zip(before, after, strict=True)]
+    mean = sum(served) / len(served) if served else 0.0
+    return None if mean <= 0 else max(served) / mean
+
+
+@dataclass(frozen=True)
+class KeyCensus:
+    """How a router's prefix key partitions the workload."""
+
+    requests: int
+    keyed: int
+    """Requests that got a key (a prompt long enough)."""
+    distinct_keys: int
+    top_key_share: float
+    """Share of the keyed requests under the most common key: 1.0 sends everything to one replica."""
+    repeat_turns: int
+    """Requests sharing at least `session_blocks` leading blocks with an earlier request."""
+    same_key_as_before: float
+    """Of those, the share whose key equals the key of the last such earlier request."""
+
+
+def compute_key_census(
+    items: Sequence[WorkItem],
+    words_per_block: int,
+    key_of: Callable[[str], str | None],
+    session_blocks: int = 2,
+    leading_words: int | None = None,
+) -> KeyCensus:
+    """The keys a router computes for the rendered prompts, and whether turns of one session
+    (requests sharing their first `session_blocks` blocks) get the same key. Only the first
+    `leading_words` words are rendered when given (enough for a key of the leading blocks)."""
+    keys = [
+        key_of(render_prompt(w.blocks, min(w.words, leading_words or w.words), words_per_block))
+        for w in items
+    ]
+    counts = Counter(k for k in keys if k is not None)
+    last_key: dict[tuple[int, ...], str | None] = {}
+    repeats = same = 0
+    for item, key in zip(items, keys, strict=True):
+        if len(item.blocks) < session_blocks:
+            continue
+        session = item.blocks[:session_blocks]
+        if session in last_key:
+            repeats += 1
+            same += key is not None and last_key[session] == key
+        last_key[session] = key
+    keyed = sum(counts.values())
+    return KeyCensus(
+        requests=len(items),
+        keyed=keyed,
+        distinct_keys=len(counts),
+        top_key_share=round(counts.most_common(1)[0][1] / keyed, 4) if keyed else 0.0,
+        repeat_turns=repeats,
+        same_key_as_before=round(same / repeats, 4) if repeats else 0.0,
+    )
+
+
+def census_json(census: KeyCensus) -> dict[str, Any]:
+    return asdict(census)
