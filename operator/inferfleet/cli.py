@@ -411,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.set_defaults(func=_cmd_sim_engine)
 
     _add_gateway_parser(sub)
+    _add_fetch_model_parser(sub)
 
     load = sub.add_parser("sim-load", help="open-loop Poisson load against a completions endpoint")
     load.add_argument("--url", required=True, help="server URL, e.g. http://NAME.NAMESPACE.svc:8000")
@@ -549,6 +550,82 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     else:
         asyncio.run(serve(config))
     return 0
+
+
+def _add_fetch_model_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fetch = sub.add_parser(
+        "fetch-model",
+        help="download a model's weights once into a node-local cache: resumable, verified, published "
+        "atomically; prints one JSON line (exit 0 ok, 1 failed, 2 bad or unsupported URI, 3 corrupt file, "
+        "4 not enough space)",
+    )
+    fetch.add_argument(
+        "source", help="hf://ORG/NAME[@REVISION] or s3://BUCKET/PREFIX (gs://, oci://: not yet)"
+    )
+    fetch.add_argument(
+        "--cache-root",
+        default=os.environ.get("INFERFLEET_CACHE_ROOT"),
+        help="the node's cache directory (default $INFERFLEET_CACHE_ROOT)",
+    )
+    fetch.add_argument("--workers", type=int, default=4, help="files downloaded at once")
+    fetch.add_argument(
+        "--reserve-bytes",
+        type=int,
+        default=256 << 20,
+        help="free bytes the cache filesystem must keep after the fetch; less: exit 4 before downloading",
+    )
+    fetch.add_argument(
+        "--s3-endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+        help="an S3-compatible endpoint (default $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL, else AWS)",
+    )
+    fetch.add_argument(
+        "--s3-region",
+        default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )
+    fetch.add_argument(
+        "--termination-log",
+        default=None,
+        help="also write the JSON line here (a pod's terminationMessagePath, e.g. /dev/termination-log)",
+    )
+    fetch.set_defaults(func=_cmd_fetch_model)
+
+
+def _cmd_fetch_model(args: argparse.Namespace) -> int:
+    """Keys come from the environment (a Job fills them from Secrets): HF_TOKEN for the Hub
+    (HF_ENDPOINT picks a mirror), AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3."""
+    import json
+    from pathlib import Path
+
+    from inferfleet.weights.fetch import EXIT_USAGE, FetchError, FetchOptions, fetch_model
+
+    outcome: dict[str, object]
+    if not args.cache_root or args.workers < 1 or args.reserve_bytes < 0:
+        outcome, code = (
+            {"error": "BadOptions", "message": "need --cache-root, --workers >= 1, --reserve-bytes >= 0"},
+            EXIT_USAGE,
+        )
+    else:
+        options = FetchOptions(
+            uri=args.source,
+            cache_root=Path(args.cache_root),
+            workers=args.workers,
+            reserve_bytes=args.reserve_bytes,
+            s3_endpoint_url=args.s3_endpoint_url,
+            s3_region=args.s3_region,
+            hf_token=os.environ.get("HF_TOKEN") or None,
+        )
+        try:
+            outcome, code = fetch_model(options).as_dict(), 0
+        except FetchError as e:
+            outcome, code = {"source": args.source, "error": e.reason, "message": str(e)}, e.code
+    if code:
+        print(f"error: {outcome['message']}", file=sys.stderr)
+    line = json.dumps(outcome, sort_keys=True)
+    print(line, flush=True)
+    if args.termination_log:
+        Path(args.termination_log).write_text(line + "\n")
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,85 @@
+"""S3-compatible stores (AWS, MinIO, Ceph, R2, GCS's XML API...) through the minio client."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+import urllib3
+from minio import Minio
+from minio.credentials import EnvAWSProvider, IamAwsProvider, Provider
+from minio.error import MinioException, S3Error
+
+from inferfleet.weights.plan import Listing, RemoteFile, compute_listing_revision
+from inferfleet.weights.sources import ModelSource
+from inferfleet.weights.stores import StoreError
+
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_CHUNK = 1 << 20
+
+
+class S3Store:
+    def __init__(self, source: ModelSource, endpoint_url: str | None, region: str) -> None:
+        url = urlsplit(endpoint_url or "https://s3.amazonaws.com")
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise StoreError("BadEndpoint", f"S3 endpoint {endpoint_url!r}: expected http(s)://HOST[:PORT]")
+        self.endpoint = f"{url.scheme}://{url.netloc}"
+        self.bucket, self.prefix = source.bucket, source.prefix
+        self.client = Minio(
+            url.netloc, secure=url.scheme == "https", region=region, credentials=_credentials()
+        )
+
+    def list_files(self) -> Listing:
+        """Every object under the prefix; an ETag that is an MD5 (single-part upload) is its checksum."""
+        try:
+            objects = list(self.client.list_objects(self.bucket, prefix=self.prefix, recursive=True))
+        except S3Error as e:
+            reason = (
+                "NotFound" if e.code in ("NoSuchBucket", "NoSuchKey", "AccessDenied") else "SourceUnavailable"
+            )
+            raise StoreError(reason, f"s3://{self.bucket}/{self.prefix}: {e.code}: {e.message}") from e
+        except (MinioException, urllib3.exceptions.HTTPError, ValueError) as e:
+            raise StoreError("SourceUnavailable", f"{self.endpoint}: {e}") from e
+        files = tuple(
+            RemoteFile(
+                path=(o.object_name or "")[len(self.prefix) :],
+                size=o.size or 0,
+                md5=etag if _MD5.match(etag := (o.etag or "").strip('"').lower()) else None,
+            )
+            for o in objects
+            if o.object_name and not o.is_dir and not o.object_name.endswith("/")
+        )
+        if not files:
+            raise StoreError("NotFound", f"s3://{self.bucket}/{self.prefix}: no objects")
+        return Listing(revision=compute_listing_revision(files), files=files)
+
+    def download(self, file: RemoteFile, out: BinaryIO, have: int) -> None:
+        """A ranged GET from `have` to the end."""
+        if have >= file.size:
+            return
+        try:
+            response = self.client.get_object(self.bucket, self.prefix + file.path, offset=have)
+        except S3Error as e:
+            raise StoreError("SourceUnavailable", f"{file.path}: {e.code}: {e.message}") from e
+        except (MinioException, urllib3.exceptions.HTTPError) as e:
+            raise StoreError("SourceUnavailable", f"{file.path}: {e}") from e
+        try:
+            for chunk in response.stream(_CHUNK):
+                out.write(chunk)
+        except urllib3.exceptions.HTTPError as e:
+            raise StoreError("SourceUnavailable", f"{file.path}: {e}") from e
+        finally:
+            response.close()
+            response.release_conn()
+
+
+def _credentials() -> Provider | None:
+    """Keys from the environment (a Job fills them from a Secret); else a pod's web identity
+    (IRSA) or the instance's role; else anonymous, for public buckets."""
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        return EnvAWSProvider()
+    if os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE") or os.environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        return IamAwsProvider()
+    return None
