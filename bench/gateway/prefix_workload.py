@@ -97,6 +97,21 @@ def read_counters(text: str, names: Sequence[str] = (QUERIES, HITS, SUCCESS)) ->
     return sums
 
 
+def read_by_label(text: str, name: str, label: str) -> dict[str, float]:
+    """A counter's samples summed by one label's value (e.g. vllm-router's routing decisions by outcome)."""
+    sums: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name.removesuffix("_total") + "{"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        labels = dict(
+            pair.split("=", 1) for pair in sample.split("{", 1)[1].rstrip("}").split(",") if "=" in pair
+        )
+        key = labels.get(label, "").strip('"')
+        sums[key] = sums.get(key, 0.0) + float(value)
+    return sums
+
+
 def compute_hit_rate(
     before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str, float]]
 ) -> float | None:

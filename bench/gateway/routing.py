@@ -32,6 +32,7 @@ from bench.gateway.prefix_workload import (
     compute_hit_rate,
     compute_key_census,
     compute_spread,
+    read_by_label,
     read_counters,
     write_workload,
 )
@@ -52,6 +53,12 @@ from inferfleet.planning.routing import prefix_key
 from inferfleet.sim.traces import load_mooncake
 
 MODEL = "bench-model"
+PROXIES = {
+    ROUND_ROBIN: "vllm-router round_robin",
+    LEAST_LOAD: "gateway least-load",
+    PREFIX_AFFINITY: "gateway prefix-affinity",
+    CACHE_AWARE: "vllm-router cache_aware",
+}
 TRACE = Path("traces/mooncake-2025-conversation.jsonl.gz")
 
 
@@ -167,12 +174,23 @@ def run_arm(
         subprocess.run(replay_command(args, arm.targets, workload, out), check=True,
                        timeout=span + args.timeout + 120)  # fmt: skip
         after, cpu_after = scrape(engines), process_cpu_seconds([pid]) if pid else 0.0
+        decisions = router_decisions(arm)
     data = json.loads(out.read_text())
     figures = arm_figures(data, compute_hit_rate(before, after), compute_spread(before, after))
     proxy_cpu = round(cpu_after - cpu_before, 2) if pid else None
-    return {"arm": name, "ran": True, "proxy": " ".join(arm.command[1:3]) if arm.command else "client"} | (
-        figures | {"proxy_cpu_s": proxy_cpu}
+    extra = {"proxy_cpu_s": proxy_cpu} | ({"router_decisions": decisions} if decisions else {})
+    return (
+        {"arm": name, "ran": True, "proxy": PROXIES[name] if arm.command else "client-side"} | figures | extra
     )
+
+
+def router_decisions(arm: Arm) -> dict[str, float]:
+    """vllm-router's prefix-routing decisions by outcome, from its own /metrics (other proxies: {})."""
+    if "--prometheus-port" not in arm.command:
+        return {}
+    port = arm.command[arm.command.index("--prometheus-port") + 1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return read_by_label(r.read().decode(), "vllm_router_prefix_routing_decisions_total", "outcome")
 
 
 def say(message: str) -> None:

@@ -89,6 +89,11 @@ def table(report: dict[str, Any]) -> str:
                ratio(a["hit_rate"], rr_hits), a["busiest_engine_over_mean"], a["proxy_cpu_s"],
                a["late_p99_s"])  # fmt: skip
         lines.append(" | ".join(_cell(v) for v in row))
+    lines += [
+        f"{a['arm']}: vllm-router prefix-routing decisions by outcome: {json.dumps(a['router_decisions'])}"
+        for a in arms
+        if a.get("router_decisions")
+    ]
     lines.append("")
     lines += [f"{t['verdict']}: {t['target']}: {_cell(t['value'])}" for t in report["targets"]]
     lines.append("")
