@@ -1,19 +1,34 @@
-"""`inferfleet plan FILE`: the shard plan of InferenceService YAMLs, without a cluster."""
+"""`inferfleet plan FILE [--model-dir DIR]`: the shard plan of InferenceService YAMLs, without a
+cluster. A model's parameter count and shape come from the spec, else from a local copy of its
+files (DIR: config.json, model.safetensors.index.json, *.safetensors), else from the table of
+well-known models."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from inferfleet.api import InferenceService, ShardPlan, parse_inference_service
+from inferfleet.api import InferenceService, ModelStatus, ShardPlan, parse_inference_service
 from inferfleet.planning import sizing
 from inferfleet.planning.gpus import known_gpu_memory_gib
-from inferfleet.planning.service import GpuShape, build_sizing_input
+from inferfleet.planning.model_files import (
+    ModelFacts,
+    ModelFiles,
+    build_model_facts,
+    parse_safetensors_header,
+)
+from inferfleet.planning.service import (
+    GpuShape,
+    build_model_status,
+    build_sizing_input,
+    compute_known_facts,
+)
+from inferfleet.planning.spec_warnings import compute_model_mismatches
 
 
 class PlanFileError(Exception):
@@ -25,6 +40,9 @@ class PlannedService:
     service: InferenceService
     gpu: GpuShape
     plan: ShardPlan
+    model: ModelStatus | None = None
+    warnings: tuple[str, ...] = field(default=())
+    """Where the spec contradicts the model's known facts."""
 
     def to_json(self) -> dict[str, Any]:
         accelerator = {
@@ -33,7 +51,19 @@ class PlannedService:
             "gpusPerNode": self.gpu.gpus_per_node,
         }
         name = self.service.metadata.get("name")
-        return {"name": name, "accelerator": accelerator, "shardPlan": self.plan.dump()}
+        out = {"name": name, "accelerator": accelerator, "shardPlan": self.plan.dump()}
+        if self.model is not None:
+            out["model"] = self.model.dump()
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+    def _parameters_text(self) -> str:
+        given = self.service.spec.model.parameters_billions
+        if given is not None:
+            return f"{given:g}B parameters"
+        exact = self.model.parameters if self.model is not None else None
+        return f"{(exact or 0) / 1e9:.2f}B parameters from {self.model.source.value if self.model else '?'}"
 
     def to_table(self) -> str:
         spec, plan = self.service.spec, self.plan
@@ -50,13 +80,37 @@ class PlannedService:
         ]
         title = (
             f"{self.service.metadata.get('name')} ({spec.model.name}, {spec.model.dtype.value}, "
-            f"{spec.model.parameters_billions:g}B parameters) on {spec.accelerator.product or 'any GPU'} "
+            f"{self._parameters_text()}) on {spec.accelerator.product or 'any GPU'} "
             f"({self.gpu.memory_gib:.1f} GiB x {self.gpu.gpus_per_node} per node)"
         )
-        return "\n".join([title, *(f"  {label:18} {value}" for label, value in rows)])
+        warnings = [f"  warning: {w}" for w in self.warnings]
+        return "\n".join([title, *(f"  {label:18} {value}" for label, value in rows), *warnings])
 
 
-def plan_document(doc: dict[str, Any]) -> PlannedService:
+def read_safetensors_header(path: Path) -> dict[str, int]:
+    """Elements by dtype of one safetensors file, reading only its header."""
+    with path.open("rb") as f:
+        head = f.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else 0
+        return parse_safetensors_header(head + f.read(min(size, 100 * 2**20)))
+
+
+def read_model_dir(directory: Path) -> ModelFacts:
+    """The facts of a local copy of a model: config.json, and the safetensors index and headers
+    when present (the weights themselves are never read)."""
+    try:
+        config = json.loads((directory / "config.json").read_text())
+        index_path = directory / "model.safetensors.index.json"
+        index = json.loads(index_path.read_text()) if index_path.is_file() else None
+        tensors = [read_safetensors_header(p) for p in sorted(directory.glob("*.safetensors"))]
+    except (OSError, ValueError) as e:  # a ModelFileError or JSONDecodeError is a ValueError
+        raise PlanFileError(f"reading the model in {directory}: {e}") from e
+    if not isinstance(config, dict):
+        raise PlanFileError(f"{directory / 'config.json'} is not a JSON object")
+    return build_model_facts(ModelFiles(config, index if isinstance(index, dict) else None, tensors))
+
+
+def plan_document(doc: dict[str, Any], model_files: ModelFacts | None = None) -> PlannedService:
     try:
         service = parse_inference_service(doc)
     except ValidationError as e:
@@ -70,15 +124,19 @@ def plan_document(doc: dict[str, Any]) -> PlannedService:
             f"{service.metadata.get('name')}: set {' and '.join(missing)} to plan without a cluster"
         )
     gpu = GpuShape(memory_gib=memory, gpus_per_node=acc.gpus_per_node)
+    known = compute_known_facts(service.spec, model_files)
     try:
-        plan = sizing.plan_shards(build_sizing_input(service.spec, gpu))
+        plan = sizing.plan_shards(build_sizing_input(service.spec, gpu, known))
     except sizing.SizingError as e:
         raise PlanFileError(f"{service.metadata.get('name')}: {e}") from e
-    return PlannedService(service, gpu, plan)
+    warnings = tuple(compute_model_mismatches(service.spec, known))
+    return PlannedService(service, gpu, plan, build_model_status(service.spec, known), warnings)
 
 
-def plan_file(path: Path) -> list[PlannedService]:
-    return [plan_document(doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+def plan_file(path: Path, model_dir: Path | None = None) -> list[PlannedService]:
+    """Every InferenceService in `path`; `model_dir` is a local copy of the model they serve."""
+    files = read_model_dir(model_dir) if model_dir is not None else None
+    return [plan_document(doc, files) for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def render(planned: list[PlannedService], output: str) -> str:

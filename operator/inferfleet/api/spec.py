@@ -213,11 +213,15 @@ class ModelSpec(SpecModel):
         description="Where the weights come from: hf://ORG/REPO (Hugging Face), s3://BUCKET/PATH, "
         "gs://BUCKET/PATH, pvc://CLAIM/PATH or oci://REGISTRY/IMAGE.",
     )
-    parameters_billions: float = float_field(
+    parameters_billions: float | None = float_field(
+        default=None,
         gt=0,
         le=limits.MAX_PARAMETERS_BILLIONS,
         description="Parameter count in billions (e.g. 70.6). With dtype it gives the weights' size "
-        "used to pick GPUs and tensor/pipeline parallelism.",
+        "used to pick GPUs and tensor/pipeline parallelism. Set: the replica is sized from it as "
+        "given (the model's own facts are only compared, and a difference of more than 5% is "
+        "reported). Unset: the exact count from the model's files or from inferfleet's table of "
+        "well-known models (status.model says which); until one is known nothing is deployed.",
     )
     dtype: Dtype = Field(
         default=Dtype.BFLOAT16,
@@ -227,7 +231,10 @@ class ModelSpec(SpecModel):
     architecture: ArchitectureSpec | None = Field(
         default=None,
         description="Transformer shape from the model's config.json. Optional; when given, KV-cache "
-        "sizing is exact and the tensor-parallel degree is checked against the head counts.",
+        "sizing is exact and the tensor-parallel degree is checked against the head counts. With "
+        "parametersBillions unset, the shape of the model's files or of the known model is used; "
+        "otherwise one assumed from the parameter count. A shape that contradicts the model's "
+        "known one is reported.",
     )
     max_model_len: int | None = int_field(
         default=None,

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, model_v
 from pydantic.alias_generators import to_camel
 
 from inferfleet.api.common import KubeModel
+from inferfleet.api.spec import Dtype
 
 READ_CONTEXT = {"read": True}
 """Validation context for a status written by someone else: unknown fields are dropped."""
@@ -44,6 +45,7 @@ class ConditionType(StrEnum):
     PLACED = "Placed"
     METRICS_AVAILABLE = "MetricsAvailable"
     SCALING_LIMITED = "ScalingLimited"
+    MODEL_CONSISTENT = "ModelConsistent"
 
 
 class ReadyReason(StrEnum):
@@ -54,6 +56,8 @@ class ReadyReason(StrEnum):
     UNKNOWN_GPU_MEMORY = "UnknownGpuMemory"
     MODEL_DOES_NOT_FIT = "ModelDoesNotFit"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    # Waiting for the model's facts: its parameter count is neither in the spec nor known.
+    MODEL_METADATA_PENDING = "ModelMetadataPending"
     # Refused: the spec must change.
     INVALID_SPEC = "InvalidSpec"
     POLICY_VIOLATION = "PolicyViolation"
@@ -75,6 +79,22 @@ class PlacedReason(StrEnum):
 
     ALL_REPLICAS_PLACED = "AllReplicasPlaced"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+
+
+class ModelReason(StrEnum):
+    """Whether the spec's parametersBillions, dtype and architecture agree with the model's own
+    facts (its files, or inferfleet's table of well-known models); set only when such facts exist."""
+
+    SPEC_MATCHES_MODEL = "SpecMatchesModel"
+    SPEC_CONTRADICTS_MODEL = "SpecContradictsModel"
+
+
+class ModelFactsSource(StrEnum):
+    """Where status.model's facts come from."""
+
+    SPEC = "Spec"
+    KNOWN_MODELS = "KnownModels"
+    FILES = "Files"
 
 
 class MetricsReason(StrEnum):
@@ -110,7 +130,9 @@ class ScalingLimitedReason(StrEnum):
     WITHIN_BOUNDS = "WithinBounds"
 
 
-ConditionReason = ReadyReason | PlacedReason | MetricsReason | ScalingReason | ScalingLimitedReason
+ConditionReason = (
+    ReadyReason | PlacedReason | MetricsReason | ScalingReason | ScalingLimitedReason | ModelReason
+)
 
 
 class EventReason(StrEnum):
@@ -194,6 +216,42 @@ class ShardPlan(StatusModel):
         return {**data, **derived}
 
 
+class ModelArchitecture(StatusModel):
+    """The transformer shape sizing uses, in spec.model.architecture's terms."""
+
+    model_config = ConfigDict(frozen=True)
+
+    num_layers: int = Field(ge=1, description="Transformer layers (config.json num_hidden_layers).")
+    hidden_size: int = Field(ge=1, description="Hidden size (config.json hidden_size).")
+    num_attention_heads: int = Field(ge=1, description="Attention (query) heads.")
+    num_key_value_heads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Key/value heads (grouped-query attention); 1 for multi-head latent attention, "
+        "whose one cached latent per token is counted as one head.",
+    )
+    head_dim: int | None = Field(default=None, ge=1, description="Size of one cached head.")
+
+
+class ModelStatus(StatusModel):
+    """What is known about the served model, and from where."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: ModelFactsSource = Field(
+        description="Spec (only what the spec says is known), KnownModels (inferfleet's table of "
+        "well-known models, from their config.json files) or Files (the model's own config.json "
+        "and safetensors metadata)."
+    )
+    known_model: str | None = Field(
+        default=None, description="The repository the facts were copied from (source KnownModels)."
+    )
+    model_type: str | None = Field(default=None, description="config.json model_type, e.g. llama.")
+    parameters: int | None = Field(default=None, ge=1, description="Exact parameter count.")
+    dtype: Dtype | None = Field(default=None, description="Precision of the stored weights.")
+    architecture: ModelArchitecture | None = Field(default=None, description="Transformer shape.")
+
+
 class ReplicaPlacement(StatusModel):
     replica: int = Field(ge=0, description="Replica index.")
     domain: str = Field(description="Value of sharding.topologyKey shared by the replica's nodes.")
@@ -237,6 +295,10 @@ class InferenceServiceStatus(StatusModel):
     )
     shard_plan: ShardPlan | None = Field(
         default=None, description="How one replica is split over GPUs and pods, and its memory budget."
+    )
+    model: ModelStatus | None = Field(
+        default=None,
+        description="The model's parameter count, dtype and shape, and where they come from.",
     )
     placement: list[ReplicaPlacement] | None = Field(
         default=None, description="Where each replica's pods are placed."

@@ -26,6 +26,7 @@ from inferfleet.planning.status import (
     ObservedDeployment,
     aggregate_groups,
     build_status,
+    compute_model_consistent,
     compute_placed,
     compute_status_events,
     placement_status,
@@ -75,6 +76,8 @@ def build_observation(view: ClusterView, reconciled: Reconciled, state: ServiceS
         placed=compute_placed(plan),
         placement=placement,
         apply_error=state.apply_error,
+        model=plan.model,
+        model_consistent=compute_model_consistent(plan),
     )
 
 

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from inferfleet.api import InferenceServiceSpec, ReadyReason, ShardingMode, ShardPlan
+from inferfleet.api import (
+    ArchitectureSpec,
+    InferenceServiceSpec,
+    ModelArchitecture,
+    ModelFactsSource,
+    ModelStatus,
+    ReadyReason,
+    ShardingMode,
+    ShardPlan,
+)
 from inferfleet.planning import sizing
 from inferfleet.planning.children import Owner, build_deployment, build_pdb, build_service
 from inferfleet.planning.groups import (
@@ -16,6 +25,8 @@ from inferfleet.planning.groups import (
     build_group_user_service,
 )
 from inferfleet.planning.inventory import GpuNode, ProductCapacity
+from inferfleet.planning.known_models import lookup_known_model
+from inferfleet.planning.model_files import KnownFacts, ModelFacts
 from inferfleet.planning.placement import (
     BoundPod,
     GroupPlacement,
@@ -25,6 +36,7 @@ from inferfleet.planning.placement import (
     plan_groups,
 )
 from inferfleet.planning.policy import TenantPolicy, compute_policy_violations
+from inferfleet.planning.spec_warnings import compute_model_mismatches
 
 # Sizing needs a context length; an unset maxModelLen is budgeted as this many tokens.
 DEFAULT_SIZING_CONTEXT = 8192
@@ -66,6 +78,10 @@ class ServicePlan:
     shortfalls: Mapping[int, Shortfall] = field(default_factory=dict)
     surplus_groups: tuple[int, ...] = ()
     """Existing groups beyond spec.replicas, to delete (highest replica index first)."""
+    model: ModelStatus | None = None
+    """What is known about the model (status.model)."""
+    model_mismatches: tuple[str, ...] = ()
+    """Where the spec contradicts the model's known facts, one message each."""
 
     @property
     def multi_node(self) -> bool:
@@ -106,26 +122,91 @@ def resolve_gpu(spec: InferenceServiceSpec, products: Mapping[str, ProductCapaci
     return GpuShape(memory_gib=memory, gpus_per_node=min(c.gpus_per_node for c in candidates))
 
 
-def build_sizing_input(spec: InferenceServiceSpec, gpu: GpuShape) -> sizing.SizingInput:
-    arch = spec.model.architecture
+def build_architecture(arch: ArchitectureSpec | None) -> sizing.Architecture | None:
+    if arch is None:
+        return None
+    return sizing.Architecture(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        head_dim=arch.head_dim,
+    )
+
+
+def compute_known_facts(spec: InferenceServiceSpec, files: ModelFacts | None = None) -> KnownFacts | None:
+    """The model's facts: its files' when they were read, else the table's, else none."""
+    if files is not None:
+        return KnownFacts(ModelFactsSource.FILES, files)
+    known = lookup_known_model(spec.model.source, spec.model.name)
+    return KnownFacts(ModelFactsSource.KNOWN_MODELS, known.facts, known.repo) if known else None
+
+
+def _pending_message(spec: InferenceServiceSpec, known: KnownFacts | None) -> str:
+    if known is None:
+        why = f"{spec.model.source} is not one of inferfleet's known models and its files have not been read"
+    else:
+        why = f"{known.origin} do not give it (no safetensors index or header, no known config.json family)"
+    return (
+        f"waiting for the model's parameter count: spec.model.parametersBillions is unset and {why}; "
+        "set spec.model.parametersBillions (and spec.model.architecture from the model's config.json)"
+    )
+
+
+def build_sizing_input(
+    spec: InferenceServiceSpec, gpu: GpuShape, known: KnownFacts | None = None
+) -> sizing.SizingInput:
+    """The spec's numbers as given; a parameter count the spec leaves out comes, with the
+    architecture when the spec has none, from the model's known facts (ModelMetadataPendingError
+    when there are none)."""
+    billions, arch = spec.model.parameters_billions, build_architecture(spec.model.architecture)
+    if billions is None:
+        if known is None or known.facts.parameters is None:
+            raise sizing.ModelMetadataPendingError(_pending_message(spec, known))
+        billions, arch = known.facts.parameters / 1e9, arch or known.facts.architecture
     manual = spec.sharding.mode == ShardingMode.MANUAL
     return sizing.SizingInput(
-        parameters_billions=spec.model.parameters_billions,
+        parameters_billions=billions,
         dtype=spec.model.dtype,
         max_model_len=spec.model.max_model_len or DEFAULT_SIZING_CONTEXT,
         gpu_memory_gib=gpu.memory_gib,
         gpus_per_node=gpu.gpus_per_node,
-        architecture=sizing.Architecture(
-            num_layers=arch.num_layers,
-            hidden_size=arch.hidden_size,
-            num_attention_heads=arch.num_attention_heads,
-            num_key_value_heads=arch.num_key_value_heads,
-            head_dim=arch.head_dim,
-        )
-        if arch
-        else None,
+        architecture=arch,
         tensor_parallel=spec.sharding.tensor_parallel if manual else None,
         pipeline_parallel=spec.sharding.pipeline_parallel if manual else None,
+    )
+
+
+def build_model_architecture(arch: sizing.Architecture | None) -> ModelArchitecture | None:
+    if arch is None:
+        return None
+    return ModelArchitecture(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        head_dim=arch.head_dim,
+    )
+
+
+def build_model_status(spec: InferenceServiceSpec, known: KnownFacts | None) -> ModelStatus:
+    """status.model: the model's known facts, else what the spec says."""
+    if known is None:
+        billions = spec.model.parameters_billions
+        return ModelStatus(
+            source=ModelFactsSource.SPEC,
+            parameters=round(billions * 1e9) if billions is not None else None,
+            dtype=spec.model.dtype,
+            architecture=build_model_architecture(build_architecture(spec.model.architecture)),
+        )
+    facts = known.facts
+    return ModelStatus(
+        source=known.source,
+        known_model=known.reference,
+        model_type=facts.model_type,
+        parameters=facts.parameters,
+        dtype=facts.dtype,
+        architecture=build_model_architecture(facts.architecture),
     )
 
 
@@ -136,17 +217,37 @@ def plan_service(
     groups: GroupInputs | None = None,
     scheduler_name: str | None = None,
     policy: TenantPolicy | None = None,
+    model_files: ModelFacts | None = None,
 ) -> ServicePlan:
     """`scheduler_name` applies to single-pod replicas; groups are placed here, whole. A spec the
-    installation's `policy` refuses is planned no further (nothing of it is applied)."""
+    installation's `policy` refuses is planned no further (nothing of it is applied).
+    `model_files` are the facts of the model's files, once read (`model_files.build_model_facts`)."""
+    known = compute_known_facts(spec, model_files)
+    plan = _plan_service(owner, spec, products, groups, scheduler_name, policy, known)
+    mismatches = tuple(compute_model_mismatches(spec, known))
+    return replace(plan, model=build_model_status(spec, known), model_mismatches=mismatches)
+
+
+def _plan_service(
+    owner: Owner,
+    spec: InferenceServiceSpec,
+    products: Mapping[str, ProductCapacity],
+    groups: GroupInputs | None,
+    scheduler_name: str | None,
+    policy: TenantPolicy | None,
+    known: KnownFacts | None,
+) -> ServicePlan:
     violations = compute_policy_violations(spec, policy or TenantPolicy())
     if violations:
         return ServicePlan(blocked=Blocked(ReadyReason.POLICY_VIOLATION, "; ".join(violations)))
+    if spec.model.parameters_billions is None and (known is None or known.facts.parameters is None):
+        # Before the GPUs: no cluster change can end this wait.
+        return ServicePlan(blocked=Blocked(ReadyReason.MODEL_METADATA_PENDING, _pending_message(spec, known)))
     gpu = resolve_gpu(spec, products)
     if isinstance(gpu, Blocked):
         return ServicePlan(blocked=gpu)
     try:
-        shards = sizing.plan_shards(build_sizing_input(spec, gpu))
+        shards = sizing.plan_shards(build_sizing_input(spec, gpu, known))
     except sizing.SizingError as e:
         return ServicePlan(blocked=Blocked(e.reason, str(e)))
     if shards.pods_per_replica > 1:

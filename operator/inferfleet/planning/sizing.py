@@ -66,6 +66,13 @@ class SizingError(ValueError):
     reason = ReadyReason.MODEL_DOES_NOT_FIT
 
 
+class ModelMetadataPendingError(SizingError):
+    """The parameter count is neither in the spec nor known from the model's files or the table of
+    well-known models: nothing can be sized until one of them says it."""
+
+    reason = ReadyReason.MODEL_METADATA_PENDING
+
+
 class InvalidShardingError(SizingError):
     """The sharding asked for cannot work on this model on any cluster (heads or layers do not
     divide): the spec must change, no capacity will help."""

@@ -1,6 +1,7 @@
-"""Warnings about a valid spec: things that work but should not be done (a Warning Event each).
+"""Warnings about a valid spec: things that work but should not be done (a Warning Event each),
+and where the spec contradicts what the model's files (or the table of known models) say.
 
-Never echo the suspect value itself: the warning goes into Events that more people can read.
+Never echo a suspect env value itself: the warning goes into Events that more people can read.
 """
 
 from __future__ import annotations
@@ -8,6 +9,12 @@ from __future__ import annotations
 import re
 
 from inferfleet.api import InferenceServiceSpec
+from inferfleet.planning.model_files import KnownFacts
+from inferfleet.planning.sizing import BYTES_PER_PARAM, Architecture
+
+PARAMETER_TOLERANCE = 0.05
+"""A spec's parametersBillions within 5% of the exact count agrees (8.03 for 8,030,261,248, or a
+rounded 8); beyond it, it is reported."""
 
 # Words of a variable name that say it holds a credential (HF_TOKEN, OPENAI_API_KEY, DB_PASSWORD).
 SECRET_NAME_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "APIKEY", "CREDENTIALS")
@@ -64,3 +71,46 @@ def compute_spec_warnings(spec: InferenceServiceSpec) -> list[str]:
                 "this InferenceService can read it; put it in a Secret and use valueFrom.secretKeyRef"
             )
     return warnings
+
+
+def _architecture_mismatches(given: Architecture, known: Architecture, origin: str) -> list[str]:
+    fields = (
+        ("numLayers", given.num_layers, known.num_layers),
+        ("hiddenSize", given.hidden_size, known.hidden_size),
+        ("numAttentionHeads", given.num_attention_heads, known.num_attention_heads),
+        ("numKeyValueHeads", given.kv_heads, known.kv_heads),
+        ("headDim", given.effective_head_dim, known.effective_head_dim),
+    )
+    return [
+        f"spec.model.architecture.{name} is {mine} but {origin} say {theirs}"
+        for name, mine, theirs in fields
+        if mine != theirs
+    ]
+
+
+def compute_model_mismatches(spec: InferenceServiceSpec, known: KnownFacts | None) -> list[str]:
+    """One message per spec value that contradicts the model's known facts, naming both. A dtype is
+    reported only when it is wider than the stored weights' (the weights cannot be served wider;
+    narrower is quantizing at load, which engines do)."""
+    if known is None:
+        return []
+    model, facts, origin = spec.model, known.facts, known.origin
+    messages = []
+    if model.parameters_billions is not None and facts.parameters is not None:
+        exact = facts.parameters / 1e9
+        if abs(model.parameters_billions - exact) > PARAMETER_TOLERANCE * exact:
+            messages.append(
+                f"spec.model.parametersBillions is {model.parameters_billions:g} but {origin} say "
+                f"{exact:.2f} ({facts.parameters:,} parameters)"
+            )
+    if facts.dtype is not None and BYTES_PER_PARAM[model.dtype] > BYTES_PER_PARAM[facts.dtype]:
+        messages.append(
+            f"spec.model.dtype is {model.dtype.value} but {origin} say the weights are {facts.dtype.value}"
+        )
+    if model.architecture is not None and facts.architecture is not None:
+        arch = model.architecture
+        given = Architecture(
+            arch.num_layers, arch.hidden_size, arch.num_attention_heads, arch.num_key_value_heads, arch.head_dim
+        )
+        messages += _architecture_mismatches(given, facts.architecture, origin)
+    return messages

@@ -11,6 +11,9 @@ from inferfleet.api import (
     ConditionStatus,
     ConditionType,
     InferenceServiceStatus,
+    ModelFactsSource,
+    ModelReason,
+    ModelStatus,
     Phase,
     PlacedReason,
     ReadyReason,
@@ -23,6 +26,7 @@ from inferfleet.planning.service import Blocked, ServicePlan
 
 READY = ConditionType.READY
 PLACED = ConditionType.PLACED
+MODEL_CONSISTENT = ConditionType.MODEL_CONSISTENT
 PROGRESSING_REASONS = frozenset({ReadyReason.DEPLOYING, ReadyReason.ROLLING_OUT})
 """Ready=False reasons that are progress, posted as Normal Events."""
 MAX_RANGES = 4
@@ -77,6 +81,9 @@ class Observation:
     apply_error: Blocked | None = None
     """Why the last apply of a child object failed (ApplyFailed, or NameConflict: its name is
     another object's); Ready stays False with that reason until an apply succeeds."""
+    model: ModelStatus | None = None
+    model_consistent: ConditionUpdate | None = None
+    """Whether the spec agrees with the model's known facts; None when none are known."""
 
 
 def compute_ranges(numbers: Sequence[int]) -> list[tuple[int, int]]:
@@ -139,6 +146,25 @@ def compute_placed(plan: ServicePlan) -> ConditionUpdate | None:
         True,
         PlacedReason.ALL_REPLICAS_PLACED,
         bound_message(f"replica groups placed whole: {domains}"),
+    )
+
+
+def compute_model_consistent(plan: ServicePlan) -> ConditionUpdate | None:
+    """ModelConsistent, when the model's facts are known from more than the spec."""
+    model = plan.model
+    if model is None or model.source == ModelFactsSource.SPEC:
+        return None
+    if plan.model_mismatches:
+        message = bound_message("; ".join(plan.model_mismatches) + "; the spec's values are used")
+        return ConditionUpdate(MODEL_CONSISTENT, False, ModelReason.SPEC_CONTRADICTS_MODEL, message)
+    origin = model.known_model or "the model's files"
+    count = f"{model.parameters:,} parameters" if model.parameters else "an unknown parameter count"
+    dtype = f", {model.dtype.value}" if model.dtype else ""
+    return ConditionUpdate(
+        MODEL_CONSISTENT,
+        True,
+        ModelReason.SPEC_MATCHES_MODEL,
+        f"the spec agrees with {origin} ({model.source.value}): {count}{dtype}",
     )
 
 
@@ -205,8 +231,11 @@ def build_status(obs: Observation, previous: InferenceServiceStatus, now: dateti
     """The whole status to write; equal to `previous` when nothing a user sees changed."""
     ready, phase = compute_ready(obs)
     conditions = merge_condition(previous.conditions, now, ready, obs.generation)
-    if obs.placed is not None:
-        conditions = merge_condition(conditions, now, obs.placed, obs.generation)
+    for extra in (obs.placed, obs.model_consistent):
+        if extra is not None:
+            conditions = merge_condition(conditions, now, extra, obs.generation)
+    if obs.model_consistent is None:  # no facts to compare with any more (the source changed)
+        conditions = [c for c in conditions if c.type != MODEL_CONSISTENT]
     changes: dict[str, Any] = {
         "observed_generation": obs.generation,
         "phase": phase,
@@ -218,6 +247,8 @@ def build_status(obs: Observation, previous: InferenceServiceStatus, now: dateti
     }
     if obs.shard_plan is not None:
         changes["shard_plan"] = obs.shard_plan
+    if obs.model is not None:
+        changes["model"] = obs.model
     if obs.placed is not None or obs.placement:
         changes["placement"] = list(obs.placement)
     return previous.evolve(**changes)
@@ -233,13 +264,15 @@ def compute_status_events(
 ) -> list[tuple[str, str, str]]:
     """(type, reason, message) Events for transitions users care about; none on idle reconciles."""
     events = []
-    for type_ in (PLACED, READY):
+    for type_ in (MODEL_CONSISTENT, PLACED, READY):
         before = next((c for c in previous.conditions if c.type == type_), None)
         after = next((c for c in current.conditions if c.type == type_), None)
         if after is None:
             continue
         if before is not None and (before.status, before.reason) == (after.status, after.reason):
             continue
+        if type_ == MODEL_CONSISTENT and before is None and after.status == ConditionStatus.TRUE:
+            continue  # agreeing from the start is not news
         progressing = after.status == ConditionStatus.TRUE or after.reason in PROGRESSING_REASONS
         events.append(("Normal" if progressing else "Warning", after.reason or "", after.message or ""))
     return events
