@@ -110,6 +110,7 @@ NAMESPACED = {
     ("policy", "poddisruptionbudgets", "patch"),
     ("", "pods", "list"),
     ("", "pods", "watch"),
+    ("", "pods", "patch"),
     ("", "pods", "delete"),
     ("", "events", "create"),
     ("", "events", "list"),
@@ -359,6 +360,7 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     # Its only caller is delete_group: a broken group's StatefulSet and headless Service.
     "_verb(delete)": {("apps", "statefulsets", "delete"), ("", "services", "delete")},
     "delete_namespaced_pod": {("", "pods", "delete")},  # a lost node's single-pod replicas
+    "patch_namespaced_pod": {("", "pods", "patch")},  # deletion cost before a scale-down
     "patch_namespaced_custom_object_status": {("inferfleet.io", "inferenceservices/status", "patch")},
     "patch_namespaced_custom_object_scale": {("inferfleet.io", "inferenceservices/scale", "patch")},
     "create_namespaced_event": {("", "events", "create")},

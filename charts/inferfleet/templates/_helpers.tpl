@@ -83,7 +83,9 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
 - pods: kopf lists/watches them (GPUs held on each node, loss of a group member; only in the
   namespaces it serves, as for every namespaced resource); a lost node's single-pod replicas are
   deleted at once, so that their Deployment replaces them on a healthy node instead of waiting
-  out the 300 s not-ready toleration.
+  out the 300 s not-ready toleration; before the autoscaler lowers a service's single-pod
+  replicas it patches their `controller.kubernetes.io/pod-deletion-cost` annotation, so the
+  ReplicaSet removes the pod with the fewest requests in flight and the coldest prefix cache.
 - events: kopf posts Kubernetes Events on InferenceServices (core/v1); when a replica group's
   StatefulSet lacks pods, the operator lists its FailedCreate Events to report why.
 - kopfpeerings (HA, namespaced mode): kopf's peering records, one per watched namespace; kopf
@@ -113,7 +115,7 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
   verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, watch, delete]
+  verbs: [list, watch, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]

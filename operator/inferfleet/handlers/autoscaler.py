@@ -8,8 +8,10 @@ per tick. Decisions come from planning.scaling, the same function the benchmark 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ from inferfleet.api import InferenceServiceSpec
 from inferfleet.api.status import EventReason, MetricsReason
 from inferfleet.handlers.logs import service_logger
 from inferfleet.handlers.memo import runtime_of
+from inferfleet.handlers.victims import apply_scale_down_ranking
 from inferfleet.kube.apply import patch_inference_service_status, scale_inference_service
 from inferfleet.kube.events import post_event
 from inferfleet.kube.peering import read_peers
@@ -77,8 +80,16 @@ DISABLED_MESSAGE = (
 )
 
 
+Ranker = Callable[[tuple[str, str]], object]
+"""Ranks a service's pods for the scale-down about to happen (handlers/victims.py)."""
+
+
 def autoscale_tick(
-    runtime: OperatorRuntime, reader: QueueReader, index: kopf.Index[Any, Any], now: float
+    runtime: OperatorRuntime,
+    reader: QueueReader,
+    index: kopf.Index[Any, Any],
+    now: float,
+    pods: kopf.Index[Any, Any] | None = None,
 ) -> None:
     """One decision per autoscaled service.
 
@@ -89,6 +100,7 @@ def autoscale_tick(
     services = _autoscaled(index)
     if not services:
         return
+    rank = None if pods is None else functools.partial(apply_scale_down_ranking, runtime.api, reader, pods)
     try:
         fleet, problem = reader.read_fleet(), None
     except MetricsUnavailableError as e:
@@ -96,17 +108,18 @@ def autoscale_tick(
     for snapshot, spec in services:
         key, query = _key(snapshot), _query_of(spec)
         if not query:
-            _decide_logged(runtime, snapshot, spec, _fleet_signal(fleet.get(key), problem), now)
+            _decide_logged(runtime, snapshot, spec, _fleet_signal(fleet.get(key), problem), now, rank)
             continue
         refused = _refused(reader, key, query)
         if refused is not None:
-            _decide_logged(runtime, snapshot, spec, refused, now)
+            _decide_logged(runtime, snapshot, spec, refused, now, rank)
             continue
 
         def decide(
             done: Future[QueueSample], snapshot: Any = snapshot, spec: Any = spec, key: Any = key
         ) -> None:
-            _decide_logged(runtime, snapshot, spec, _custom_signal(done, fleet.get(key), problem), now)
+            signal = _custom_signal(done, fleet.get(key), problem)
+            _decide_logged(runtime, snapshot, spec, signal, now, rank)
 
         if not reader.submit_override(key, build_confined_query(query, key[0]).query or "", decide):
             log.debug(f"{key[0]}/{key[1]}: its previous scaling.query is still running")
@@ -154,11 +167,16 @@ def _custom_signal(
 
 
 def _decide_logged(
-    runtime: OperatorRuntime, snapshot: Any, spec: InferenceServiceSpec, signal: Signal, now: float
+    runtime: OperatorRuntime,
+    snapshot: Any,
+    spec: InferenceServiceSpec,
+    signal: Signal,
+    now: float,
+    rank: Ranker | None = None,
 ) -> None:
     service_log = service_logger(snapshot)  # JSON logs carry the service's namespace and name
     try:
-        _decide(runtime, snapshot, spec, signal, service_log, now)
+        _decide(runtime, snapshot, spec, signal, service_log, now, rank)
     except ApiException as e:
         service_log.warning(f"autoscaling failed: {e.status} {e.reason}")
     except Exception as e:  # on the query pool nobody else would see it
@@ -179,6 +197,7 @@ def _decide(
     signal: Signal,
     logger: logging.LoggerAdapter[Any],
     now: float,
+    rank: Ranker | None = None,
 ) -> None:
     api = runtime.api
     meta = snapshot["metadata"]
@@ -206,6 +225,8 @@ def _decide(
             now=now,
         )
         if decision.replicas != spec.replicas:
+            if rank is not None and decision.replicas < spec.replicas:
+                rank(key)  # the ReplicaSet then removes the pods whose loss costs the least
             scale_inference_service(api, key[0], key[1], decision.replicas)
             direction = "up" if decision.replicas > spec.replicas else "down"
             SCALING_DECISIONS.labels(key[0], key[1], direction, decision.reason).inc()
@@ -239,27 +260,40 @@ def _active(api: Any, peering: PeeringConfig | None) -> bool:
     return compute_peering_active(read_peers(api, peering), peering.identity, peering.priority, now)
 
 
-def tick(runtime: OperatorRuntime, reader: QueueReader, index: kopf.Index[Any, Any]) -> None:
+def tick(
+    runtime: OperatorRuntime,
+    reader: QueueReader,
+    index: kopf.Index[Any, Any],
+    pods: kopf.Index[Any, Any] | None = None,
+) -> None:
     if _active(runtime.api, runtime.config.peering):
         AUTOSCALER_TICKS.inc()
-        autoscale_tick(runtime, reader, index, time.time())
+        autoscale_tick(runtime, reader, index, time.time(), pods)
 
 
 async def _loop(
-    runtime: OperatorRuntime, reader: QueueReader, index: kopf.Index[Any, Any], interval: float
+    runtime: OperatorRuntime,
+    reader: QueueReader,
+    index: kopf.Index[Any, Any],
+    pods: kopf.Index[Any, Any],
+    interval: float,
 ) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
         try:
-            await loop.run_in_executor(None, tick, runtime, reader, index)
+            await loop.run_in_executor(None, tick, runtime, reader, index, pods)
         except Exception as e:  # one bad tick must not stop autoscaling
             log.exception(f"autoscaler tick failed: {e}")
 
 
 @kopf.on.startup()
 async def on_startup_autoscaler(
-    memo: kopf.Memo, inference_services: kopf.Index[Any, Any], logger: kopf.Logger, **_: Any
+    memo: kopf.Memo,
+    inference_services: kopf.Index[Any, Any],
+    engine_pods: kopf.Index[Any, Any],
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
     runtime = runtime_of(memo)
     prometheus, interval = runtime.config.prometheus, runtime.config.autoscale_interval_seconds
@@ -267,7 +301,7 @@ async def on_startup_autoscaler(
         logger.info("autoscaling is off: no Prometheus URL (--prometheus-url or INFERFLEET_PROMETHEUS_URL)")
         return
     reader = QueueReader(prometheus)
-    task = asyncio.create_task(_loop(runtime, reader, inference_services, interval))
+    task = asyncio.create_task(_loop(runtime, reader, inference_services, engine_pods, interval))
     runtime.on_forget(reader.forget_service)  # a deleted service's query in flight goes with it
     runtime.on_stop(reader.close)
     runtime.on_stop(task.cancel)

@@ -15,6 +15,7 @@ from inferfleet.planning.observed import ObservedGroup, pod_controller_uid, pod_
 from inferfleet.planning.placement import BoundPod, Reservation
 from inferfleet.planning.policy import TenantPolicy
 from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, is_unschedulable
+from inferfleet.planning.victims import DELETION_COST_ANNOTATION
 from inferfleet.runtime.config import OperatorConfig
 
 Key = tuple[str, str]
@@ -73,6 +74,8 @@ class EnginePod:
     terminating: bool
     replica_set: bool = False
     """Controlled by a ReplicaSet (a Deployment's pod), not made by hand."""
+    deletion_cost: str | None = None
+    """Its pod-deletion-cost annotation, as the autoscaler last set it before a scale-down."""
 
 
 @kopf.index("", "v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT})
@@ -85,7 +88,8 @@ def engine_pods(
     replica_set = any(
         ref.get("controller") and ref.get("kind") == "ReplicaSet" for ref in meta.get("ownerReferences") or []
     )
-    pod = EnginePod(name, node, REPLICA_LABEL in labels, terminating, replica_set) if node else None
+    cost = (meta.get("annotations") or {}).get(DELETION_COST_ANNOTATION)
+    pod = EnginePod(name, node, REPLICA_LABEL in labels, terminating, replica_set, cost) if node else None
     return {(namespace, labels[SERVICE_LABEL]): pod} if pod else None
 
 

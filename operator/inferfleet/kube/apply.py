@@ -20,6 +20,7 @@ from inferfleet.api import GROUP, PLURAL, VERSION
 from inferfleet.planning.groups import group_name
 from inferfleet.planning.names import FIELD_MANAGER
 from inferfleet.planning.observed import is_controlled_by
+from inferfleet.planning.victims import DELETION_COST_ANNOTATION
 
 WRITES = Counter(
     "inferfleet_kube_writes_total",
@@ -208,6 +209,17 @@ def delete_pod(api: client.ApiClient, namespace: str, name: str) -> None:
         client.CoreV1Api(api).delete_namespaced_pod(name, namespace)
     except ApiException as e:
         if e.status != 404:
+            raise
+
+
+def apply_pod_deletion_cost(api: client.ApiClient, namespace: str, name: str, cost: int) -> None:
+    """Annotate a replica's pod with the cost its ReplicaSet weighs when it removes pods."""
+    WRITES.labels("patch", "Pod").inc()
+    patch = {"metadata": {"annotations": {DELETION_COST_ANNOTATION: str(cost)}}}
+    try:
+        client.CoreV1Api(api).patch_namespaced_pod(name, namespace, patch)
+    except ApiException as e:
+        if e.status != 404:  # gone meanwhile: nothing left to rank
             raise
 
 
