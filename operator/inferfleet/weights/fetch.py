@@ -191,4 +191,5 @@ def _describe(plan: FetchPlan) -> str:
 
 
 def _say(message: str) -> None:
-    print(f"fetch-model: {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"fetch-model: {message}\n")  # one write: lines from worker threads stay whole
+    sys.stderr.flush()
