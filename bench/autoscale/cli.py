@@ -17,7 +17,7 @@ from bench.autoscale.workload import (
     Workload,
     compress_time,
     limit_duration,
-    load_azure_csv,
+    load_trace,
     scale_load,
     synthetic_bursty,
 )
@@ -54,7 +54,7 @@ def build_workload(
             raise ValueError(f"unknown synthetic workload {synthetic!r} (known: bursty)")
         w = synthetic_bursty(seed, load_scale=load_scale)
     else:
-        w = scale_load(load_azure_csv(trace or DEFAULT_TRACE), load_scale, seed)
+        w = scale_load(load_trace(trace or DEFAULT_TRACE), load_scale, seed)
     w = compress_time(w, time_compression)
     return limit_duration(w, duration)
 

@@ -49,6 +49,8 @@ def summarize(result: RunResult, slo_s: float, horizon: float, gpus_per_replica:
         "in_flight_at_end": result.in_flight,
         "unserved": result.unserved,
         "refused": len(refused),
+        "prefix_hit_rate": round(result.prefix_hit_tokens / max(result.prompt_tokens, 1), 4),
+        "kv_limited_s": round(result.kv_limited_s, 1),
     }
 
 

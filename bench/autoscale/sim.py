@@ -3,13 +3,29 @@
 The engine model (constants in `SimParams`, defaults documented there)
 ----------------------------------------------------------------------
 * A replica runs up to `concurrency` (C) requests at once: the engine's running batch.
-* Requests that find no free slot wait in ONE first-come-first-served queue in front of the
-  fleet, and a request is sent to the ready replica with the most free slots. This is idealised
-  routing (a gateway with least-load balancing and no head-of-line blocking behind a busy pod);
-  every policy gets the same, so it shifts absolute numbers, not the comparison. The queue is
-  what the engines' `num_requests_waiting` gauges add up to.
+* A replica's KV cache holds `kv_capacity_tokens`. A request starts on a replica with a free
+  slot AND room for its prompt in the KV cache beyond what the running requests hold (vLLM's
+  admission; alone on an empty replica it always fits), and then holds its prompt plus output
+  tokens until it ends (the most it reaches; the growth past the capacity that vLLM would
+  resolve by preempting is not modelled). So long-context traffic saturates a replica before
+  its slots do.
+* Requests that cannot start wait in ONE first-come-first-served queue in front of the fleet.
+  A queued request that fits nowhere holds the replica with the most free KV cache: no later
+  request starts there until it does (vLLM's first-come-first-served admission on the engine
+  the gateway picked), while later requests that fit elsewhere go ahead. A request is sent, among the ready
+  replicas where it fits, by `routing`: "least-load" (the most free slots: a gateway with
+  least-load balancing and no head-of-line blocking behind a busy pod) or "prefix" (the
+  gateway's prefix affinity, `inferfleet.planning.routing.pick_endpoint_by_prefix`: a
+  consistent hash of the request's leading PREFIX_BLOCKS block ids with bounded loads,
+  `prefix_load_bound`, falling back to least load). Every policy gets the same routing, so it
+  shifts absolute numbers, not the comparison. The queue is what the engines'
+  `num_requests_waiting` gauges add up to.
+* Each replica has a prefix cache (`inferfleet.sim.engine.PrefixCache`, the sim engine's: an
+  LRU of prompt blocks, `kv_capacity_tokens / block_tokens` of them): at a request's start its
+  leading blocks found in the replica's cache are hits, then all its blocks are cached. A
+  workload without block ids (Azure, ServeGen, synthetic) has every block unique: no hits.
 * A request's service time is fixed when it starts:
-      prefill_s_per_token * ContextTokens
+      prefill_s_per_token * (ContextTokens - cached tokens)
     + decode_s_per_token * (1 + decode_slowdown_at_full_batch * occupancy) * GeneratedTokens
   with occupancy = the replica's running requests (including this one) / C: decoding is
   memory-bandwidth bound, so a fuller batch slows every sequence down a little.
@@ -27,6 +43,8 @@ The engine model (constants in `SimParams`, defaults documented there)
   scrape at or before t - `scrape_lag`: the waiting requests and the running ones summed over
   the replicas that were ready at that scrape (None when no replica was ready: no pod, no
   series). Autoscalers that scrape the pods themselves (KubeAI) read the values at the tick.
+  The scrape also carries `kv_cache_usage`, vLLM's `vllm:kv_cache_usage_perc` averaged over
+  those replicas (tokens held / capacity).
 * The fleet has inferfleet's gateway at its door: the one queue is the gateway's, and it counts
   every arrival (`inferfleet_gateway_arrivals_total`). Prometheus scrapes the counter at the
   same scrapes as the engines, ready replicas or not (the gateway is its own pod), and an
@@ -55,6 +73,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bench.autoscale.workload import Workload
+from inferfleet.planning.routing import PREFIX_BLOCKS, pick_endpoint_by_prefix
+from inferfleet.sim.engine import PrefixCache, Prompt
 
 # Event kinds, in the order they are handled at equal times.
 _COMPLETE, _READY, _ARRIVAL, _PLAN, _SCRAPE, _TICK = range(6)
@@ -83,10 +103,20 @@ class SimParams:
     """The gateway's `queueTimeoutSeconds`: a request waiting longer gets 503 (None: waits on)."""
     max_queued: int | None = None
     """The gateway's `maxQueuedRequests`: an arrival finding this many waiting gets 429."""
+    kv_capacity_tokens: int = 204_800
+    """Per replica: KV-cache tokens, 25 GiB at 128 KiB per token (Llama-3.1-8B in bf16 on a
+    40-48 GB GPU at vLLM's gpu_memory_utilization 0.9). Also the prefix cache's size."""
+    routing: str = "least-load"
+    """"least-load" or "prefix" (the gateway's prefix affinity with bounded loads)."""
+    prefix_load_bound: float = 0.25
+    """The gateway's `prefixLoadBound`: skip a replica above (1 + this) x the mean load."""
 
     def service_time(self, context: int, generated: int, occupancy: float) -> float:
         decode = self.decode_s_per_token * (1.0 + self.decode_slowdown_at_full_batch * occupancy)
         return self.prefill_s_per_token * context + decode * generated
+
+
+ROUTINGS = ("least-load", "prefix")
 
 
 @dataclass(frozen=True)
@@ -106,6 +136,8 @@ class Observation:
     gateway_in_flight: float | None = None
     """Requests the gateway has on engines, draining ones included
     (`inferfleet_gateway_in_flight_requests`)."""
+    kv_cache_usage: float | None = None
+    """Mean KV-cache fraction (0..1) of the reporting replicas (`vllm:kv_cache_usage_perc`)."""
 
 
 def prometheus_rate(samples: Sequence[tuple[float, float]], now: float, window: float) -> float | None:
@@ -160,23 +192,32 @@ class Plan:
 
 
 class _Replica:
-    __slots__ = ("draining", "end", "gone", "ready", "requested", "running")
+    __slots__ = ("cache", "draining", "end", "gone", "kv", "name", "ready", "requested", "running")
 
-    def __init__(self, requested: float) -> None:
+    def __init__(self, requested: float, name: str, cache: PrefixCache | None) -> None:
         self.requested = requested
+        self.name = name
         self.ready = False
         self.draining = False
         self.gone = False
         self.running = 0
+        self.kv = 0
+        """KV-cache tokens held by the running requests."""
         self.end: float | None = None
+        self.cache = cache
 
     def copy(self) -> _Replica:
-        r = _Replica(self.requested)
-        r.ready, r.draining, r.gone, r.running, r.end = (
+        cache = None
+        if self.cache is not None and not self.gone:
+            cache = PrefixCache(self.cache.capacity, self.cache.block_tokens)
+            cache.blocks = self.cache.blocks.copy()
+        r = _Replica(self.requested, self.name, cache)
+        r.ready, r.draining, r.gone, r.running, r.kv, r.end = (
             self.ready,
             self.draining,
             self.gone,
             self.running,
+            self.kv,
             self.end,
         )
         return r
@@ -201,6 +242,13 @@ class RunResult:
     refused: tuple[int, ...] = ()
     """Requests the gateway's queue refused (429 when full, 503 after its timeout); their wait
     is the time until the refusal."""
+    prompt_tokens: int = 0
+    """Prompt tokens of every started request (the prefix caches' queries)."""
+    prefix_hit_tokens: int = 0
+    """Of those, tokens found in the replica's prefix cache (prefill skipped)."""
+    kv_limited_s: float = 0.0
+    """Time (sampled at every scrape) with requests waiting while a ready replica had a free
+    slot: the fleet was out of KV cache, not out of slots."""
 
 
 class Fleet:
@@ -235,6 +283,14 @@ class Fleet:
         self.scrapes: list[tuple[float, Observation]] = []
         self.scrape_ptr = 0
         self._plan_batch = (-1.0, 0)
+        if params.routing not in ROUTINGS:
+            raise ValueError(f"unknown routing {params.routing!r} (known: {', '.join(ROUTINGS)})")
+        self.cache_blocks = (
+            params.kv_capacity_tokens // workload.block_tokens if workload.prefix_blocks else 0
+        )
+        self.prompt_tokens = 0
+        self.hit_tokens = 0
+        self.kv_limited_s = 0.0
 
     # ---------------------------------------------------------------- copying (for the oracle)
     def clone(self) -> Fleet:
@@ -245,9 +301,7 @@ class Fleet:
         f.replicas = [mapping[id(r)] for r in self.replicas]
         f.serving = [mapping[id(r)] for r in self.serving]
         f.starting = [mapping[id(r)] for r in self.starting]
-        f.heap = [
-            (t, k, q, mapping.get(id(o), o) if isinstance(o, _Replica) else o) for t, k, q, o in self.heap
-        ]
+        f.heap = [(t, k, q, _remap(o, mapping)) for t, k, q, o in self.heap]
         f.waits = list(self.waits)
         f.refused = list(self.refused)
         f.counter_history = deque(self.counter_history)
@@ -264,27 +318,78 @@ class Fleet:
     def active(self) -> int:
         return len(self.serving) + len(self.starting)
 
+    def _kv_need(self, i: int) -> int:
+        return self.w.context_tokens[i] + self.w.generated_tokens[i]
+
+    def _fits(self, r: _Replica, prompt: int) -> bool:
+        return r.running < self.p.concurrency and (
+            r.running == 0 or r.kv + prompt <= self.p.kv_capacity_tokens
+        )
+
+    def _route(self, i: int, held: set[int] | None = None) -> _Replica | None:
+        """The ready replica request `i` starts on now, by the fleet's routing; None: it waits."""
+        prompt = self.w.context_tokens[i]
+        fits = [r for r in self.serving if self._fits(r, prompt) and not (held and id(r) in held)]
+        if not fits:
+            return None
+        blocks = self.w.blocks(i)
+        if self.p.routing == "prefix" and blocks:
+            in_flight = {r.name: r.running for r in self.serving}
+            exclude = {r.name for r in self.serving} - {r.name for r in fits}
+            key = ",".join(map(str, blocks[:PREFIX_BLOCKS]))
+            name = pick_endpoint_by_prefix(
+                in_flight, self.p.concurrency, exclude, key, self.p.prefix_load_bound
+            )
+            if name is not None:
+                return next(r for r in fits if r.name == name)
+        best = fits[0]
+        for r in fits:
+            if r.running < best.running:
+                best = r
+        return best
+
     def _start(self, i: int, r: _Replica, now: float) -> None:
         self.waits[i] = now - self.w.arrivals[i]
         r.running += 1
         self.running_serving += 1
-        s = self.p.service_time(
-            self.w.context_tokens[i], self.w.generated_tokens[i], r.running / self.p.concurrency
-        )
-        heapq.heappush(self.heap, (now + s, _COMPLETE, next(self.seq), r))
+        context = self.w.context_tokens[i]
+        cached = 0
+        if r.cache is not None:
+            cached = min(context, r.cache.admit(Prompt(context, self.w.blocks(i))))
+        self.prompt_tokens += context
+        self.hit_tokens += cached
+        need = self._kv_need(i)
+        r.kv += need
+        s = self.p.service_time(context - cached, self.w.generated_tokens[i], r.running / self.p.concurrency)
+        heapq.heappush(self.heap, (now + s, _COMPLETE, next(self.seq), (r, need)))
 
-    def _dispatch_queue(self, r: _Replica, now: float) -> None:
-        c = self.p.concurrency
-        while self.queue and r.running < c:
-            self._start(self.queue.popleft(), r, now)
+    def _dispatch(self, now: float) -> None:
+        """Start queued requests in arrival order wherever they fit; one that fits nowhere holds
+        the replica with the most free KV cache, closed to later requests until it starts."""
+        queue, held = self.queue, set()
+        open_slots = sum(1 for r in self.serving if r.running < self.p.concurrency)
+        kept: list[int] = []
+        while queue and open_slots > len(held):
+            i = queue.popleft()
+            r = self._route(i, held)
+            if r is not None:
+                self._start(i, r, now)
+                open_slots -= r.running >= self.p.concurrency and id(r) not in held
+                continue
+            kept.append(i)
+            free = [x for x in self.serving if x.running < self.p.concurrency and id(x) not in held]
+            if free:
+                held.add(id(max(free, key=lambda x: -x.kv)))
+        queue.extendleft(reversed(kept))
 
     def add_replica(self, now: float, cold: float | None = None, ready_now: bool = False) -> None:
-        r = _Replica(now)
+        cache = PrefixCache(self.cache_blocks, self.w.block_tokens) if self.cache_blocks else None
+        r = _Replica(now, f"r{len(self.replicas)}", cache)
         self.replicas.append(r)
         if ready_now:
             r.ready = True
             self.serving.append(r)
-            self._dispatch_queue(r, now)
+            self._dispatch(now)
             return
         self.starting.append(r)
         delay = (
@@ -331,6 +436,7 @@ class Fleet:
         in_flight = float(sum(r.running for r in self.replicas if not r.gone))
         if not self.serving:
             return Observation(None, None, 0, None, door, queued, in_flight)
+        kv = sum(r.kv for r in self.serving) / (self.p.kv_capacity_tokens * len(self.serving))
         rate: float | None = None
         hist = self.counter_history
         if hist:
@@ -338,7 +444,7 @@ class Fleet:
             if self.now > t0:
                 rate = (self.completed_serving - c0) / (self.now - t0)
         running = float(self.running_serving)
-        return Observation(queued, running, len(self.serving), rate, door, queued, in_flight)
+        return Observation(queued, running, len(self.serving), rate, door, queued, in_flight, min(kv, 1.0))
 
     def _record_counter(self, now: float) -> None:
         hist = self.counter_history
@@ -387,7 +493,6 @@ class Fleet:
         """Handle events up to time `until` (inclusive), or until every request has finished."""
         arrivals = self.w.arrivals
         n = self.n
-        c = self.p.concurrency
         heap = self.heap
         hard_end = min(until, self.w.horizon + self.p.drain_limit_s)
         while not self.done():
@@ -408,33 +513,11 @@ class Fleet:
             if self.queue:
                 self._time_out(now)
             if kind == _COMPLETE:
-                r = obj
-                assert isinstance(r, _Replica)
-                r.running -= 1
-                self.completed += 1
-                if r.draining:
-                    if r.running == 0:
-                        self._release(r, now)
-                else:
-                    self.running_serving -= 1
-                    self.completed_serving += 1
-                    if self.queue:
-                        self._start(self.queue.popleft(), r, now)
+                assert isinstance(obj, tuple)
+                self._complete(obj[0], obj[1], now)
             elif kind == _ARRIVAL:
                 assert isinstance(obj, int)
-                self.door_arrivals += 1
-                best: _Replica | None = None
-                best_free = 0
-                for r in self.serving:
-                    free = c - r.running
-                    if free > best_free:
-                        best, best_free = r, free
-                if best is None and self.p.max_queued is not None and len(self.queue) >= self.p.max_queued:
-                    self._refuse(obj, now)
-                elif best is None:
-                    self.queue.append(obj)
-                else:
-                    self._start(obj, best, now)
+                self._arrive(obj, now)
             elif kind == _READY:
                 r = obj
                 assert isinstance(r, _Replica)
@@ -443,9 +526,11 @@ class Fleet:
                 self.starting.remove(r)
                 r.ready = True
                 self.serving.append(r)
-                self._dispatch_queue(r, now)
+                self._dispatch(now)
             elif kind == _SCRAPE:
                 self._record_counter(now)
+                if self.queue and any(r.running < self.p.concurrency for r in self.serving):
+                    self.kv_limited_s += self.p.scrape_interval
                 self.scrapes.append((now, self.observe()))
                 self.timeline.append(
                     (now, self.active(), len(self.serving), len(self.queue), self.running_serving)
@@ -458,6 +543,28 @@ class Fleet:
                 self._plan_step(now, obj[0], obj[1])
         if not self.done():
             self.now = max(self.now, hard_end)
+
+    def _complete(self, r: _Replica, kv: int, now: float) -> None:
+        r.running -= 1
+        r.kv -= kv
+        self.completed += 1
+        if r.draining:
+            if r.running == 0:
+                self._release(r, now)
+        else:
+            self.running_serving -= 1
+            self.completed_serving += 1
+            if self.queue:
+                self._dispatch(now)
+
+    def _arrive(self, i: int, now: float) -> None:
+        self.door_arrivals += 1
+        full = self.p.max_queued is not None and len(self.queue) >= self.p.max_queued
+        self.queue.append(i)
+        self._dispatch(now)
+        if full and self.queue and self.queue[-1] == i:
+            self.queue.pop()
+            self._refuse(i, now)
 
     def _tick(self, now: float) -> None:
         policy = self.policy
@@ -514,7 +621,19 @@ class Fleet:
             timeline=list(self.timeline),
             end_time=end,
             refused=tuple(self.refused),
+            prompt_tokens=self.prompt_tokens,
+            prefix_hit_tokens=self.hit_tokens,
+            kv_limited_s=self.kv_limited_s,
         )
+
+
+def _remap(obj: object, mapping: dict[int, _Replica]) -> object:
+    """A heap entry's object in a clone: its replica (alone, or with a request's KV) copied."""
+    if isinstance(obj, _Replica):
+        return mapping.get(id(obj), obj)
+    if isinstance(obj, tuple) and obj and isinstance(obj[0], _Replica):
+        return (mapping.get(id(obj[0]), obj[0]), *obj[1:])
+    return obj
 
 
 def simulate(
