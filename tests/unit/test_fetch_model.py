@@ -124,9 +124,10 @@ def staged_bytes(root: Path) -> int:
 def test_a_fetch_publishes_every_file_with_the_sources_bytes_and_a_rerun_reuses_them(
     store: Store, tmp_path: Path
 ) -> None:
-    root = tmp_path / "cache"
-    first = fetch(store, root)
+    root, termination_log = tmp_path / "cache", tmp_path / "termination-log"
+    first = fetch(store, root, "--termination-log", str(termination_log))
     assert first.code == 0, first.stderr
+    assert json.loads(termination_log.read_text()) == first.result
     assert first.result["from_cache"] is False
     assert (first.result["files"], first.result["bytes"]) == (len(MODEL), sum(map(len, MODEL.values())))
     assert published_files(Path(first.result["path"])) == MODEL

@@ -13,7 +13,9 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.file_download import http_get
-from huggingface_hub.utils import build_hf_headers, disable_progress_bars
+
+# Their documented home; the package exports them lazily, which mypy cannot see.
+from huggingface_hub.utils import build_hf_headers, disable_progress_bars  # type: ignore[attr-defined]
 
 from inferfleet.weights.plan import Listing, RemoteFile
 from inferfleet.weights.sources import ModelSource

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
-from minio.credentials import EnvAWSProvider, IamAwsProvider, Provider
+from minio.credentials.providers import EnvAWSProvider, IamAwsProvider, Provider
 from minio.error import MinioException, S3Error
 
 from inferfleet.weights.plan import Listing, RemoteFile, compute_listing_revision
