@@ -36,6 +36,8 @@ class Store:
     args: list[str]
     env: dict[str, str]
     traffic: Traffic
+    checksums: dict[str, int]
+    """How each of MODEL's files is verified: what the store publishes."""
     key_prefix: str = ""
 
     def served(self, path: str) -> int:
@@ -56,11 +58,13 @@ def start_store(kind: str, files: dict[str, bytes]) -> tuple[Store, HubStandin |
     if kind == "hf":
         hub = HubStandin("acme/tiny-llama", files, token=HF_TOKEN)
         env = {"HF_ENDPOINT": hub.start(), "HF_TOKEN": HF_TOKEN}
-        return Store("hf://acme/tiny-llama", [], env, hub.traffic), hub
+        # the shards are LFS files (sha256); config.json and the index are git blobs (sha1)
+        return Store("hf://acme/tiny-llama", [], env, hub.traffic, {"git-sha1": 2, "sha256": 2}), hub
     s3 = S3Standin("models", {f"tiny-llama/{k}": v for k, v in files.items()}, access_key=AWS_KEY)
     url = s3.start()
     env = {"AWS_ACCESS_KEY_ID": AWS_KEY, "AWS_SECRET_ACCESS_KEY": "secret"}
-    return Store("s3://models/tiny-llama", ["--s3-endpoint-url", url], env, s3.traffic, "tiny-llama/"), s3
+    uri, args = "s3://models/tiny-llama", ["--s3-endpoint-url", url]
+    return Store(uri, args, env, s3.traffic, {"md5": len(files)}, "tiny-llama/"), s3
 
 
 @pytest.fixture(params=["hf", "s3"])
@@ -130,6 +134,7 @@ def test_a_fetch_publishes_every_file_with_the_sources_bytes_and_a_rerun_reuses_
     assert json.loads(termination_log.read_text()) == first.result
     assert first.result["from_cache"] is False
     assert (first.result["files"], first.result["bytes"]) == (len(MODEL), sum(map(len, MODEL.values())))
+    assert first.result["checksums"] == store.checksums
     assert published_files(Path(first.result["path"])) == MODEL
     assert not list(root.glob("*/.staging-*")), "the staging directory became the published one"
 
@@ -243,9 +248,22 @@ def test_the_hub_token_comes_from_hf_token(tmp_path: Path) -> None:
     assert "no access" in refused.result["message"]
 
 
+def test_a_node_that_holds_the_model_serves_it_while_the_hub_is_down(tmp_path: Path) -> None:
+    running, server = start_store("hf", MODEL)
+    try:
+        fetched = fetch(running, tmp_path / "cache")
+    finally:
+        server.stop()
+    offline = fetch(running, tmp_path / "cache")
+    assert (fetched.code, offline.code) == (0, 0), offline.stderr
+    assert offline.result["from_cache"] is True
+    assert offline.result["path"] == fetched.result["path"]
+    assert "using it" in offline.stderr
+
+
 @pytest.mark.parametrize("uri", ["gs://bucket/model", "oci://registry.example/model:1"])
 def test_gs_and_oci_say_not_supported_yet(uri: str, tmp_path: Path) -> None:
-    outcome = fetch(Store(uri, [], {}, Traffic()), tmp_path / "cache")
+    outcome = fetch(Store(uri, [], {}, Traffic(), {}), tmp_path / "cache")
     assert outcome.code == 2
     assert outcome.result["error"] == "Unsupported"
     assert "not supported yet" in outcome.result["message"]

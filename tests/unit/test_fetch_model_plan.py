@@ -9,6 +9,7 @@ from inferfleet.weights.plan import (
     FileStep,
     Listing,
     RemoteFile,
+    build_marker,
     compute_listing_revision,
     compute_path_problems,
     compute_space_shortfall,
@@ -108,3 +109,15 @@ def test_an_s3_revision_changes_when_an_object_does() -> None:
     b = (RemoteFile("x", 1, md5="1" * 32), RemoteFile("y", 2))
     assert compute_listing_revision(a) == compute_listing_revision(tuple(reversed(a)))
     assert compute_listing_revision(a) != compute_listing_revision(b)
+
+
+def test_the_marker_counts_files_by_the_checksum_that_verified_them() -> None:
+    multipart = RemoteFile("model-00003-of-00003.safetensors", 7000)  # an S3 multipart ETag is no MD5
+    marker = build_marker("hf://acme/m", Listing("abc123", (*LISTING.files, multipart)))
+    assert marker == {
+        "source": "hf://acme/m",
+        "revision": "abc123",
+        "files": 4,
+        "bytes": 16100,
+        "checksums": {"git-sha1": 1, "sha256": 2, "size": 1},
+    }

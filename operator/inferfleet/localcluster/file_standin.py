@@ -56,9 +56,11 @@ class ThreadedServer:
         self.url = f"http://{host}:{port}"
 
     def stop(self) -> None:
+        """Close the listener and end the thread (a second call does nothing)."""
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+            self._runner = None
+            self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -15,6 +15,7 @@ from inferfleet.weights.plan import (
     FetchPlan,
     FileStep,
     Listing,
+    build_marker,
     build_size_text,
     build_space_message,
     compute_path_problems,
@@ -58,6 +59,9 @@ class FetchResult:
     revision: str
     bytes: int
     files: int
+    checksums: dict[str, int]
+    """Files verified by each kind of checksum; `size` for those whose source publishes none
+    (S3 multipart uploads)."""
     downloaded_bytes: int
     seconds: float
     from_cache: bool
@@ -75,23 +79,53 @@ def fetch_model(options: FetchOptions) -> FetchResult:
     store = _open_store(source, options)
     model = cache.ModelDir(options.cache_root, build_cache_key(source))
     with cache.hold_lock(model.lock_path, on_wait=lambda: _say(f"waiting for another fetch of {source.uri}")):
-        listing = _list(store)
+        try:
+            listing = _list(store)
+        except FetchError as e:
+            cached = _published_for_ref(model, source) if e.reason == "SourceUnavailable" else None
+            if cached is None:
+                raise
+            _say(f"{e}; the node already holds {source.ref_name}: using it")
+            return _result(source, *cached, downloaded=0, started=started, from_cache=True)
         published = model.published(listing.revision)
         marker = cache.read_published(published)
         from_cache, downloaded = marker is not None, 0
         if marker is None:
             cache.remove_stagings(model, keep=listing.revision)
             downloaded = _fetch_into_staging(store, listing, model.staging(listing.revision), options)
-            marker = {"source": source.uri, "revision": listing.revision, "files": len(listing.files)}
-            marker["bytes"] = sum(f.size for f in listing.files)
+            marker = build_marker(source.uri, listing)
             cache.publish(model.staging(listing.revision), published, marker)
         cache.write_ref(model.ref_path(source.ref_name), listing.revision)
+    return _result(source, published, marker, downloaded=downloaded, started=started, from_cache=from_cache)
+
+
+def _published_for_ref(model: cache.ModelDir, source: ModelSource) -> tuple[Path, dict[str, object]] | None:
+    """The published revision the source's ref pointed at when it was last fetched, if any."""
+    try:
+        revision = model.ref_path(source.ref_name).read_text().strip()
+    except OSError:
+        return None
+    marker = cache.read_published(model.published(revision)) if revision else None
+    return None if marker is None else (model.published(revision), marker)
+
+
+def _result(
+    source: ModelSource,
+    path: Path,
+    marker: dict[str, object],
+    *,
+    downloaded: int,
+    started: float,
+    from_cache: bool,
+) -> FetchResult:
+    checksums = marker.get("checksums")
     return FetchResult(
         source=source.uri,
-        path=str(published),
-        revision=listing.revision,
+        path=str(path),
+        revision=str(marker.get("revision", path.name)),
         bytes=int(str(marker.get("bytes", 0))),
         files=int(str(marker.get("files", 0))),
+        checksums={str(k): int(v) for k, v in checksums.items()} if isinstance(checksums, dict) else {},
         downloaded_bytes=downloaded,
         seconds=round(time.monotonic() - started, 3),
         from_cache=from_cache,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -117,6 +118,18 @@ def compute_listing_revision(files: Iterable[RemoteFile]) -> str:
     a new revision and never mix with the old ones."""
     lines = sorted(f"{f.path}\t{f.size}\t{f.md5 or f.sha256 or ''}" for f in files)
     return "etag-" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def build_marker(source: str, listing: Listing) -> dict[str, object]:
+    """What a published revision records about itself (and a later fetch reports from cache)."""
+    kinds = Counter(f.checksum[0] if f.checksum else "size" for f in listing.files)
+    return {
+        "source": source,
+        "revision": listing.revision,
+        "files": len(listing.files),
+        "bytes": sum(f.size for f in listing.files),
+        "checksums": dict(sorted(kinds.items())),
+    }
 
 
 def build_size_text(n: int) -> str:
