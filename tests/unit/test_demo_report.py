@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from inferfleet.demo.driver import demo_body
-from inferfleet.demo.report import ATTRIBUTION, RunRecorder, summarize, write_report
+from inferfleet.demo.door import DoorSample, GatewayCounts, parse_door_result, parse_gateway_counters
+from inferfleet.demo.report import ATTRIBUTION, RunRecorder, ServedTotals, summarize, write_report
+from inferfleet.demo.services import demo_body
 from inferfleet.demo.view import GpuUsage, StatusView, build_snapshot, render_table
+from inferfleet.gateway.metrics import GatewayMetrics
 
 START = datetime(2026, 11, 22, 5, 0, 0, tzinfo=UTC)
 
@@ -126,8 +128,14 @@ def group_pods(*nodes: str | None) -> list[dict[str, Any]]:
 PODS = SMALL_PODS + group_pods("h100-a-1", "h100-a-2")
 
 
-def table_text(services: list[dict[str, Any]], now: datetime = START + timedelta(seconds=100)) -> str:
-    snapshot = build_snapshot(services, NODES, PODS, now=now, elapsed_seconds=100, remaining_seconds=200)
+def table_text(
+    services: list[dict[str, Any]],
+    now: datetime = START + timedelta(seconds=100),
+    door: dict[str, DoorSample] | None = None,
+) -> str:
+    snapshot = build_snapshot(
+        services, NODES, PODS, now=now, elapsed_seconds=100, remaining_seconds=200, door=door
+    )
     console = Console(file=io.StringIO(), width=220, record=True)
     console.print(render_table(snapshot))
     return console.export_text()
@@ -140,9 +148,12 @@ def row_of(text: str, name: str) -> list[str]:
 
 def test_table_shows_replicas_queue_gpus_zones_and_the_last_decision() -> None:
     history = [decision(10, 1, 4, "QueueAboveTarget"), decision(70, 4, 3, "LoadBelowCapacity")]
-    text = table_text([small(3, 3, history, queue=7.5), big(PLACED_GROUP)])
+    door = {"llama-8b": DoorSample(queued=102.0, in_flight=128.0, arrival_rate=3.4746)}
+    text = table_text([small(3, 3, history, queue=7.5), big(PLACED_GROUP)], door=door)
 
-    _, model, layout, replicas, queue, gpus, placement, phase, last = row_of(text, "llama-8b")
+    _, model, layout, replicas, arrivals, door_queue, in_flight, queue, gpus, placement, phase, last = row_of(
+        text, "llama-8b"
+    )
     assert (model, layout, replicas, queue, gpus, phase) == (
         "llama-3.1-8b-instruct",
         "1x1 / 1 pod",
@@ -151,13 +162,15 @@ def test_table_shows_replicas_queue_gpus_zones_and_the_last_decision() -> None:
         "3",
         "Ready",
     )
+    assert (arrivals, door_queue, in_flight) == ("3.5", "102", "128")
     assert placement == "zone-a:1 zone-b:2"
     assert last == "↓ 4→3 LoadBelowCapacity 0:30 ago"
 
     big_row = row_of(text, "llama-405b")
     assert big_row[2] == "8x2 / 2 pods"
-    assert big_row[4:7] == ["-", "16", "zone-a/rack-a1:1"]
-    assert big_row[8] == "-"
+    assert big_row[4:7] == ["-", "-", "-"]  # no gateway series for it (yet)
+    assert big_row[7:10] == ["-", "16", "zone-a/rack-a1:1"]
+    assert big_row[11] == "-"
 
 
 def test_header_counts_gpus_in_use_per_product() -> None:
@@ -185,12 +198,13 @@ def test_a_pipe_gets_the_table_again_only_when_more_than_clock_and_queue_changed
             now=START + timedelta(seconds=seconds),
             elapsed_seconds=seconds,
             remaining_seconds=None,
+            door={"llama-8b": DoorSample(queue, 64.0 * replicas, seconds)},
         )
         view.show(snapshot)
 
     with view:
         show(0, 1, 0)
-        show(2, 1, 9)  # only the clock and the queue moved
+        show(2, 1, 9)  # only the clock, the queue and the door moved
         show(4, 2, 9)
     assert out.getvalue().count("LAST SCALING DECISION") == 2
 
@@ -209,8 +223,34 @@ def record_run() -> RunRecorder:
         # scalingHistory keeps only the last 3 here: the recorder must still count all four.
         services = [small(replicas, replicas, seen[-3:], queue=queue), big(PLACED_GROUP)]
         group = group_pods("h100-a-1" if t >= 20 else None, "h100-a-2")
-        offered = {"llama-8b": (load, queue), "llama-405b": (1.0, 0.0)}
+        offered = {"llama-8b": load, "llama-405b": 1.0}
         recorder.record(t, services, NODES, SMALL_PODS + group, offered)
+    return recorder
+
+
+# A recorded demo run's first 17 s (100 s run, every request through the gateway): the 8B at one
+# replica gets the trace's busy phase, the gateway queues what its 64 slots cannot take, and the
+# autoscaler goes 1 -> 5 at 6 s, before Prometheus has two scrapes of the door's arrivals
+# counter. Door arrivals are rate(...[1m]): they lag the offered load for the first minute.
+# (t, offered req/s, door: arrivals req/s, queued, in flight, operator's queue, desired, ready)
+GATEWAY_RUN = [
+    (0.0, 13.9, None, None, None, 0.0, 1, 1),
+    (6.2, 46.1, 3.47, 102.0, 128.0, 0.0, 1, 1),
+    (10.4, 54.6, 6.93, 0.0, 285.0, 133.0, 5, 5),
+    (17.1, 48.3, 12.6, 0.0, 245.0, 0.0, 5, 5),
+]
+SCALE_UP_MESSAGE = "queue 133, running 64 on 1/1 replicas ready; recommend 5, scaling up to 5"
+
+
+def record_gateway_run() -> RunRecorder:
+    recorder = RunRecorder(started=START)
+    up = {**decision(6, 1, 5, "QueueAboveTarget"), "message": SCALE_UP_MESSAGE}
+    for t, offered, rate, queued, in_flight, queue, desired, ready in GATEWAY_RUN:
+        services = [small(desired, ready, [up] if t >= 6 else [], queue=queue)]
+        door = {} if rate is None else {"llama-8b": DoorSample(queued, in_flight, rate)}
+        recorder.record(t, services, NODES, SMALL_PODS, {"llama-8b": offered}, door)
+    counted = GatewayCounts(arrivals=5129, responses={"200": 5129})
+    recorder.services["llama-8b"].served = ServedTotals(5129, 5129, 0, p50=3.98, p95=4.36, gateway=counted)
     return recorder
 
 
@@ -224,6 +264,9 @@ def test_summary_counts_scale_ups_and_downs_with_reasons() -> None:
         "1x1 / 1 pod",
         "1 to 4",
         "1 to 4",
+        "-",  # no gateway series recorded: no door columns to show
+        "-",
+        "-",
         "2",
         "2",
         "40",
@@ -233,7 +276,7 @@ def test_summary_counts_scale_ups_and_downs_with_reasons() -> None:
         "- **llama-8b**: 2 scale-ups (1 LoadAboveCapacity, 1 QueueAboveTarget), "
         "2 scale-downs (2 LoadBelowCapacity)"
     ) in markdown
-    assert "  - at 200 s: 4 → 3 LoadBelowCapacity: 4 -> 3" in markdown
+    assert "  - at 200 s: 4 → 3 LoadBelowCapacity: 4 -> 3 [no door signals in Prometheus yet]" in markdown
     assert "- **llama-405b**: no scaling decisions" in markdown
     assert ATTRIBUTION in markdown
     assert "[report.png](report.png)" in markdown
@@ -278,3 +321,79 @@ def test_the_demo_shortens_scale_down_windows_but_not_the_example() -> None:
     assert demo_body({"spec": {"scaling": {}}})["spec"]["scaling"]["scaleDownStabilizationSeconds"] == 60
     assert example["spec"]["scaling"]["scaleDownStabilizationSeconds"] == 600
     assert "scaling" not in demo_body({"spec": {}})["spec"]
+
+
+def test_summary_shows_the_door_next_to_replicas_and_what_each_decision_saw_there() -> None:
+    markdown = summarize(record_gateway_run(), duration_seconds=17, sample_seconds=5)
+    [row] = [line for line in markdown.splitlines() if line.startswith("| llama-8b ")]
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    # replicas, then peak arrivals at the door, queue at the door, in flight
+    assert cells[3:8] == ["1 to 5", "1 to 5", "12.6", "102", "285"]
+    assert cells[10:] == ["133", "54.6"]  # the operator's queue (door + engines) and the offered load
+    assert (
+        "- **llama-8b**: 1 scale-up (1 QueueAboveTarget), 0 scale-downs; "
+        "1 of 1 while the gateway's arrivals and queue were in Prometheus"
+    ) in markdown
+    assert (
+        f"  - at 6 s: 1 → 5 QueueAboveTarget: {SCALE_UP_MESSAGE} "
+        "[door at 6 s: 3.5 req/s arriving, 102 queued, 128 in flight]"
+    ) in markdown
+    assert (
+        "- **llama-8b**: sent 5129, answered 5129, failed 0; latency p50 3.98 s, p95 4.36 s; "
+        "the gateway counted 5129 arrivals, answered 5129 with 200"
+    ) in markdown
+
+
+def test_summary_tells_how_long_the_door_held_the_first_request_of_a_service_at_zero() -> None:
+    recorder = RunRecorder(started=START)
+    asleep = service("llama-1b", "llama-3.2-1b-instruct", 0, {"readyReplicas": 0, "shardPlan": SMALL_PLAN})
+    asleep["spec"]["scaling"]["minReplicas"] = 0
+    recorder.record(0, [asleep], NODES, [], {"llama-1b": 0.0})
+    counted = GatewayCounts(arrivals=88, responses={"200": 88}, activations=1)
+    recorder.services["llama-1b"].served = ServedTotals(88, 88, 0, first_answer=(16.2, 4.21), gateway=counted)
+    markdown = summarize(recorder, duration_seconds=0, sample_seconds=5)
+    assert (
+        "- **llama-1b**: sent 88, answered 88, failed 0; "
+        "the gateway counted 88 arrivals, answered 88 with 200, woke the service from zero 1 time; "
+        "its first request (sent at 16 s) was held at the door, "
+        "answered after 4.2 s"
+    ) in markdown
+
+
+def test_the_door_is_read_from_the_fleet_querys_gateway_series_of_the_demo_namespace() -> None:
+    # Prometheus' answer to DOOR_QUERY, as recorded: one series per (service, signal).
+    def series(namespace: str, service: str, signal: str, value: str) -> dict[str, Any]:
+        labels = {"namespace": namespace, "inferfleet_io_service": service, "inferfleet_signal": signal}
+        return {"metric": labels, "value": [1765000000.0, value]}
+
+    result = [
+        series("demo", "llama-3-1-8b", "gateway_waiting", "102"),
+        series("demo", "llama-3-1-8b", "gateway_running", "128"),
+        series("demo", "llama-3-1-8b", "arrival_rate", "3.4746"),
+        series("demo", "llama-3-2-1b", "gateway_waiting", "0"),
+        series("demo", "llama-3-2-1b", "arrival_rate", "NaN"),
+        series("other", "llama-3-1-8b", "gateway_waiting", "7"),
+    ]
+    assert parse_door_result(result, "demo") == {
+        "llama-3-1-8b": DoorSample(queued=102.0, in_flight=128.0, arrival_rate=3.4746),
+        "llama-3-2-1b": DoorSample(queued=0.0, in_flight=None, arrival_rate=None),
+    }
+
+
+def test_the_gateways_counters_are_read_from_its_own_metrics_text() -> None:
+    from prometheus_client import generate_latest
+
+    metrics = GatewayMetrics()  # the gateway's own registry, as /metrics exposes it
+    for _ in range(88):
+        metrics.arrivals.labels("demo", "llama-3-2-1b").inc()
+        metrics.responses.labels("demo", "llama-3-2-1b", "200").inc()
+    metrics.activations.labels("demo", "llama-3-2-1b").inc()
+    metrics.arrivals.labels("demo", "llama-3-1-8b").inc(3)
+    metrics.responses.labels("demo", "llama-3-1-8b", "200").inc(2)
+    metrics.responses.labels("demo", "llama-3-1-8b", "503").inc()
+    metrics.arrivals.labels("other", "llama-3-1-8b").inc(5)
+    counted = parse_gateway_counters(generate_latest(metrics.registry).decode(), "demo")
+    assert counted == {
+        "llama-3-1-8b": GatewayCounts(3, {"200": 2, "503": 1}, 0),
+        "llama-3-2-1b": GatewayCounts(88, {"200": 88}, 1),
+    }

@@ -1,19 +1,26 @@
-"""`inferfleet demo`: the local GPU cluster, Prometheus and the operator, brought up together.
+"""`inferfleet demo`: the local GPU cluster, Prometheus, the operator and the gateway, brought up together.
 
-It installs the CRD, applies every InferenceService in examples/, drives load from the shared
-Azure LLM traces (CC-BY 4.0, Patel et al., ISCA 2024) through simulated engines that Prometheus
-scrapes, and shows what the operator makes of it in a live table (demo.view). At the end, on
-Ctrl-C or when --duration runs out, it writes a report (demo.report) and tears everything down.
+It installs the CRD, applies every InferenceService in examples/ and one of its own that scales
+to zero (demo.services), and drives load from the shared Azure LLM traces (CC-BY 4.0, Patel et
+al., ISCA 2024) through the gateway (`inferfleet gateway`, the chart's RBAC) to simulated engines
+at the pods' own IPs (localcluster.pod_engines), which Prometheus scrapes with the gateway. The
+operator runs with --gateway-url, so each service's status.endpoint is its URL at the gateway, and
+its autoscaler reads the door's arrivals and queue. A live table (demo.view) shows what the
+operator makes of it. At the end, on Ctrl-C or when --duration runs out, it writes a report
+(demo.report) and tears everything down.
+
+The pod IPs are local only in a private network namespace (localcluster.private_network): the
+demo process enters one before it starts anything, so the cluster, Prometheus, the operator and
+the gateway all run in it, and nothing outside can reach them.
 """
 
 from __future__ import annotations
 
-import copy
 import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -26,34 +33,41 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from inferfleet.api import GROUP, PLURAL, VERSION
-from inferfleet.demo.report import RunRecorder, write_report
+from inferfleet.demo.door import DoorSample, read_door, read_gateway_counters
+from inferfleet.demo.report import RunRecorder, ServedTotals, write_report
+from inferfleet.demo.services import (
+    BUSY_SECONDS,
+    CYCLE_SECONDS,
+    QUIET_SHARE,
+    TRACE_SCALE,
+    demo_body,
+    load_of,
+    scale_from_zero_body,
+)
 from inferfleet.demo.view import StatusView, build_snapshot
+from inferfleet.localcluster.binaries import ensure_binaries
 from inferfleet.localcluster.cluster import LocalCluster
 from inferfleet.localcluster.crds import install_crds
+from inferfleet.localcluster.gateway_identity import install_gateway_identity
+from inferfleet.localcluster.gateway_process import GatewayProcess
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.paths import cache_dir, repo_root
-from inferfleet.localcluster.prometheus import LocalPrometheus
+from inferfleet.localcluster.pod_engines import PodEngines
+from inferfleet.localcluster.private_network import enter_private_network
+from inferfleet.localcluster.prometheus import LocalPrometheus, find_prometheus
 from inferfleet.localcluster.waiting import WaitTimeoutError, wait_for
 from inferfleet.planning.names import selector_string
-from inferfleet.sim.fleet import RateFn, SimulatedFleet, step_load
+from inferfleet.sim.load import GatewayLoad, ModelLoad
 from inferfleet.sim.traces import load_arrivals, trace_rate
 
 DEMO_NAMESPACE = "demo"
 REFRESH_SECONDS = 2.0
 SAMPLE_SECONDS = 5.0
 GROUP_WAIT_SECONDS = 60.0
-
-# The load cycle: the conversation trace's hour replayed in CYCLE_SECONDS, at full strength for
-# BUSY_SECONDS, then at QUIET_SHARE of it (the lull) until the cycle repeats. A 5-minute run sees
-# the fleet grow on the busy part and shrink on the quiet one.
-CYCLE_SECONDS, BUSY_SECONDS, QUIET_SHARE = 300.0, 120.0, 0.15
-TRACE_SCALE = 0.9
-"""Busy-phase load: about 55 requests/s, 4 to 6 replicas of the 8B model at 64 concurrent requests."""
-WINDOW_DIVISOR = 5
-"""The demo replays an hour in 5 minutes; a scale-down stabilization window of 300 s (the 8B
-example, 600 s for the 70B) would outlast the whole run, since a fleet only shrinks once the
-window has passed since its last high recommendation. The demo divides the windows by this; the
-files in examples/ keep their values."""
+MAX_TOKENS, TOKENS_PER_SECOND = 64, 16.0
+"""Each request generates 64 tokens at 16 tokens/s: 4 s on an engine, as a short chat answer."""
+LOAD_GRACE_SECONDS = 30.0
+"""At the end, requests still outstanding get this long to finish before they are cut."""
 
 
 def _say(msg: str) -> None:
@@ -75,16 +89,6 @@ def describe_inventory(api: client.CoreV1Api) -> list[str]:
         f"{zone:8} {product:24} nodes={n:2} gpus={gpus[(zone, product)]:3}"
         for (zone, product), n in sorted(by_zone_product.items())
     ]
-
-
-def demo_body(body: dict[str, Any]) -> dict[str, Any]:
-    """The example as the demo applies it: scale-down windows shortened (see WINDOW_DIVISOR)."""
-    body = copy.deepcopy(body)
-    scaling = body["spec"].get("scaling")
-    if scaling is not None:
-        window = int(scaling.get("scaleDownStabilizationSeconds", 300))
-        scaling["scaleDownStabilizationSeconds"] = window // WINDOW_DIVISOR
-    return body
 
 
 def group_pods_bound(api: client.ApiClient, name: str) -> bool:
@@ -113,12 +117,12 @@ def apply_examples(api: client.ApiClient) -> list[dict[str, Any]]:
     node planned for the 405B), and the group stays half-placed until GPUs free up. Applying in
     sequence keeps the demo about placement rather than that race.
     """
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    core.create_namespace({"metadata": {"name": DEMO_NAMESPACE}})
+    custom = client.CustomObjectsApi(api)
     bodies = [
         demo_body(yaml.safe_load(path.read_text())) for path in (repo_root() / "examples").glob("*.yaml")
     ]
     bodies.sort(key=lambda body: -float(body["spec"]["model"].get("parametersBillions", 0)))
+    bodies.append(scale_from_zero_body())
     for body in bodies:
         name = body["metadata"]["name"]
         custom.create_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, PLURAL, body)
@@ -129,40 +133,21 @@ def apply_examples(api: client.ApiClient) -> list[dict[str, Any]]:
     return bodies
 
 
-def busy_then_quiet(trace: RateFn) -> RateFn:
-    def load(t: float) -> float:
-        within = t % CYCLE_SECONDS
-        return trace(within) * (1.0 if within < BUSY_SECONDS else QUIET_SHARE)
-
-    return load
-
-
-def start_load(
-    api: client.ApiClient, prometheus: LocalPrometheus, bodies: list[dict[str, Any]]
-) -> dict[str, SimulatedFleet]:
-    """Autoscaled services get the trace's busy-then-quiet cycle; the others a light steady load."""
+def start_load(gateway_url: str, bodies: list[dict[str, Any]]) -> GatewayLoad:
+    """Every service's load through the gateway, each request naming the service's model."""
     conversation = repo_root() / "traces" / "azure-llm-2023-conv.csv"  # CC-BY 4.0, see traces/README.md
-    fleets = {}
-    for body in bodies:
-        name, spec = body["metadata"]["name"], body["spec"]
-        concurrency = int(spec["engine"].get("maxConcurrentRequests", 256))
-        if spec.get("scaling"):
-            arrivals = load_arrivals(conversation)
-            trace = trace_rate(arrivals, compression=arrivals[-1] / CYCLE_SECONDS, scale=TRACE_SCALE)
-            load = busy_then_quiet(trace)
-            window = spec["scaling"]["scaleDownStabilizationSeconds"]
-            _say(
-                f"load on {name}: {conversation.name}, an hour in {CYCLE_SECONDS:.0f}s: busy for "
-                f"{BUSY_SECONDS:.0f}s, then {QUIET_SHARE:.0%}; scale-down window {window}s for the demo"
-            )
-        else:
-            load = step_load(1.0, 24 * 3600)
-        model = spec["model"]["name"]
-        fleet = SimulatedFleet(
-            api, prometheus, DEMO_NAMESPACE, name, model, load, concurrency, service_seconds=4
-        )
-        fleets[name] = fleet.start()
-    return fleets
+    arrivals = load_arrivals(conversation)
+    trace = trace_rate(arrivals, compression=arrivals[-1] / CYCLE_SECONDS, scale=TRACE_SCALE)
+    _say(
+        f"load through the gateway at {gateway_url}: {conversation.name}, an hour in {CYCLE_SECONDS:.0f}s, "
+        f"busy for {BUSY_SECONDS:.0f}s, then {QUIET_SHARE:.0%}, on autoscaled services; "
+        "bursts on the one that scales to zero; 1 req/s on the others"
+    )
+    loads = {
+        body["metadata"]["name"]: ModelLoad(body["spec"]["model"]["name"], load_of(body["spec"], trace))
+        for body in bodies
+    }
+    return GatewayLoad(gateway_url, loads, max_tokens=MAX_TOKENS).start()
 
 
 @dataclass
@@ -184,27 +169,30 @@ def read_cluster(api: client.ApiClient) -> ClusterObjects:
     return ClusterObjects(services, nodes, pods)
 
 
+def read_door_or_nothing(prometheus: LocalPrometheus) -> dict[str, DoorSample]:
+    try:
+        return read_door(prometheus.url, DEMO_NAMESPACE)
+    except (OSError, ValueError) as e:
+        _say(f"reading the gateway's series from Prometheus failed ({e})")
+        return {}
+
+
 def default_report_dir() -> Path:
     return cache_dir() / "demo" / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def watch(
-    api: client.ApiClient,
-    fleets: dict[str, SimulatedFleet],
-    recorder: RunRecorder,
-    stop: threading.Event,
-    duration_seconds: float | None,
-    started: float,
+    stack: DemoStack, recorder: RecorderClock, stop: threading.Event, duration_seconds: float | None
 ) -> None:
     """Refresh the view every REFRESH_SECONDS and sample every SAMPLE_SECONDS until stopped.
 
-    `started` is the monotonic time the load started: the duration, the samples' times and the
-    offered load all count from it.
+    The duration, the samples' times and the offered load all count from the load's start.
     """
-    next_sample = started
+    assert stack.load is not None
+    api, load = stack.cluster.api_client(), stack.load
     with StatusView() as view:
         while not stop.is_set():
-            elapsed = time.monotonic() - started
+            elapsed = load.elapsed()
             remaining = None if duration_seconds is None else duration_seconds - elapsed
             if remaining is not None and remaining <= 0:
                 break
@@ -213,22 +201,49 @@ def watch(
             except (ApiException, HTTPError) as e:
                 _say(f"reading the cluster failed ({e}); retrying")
             else:
-                now = datetime.now(UTC)
-                view.show(
-                    build_snapshot(
-                        objects.services,
-                        objects.nodes,
-                        objects.pods,
-                        now=now,
-                        elapsed_seconds=elapsed,
-                        remaining_seconds=remaining,
+                door = read_door_or_nothing(stack.prometheus)
+                snapshot = build_snapshot(
+                    objects.services, objects.nodes, objects.pods, now=datetime.now(UTC),
+                    elapsed_seconds=elapsed, remaining_seconds=remaining, door=door,
+                )  # fmt: skip
+                view.show(snapshot)
+                if elapsed >= recorder.next_sample:
+                    offered = {name: m.rate(elapsed) for name, m in load.loads.items()}
+                    recorder.recorder.record(
+                        elapsed, objects.services, objects.nodes, objects.pods, offered, door
                     )
-                )
-                if time.monotonic() >= next_sample:
-                    offered = {name: (f.load(elapsed), float(f.snapshot()[1])) for name, f in fleets.items()}
-                    recorder.record(elapsed, objects.services, objects.nodes, objects.pods, offered)
-                    next_sample += SAMPLE_SECONDS
+                    recorder.next_sample += SAMPLE_SECONDS
             stop.wait(timeout=REFRESH_SECONDS)
+
+
+@dataclass
+class RecorderClock:
+    recorder: RunRecorder
+    next_sample: float = 0.0
+
+
+def record_served(stack: DemoStack, recorder: RunRecorder) -> None:
+    """What the load sent and got, next to what the gateway counted (its /metrics, before it stops)."""
+    if stack.load is None:
+        return
+    try:
+        counted = read_gateway_counters(stack.gateway.metrics_url, DEMO_NAMESPACE)
+    except (OSError, ValueError) as e:
+        _say(f"could not read the gateway's counters: {e}")
+        counted = None
+    for name, m in stack.load.loads.items():
+        ordered = sorted(m.latencies)
+        history = recorder.services.get(name)
+        if history is None:
+            continue
+        history.served = ServedTotals(
+            m.sent, m.ok, m.errors, m.skipped, m.cancelled,
+            p50=ordered[len(ordered) // 2] if ordered else None,
+            p95=ordered[min(int(len(ordered) * 0.95), len(ordered) - 1)] if ordered else None,
+            first_answer=m.first_answer,
+            gateway=None if counted is None else counted.get(name),
+            error_samples=tuple(m.error_samples),
+        )  # fmt: skip
 
 
 def finish_report(recorder: RunRecorder, report_dir: Path | None) -> None:
@@ -250,23 +265,81 @@ def finish_report(recorder: RunRecorder, report_dir: Path | None) -> None:
     _say(f"report: {markdown} and {markdown.with_name('report.png')}")
 
 
-def _start_cluster(cluster: LocalCluster) -> None:
-    _say("building (first run only) and starting the local GPU cluster ...")
-    started = time.monotonic()
-    cluster.create()
-    _say(f"cluster up in {time.monotonic() - started:.0f}s; KUBECONFIG={cluster.kubeconfig}")
-    for line in describe_inventory(client.CoreV1Api(cluster.api_client())):
-        _say("  " + line)
+@dataclass
+class DemoStack:
+    """Everything the demo starts, in the order it starts them; `stop` undoes it in reverse."""
 
+    name: str
+    cluster: LocalCluster
+    prometheus: LocalPrometheus
+    gateway: GatewayProcess
+    operator: OperatorProcess
+    engines: PodEngines | None = None
+    load: GatewayLoad | None = None
+    workdir: Path = field(default_factory=Path)
 
-def _start_operator(operator: OperatorProcess, prometheus: LocalPrometheus) -> None:
-    # The local scheduler's bin-packing profile for single-pod replicas (see kube-scheduler.yaml).
-    operator.extra_args = ["--prometheus-url", prometheus.url, "--autoscale-interval", "5",
-                           "--scheduler-name", "inferfleet-binpack"]  # fmt: skip
-    operator.start()
-    prometheus.add_target("inferfleet-operator", f"127.0.0.1:{operator.metrics_port}")
-    _say(f"operator running (pid {operator.pid}), liveness {operator.liveness_url}")
-    _say(f"operator log: {operator.log_path}; its metrics are scraped by Prometheus too")
+    @classmethod
+    def create(cls, name: str) -> DemoStack:
+        workdir = cache_dir() / "demo" / name
+        cluster = LocalCluster(name=name)
+        return cls(
+            name, cluster, LocalPrometheus(workdir=workdir / "prometheus"),
+            GatewayProcess(workdir / "gateway.kubeconfig", workdir / "gateway.log", [DEMO_NAMESPACE]),
+            OperatorProcess(kubeconfig=cluster.kubeconfig, log_path=workdir / "operator.log"),
+            workdir=workdir,
+        )  # fmt: skip
+
+    def start_cluster(self) -> client.ApiClient:
+        _say("starting the local GPU cluster in a private network (pod IPs are local only there) ...")
+        started = time.monotonic()
+        self.cluster.create()
+        _say(f"cluster up in {time.monotonic() - started:.0f}s")
+        api = self.cluster.api_client()
+        for line in describe_inventory(client.CoreV1Api(api)):
+            _say("  " + line)
+        self.prometheus.start()
+        _say(f"Prometheus at {self.prometheus.url}")
+        install_crds(api)  # before the operator, as `helm install` does: kopf serves kinds it finds at start
+        client.CoreV1Api(api).create_namespace({"metadata": {"name": DEMO_NAMESPACE}})
+        return api
+
+    def start_serving(self, api: client.ApiClient) -> None:
+        """The engines at pod IPs, the gateway (the chart's RBAC) and the operator pointing at it."""
+        self.engines = PodEngines(
+            api, tokens_per_second=TOKENS_PER_SECOND, prometheus=self.prometheus
+        ).start()
+        install_gateway_identity(api, self.cluster.kubeconfig, [DEMO_NAMESPACE], self.gateway.kubeconfig)
+        self.gateway.start()
+        # The gateway's series carry each service's namespace and inferfleet_io_service labels,
+        # as the chart's ServiceMonitor keeps them (honorLabels): the target adds only its job.
+        self.prometheus.add_target("inferfleet-gateway", self.gateway.metrics_address)
+        _say(f"gateway at {self.gateway.url} (namespace {DEMO_NAMESPACE}); log: {self.gateway.log_path}")
+        # The local scheduler's bin-packing profile for single-pod replicas (see kube-scheduler.yaml).
+        self.operator.extra_args = [
+            "--prometheus-url", self.prometheus.url, "--autoscale-interval", "5",
+            "--scheduler-name", "inferfleet-binpack", "--gateway-url", self.gateway.url,
+        ]  # fmt: skip
+        self.operator.start()
+        self.prometheus.add_target("inferfleet-operator", f"127.0.0.1:{self.operator.metrics_port}")
+        _say(f"operator running (pid {self.operator.pid}); log: {self.operator.log_path}")
+
+    def stop(self, keep: bool) -> None:
+        if self.engines is not None:
+            self.engines.stop()
+        self.gateway.stop()
+        self.operator.stop()
+        self.prometheus.stop()
+        if keep:
+            pids = self.cluster.workdir / "clusters" / self.name / "pids"
+            _say(
+                f"cluster left running in the demo's private network: enter it with "
+                f"`nsenter --net=/proc/$(cat {pids}/kube-apiserver.pid)/ns/net`, then "
+                f"export KUBECONFIG={self.cluster.kubeconfig}; "
+                f"`inferfleet cluster down --name {self.name}` removes it"
+            )
+        else:
+            self.cluster.delete()
+            _say("cluster removed")
 
 
 def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_dir: Path | None = None) -> int:
@@ -275,48 +348,37 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_di
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    _say("building (first run only) the local cluster's binaries ...")
+    ensure_binaries()  # may fetch Go modules: before the private network, which has no way out
+    find_prometheus()
+    enter_private_network()  # before any thread starts
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    cluster = LocalCluster(name=name)
-    prometheus = LocalPrometheus(workdir=cache_dir() / "demo" / "prometheus")
-    operator = OperatorProcess(kubeconfig=cluster.kubeconfig, log_path=cache_dir() / "demo" / "operator.log")
-    fleets: dict[str, SimulatedFleet] = {}
+    stack = DemoStack.create(name)
     recorder: RunRecorder | None = None
     try:
-        _start_cluster(cluster)
+        api = stack.start_cluster()
         if stop.is_set():
             return 0
-        prometheus.start()
-        _say(f"Prometheus at {prometheus.url}")
-        api = cluster.api_client()
-        install_crds(api)  # before the operator, as `helm install` does: kopf serves kinds it finds at start
-        _start_operator(operator, prometheus)
-        if stop.is_set():
-            return 0
+        stack.start_serving(api)
         bodies = apply_examples(api)
-        _say(f"applied {len(bodies)} examples in namespace {DEMO_NAMESPACE}")
-        load_started, recorder = time.monotonic(), RunRecorder(started=datetime.now(UTC))
-        fleets = start_load(api, prometheus, bodies)
+        _say(f"applied {len(bodies)} InferenceServices in namespace {DEMO_NAMESPACE}")
+        if stop.is_set():
+            return 0
+        recorder = RunRecorder(started=datetime.now(UTC))
+        stack.load = start_load(stack.gateway.url, bodies)
         _say("Ctrl-C to stop" + (f"; stopping after {duration_seconds:.0f}s" if duration_seconds else ""))
-        watch(api, fleets, recorder, stop, duration_seconds, load_started)
+        watch(stack, RecorderClock(recorder), stop, duration_seconds)
         return 0
     finally:
         # A second Ctrl-C must not interrupt the clean-up halfway; processes started from here on
         # (kwokctl deleting the cluster) inherit the ignored SIGINT.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for fleet in fleets.values():
-            fleet.stop()
+        if stack.load is not None:
+            _say(f"load stopped; up to {LOAD_GRACE_SECONDS:.0f}s for the requests in flight")
+            stack.load.stop(grace_seconds=LOAD_GRACE_SECONDS)
         if recorder is not None:
+            record_served(stack, recorder)
             finish_report(recorder, report_dir)
-        operator.stop()
-        prometheus.stop()
-        if keep:
-            _say(
-                f"cluster left running: export KUBECONFIG={cluster.kubeconfig}; "
-                f"`inferfleet cluster down --name {name}` removes it"
-            )
-        else:
-            cluster.delete()
-            _say("cluster removed")
+        stack.stop(keep)
         for sig, handler in previous.items():
             signal.signal(sig, handler)

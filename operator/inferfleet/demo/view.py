@@ -20,11 +20,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from inferfleet.demo.door import DoorSample
 from inferfleet.planning.names import GPU_PRODUCT_LABEL, SERVICE_LABEL, ZONE_LABEL
 
 GPU_RESOURCE = "nvidia.com/gpu"
-PIPE_WIDTH = 180
+PIPE_WIDTH = 230
 """Columns of the table when stdout is not a terminal (rich would otherwise wrap it at 80)."""
+NO_DOOR = DoorSample()
+"""A service no gateway reported on (yet)."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,13 @@ class ServiceRow:
     ready: int
     desired: int
     queue: float | None
+    """status.queueDepth: the requests waiting, at the door and on engines, as the operator saw them."""
     gpus: int
     placement: str
     phase: str
     last_decision: LastDecision | None
+    door: DoorSample = NO_DOOR
+    """The gateway's queue, requests on engines and arrival rate for the service (Prometheus)."""
 
 
 @dataclass(frozen=True)
@@ -65,8 +71,8 @@ class Snapshot:
     rows: tuple[ServiceRow, ...]
 
     def content(self) -> tuple[tuple[GpuUsage, ...], tuple[ServiceRow, ...]]:
-        """What a reprint is for: everything but the clock and the queue, which moves every tick."""
-        return self.gpus, tuple(replace(row, queue=None) for row in self.rows)
+        """What a reprint is for: everything but the clock and the load, which moves every tick."""
+        return self.gpus, tuple(replace(row, queue=None, door=NO_DOOR) for row in self.rows)
 
 
 def parse_time(value: object) -> datetime | None:
@@ -148,7 +154,10 @@ def layout_of(plan: Mapping[str, Any]) -> str:
 
 
 def service_row(
-    service: Mapping[str, Any], pods: Iterable[Mapping[str, Any]], labels: Mapping[str, Mapping[str, str]]
+    service: Mapping[str, Any],
+    pods: Iterable[Mapping[str, Any]],
+    labels: Mapping[str, Mapping[str, str]],
+    door: DoorSample = NO_DOOR,
 ) -> ServiceRow:
     meta, spec, status = service["metadata"], service.get("spec") or {}, service.get("status") or {}
     own = [
@@ -169,6 +178,7 @@ def service_row(
         placement=placement_summary(status.get("placement") or [], labels),
         phase=str(status.get("phase") or "-"),
         last_decision=last_decision(status),
+        door=door,
     )
 
 
@@ -180,10 +190,18 @@ def build_snapshot(
     now: datetime,
     elapsed_seconds: float,
     remaining_seconds: float | None,
+    door: Mapping[str, DoorSample] | None = None,
 ) -> Snapshot:
+    """`door`: the gateway's signals by service name (demo.door.read_door), if any."""
     nodes, pods = list(nodes), list(pods)
     labels = node_labels(nodes)
-    rows = tuple(sorted((service_row(s, pods, labels) for s in services), key=lambda r: r.name))
+    door = door or {}
+    rows = tuple(
+        sorted(
+            (service_row(s, pods, labels, door.get(s["metadata"]["name"], NO_DOOR)) for s in services),
+            key=lambda r: r.name,
+        )
+    )
     return Snapshot(now, elapsed_seconds, remaining_seconds, gpu_usage(nodes, pods), rows)
 
 
@@ -210,11 +228,21 @@ def header(snapshot: Snapshot) -> Text:
     return Text.assemble(("inferfleet demo", "bold"), f"  {clock}   GPUs in use: {gpus}")
 
 
+COLUMNS = ("SERVICE", "MODEL", "LAYOUT", "READY/DESIRED", "ARRIVALS/s", "DOOR QUEUE", "IN FLIGHT",
+           "QUEUE", "GPUs", "PLACEMENT", "PHASE", "LAST SCALING DECISION")  # fmt: skip
+"""ARRIVALS/s, DOOR QUEUE and IN FLIGHT are the gateway's, over the last minute and now; QUEUE
+is status.queueDepth, what the operator last saw waiting (at the door and on the engines)."""
+NUMERIC = {"READY/DESIRED", "ARRIVALS/s", "DOOR QUEUE", "IN FLIGHT", "QUEUE", "GPUs"}
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def render_table(snapshot: Snapshot) -> RenderableType:
     table = Table(expand=False, header_style="bold")
-    for column in ("SERVICE", "MODEL", "LAYOUT", "READY/DESIRED", "QUEUE", "GPUs", "PLACEMENT", "PHASE"):
-        table.add_column(column, justify="right" if column in ("READY/DESIRED", "QUEUE", "GPUs") else "left")
-    table.add_column("LAST SCALING DECISION")
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in NUMERIC else "left")
     for row in snapshot.rows:
         phase_style = {"Ready": "green", "Degraded": "yellow", "Failed": "red"}.get(row.phase, "cyan")
         table.add_row(
@@ -222,6 +250,9 @@ def render_table(snapshot: Snapshot) -> RenderableType:
             row.model,
             row.layout,
             f"{row.ready}/{row.desired}",
+            _number(row.door.arrival_rate, 1),
+            _number(row.door.queued),
+            _number(row.door.in_flight),
             "-" if row.queue is None else f"{row.queue:g}",
             str(row.gpus),
             row.placement,
