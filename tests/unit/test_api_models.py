@@ -17,6 +17,7 @@ from inferfleet.api import (
     EngineKind,
     InferenceService,
     InferenceServiceSpec,
+    InferenceServiceStatus,
     Phase,
     ShardingMode,
     ShardPlan,
@@ -115,6 +116,27 @@ def test_design_example_parses_with_its_values() -> None:
     assert spec.scaling.max_replicas == 8
     assert spec.scaling.scale_to_zero_after_seconds is None
     assert spec.replicas == 1
+
+
+def test_a_model_needs_only_a_name_and_a_source() -> None:
+    spec = InferenceServiceSpec.model_validate(
+        with_changes(MINIMAL_SPEC, {"model": {"name": "m", "source": "hf://Qwen/Qwen3-8B"}})
+    )
+    assert (spec.model.parameters_billions, spec.model.architecture) == (None, None)
+
+
+def test_a_status_with_model_facts_round_trips_and_a_misspelt_source_is_refused() -> None:
+    model = {
+        "source": "KnownModels",
+        "knownModel": "Qwen/Qwen3-8B",
+        "parameters": 8_190_735_360,
+        "dtype": "bfloat16",
+        "architecture": {"numLayers": 36, "hiddenSize": 4096, "numAttentionHeads": 32},
+    }
+    status = InferenceServiceStatus.read({"model": model})
+    assert status.dump() == {"conditions": [], "model": model}
+    with pytest.raises(ValidationError):
+        InferenceServiceStatus.model_validate({"model": {**model, "source": "Table"}})
 
 
 def test_minimal_spec_gets_the_documented_defaults() -> None:

@@ -64,7 +64,8 @@ def test_every_node_is_structural(path: str) -> None:
 
 
 def test_optional_fields_are_nullable_without_default() -> None:
-    for path in ("spec.scaling", "spec.sharding.tensorParallel", "spec.engine.env[].valueFrom", "status"):
+    for path in ("spec.scaling", "spec.sharding.tensorParallel", "spec.engine.env[].valueFrom", "status",
+                 "spec.model.parametersBillions", "spec.model.architecture", "status.model"):  # fmt: skip
         assert NODES[path]["nullable"] is True
         assert "default" not in NODES[path]
 
@@ -427,3 +428,10 @@ class _Union(BaseModel):
 def test_unions_other_than_optional_are_refused() -> None:
     with pytest.raises(ValueError, match=r"only `X \| None` unions"):
         structural_schema(_Union)
+
+
+def test_the_model_needs_only_a_name_and_a_source() -> None:
+    """parametersBillions and architecture come from the model's files or the known models when unset."""
+    assert NODES["spec.model"]["required"] == ["name", "source"]
+    assert NODES["status.model.source"]["enum"] == ["Spec", "KnownModels", "Files"]
+    assert NODES["status.model.parameters"]["type"] == "integer"  # counts beyond int32 (405,853,388,800)

@@ -2,11 +2,13 @@ from typing import Any
 
 import pytest
 
-from inferfleet.api import InferenceServiceSpec
+from inferfleet.api import Dtype, InferenceServiceSpec
 from inferfleet.planning.children import Owner
 from inferfleet.planning.inventory import GpuNode, ProductCapacity, build_gpu_node, summarize_products
+from inferfleet.planning.model_files import ModelFacts
 from inferfleet.planning.placement import GroupPlacement, Reservation
 from inferfleet.planning.service import GroupInputs, ServicePlan, plan_service
+from inferfleet.planning.sizing import Architecture
 
 OWNER = Owner(name="svc", namespace="ml", uid="u")
 H100 = ProductCapacity("NVIDIA-H100-80GB-HBM3", gpu_memory_gib=79.6, gpus_per_node=8, nodes=4)
@@ -208,3 +210,70 @@ def test_a_node_with_a_taint_engine_pods_do_not_tolerate_offers_no_capacity(
     assert node.ready
     assert node.schedulable is schedulable
     assert bool(summarize_products([node])) is schedulable
+
+
+# The model's facts: from the spec, the table of known models, or the model's files.
+LLAMA_70B_BARE = {
+    "name": "llama-70b",
+    "source": "hf://meta-llama/Llama-3.1-70B-Instruct",
+    "maxModelLen": 8192,
+}
+
+
+def test_a_known_model_without_a_parameter_count_is_sized_from_the_table_as_if_the_spec_said_it() -> None:
+    bare = plan_service(OWNER, spec(LLAMA_70B_BARE, product="NVIDIA-H100-80GB-HBM3"), CLUSTER)
+    written = plan_service(OWNER, spec(product="NVIDIA-H100-80GB-HBM3"), CLUSTER)
+    assert bare.blocked is None
+    assert bare.shard_plan is not None
+    assert written.shard_plan is not None
+    assert bare.shard_plan.layout == written.shard_plan.layout == "4x1"
+    assert bare.shard_plan.weights_gib == 131.4  # 70,553,706,496 x 2 bytes (the spec's 70.6: 131.5)
+    assert bare.shard_plan.kv_cache_gib == written.shard_plan.kv_cache_gib  # the table's architecture
+    assert bare.model is not None
+    assert bare.model.dump() == {
+        "source": "KnownModels",
+        "knownModel": "meta-llama/Llama-3.1-70B-Instruct",
+        "modelType": "llama",
+        "parameters": 70_553_706_496,
+        "dtype": "bfloat16",
+        "architecture": {"numLayers": 80, "hiddenSize": 8192, "numAttentionHeads": 64, "numKeyValueHeads": 8},
+    }
+    assert bare.model_mismatches == written.model_mismatches == ()
+
+
+def test_an_unknown_model_without_a_parameter_count_waits_for_its_metadata_and_creates_nothing() -> None:
+    model = {"name": "mine", "source": "hf://acme/secret-model-13b", "maxModelLen": 8192}
+    # Even with no matching GPUs: the missing count is what to fix first.
+    plan = plan_service(OWNER, spec(model, product="NVIDIA-B200"), CLUSTER)
+    assert plan.children == []
+    assert plan.shard_plan is None
+    assert plan.blocked is not None
+    assert plan.blocked.reason == "ModelMetadataPending"
+    assert "hf://acme/secret-model-13b is not one of inferfleet's known models" in plan.blocked.message
+    assert "set spec.model.parametersBillions" in plan.blocked.message
+    assert plan.model is not None
+    assert plan.model.dump() == {"source": "Spec", "dtype": "bfloat16"}
+
+
+def test_a_spec_that_contradicts_the_known_model_is_planned_as_written_and_reported() -> None:
+    wrong = {**LLAMA_70B, "parametersBillions": 8.0}
+    plan = plan_service(OWNER, spec(wrong, product="NVIDIA-H100-80GB-HBM3"), CLUSTER)
+    assert plan.shard_plan is not None
+    assert plan.shard_plan.weights_gib == 14.9
+    assert plan.model_mismatches == (
+        "spec.model.parametersBillions is 8 but inferfleet's known models "
+        "(meta-llama/Llama-3.1-70B-Instruct) say 70.55 (70,553,706,496 parameters)",
+    )
+
+
+def test_the_model_files_facts_win_over_the_table() -> None:
+    files = ModelFacts(
+        parameters=3_000_000_000, dtype=Dtype.BFLOAT16, architecture=Architecture(28, 3072, 24, 8)
+    )
+    plan = plan_service(OWNER, spec(LLAMA_70B_BARE, product="NVIDIA-L4"), CLUSTER, model_files=files)
+    assert plan.blocked is None
+    assert plan.shard_plan is not None
+    assert plan.shard_plan.weights_gib == 5.6
+    assert plan.model is not None
+    assert plan.model.source == "Files"
+    assert plan.model.parameters == 3_000_000_000

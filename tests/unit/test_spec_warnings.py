@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from inferfleet.api import InferenceServiceSpec
-from inferfleet.planning.spec_warnings import compute_spec_warnings
+from inferfleet.planning.service import compute_known_facts
+from inferfleet.planning.spec_warnings import compute_model_mismatches, compute_spec_warnings
 
 HINT = (
     "anyone who can read this InferenceService can read it; put it in a Secret and use valueFrom.secretKeyRef"
@@ -86,3 +87,52 @@ def test_each_suspect_variable_gets_its_own_warning() -> None:
         "spec.engine.env[0] (HF_TOKEN)",
         "spec.engine.env[1] (OPENAI_API_KEY)",
     ]
+
+
+# The spec against the model's known facts.
+LLAMA_8B_ARCH = {"numLayers": 32, "hiddenSize": 4096, "numAttentionHeads": 32, "numKeyValueHeads": 8}
+ORIGIN = "inferfleet's known models (meta-llama/Llama-3.1-8B-Instruct)"
+
+
+def mismatches(**model: Any) -> list[str]:
+    spec = InferenceServiceSpec.model_validate(
+        {
+            "model": {"name": "m", "source": "hf://meta-llama/Llama-3.1-8B-Instruct", **model},
+            "engine": {"kind": "vllm"},
+        }
+    )
+    return compute_model_mismatches(spec, compute_known_facts(spec))
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ({}, []),
+        ({"parametersBillions": 8.03, "architecture": LLAMA_8B_ARCH}, []),
+        ({"parametersBillions": 8}, []),  # rounded: within 5%
+        ({"parametersBillions": 8.4}, []),
+        (
+            {"parametersBillions": 8.5},
+            [f"spec.model.parametersBillions is 8.5 but {ORIGIN} say 8.03 (8,030,261,248 parameters)"],
+        ),
+        ({"dtype": "fp8"}, []),  # quantized at load from bf16 weights: engines do that
+        ({"dtype": "float32"}, [f"spec.model.dtype is float32 but {ORIGIN} say the weights are bfloat16"]),
+        (
+            {"architecture": {**LLAMA_8B_ARCH, "numKeyValueHeads": None}},
+            [f"spec.model.architecture.numKeyValueHeads is 32 but {ORIGIN} say 8"],
+        ),
+        (
+            {"architecture": {**LLAMA_8B_ARCH, "hiddenSize": 8192, "headDim": 128}},
+            [f"spec.model.architecture.hiddenSize is 8192 but {ORIGIN} say 4096"],
+        ),
+    ],
+)
+def test_spec_values_that_contradict_the_known_model_name_both_values(
+    model: dict[str, Any], expected: list[str]
+) -> None:
+    assert mismatches(**model) == expected
+
+
+def test_an_unknown_model_has_nothing_to_contradict() -> None:
+    spec = spec_with_env()
+    assert compute_model_mismatches(spec, compute_known_facts(spec)) == []

@@ -1,10 +1,20 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from inferfleet.planning.service import Blocked
-from inferfleet.planning.status import Observation, ObservedDeployment, compute_events, compute_status
+from inferfleet.api import InferenceServiceSpec
+from inferfleet.planning.children import Owner
+from inferfleet.planning.inventory import ProductCapacity
+from inferfleet.planning.service import Blocked, ServicePlan, plan_service
+from inferfleet.planning.status import (
+    Observation,
+    ObservedDeployment,
+    compute_events,
+    compute_model_consistent,
+    compute_status,
+)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -252,3 +262,55 @@ def test_refused_group_pods_make_the_service_report_pod_creation_failed() -> Non
     assert (status["phase"], ready["reason"]) == ("Degraded", "PodCreationFailed")
     assert ready["message"] == f"1/2 replicas ready; replica group 0: {message}"
     assert aggregate_groups([refused, fine]).replica_failure is None
+
+
+# ModelConsistent: the spec against the model's known facts.
+def model_plan(model: dict[str, Any]) -> ServicePlan:
+    spec = InferenceServiceSpec.model_validate({"model": model, "engine": {"kind": "vllm"}})
+    h100 = {"H100": ProductCapacity("H100", gpu_memory_gib=79.6, gpus_per_node=8, nodes=1)}
+    return plan_service(Owner("llama", "ml", "u"), spec, h100)
+
+
+LLAMA_8B = {"name": "llama", "source": "hf://meta-llama/Llama-3.1-8B-Instruct"}
+
+
+def with_model(plan: ServicePlan) -> Observation:
+    return replace(observe(plan.blocked), model=plan.model, model_consistent=compute_model_consistent(plan))
+
+
+def test_a_spec_contradicting_the_known_model_turns_model_consistent_false_with_a_warning_event() -> None:
+    agreeing = compute_status(with_model(model_plan({**LLAMA_8B, "parametersBillions": 8.03})), {}, NOW)
+    [consistent] = [c for c in agreeing["conditions"] if c["type"] == "ModelConsistent"]
+    assert (consistent["status"], consistent["reason"]) == ("True", "SpecMatchesModel")
+    assert agreeing["model"]["parameters"] == 8_030_261_248
+    assert not [e for e in compute_events({}, agreeing) if e[1] == "SpecMatchesModel"]  # no news
+
+    wrong = {**LLAMA_8B, "parametersBillions": 70, "architecture": {"numLayers": 80, "hiddenSize": 4096,
+             "numAttentionHeads": 32, "numKeyValueHeads": 8}}  # fmt: skip
+    contradicting = compute_status(with_model(model_plan(wrong)), agreeing, NOW)
+    [consistent] = [c for c in contradicting["conditions"] if c["type"] == "ModelConsistent"]
+    assert (consistent["status"], consistent["reason"]) == ("False", "SpecContradictsModel")
+    origin = "inferfleet's known models (meta-llama/Llama-3.1-8B-Instruct)"
+    assert consistent["message"] == (
+        f"spec.model.parametersBillions is 70 but {origin} say 8.03 (8,030,261,248 parameters); "
+        f"spec.model.architecture.numLayers is 80 but {origin} say 32; the spec's values are used"
+    )
+    events = compute_events(agreeing, contradicting)
+    assert ("Warning", "SpecContradictsModel", consistent["message"]) in events
+
+
+def test_model_consistent_goes_away_when_nothing_is_known_to_compare_with() -> None:
+    known = compute_status(with_model(model_plan({**LLAMA_8B, "parametersBillions": 8.03})), {}, NOW)
+    unknown_model = {**LLAMA_8B, "source": "hf://org/m", "parametersBillions": 8}
+    unknown = compute_status(with_model(model_plan(unknown_model)), known, NOW)
+    assert [c["type"] for c in unknown["conditions"]] == ["Ready"]
+    assert unknown["model"] == {"source": "Spec", "parameters": 8_000_000_000, "dtype": "bfloat16"}
+
+
+def test_waiting_for_model_metadata_is_pending_with_a_warning_event() -> None:
+    plan = model_plan({"name": "m", "source": "hf://acme/unknown"})
+    status = compute_status(with_model(plan), {}, NOW)
+    assert status["phase"] == "Pending"
+    [ready] = status["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "ModelMetadataPending")
+    assert compute_events({}, status) == [("Warning", "ModelMetadataPending", ready["message"])]

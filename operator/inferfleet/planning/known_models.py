@@ -33,7 +33,9 @@ class KnownModel:
 
     def __post_init__(self) -> None:
         parsed = parse_config(self.config)
-        facts = ModelFacts(self.parameters, parsed.dtype, parsed.architecture, parsed.model_type, parsed.experts)
+        facts = ModelFacts(
+            self.parameters, parsed.dtype, parsed.architecture, parsed.model_type, parsed.experts
+        )
         object.__setattr__(self, "facts", facts)
 
 
@@ -76,65 +78,110 @@ _DEEPSEEK_V3 = {
     "quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
                             "weight_block_size": [128, 128]},
 }  # fmt: skip
-_GEMMA2 = {"model_type": "gemma2", "vocab_size": 256000, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
+_GEMMA2 = {
+    "model_type": "gemma2",
+    "vocab_size": 256000,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+}
+
+_QWEN25_7B = {
+    "model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944,
+    "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+}  # fmt: skip
+_QWEN25_72B = {
+    "model_type": "qwen2", "num_hidden_layers": 80, "hidden_size": 8192, "intermediate_size": 29568,
+    "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 152064,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+}  # fmt: skip
+_QWEN3_30B_A3B = _qwen3(
+    48, 2048, 32, 4, model_type="qwen3_moe", intermediate_size=6144, moe_intermediate_size=768,
+    num_experts=128, num_experts_per_tok=8,
+)  # fmt: skip
+_QWEN3_235B_A22B = _qwen3(
+    94, 4096, 64, 4, model_type="qwen3_moe", intermediate_size=12288, moe_intermediate_size=1536,
+    num_experts=128, num_experts_per_tok=8,
+)  # fmt: skip
+_GEMMA2_9B = {
+    **_GEMMA2, "num_hidden_layers": 42, "hidden_size": 3584, "intermediate_size": 14336,
+    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256,
+}  # fmt: skip
+_GEMMA2_27B = {
+    **_GEMMA2, "num_hidden_layers": 46, "hidden_size": 4608, "intermediate_size": 36864,
+    "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+}  # fmt: skip
+_GEMMA3_1B = {
+    "model_type": "gemma3_text", "num_hidden_layers": 26, "hidden_size": 1152, "intermediate_size": 6912,
+    "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144,
+    "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+}  # fmt: skip
+_GEMMA3_27B = {
+    "model_type": "gemma3", "torch_dtype": "bfloat16",
+    "text_config": {
+        "model_type": "gemma3_text", "num_hidden_layers": 62, "hidden_size": 5376, "intermediate_size": 21504,
+        "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128, "vocab_size": 262208,
+        "tie_word_embeddings": True,
+    },
+}  # fmt: skip
+_LLAMA = "meta-llama/Llama-3.1-"
+_META_LLAMA = "meta-llama/Meta-Llama-3.1-"
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
-    KnownModel("meta-llama/Llama-3.1-8B-Instruct", _llama(32, 4096, 14336, 32), 8_030_261_248,
-               ("meta-llama/Llama-3.1-8B", "meta-llama/Meta-Llama-3.1-8B-Instruct", "meta-llama/Meta-Llama-3.1-8B")),
-    KnownModel("meta-llama/Llama-3.1-70B-Instruct", _llama(80, 8192, 28672, 64), 70_553_706_496,
-               ("meta-llama/Llama-3.1-70B", "meta-llama/Meta-Llama-3.1-70B-Instruct",
-                "meta-llama/Meta-Llama-3.1-70B")),
-    KnownModel("meta-llama/Llama-3.1-405B-Instruct", _llama(126, 16384, 53248, 128), 405_853_388_800,
-               ("meta-llama/Llama-3.1-405B", "meta-llama/Meta-Llama-3.1-405B-Instruct",
-                "meta-llama/Meta-Llama-3.1-405B")),
+    KnownModel(
+        f"{_LLAMA}8B-Instruct", _llama(32, 4096, 14336, 32), 8_030_261_248,
+        (f"{_LLAMA}8B", f"{_META_LLAMA}8B-Instruct", f"{_META_LLAMA}8B"),
+    ),
+    KnownModel(
+        f"{_LLAMA}70B-Instruct", _llama(80, 8192, 28672, 64), 70_553_706_496,
+        (f"{_LLAMA}70B", f"{_META_LLAMA}70B-Instruct", f"{_META_LLAMA}70B"),
+    ),
+    KnownModel(
+        f"{_LLAMA}405B-Instruct", _llama(126, 16384, 53248, 128), 405_853_388_800,
+        (f"{_LLAMA}405B", f"{_META_LLAMA}405B-Instruct", f"{_META_LLAMA}405B"),
+    ),
     KnownModel("meta-llama/Llama-3.3-70B-Instruct", _llama(80, 8192, 28672, 64), 70_553_706_496),
-    KnownModel("Qwen/Qwen2.5-7B-Instruct", {
-        "model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584, "intermediate_size": 18944,
-        "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16"}, 7_615_616_512, ("Qwen/Qwen2.5-7B",)),
-    KnownModel("Qwen/Qwen2.5-72B-Instruct", {
-        "model_type": "qwen2", "num_hidden_layers": 80, "hidden_size": 8192, "intermediate_size": 29568,
-        "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 152064,
-        "tie_word_embeddings": False, "torch_dtype": "bfloat16"}, 72_706_203_648, ("Qwen/Qwen2.5-72B",)),
-    KnownModel("Qwen/Qwen3-8B", _qwen3(36, 4096, 32, 8, model_type="qwen3", intermediate_size=12288),
-               8_190_735_360, ("Qwen/Qwen3-8B-Base",)),
-    KnownModel("Qwen/Qwen3-32B", _qwen3(64, 5120, 64, 8, model_type="qwen3", intermediate_size=25600),
-               32_762_123_264),
-    KnownModel("Qwen/Qwen3-30B-A3B", _qwen3(48, 2048, 32, 4, model_type="qwen3_moe", intermediate_size=6144,
-                                          moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8),
-               30_532_122_624, ("Qwen/Qwen3-30B-A3B-Base",)),
-    KnownModel("Qwen/Qwen3-235B-A22B", _qwen3(94, 4096, 64, 4, model_type="qwen3_moe", intermediate_size=12288,
-                                            moe_intermediate_size=1536, num_experts=128, num_experts_per_tok=8),
-               235_093_634_560),
-    KnownModel("mistralai/Mistral-7B-Instruct-v0.3", _mistral("mistral", 32768), 7_248_023_552,
-               ("mistralai/Mistral-7B-v0.3",)),
-    KnownModel("mistralai/Mistral-7B-v0.1", _mistral("mistral", 32000), 7_241_732_096,
-               ("mistralai/Mistral-7B-Instruct-v0.1", "mistralai/Mistral-7B-Instruct-v0.2")),
-    KnownModel("mistralai/Mixtral-8x7B-Instruct-v0.1",
-               _mistral("mixtral", 32000, num_local_experts=8, num_experts_per_tok=2), 46_702_792_704,
-               ("mistralai/Mixtral-8x7B-v0.1",)),
-    KnownModel("mistralai/Mixtral-8x22B-Instruct-v0.1", {**_MIXTRAL_8X22B, "vocab_size": 32768}, 140_630_071_296),
+    KnownModel("Qwen/Qwen2.5-7B-Instruct", _QWEN25_7B, 7_615_616_512, ("Qwen/Qwen2.5-7B",)),
+    KnownModel("Qwen/Qwen2.5-72B-Instruct", _QWEN25_72B, 72_706_203_648, ("Qwen/Qwen2.5-72B",)),
+    KnownModel(
+        "Qwen/Qwen3-8B", _qwen3(36, 4096, 32, 8, model_type="qwen3", intermediate_size=12288),
+        8_190_735_360, ("Qwen/Qwen3-8B-Base",),
+    ),
+    KnownModel(
+        "Qwen/Qwen3-32B", _qwen3(64, 5120, 64, 8, model_type="qwen3", intermediate_size=25600), 32_762_123_264
+    ),
+    KnownModel("Qwen/Qwen3-30B-A3B", _QWEN3_30B_A3B, 30_532_122_624, ("Qwen/Qwen3-30B-A3B-Base",)),
+    KnownModel("Qwen/Qwen3-235B-A22B", _QWEN3_235B_A22B, 235_093_634_560),
+    KnownModel(
+        "mistralai/Mistral-7B-Instruct-v0.3", _mistral("mistral", 32768), 7_248_023_552,
+        ("mistralai/Mistral-7B-v0.3",),
+    ),
+    KnownModel(
+        "mistralai/Mistral-7B-v0.1", _mistral("mistral", 32000), 7_241_732_096,
+        ("mistralai/Mistral-7B-Instruct-v0.1", "mistralai/Mistral-7B-Instruct-v0.2"),
+    ),
+    KnownModel(
+        "mistralai/Mixtral-8x7B-Instruct-v0.1",
+        _mistral("mixtral", 32000, num_local_experts=8, num_experts_per_tok=2), 46_702_792_704,
+        ("mistralai/Mixtral-8x7B-v0.1",),
+    ),
+    KnownModel(
+        "mistralai/Mixtral-8x22B-Instruct-v0.1", {**_MIXTRAL_8X22B, "vocab_size": 32768}, 140_630_071_296
+    ),
     KnownModel("mistralai/Mixtral-8x22B-v0.1", {**_MIXTRAL_8X22B, "vocab_size": 32000}, 140_620_634_112),
-    KnownModel("deepseek-ai/DeepSeek-V3", _DEEPSEEK_V3, 671_026_419_200,
-               ("deepseek-ai/DeepSeek-V3-0324", "deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-R1-0528"),
-               note="the served model; the repository also holds a 14B multi-token-prediction layer (685B "
-               "on the model page) that engines load only for speculative decoding"),
-    KnownModel("google/gemma-2-9b-it", {**_GEMMA2, "num_hidden_layers": 42, "hidden_size": 3584,
-               "intermediate_size": 14336, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256},
-               9_241_705_984, ("google/gemma-2-9b",)),
-    KnownModel("google/gemma-2-27b-it", {**_GEMMA2, "num_hidden_layers": 46, "hidden_size": 4608,
-               "intermediate_size": 36864, "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128},
-               27_227_128_320, ("google/gemma-2-27b",)),
-    KnownModel("google/gemma-3-1b-it", {
-        "model_type": "gemma3_text", "num_hidden_layers": 26, "hidden_size": 1152, "intermediate_size": 6912,
-        "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 256, "vocab_size": 262144,
-        "tie_word_embeddings": True, "torch_dtype": "bfloat16"}, 999_885_952, ("google/gemma-3-1b-pt",)),
-    KnownModel("google/gemma-3-27b-it", {
-        "model_type": "gemma3", "torch_dtype": "bfloat16", "text_config": {
-            "model_type": "gemma3_text", "num_hidden_layers": 62, "hidden_size": 5376,
-            "intermediate_size": 21504, "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
-            "vocab_size": 262208, "tie_word_embeddings": True}}, 27_432_406_640, ("google/gemma-3-27b-pt",),
-               note="the language model (27,009,346,304) with its SigLIP vision tower and projector"),
+    KnownModel(
+        "deepseek-ai/DeepSeek-V3", _DEEPSEEK_V3, 671_026_419_200,
+        ("deepseek-ai/DeepSeek-V3-0324", "deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-R1-0528"),
+        note="the served model; the repository also holds a 14B multi-token-prediction layer (685B on "
+        "the model page) that engines load only for speculative decoding",
+    ),
+    KnownModel("google/gemma-2-9b-it", _GEMMA2_9B, 9_241_705_984, ("google/gemma-2-9b",)),
+    KnownModel("google/gemma-2-27b-it", _GEMMA2_27B, 27_227_128_320, ("google/gemma-2-27b",)),
+    KnownModel("google/gemma-3-1b-it", _GEMMA3_1B, 999_885_952, ("google/gemma-3-1b-pt",)),
+    KnownModel(
+        "google/gemma-3-27b-it", _GEMMA3_27B, 27_432_406_640, ("google/gemma-3-27b-pt",),
+        note="the language model (27,009,346,304) with its SigLIP vision tower and projector",
+    ),
 )  # fmt: skip
 
 _BY_REPO = {name.lower(): m for m in KNOWN_MODELS for name in (m.repo, *m.aliases)}

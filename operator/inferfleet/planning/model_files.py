@@ -118,7 +118,9 @@ def parse_architecture(config: Mapping[str, Any]) -> Architecture | None:
         return None
     latent = _int(text, "kv_lora_rank")
     if latent is not None:
-        return Architecture(layers, hidden, heads, 1, math.ceil((latent + (_int(text, "qk_rope_head_dim") or 0)) / 2))
+        return Architecture(
+            layers, hidden, heads, 1, math.ceil((latent + (_int(text, "qk_rope_head_dim") or 0)) / 2)
+        )
     return Architecture(layers, hidden, heads, _int(text, "num_key_value_heads"), _int(text, "head_dim"))
 
 
@@ -195,7 +197,17 @@ def parse_safetensors_header(raw: bytes) -> dict[str, int]:
             raise ModelFileError(f"tensor {name!r} has no valid shape")
         if dtype not in SAFETENSORS_BYTES:
             raise ModelFileError(f"tensor {name!r} has unknown dtype {dtype!r}")
-        elements[dtype] = elements.get(dtype, 0) + math.prod(shape)
+        offsets = tensor.get("data_offsets")
+        count = math.prod(shape)
+        if (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and offsets[1] - offsets[0] != count * SAFETENSORS_BYTES[dtype]
+        ):
+            raise ModelFileError(
+                f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for {count} {dtype} elements"
+            )
+        elements[dtype] = elements.get(dtype, 0) + count
     return elements
 
 
@@ -218,7 +230,11 @@ def build_model_facts(files: ModelFiles) -> ModelFacts:
     dtype = facts.dtype or stored_dtype
     total_size = parse_safetensors_index(files.index) if files.index else None
     from_size = None
-    if total_size is not None and dtype in UNQUANTIZED_BYTES and files.config.get("quantization_config") is None:
+    if (
+        total_size is not None
+        and dtype in UNQUANTIZED_BYTES
+        and files.config.get("quantization_config") is None
+    ):
         from_size = total_size // UNQUANTIZED_BYTES[dtype]
     parameters = counted or from_size or facts.parameters
     return ModelFacts(parameters, dtype, facts.architecture, facts.model_type, facts.experts)

@@ -108,9 +108,9 @@ def compute_model_mismatches(spec: InferenceServiceSpec, known: KnownFacts | Non
             f"spec.model.dtype is {model.dtype.value} but {origin} say the weights are {facts.dtype.value}"
         )
     if model.architecture is not None and facts.architecture is not None:
-        arch = model.architecture
+        a = model.architecture
         given = Architecture(
-            arch.num_layers, arch.hidden_size, arch.num_attention_heads, arch.num_key_value_heads, arch.head_dim
+            a.num_layers, a.hidden_size, a.num_attention_heads, a.num_key_value_heads, a.head_dim
         )
         messages += _architecture_mismatches(given, facts.architecture, origin)
     return messages
