@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.autoscale import policies as pol
 from bench.autoscale.report import add_ratios, summarize, table, targets, write_png
-from bench.autoscale.sim import Autoscaler, Plan, RunResult, SimParams, simulate
+from bench.autoscale.sim import ROUTINGS, Autoscaler, Plan, RunResult, SimParams, simulate
 from bench.autoscale.workload import (
     Workload,
     compress_time,
@@ -154,6 +154,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--max-queued", type=int, help="the gateway's maxQueuedRequests: 429 beyond it (default: none)"
     )
+    ap.add_argument("--routing", choices=ROUTINGS, default="least-load", help="how the fleet routes requests")
+    ap.add_argument(
+        "--kv-capacity", type=int, default=SimParams.kv_capacity_tokens, help="KV-cache tokens per replica"
+    )
     ap.add_argument("--policies", default=",".join(ALL_POLICIES), help="comma-separated subset")
     ap.add_argument(
         "--png", type=Path, help="where to write the plot (default build/bench-autoscale-<trace>.png)"
@@ -183,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         queue_timeout_s=args.queue_timeout,
         max_queued=args.max_queued,
+        routing=args.routing,
+        kv_capacity_tokens=args.kv_capacity,
     )
     config = BenchConfig(
         slo_s=args.slo,

@@ -413,6 +413,19 @@ class Fleet:
             self._release(r, now)
         return True
 
+    def _undrain(self, now: float) -> bool:
+        """Serve again with a replica still draining (the oracle's search: a replica given back
+        and wanted again soon is kept, KV cache and all, rather than replaced by an empty one)."""
+        draining = [r for r in self.replicas if r.draining and not r.gone]
+        if not draining:
+            return False
+        r = draining[-1]
+        r.draining = False
+        self.serving.append(r)
+        self.running_serving += r.running
+        self._dispatch(now)
+        return True
+
     def remove_one(self, now: float) -> bool:
         if self.starting:
             self._release(self.starting.pop(), now)  # newest first
@@ -425,7 +438,8 @@ class Fleet:
         if target == before:
             return
         while self.active() < target:
-            self.add_replica(now, ready_now=ready_now)
+            if not (ready_now and self._undrain(now)):
+                self.add_replica(now, ready_now=ready_now)
         while self.active() > target and self.remove_one(now):
             pass
         self.changes.append((now, before, self.active()))

@@ -1,0 +1,170 @@
+"""Issue 16's targets on every workload and seed: one table.
+
+`python -m bench.autoscale.sweep [--seeds 0,1,2] [--workers 2] [--only LABEL,...]` runs the
+benchmark (every policy) and the fixed-fleet frontier (`bench.autoscale.frontier`) on each
+workload of WORKLOADS at its load scale, seeds 0-2, in at most 2 processes, and writes
+bench/autoscale/results/<date>-sweep.{json,txt}. Per run and per inferfleet arm:
+
+* dominates HPA / KEDA: SLO >= theirs AND GPU-hours <= theirs;
+* on or above the frontier: its SLO >= the fixed fleets' SLO at its GPU-hours, the frontier
+  being linear between consecutive fleet sizes (from the origin below the smallest);
+* reaches 0.99 where a fixed fleet does cheaply: wherever some fixed fleet reaches SLO >= 0.99
+  at <= 1.25x the oracle's GPU-hours, the arm reaches both too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.autoscale.cli import REPO, TRACES, BenchConfig, build_workload, run_benchmark
+from bench.autoscale.frontier import GPU_TARGET_VS_ORACLE, SLO_TARGET, compute_frontier
+from bench.autoscale.sim import SimParams
+
+WORKLOADS: tuple[tuple[str, str, float, str], ...] = (
+    # label, trace file in traces/ or "synthetic:bursty", load scale, routing
+    ("conv x5", "azure-llm-2023-conv.csv", 5.0, "least-load"),
+    ("code x10", "azure-llm-2023-code.csv", 10.0, "least-load"),
+    ("bursty x3", "synthetic:bursty", 3.0, "least-load"),
+    ("mooncake x2", "mooncake-2025-conversation.jsonl.gz", 2.0, "least-load"),
+    ("mooncake x2 prefix", "mooncake-2025-conversation.jsonl.gz", 2.0, "prefix"),
+    ("servegen-r1 x1", "servegen-deepseek-r1-13h.csv.gz", 1.0, "least-load"),
+)
+ARMS = ("inferfleet", "inferfleet-gateway")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def compute_dominates(arm: dict[str, Any], other: dict[str, Any]) -> bool:
+    return bool(arm["slo_attainment"] >= other["slo_attainment"] and arm["gpu_hours"] <= other["gpu_hours"])
+
+
+def compute_frontier_slo(fixed: Sequence[tuple[float, float]], gpu_hours: float) -> float:
+    """The fixed fleets' SLO at `gpu_hours`: linear between consecutive (GPU-hours, SLO) points
+    (sorted by GPU-hours), from (0, 0) below the smallest, flat above the largest."""
+    points = [(0.0, 0.0), *sorted(fixed)]
+    for (g0, s0), (g1, s1) in itertools.pairwise(points):
+        if gpu_hours <= g1:
+            return s0 + (s1 - s0) * (gpu_hours - g0) / (g1 - g0) if g1 > g0 else s1
+    return points[-1][1]
+
+
+def compute_on_frontier(point: dict[str, Any], fixed: Sequence[tuple[float, float]]) -> bool:
+    return bool(point["slo_attainment"] >= compute_frontier_slo(fixed, point["gpu_hours"]) - 1e-9)
+
+
+def compute_cheap_target(
+    point: dict[str, Any], fixed: Sequence[tuple[float, float]], oracle_gpu_hours: float
+) -> dict[str, Any]:
+    """Wherever a fixed fleet reaches SLO >= 0.99 within 1.25x the oracle's GPU-hours, so must `point`."""
+    budget = GPU_TARGET_VS_ORACLE * oracle_gpu_hours
+    applies = any(s >= SLO_TARGET and g <= budget for g, s in fixed)
+    reached = point["slo_attainment"] >= SLO_TARGET and point["gpu_hours"] <= budget
+    return {"applies": applies, "holds": (not applies) or reached}
+
+
+def compute_verdicts(policies: dict[str, Any], frontier: dict[str, Any]) -> dict[str, Any]:
+    fixed = [(m["gpu_hours"], m["slo_attainment"]) for m in frontier["fixed"].values()]
+    oracle = frontier["oracle"]["gpu_hours"]
+    out: dict[str, Any] = {}
+    for arm in ARMS:
+        p = policies[arm]
+        out[arm] = {
+            "dominates_hpa": compute_dominates(p, policies["hpa"]),
+            "dominates_keda": compute_dominates(p, policies["keda"]),
+            "on_or_above_frontier": compute_on_frontier(p, fixed),
+            "frontier_slo_at_its_gpu_hours": round(compute_frontier_slo(fixed, p["gpu_hours"]), 4),
+            "cheap_099": compute_cheap_target(p, fixed, oracle),
+        }
+    return out
+
+
+def run_one(job: tuple[str, str, float, str, int]) -> dict[str, Any]:
+    label, source, scale, routing, seed = job
+    started = time.monotonic()
+    synthetic = source.split(":", 1)[1] if source.startswith("synthetic:") else None
+    trace = None if synthetic else TRACES / source
+    workload = build_workload(trace, synthetic, scale, 1.0, None, seed)
+    params = SimParams(seed=seed, routing=routing)
+    report, _ = run_benchmark(workload, params, BenchConfig())
+    frontier = compute_frontier(workload, params)
+    keep = ("slo_attainment", "gpu_hours", "prefix_hit_rate", "kv_limited_s", "reversals", "peak_replicas")
+    return {
+        "workload": label,
+        "seed": seed,
+        "routing": routing,
+        "peak_need": report["params"]["peak_need"],
+        "policies": {k: {f: m[f] for f in keep} for k, m in report["policies"].items()},
+        "fixed": {n: [m["gpu_hours"], m["slo_attainment"]] for n, m in frontier["fixed"].items()},
+        "verdicts": compute_verdicts(report["policies"], frontier),
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+
+
+def _mark(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def render(runs: Sequence[dict[str, Any]]) -> str:
+    head = (
+        "| workload | seed | peak | SLO inf / gw / HPA / KEDA / oracle "
+        "| GPU-h inf / gw / HPA / KEDA / oracle "
+        "| hit rate inf | KV-limited s inf / oracle | dominates HPA, KEDA (inf; gw) "
+        "| on frontier (inf; gw) | 0.99 cheap (inf; gw) |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in runs:
+        p, v = r["policies"], r["verdicts"]
+        names = ("inferfleet", "inferfleet-gateway", "hpa", "keda", "oracle")
+        slo = " / ".join(f"{p[n]['slo_attainment']:.4f}" for n in names)
+        gpu = " / ".join(f"{p[n]['gpu_hours']:.2f}" for n in names)
+        dom = "; ".join(f"{_mark(v[a]['dominates_hpa'])}, {_mark(v[a]['dominates_keda'])}" for a in ARMS)
+        front = "; ".join(
+            f"{_mark(v[a]['on_or_above_frontier'])} ({v[a]['frontier_slo_at_its_gpu_hours']:.4f})"
+            for a in ARMS
+        )
+        cheap = "; ".join(
+            ("n/a" if not v[a]["cheap_099"]["applies"] else _mark(v[a]["cheap_099"]["holds"])) for a in ARMS
+        )
+        kv = f"{p['inferfleet']['kv_limited_s']:.0f} / {p['oracle']['kv_limited_s']:.0f}"
+        lines.append(
+            f"| {r['workload']} | {r['seed']} | {r['peak_need']} | {slo} | {gpu} "
+            f"| {p['inferfleet']['prefix_hit_rate']:.3f} | {kv} | {dom} | {front} | {cheap} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.autoscale.sweep", description=(__doc__ or "").split("\n")[0]
+    )
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--workers", type=int, default=2, help="processes, at most 2")
+    ap.add_argument("--only", help="comma-separated workload labels (default: all)")
+    ap.add_argument("--out", type=Path, help="file stem (default results/<date>-sweep)")
+    args = ap.parse_args(argv)
+    only = {x.strip() for x in args.only.split(",")} if args.only else None
+    seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = [(*w, s) for w in WORKLOADS if only is None or w[0] in only for s in seeds]
+    started = time.monotonic()
+    with multiprocessing.Pool(max(1, min(args.workers, 2))) as pool:
+        runs = pool.map(run_one, jobs, chunksize=1)
+    text = render(runs)
+    stem = args.out or RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-sweep"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"wall_s": round(time.monotonic() - started, 1), "repo": str(REPO)}
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
+    stem.with_suffix(".txt").write_text(text + "\n")
+    print(text)
+    print(f"\n{len(runs)} runs in {meta['wall_s']} s; {stem}.json, {stem}.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
