@@ -1,0 +1,104 @@
+"""parametersBillions left out: a model inferfleet knows is placed from its known facts; one it does
+not know waits with Ready=False ModelMetadataPending, an Event and no pods, until the spec says it
+(the real local control plane, the operator under the chart's RBAC)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.waiting import wait_for
+from tests.conftest import Cluster
+from tests.integration.test_reconcile import (
+    create,
+    engine_pods,
+    events_for,
+    patch_spec,
+    read,
+    small_service,
+    wait_ready,
+    wait_ready_reason,
+)
+from tests.support import status_condition
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+
+def without_model_facts(name: str, source: str) -> dict[str, Any]:
+    body = small_service(name)
+    model = body["spec"]["model"]
+    del model["parametersBillions"], model["architecture"]
+    model["source"] = source
+    model["name"] = name
+    return body
+
+
+def wait_event(cluster: Cluster, namespace: str, name: str, reason: str) -> list[Any]:
+    def posted() -> list[Any]:
+        events = [e for e in events_for(cluster, namespace, name) if e.reason == reason]
+        assert events, f"no {reason} Event for {name} yet"
+        return events
+
+    return wait_for(posted, timeout=30, what=f"the {reason} Event of {name}")
+
+
+@pytest.fixture
+def operator(run_operator: Callable[..., OperatorProcess], namespace: str) -> OperatorProcess:
+    return run_operator(namespaces=[namespace])
+
+
+def test_a_known_model_without_a_parameter_count_is_placed_from_the_known_models(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, without_model_facts("llama", "hf://meta-llama/Llama-3.1-8B-Instruct"))
+    status = wait_ready(cluster, namespace, "llama")["status"]
+    assert status["model"] == {
+        "source": "KnownModels",
+        "knownModel": "meta-llama/Llama-3.1-8B-Instruct",
+        "modelType": "llama",
+        "parameters": 8_030_261_248,
+        "dtype": "bfloat16",
+        "architecture": {"numLayers": 32, "hiddenSize": 4096, "numAttentionHeads": 32, "numKeyValueHeads": 8},
+    }
+    assert status["shardPlan"]["weightsGiB"] == 15.0  # 8,030,261,248 x 2 bytes
+    assert len(engine_pods(cluster, namespace, "llama")) == 1
+
+
+def test_an_unknown_model_waits_for_its_parameter_count_with_an_event_and_no_pods(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    create(cluster, namespace, without_model_facts("mine", "hf://acme/private-model-13b"))
+    ready = wait_ready_reason(cluster, namespace, "mine", "ModelMetadataPending")
+    assert ready["status"] == "False"
+    assert "hf://acme/private-model-13b is not one of inferfleet's known models" in ready["message"]
+    assert "set spec.model.parametersBillions" in ready["message"]
+    [event] = wait_event(cluster, namespace, "mine", "ModelMetadataPending")
+    assert (event.type, event.message) == ("Warning", ready["message"])
+    assert read(cluster, namespace, "mine")["status"]["phase"] == "Pending"
+    assert engine_pods(cluster, namespace, "mine") == []
+    assert cluster.apps.list_namespaced_deployment(namespace).items == []
+
+    # Said in the spec, it is placed: the operator was waiting, not stuck.
+    patch_spec(cluster, namespace, "mine", {"model": {"parametersBillions": 13.0}})
+    status = wait_ready(cluster, namespace, "mine")["status"]
+    assert status["model"]["source"] == "Spec"
+    assert status["model"]["parameters"] == 13_000_000_000
+    assert len(engine_pods(cluster, namespace, "mine")) == 1
+    assert operator.healthy()  # never restarted: no crash loop
+
+
+def test_a_spec_contradicting_the_known_model_is_placed_as_written_with_a_warning(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    body = small_service("llama-wrong")  # hf://meta-llama/Llama-3.1-8B-Instruct, 8.03B, 32 layers
+    body["spec"]["model"]["architecture"]["numLayers"] = 40
+    create(cluster, namespace, body)
+    wait_ready(cluster, namespace, "llama-wrong")
+    consistent = status_condition(read(cluster, namespace, "llama-wrong"), "ModelConsistent")
+    assert (consistent["status"], consistent["reason"]) == ("False", "SpecContradictsModel")
+    assert "spec.model.architecture.numLayers is 40 but inferfleet's known models" in consistent["message"]
+    [event] = wait_event(cluster, namespace, "llama-wrong", "SpecContradictsModel")
+    assert (event.type, event.message) == ("Warning", consistent["message"])
