@@ -195,7 +195,7 @@ def parse_safetensors_header(raw: bytes) -> dict[str, int]:
         dtype = tensor.get("dtype") if isinstance(tensor, dict) else None
         if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
             raise ModelFileError(f"tensor {name!r} has no valid shape")
-        if dtype not in SAFETENSORS_BYTES:
+        if not isinstance(dtype, str) or dtype not in SAFETENSORS_BYTES:
             raise ModelFileError(f"tensor {name!r} has unknown dtype {dtype!r}")
         offsets = tensor.get("data_offsets")
         count = math.prod(shape)
@@ -232,6 +232,7 @@ def build_model_facts(files: ModelFiles) -> ModelFacts:
     from_size = None
     if (
         total_size is not None
+        and dtype is not None
         and dtype in UNQUANTIZED_BYTES
         and files.config.get("quantization_config") is None
     ):
@@ -269,23 +270,23 @@ def _attention(c: Mapping[str, Any], family: _Family) -> int:
         rope, nope, v = c["qk_rope_head_dim"], c["qk_nope_head_dim"], c["v_head_dim"]
         latent, q_rank = c["kv_lora_rank"], c.get("q_lora_rank")
         q = h * q_rank + q_rank + q_rank * heads * (nope + rope) if q_rank else h * heads * (nope + rope)
-        return q + h * (latent + rope) + latent + latent * heads * (nope + v) + heads * v * h
+        return int(q + h * (latent + rope) + latent + latent * heads * (nope + v) + heads * v * h)
     kv, d = c.get("num_key_value_heads") or heads, c.get("head_dim") or h // heads
     n = 2 * h * heads * d + 2 * h * kv * d
     if family.qkv_bias or c.get("attention_bias"):
         n += heads * d + 2 * kv * d + (h if c.get("attention_bias") else 0)
-    return n + (2 * d if family.qk_norm else 0)
+    return int(n + (2 * d if family.qk_norm else 0))
 
 
 def _mlp(c: Mapping[str, Any], layer: int) -> int:
     h = c["hidden_size"]
     experts = c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts")
     if not experts or layer < c.get("first_k_dense_replace", 0):
-        return 3 * h * c["intermediate_size"]
+        return int(3 * h * c["intermediate_size"])
     size = c.get("moe_intermediate_size") or c["intermediate_size"]
     shared = c.get("n_shared_experts") or 0
     bias = experts if c.get("topk_method") == "noaux_tc" else 0  # e_score_correction_bias
-    return (experts + shared) * 3 * h * size + h * experts + bias
+    return int((experts + shared) * 3 * h * size + h * experts + bias)
 
 
 def compute_config_parameters(config: Mapping[str, Any]) -> int | None:
@@ -302,4 +303,4 @@ def compute_config_parameters(config: Mapping[str, Any]) -> int | None:
     except (KeyError, TypeError):
         return None
     tied = config.get("tie_word_embeddings", family.tied)
-    return body + vocab * h * (1 if tied else 2) + h
+    return int(body + vocab * h * (1 if tied else 2) + h)
