@@ -366,7 +366,7 @@ class Fleet:
     def _dispatch(self, now: float) -> None:
         """Start queued requests in arrival order wherever they fit; one that fits nowhere holds
         the replica with the most free KV cache, closed to later requests until it starts."""
-        queue, held = self.queue, set()
+        queue, held = self.queue, set[int]()
         open_slots = sum(1 for r in self.serving if r.running < self.p.concurrency)
         kept: list[int] = []
         while queue and open_slots > len(held):

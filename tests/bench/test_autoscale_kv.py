@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_servegen_gaps_keep_the_fitted_burstiness() -> None:
         times = sample_window(random.Random(1), window, 1.0)
         gaps = [b - a for a, b in itertools.pairwise(times)]
         mean = sum(gaps) / len(gaps)
-        return (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5 / mean
+        return math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
 
     assert gap_cv(bursty) > 3 * gap_cv(smooth)
 
