@@ -79,7 +79,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from inferfleet.planfile import PlanFileError, plan_file, render
 
     try:
-        print(render(plan_file(Path(args.file)), args.output))
+        model_dir = Path(args.model_dir) if args.model_dir else None
+        print(render(plan_file(Path(args.file), model_dir), args.output))
     except PlanFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -364,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="print the shard plan of an InferenceService YAML (no cluster needed)")
     plan.add_argument("file", help="YAML file with one or more InferenceServices")
     plan.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    plan.add_argument(
+        "--model-dir",
+        help="a local copy of the model: its config.json and safetensors index or headers give the "
+        "parameter count and shape (the weights are not read)",
+    )
     plan.set_defaults(func=_cmd_plan)
 
     cluster = sub.add_parser("cluster", help="the local simulated GPU cluster (development)")

@@ -7,8 +7,6 @@ from typing import Any
 import pytest
 import yaml
 
-from inferfleet.planfile import plan_file
-
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
@@ -122,8 +120,9 @@ def test_a_local_model_dir_gives_the_parameter_count_and_shape(tmp_path: Path) -
     )
     doc = example("qwen3-32b-vllm.yaml")
     doc["spec"]["model"].update(source="s3://acme/my-model", name="mine")
-    [planned] = plan_file(write(tmp_path, doc), model_dir=model_dir)
-    out = planned.to_json()
+    result = plan(write(tmp_path, doc), "-o", "json", "--model-dir", str(model_dir))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
     assert out["model"] == {
         "source": "Files", "modelType": "my_arch", "parameters": 14_770_033_664, "dtype": "bfloat16",
         "architecture": {"numLayers": 40, "hiddenSize": 5120, "numAttentionHeads": 40, "numKeyValueHeads": 8},
