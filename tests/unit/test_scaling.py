@@ -130,29 +130,113 @@ def test_the_flow_is_completions_plus_growth_and_the_service_time_littles_law() 
 
 
 # The BURST load again, now with the engines' completion rate: 2 full replicas finish 4 requests
-# a second while about 6 arrive. The fleet needs 6 x ~4.4 s = 27 slots, 3 full replicas plus
-# draining the backlog, not the 6 that counting each waiting request as load asks for.
+# a second while about 6 arrive. The fleet needs 6 x ~4.4 s = 27 slots for the arrivals, 3 full
+# replicas, not the 6 that counting each waiting request as load asks for. Every slot is busy
+# and the queue grows, so it does not drain: its backlog is sized to drain in 15 s
+# (`saturated_drain_seconds`). (Until issue 16 it drained over 120 s: 3 replicas at t=15 and 4
+# from t=45, the under-sizing of a saturated fleet whose completions hide the load.)
 BURST_FLOW: list[FlowTick] = [
     (0, 0, 10, 2.0, None, 2, "Steady"),
-    # 6.67 arrive per second, 3.75 s each: 25 slots / 9.5 + 30 x 3.75 / 1200 -> 3
-    (15, 30, 20, 4.0, 2, 3, "QueueAboveTarget"),
-    (30, 60, 20, 4.0, 2, 3, "ReplicasStarting"),
-    # 6.2 per second x 4.4 s = 27 slots, and the backlog of 90 adds 0.3 of a replica -> 4
-    (45, 90, 20, 4.0, 2, 4, "QueueAboveTarget"),
-    (60, 120, 20, 4.0, 2, 4, "ReplicasStarting"),
-    (75, 10, 30, 6.0, None, 4, "Steady"),
-    (90, 0, 30, 6.0, None, 4, "Steady"),
+    # 6.67 arrive per second, 3.75 s each: 25 slots / 9.5 + 30 x 3.75 / (10 x 15) -> 4
+    (15, 30, 20, 4.0, 2, 4, "QueueAboveTarget"),
+    (30, 60, 20, 4.0, 2, 5, "QueueAboveTarget"),
+    (45, 90, 20, 4.0, 2, 6, "QueueAboveTarget"),
+    # the queue still grows: 7, but no more than doubling the 2 ready ones while 4 start
+    (60, 120, 20, 4.0, 2, 6, "ReplicasStarting"),
+    (75, 10, 30, 6.0, None, 6, "StabilizingScaleDown"),
+    (90, 0, 30, 6.0, None, 6, "StabilizingScaleDown"),
 ]
 
 
 def test_with_a_completion_rate_a_burst_is_sized_by_its_arrivals_not_its_backlog() -> None:
     got, _, decisions = run_flow(P, 2, BURST_FLOW)
     assert got == expected(BURST_FLOW)
-    assert [d.recommendation for d in decisions] == [2, 3, 3, 4, 4, 4, 4]
-    # the same ticks without the rate are the BURST sequence (the queue as load: 6 replicas)
+    assert [d.recommendation for d in decisions] == [2, 4, 5, 6, 7, 4, 4]
+    assert "saturated: every slot busy, the queue does not drain" in decisions[1].message
+    # the same ticks without the rate are the BURST sequence (the queue as load: 5 at once)
     without: list[FlowTick] = [(t, w, r, None, ready, 0, "") for t, w, r, _, ready, _, _ in BURST_FLOW]
     got, _, _ = run_flow(P, 2, without)
     assert [n for n, _ in got] == [2, 5, 6, 6, 6, 6, 6]
+
+
+# Issue 16's measured failure, scaled down: 4 replicas ready and 1 starting, every slot busy,
+# completions capped at 8 per second (5 s each) and 16-20 requests waiting tick after tick.
+# The flow balance sees about 9 arrivals a second: 45 slots, the 5 replicas the fleet already
+# has. But the queue does not drain, so more arrive than complete; sized to drain it in 15 s it
+# asks for 6 at once, where draining over 120 s kept 5 (and every newcomer waited 2-3 s).
+HOVERING: list[FlowTick] = [
+    (0, 0, 40, 8.0, 4, 5, "Steady"),
+    # 8 + 16 / 15 arrive, 5 s each: 45 slots / 9.5 + 16 x 5 / (10 x 15) -> 6
+    (15, 16, 40, 8.0, 4, 6, "QueueAboveTarget"),
+    (30, 20, 40, 8.0, 4, 6, "ReplicasStarting"),
+    (45, 18, 40, 8.0, 4, 6, "ReplicasStarting"),
+    (60, 18, 40, 8.0, 4, 6, "ReplicasStarting"),
+]
+
+
+def test_a_saturated_queue_that_does_not_drain_is_sized_to_drain_soon() -> None:
+    got, _, decisions = run_flow(P, 5, HOVERING)
+    assert got == expected(HOVERING)
+    assert "(saturated: every slot busy, the queue does not drain)" in decisions[1].message
+    # the same ticks with the old 120 s drain: never more than the 5 it has
+    old = replace(P, saturated_drain_seconds=P.tuning.backlog_drain_seconds)
+    got, _, _ = run_flow(old, 5, HOVERING)
+    assert [n for n, _ in got] == [5, 5, 5, 5, 5]
+
+
+def test_a_saturated_queue_that_drains_keeps_the_slow_drain() -> None:
+    # 40 waiting a minute ago, 10 now: at 0.5 a second it is gone in 20 s, within 120 s
+    ticks: list[FlowTick] = [
+        (0, 40, 40, 8.0, None, 5, "QueueAboveTarget"),  # (no pace without a window)
+        (60, 10, 40, 8.0, 4, 5, "ReplicasStarting"),
+    ]
+    got, _, decisions = run_flow(P, 4, ticks)
+    assert got == expected(ticks)
+    # the running 40 / 9.5 -> 5; the queue adds 10 x 5 / (10 x 120), not 10 x 5 / (10 x 15)
+    assert decisions[1].recommendation == 5
+    assert "saturated: every slot busy, the queue drains" in decisions[1].message
+
+
+KvTick = tuple[float, float, float, float | None, int, str]
+
+
+def run_kv(policy: ScalingPolicy, replicas: int, ticks: Sequence[KvTick]) -> list[ScalingDecision]:
+    state, decisions = ScalerState(), []
+    for t, waiting, running, kv, _, _ in ticks:
+        sample = ScalingSample(waiting, running, 2.0, kv_cache_usage=kv)
+        d, state = compute_scaling_decision(sample, policy, replicas, replicas, state, t)
+        decisions.append(d)
+        replicas = d.replicas
+    return decisions
+
+
+def test_a_full_kv_cache_is_saturation_before_the_batch_limit() -> None:
+    # Long prompts: 4 replicas run 16 of their 40 slots and the KV cache is 95% full.
+    ticks: list[KvTick] = [
+        # no queue yet: 4 x 0.95 / 0.9 -> 5, the KV cache sized like the slots
+        (0, 0, 16, 0.95, 5, "LoadAboveCapacity"),
+        # 8 wait with slots free: a replica holds 3.2 now (16 / 5); 2 + 8 / 15 arrive per
+        # second for 8 s each, 20 requests / (3.2 x 0.95) = 6.7 replicas, and the queue, which
+        # does not drain, in 15 s: + 8 x 8 / (3.2 x 15) -> 8
+        (15, 8, 16, 0.97, 8, "LoadAboveCapacity"),
+    ]
+    decisions = run_kv(P, 4, ticks)
+    assert [(d.replicas, d.reason) for d in decisions] == expected(ticks)
+    assert "KV cache 95%" in decisions[0].message
+    assert "(saturated: KV cache 97% full" in decisions[1].message
+
+
+def test_missing_or_low_kv_data_changes_nothing() -> None:
+    ticks: list[KvTick] = [
+        (float(t), w, r, None, 0, "") for t, w, r in ((0, 0, 16), (15, 8, 16), (30, 4, 20))
+    ]
+    without = run_kv(P, 4, ticks)
+    for kv in (float("nan"), -1.0, 0.3):
+        got = run_kv(P, 4, [(t, w, r, kv, n, why) for t, w, r, _, n, why in ticks])
+        assert [(d.replicas, d.reason, d.recommendation) for d in got] == [
+            (d.replicas, d.reason, d.recommendation) for d in without
+        ]
+    assert [d.replicas for d in without] == [4, 4, 4]
 
 
 def test_a_missing_rate_falls_back_to_the_queue_and_missing_queues_still_hold() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from inferfleet.planning.scaling_model import LoadSamples, Samples, ScalingPolicy
 
@@ -47,24 +48,82 @@ def replicas_for(
     policy: ScalingPolicy,
     utilization: float,
     flow: tuple[float, float] | None = None,
+    limits: Limits | None = None,
 ) -> int:
     """Replicas (ready + starting) for this load at this batch utilization, before any limit.
 
     With `flow` (arrival rate, service time) the queue is sized by Little's law: the arrivals
     need `arrival * service` batch slots, and the backlog `waiting * service` slot-seconds
-    drained over `backlog_drain_seconds`. Without it (no completion counter) the waiting
-    requests count as load per replica, `(running + waiting) / (C + target_queue_depth)`.
+    drained over `backlog_drain_seconds` (`saturated_drain_seconds` when it does not drain).
+    Without it (no completion counter) the waiting requests count as load per replica,
+    `(running + waiting) / (C + target_queue_depth)`. `limits` (`compute_limits`) give the
+    slots per replica and the drain time; None: C slots, `backlog_drain_seconds`.
     """
-    c = float(max(policy.max_concurrent_requests, 1))
+    limits = limits or Limits(
+        float(max(policy.max_concurrent_requests, 1)), policy.tuning.backlog_drain_seconds
+    )
+    c = max(limits.slots, 1.0)
     u = max(utilization, EPS)
     by_running = running / (c * u)
     if flow is None:
         by_queue = (running + waiting) / (c + max(policy.target_queue_depth, 0.0))
     else:
         arrival, service = flow
-        drain = max(policy.tuning.backlog_drain_seconds, EPS)
-        by_queue = arrival * service / (c * u) + waiting * service / (c * drain)
+        by_queue = arrival * service / (c * u) + waiting * service / (c * max(limits.drain_seconds, EPS))
     return max(0, math.ceil(max(by_running, by_queue) - EPS))
+
+
+class Limits(NamedTuple):
+    """What a replica holds and how fast its backlog must go, as the fleet's state says."""
+
+    slots: float
+    """Requests a replica runs at once: the batch limit, or fewer when the KV cache is full."""
+    drain_seconds: float
+    """The backlog is sized to drain in this long."""
+
+
+def compute_limits(
+    waiting: float,
+    running: float,
+    kv: float | None,
+    samples: LoadSamples,
+    ready: int,
+    policy: ScalingPolicy,
+    now: float,
+) -> tuple[Limits, str | None]:
+    """The slots per replica and the backlog's drain time, and why the fleet is saturated.
+
+    Saturated: requests wait and no slot is free (at most one per replica: a scrape may see a
+    replica between two requests), or the KV cache is fuller than `kv_cache_utilization`;
+    then a replica holds what it runs now. A saturated queue that, at its pace over the last
+    `arrival_window_seconds`, would not drain within `backlog_drain_seconds` (it hovers or
+    grows while completions are capped by the fleet: more arrive than completions show) is
+    sized to drain in `saturated_drain_seconds`. Without a window of history, no pace.
+    """
+    tuning, c = policy.tuning, float(max(policy.max_concurrent_requests, 1))
+    kv_full = kv is not None and kv >= tuning.kv_cache_utilization
+    if waiting <= 0 or ready <= 0 or not (kv_full or running >= (c - 1) * ready):
+        return Limits(c, tuning.backlog_drain_seconds), None
+    why = f"KV cache {kv:.0%} full" if kv_full and kv is not None else "every slot busy"
+    slots = min(c, max(running / ready, 1.0)) if kv_full else c
+    inside = [(t, w) for t, _, w in samples if 0 < now - t <= tuning.arrival_window_seconds]
+    if not inside:
+        return Limits(slots, tuning.backlog_drain_seconds), f"saturated: {why}"
+    t0, w0 = inside[0]
+    pace = (w0 - waiting) / (now - t0)  # drained per second; < 0 while the queue grows
+    if waiting - pace * tuning.backlog_drain_seconds <= 0:
+        return Limits(slots, tuning.backlog_drain_seconds), f"saturated: {why}, the queue drains"
+    return Limits(slots, tuning.saturated_drain_seconds), f"saturated: {why}, the queue does not drain"
+
+
+def kv_replicas(kv: float | None, ready: int, policy: ScalingPolicy, utilization: float) -> int:
+    """Replicas that would hold the running requests' KV cache at `kv_cache_utilization`
+    (lowered like the slots' `utilization` is for keeping replicas); 0 without KV data."""
+    tuning = policy.tuning
+    if kv is None or ready <= 0:
+        return 0
+    share = tuning.kv_cache_utilization * utilization / max(tuning.target_utilization, EPS)
+    return max(0, math.ceil(ready * kv / max(share, EPS) - EPS))
 
 
 def estimate_flow(

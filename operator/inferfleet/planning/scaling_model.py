@@ -38,6 +38,10 @@ class ScalingSample:
     arrival_rate: float | None = None
     """Requests per second counted at the gateway's door; None without a gateway. Unlike
     completions it is not capped by a saturated fleet, so it replaces the flow balance's estimate."""
+    kv_cache_usage: float | None = None
+    """Mean fraction (0..1) of the KV cache held by running requests over the ready replicas
+    (vLLM `vllm:kv_cache_usage_perc`, SGLang `sglang:token_usage`); None when the engine does
+    not export one (TGI) or the sample is missing: then the slots alone say what is full."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,18 @@ class ScalingTuning:
     """The completion rate's window (`rate(...[1m])`); arrivals = completions + load growth over it."""
     backlog_drain_seconds: float = 120
     """With a completion rate, size for draining the backlog in this long (about a cold start)."""
+    saturated_drain_seconds: float = 15
+    """...but in this long when the fleet is saturated (no free slot, or the KV cache full)
+    and, at its pace over the last `arrival_window_seconds`, the queue would not drain within
+    `backlog_drain_seconds`: about one service time of a chat request. Completions are then
+    capped by the fleet, so the flow balance only bounds the arrivals from below; and in a
+    first-come-first-served queue that does not drain every newcomer waits behind the whole
+    backlog, so that wait, not the cold start, is what the bound is about."""
+    kv_cache_utilization: float = 0.9
+    """Size so that the KV cache is at most this full (the share of `kv_cache_usage`, scaled
+    down like the slots' for the scale-down window), and count a fleet above it as saturated:
+    long-context requests fill the KV cache before the batch limit, and a request whose prompt
+    does not fit waits while slots are free."""
 
 
 DEFAULT_TUNING = ScalingTuning()

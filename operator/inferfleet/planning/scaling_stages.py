@@ -13,7 +13,15 @@ import math
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from inferfleet.planning.scaling_capacity import EPS, estimate_flow, expected_running, replicas_for
+from inferfleet.planning.scaling_capacity import (
+    EPS,
+    Limits,
+    compute_limits,
+    estimate_flow,
+    expected_running,
+    kv_replicas,
+    replicas_for,
+)
 from inferfleet.planning.scaling_model import (
     LoadSamples,
     Reason,
@@ -78,6 +86,12 @@ class Observation:
     """The load samples to remember: the kept window and this tick's."""
     queue_high: bool
     """More waiting requests than `target_queue_depth` per ready replica."""
+    kv: float | None = None
+    """Mean KV-cache usage (0..1) of the ready replicas; None when not reported."""
+    limits: Limits | None = None
+    """Slots per replica and the backlog's drain time in force (None: the spec's and the tuning's)."""
+    saturation: str | None = None
+    """Why the fleet is saturated (no free slot, a full KV cache; a queue that does not drain)."""
 
     @property
     def load(self) -> float:
@@ -89,7 +103,13 @@ class Observation:
 
     @property
     def numbers(self) -> str:
-        return f"queue {fmt(self.waiting)}, running {fmt(self.running)} on {self.fleet.where}"
+        kv = f", KV cache {self.kv:.0%}" if self.kv is not None else ""
+        return f"queue {fmt(self.waiting)}, running {fmt(self.running)}{kv} on {self.fleet.where}"
+
+    @property
+    def head(self) -> str:
+        """The numbers, and the saturation when there is one."""
+        return f"{self.numbers} ({self.saturation})" if self.saturation else self.numbers
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,9 @@ def observe(
     last_active = state.last_active
     if last_active is None or waiting + running > 0:
         last_active = now
+    kv = valid(sample.kv_cache_usage)
+    kv = min(kv, 1.0) if kv is not None else None
+    limits, saturation = compute_limits(waiting, running, kv, samples, fleet.ready, policy, now)
     return Observation(
         fleet=fleet,
         now=now,
@@ -170,6 +193,9 @@ def observe(
         last_active=last_active,
         samples=samples,
         queue_high=waiting > policy.target_queue_depth * max(fleet.ready, 1),
+        kv=kv,
+        limits=limits,
+        saturation=saturation,
     )
 
 
@@ -179,8 +205,13 @@ def recommend(obs: Observation, policy: ScalingPolicy) -> Recommendation:
     may_be_zero = fleet.lo == 0 and policy.scale_to_zero_after_seconds is not None
     idle_long = may_be_zero and obs.load <= 0 and obs.idle_for >= (policy.scale_to_zero_after_seconds or 0.0)
     floor = fleet.lo if (fleet.lo > 0 or idle_long) else min(1, fleet.hi)
-    raw = replicas_for(obs.waiting, obs.planned_running, policy, tuning.target_utilization, obs.flow)
-    keep = replicas_for(obs.waiting, obs.planned_running, policy, tuning.scale_down_utilization, obs.flow)
+    raw, keep = (
+        max(
+            replicas_for(obs.waiting, obs.planned_running, policy, u, obs.flow, obs.limits),
+            kv_replicas(obs.kv, fleet.ready, policy, u),
+        )
+        for u in (tuning.target_utilization, tuning.scale_down_utilization)
+    )
     replicas = min(max(raw, floor), fleet.hi)
     return Recommendation(
         raw=raw,
@@ -248,7 +279,7 @@ def _limit_up(obs: Observation, rec: Recommendation, win: Stabilized, policy: Sc
     """At most max(min step, factor * ready) on top of the READY replicas: a queue that grows
     during a cold start must not turn into replicas for the backlog, tick after tick."""
     fleet, tuning = obs.fleet, policy.tuning
-    head = f"{obs.numbers}; recommend {rec.raw}"
+    head = f"{obs.head}; recommend {rec.raw}"
     step = max(tuning.scale_up_min_step, math.ceil(tuning.scale_up_max_factor * fleet.ready - EPS))
     if fleet.ready + step <= fleet.current:
         msg = f"{head}, waiting for {fleet.starting} starting replicas before requesting more"
@@ -268,7 +299,7 @@ def _limit_down(
     """Never while the queue is above target; one step per interval, of at most
     max(step, ceil(fraction * current)) replicas."""
     fleet, tuning = obs.fleet, policy.tuning
-    head = f"{obs.numbers}; recommend {rec.raw}"
+    head = f"{obs.head}; recommend {rec.raw}"
     window = f"highest in {fmt(win.down_window)}s is {win.down_rec}"
     if obs.queue_high:
         reason = Reason.REPLICAS_STARTING if fleet.starting else Reason.QUEUE_ABOVE_TARGET
@@ -296,7 +327,7 @@ def explain(
 
 def _why_unchanged(obs: Observation, rec: Recommendation, win: Stabilized, policy: ScalingPolicy) -> Verdict:
     fleet = obs.fleet
-    head = f"{obs.numbers}; recommend {rec.raw}"
+    head = f"{obs.head}; recommend {rec.raw}"
     if obs.queue_high and fleet.starting:
         msg = f"{head}: the {fleet.starting} starting replicas will take the queue"
         return Verdict(fleet.current, Reason.REPLICAS_STARTING, msg, rec.limited)
