@@ -28,6 +28,18 @@ load needs (ready + starting) are the larger of
   engine with no counter, a service with nothing finished yet) it is `(R + W) / (C +
   target_queue_depth)`: with every replica running a full batch, at most `target_queue_depth`
   requests per replica would still wait.
+* Saturation. With requests waiting and no slot free, completions are capped by the fleet:
+  the flow balance then only bounds the arrivals from below. If at its pace over the last
+  `arrival_window_seconds` the queue would not drain within `backlog_drain_seconds` (it
+  hovers or grows), more arrive than complete, and every newcomer waits behind the backlog:
+  it is sized to drain in `saturated_drain_seconds` instead (issue 16: a fleet with all 224
+  slots busy and 51-82 waiting asked for 8 of the 12 replicas its load needed).
+* KV cache. With `kv_cache_usage` (vLLM `vllm:kv_cache_usage_perc`, SGLang
+  `sglang:token_usage`; TGI exports none) the fleet needs `ready * usage /
+  kv_cache_utilization` replicas, and above `kv_cache_utilization` it is saturated even with
+  slots free: long prompts fill the KV cache before the batch limit, a replica then holds only
+  what it runs now, and the terms above count slots of that size. Missing KV data changes
+  nothing.
 
 That is the *recommendation*, a total compared with `current_replicas`, which includes the
 replicas still starting: a queue that starting replicas will take when they come up does not
