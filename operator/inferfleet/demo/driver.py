@@ -16,6 +16,7 @@ the gateway all run in it, and nothing outside can reach them.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -330,10 +331,11 @@ class DemoStack:
         self.operator.stop()
         self.prometheus.stop()
         if keep:
-            pids = self.cluster.workdir / "clusters" / self.name / "pids"
+            pid = self.cluster.workdir / "clusters" / self.name / "pids" / "kube-apiserver.pid"
+            user = "" if os.getuid() == 0 else " --user --preserve-credentials"
             _say(
                 f"cluster left running in the demo's private network: enter it with "
-                f"`nsenter --net=/proc/$(cat {pids}/kube-apiserver.pid)/ns/net`, then "
+                f"`nsenter --target $(cat {pid}) --net{user}`, then "
                 f"export KUBECONFIG={self.cluster.kubeconfig}; "
                 f"`inferfleet cluster down --name {self.name}` removes it"
             )
