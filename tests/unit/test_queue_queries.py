@@ -166,6 +166,11 @@ def test_the_same_query_asks_the_gateway_for_its_queue_in_flight_and_arrivals() 
         ),
         pytest.param({"gateway_waiting": None}, QueueSample(None, 0.0, None, None), id="gateway-queue-nan"),
         pytest.param({"completion_rate": 1.0}, None, id="no-queue-anywhere"),
+        pytest.param(
+            {"waiting": 3, "running": 12, "kv_cache_usage": 0.93, "gateway_waiting": 1},
+            QueueSample(4.0, 12.0, None, None, 0.93),
+            id="kv-cache-usage-rides-along",
+        ),
     ],
 )
 def test_compute_fleet_sample(values: dict[str, float | None], expected: QueueSample | None) -> None:
@@ -185,3 +190,34 @@ def test_arrivals_counted_at_the_door_size_a_saturated_fleet_for_its_real_load()
     engines_only, at_the_door = decide(None), decide(8.0)
     assert at_the_door >= 8  # 8 req/s x 8 s each = 64 running requests = 8 replicas of 8 slots
     assert at_the_door > engines_only
+
+
+@pytest.mark.parametrize(
+    ("engine", "gauges"),
+    [
+        ("vllm", ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"]),  # the older name second
+        ("sglang", ["sglang:token_usage"]),
+    ],
+)
+def test_the_same_query_asks_for_the_mean_kv_cache_usage(engine: str, gauges: list[str]) -> None:
+    q = build_fleet_query()
+    by_service = "avg by (namespace, inferfleet_io_service)"
+    tagged = [
+        f'label_replace({by_service} ({g}), "inferfleet_signal", "kv_cache_usage", "", "")' for g in gauges
+    ]
+    assert all(t in q for t in tagged)
+    assert [q.index(t) for t in tagged] == sorted(q.index(t) for t in tagged)  # `or` keeps the first
+    assert q.count(by_service) == 3  # vLLM's two names and SGLang's: TGI exports none
+
+
+def test_kv_cache_usage_is_parsed_and_kept_by_a_scaling_query_override() -> None:
+    result = [
+        series("ml", "a", "waiting", "0"),
+        series("ml", "a", "running", "6"),
+        series("ml", "a", "kv_cache_usage", "0.95"),
+    ]
+    sample = parse_fleet_result(result)[("ml", "a")]
+    assert sample.kv_cache_usage == 0.95
+    assert compute_override_sample(QueueSample(7.0, None), sample).kv_cache_usage == 0.95
+    nan = [*result[:2], series("ml", "a", "kv_cache_usage", "NaN")]
+    assert parse_fleet_result(nan)[("ml", "a")].kv_cache_usage is None

@@ -187,7 +187,13 @@ def _scaling_sample(sample: QueueSample) -> ScalingSample:
     """The policy's input; the completion rate only rides along with fresh queue samples."""
     fresh = sample.waiting is not None
     rate = sample.completion_rate if fresh else None
-    return ScalingSample(sample.waiting, sample.running, rate, sample.arrival_rate if fresh else None)
+    return ScalingSample(
+        sample.waiting,
+        sample.running,
+        rate,
+        sample.arrival_rate if fresh else None,
+        sample.kv_cache_usage if fresh else None,
+    )
 
 
 def _decide(

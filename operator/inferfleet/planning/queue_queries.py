@@ -6,6 +6,12 @@ the query asks for the waiting and running requests and the completion rate, the
 finished-request counter over the last minute: with it the scaling policy estimates arrivals
 and service time (Little's law) instead of treating a backlog as concurrent load. A service
 whose pods have not finished anything yet gets no rate, and the policy falls back to the queue.
+
+The same query asks for the KV cache's usage, averaged over the service's engines: the share of
+KV-cache blocks held by running requests (vLLM `vllm:kv_cache_usage_perc`, before v0.10
+`vllm:gpu_cache_usage_perc`; SGLang `sglang:token_usage`, tokens held over the pool). TGI
+exports no equivalent (its router knows the batch, not the memory), so its services have none
+and the policy sizes them by slots alone.
 """
 
 from __future__ import annotations
@@ -31,22 +37,30 @@ class EngineSignals:
     """Gauge of requests in the running batch."""
     completed: str
     """Counter of finished requests."""
+    kv_usage: tuple[str, ...] = ()
+    """Gauges of the KV cache's used fraction (0..1), the first that exists counts; () for none."""
 
 
 # As the engines name them: vLLM's /metrics, SGLang's collector (--enable-metrics), TGI's router.
 ENGINE_SIGNALS: dict[EngineKind, EngineSignals] = {
     EngineKind.VLLM: EngineSignals(
-        "vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:request_success_total"
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_running",
+        "vllm:request_success_total",
+        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
     ),
     EngineKind.SGLANG: EngineSignals(
-        "sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:num_requests_total"
+        "sglang:num_queue_reqs",
+        "sglang:num_running_reqs",
+        "sglang:num_requests_total",
+        ("sglang:token_usage",),
     ),
     EngineKind.TGI: EngineSignals("tgi_queue_size", "tgi_batch_current_size", "tgi_request_success"),
 }
 
 
-def _tagged(expr: str, signal: str) -> str:
-    return f'label_replace(sum by ({GROUPING}) ({expr}), "{SIGNAL_LABEL}", "{signal}", "", "")'
+def _tagged(expr: str, signal: str, aggregate: str = "sum") -> str:
+    return f'label_replace({aggregate} by ({GROUPING}) ({expr}), "{SIGNAL_LABEL}", "{signal}", "", "")'
 
 
 # inferfleet's gateway, summed over its replicas: its queue, the requests it has on engines, and
@@ -56,17 +70,20 @@ GATEWAY_SIGNALS = {
     "gateway_running": "inferfleet_gateway_in_flight_requests",
     "arrival_rate": f"rate(inferfleet_gateway_arrivals_total[{RATE_WINDOW}])",
 }
-SIGNALS = ("waiting", "running", "completion_rate", *GATEWAY_SIGNALS)
+SIGNALS = ("waiting", "running", "completion_rate", "kv_cache_usage", *GATEWAY_SIGNALS)
 
 
 def build_fleet_query() -> str:
-    """Waiting, running and completion rate of every engine kind, and the gateway's signals, in one
-    instant query."""
+    """Waiting, running, completion rate and KV-cache usage (a mean, the rest sums) of every
+    engine kind, and the gateway's signals, in one instant query. Of several names for the KV
+    cache (an engine that renamed it) a service gets the first: `or` keeps the left side's
+    series and adds the right side's only for services the left has none of."""
     parts = []
     for signals in ENGINE_SIGNALS.values():
         parts.append(_tagged(signals.waiting, "waiting"))
         parts.append(_tagged(signals.running, "running"))
         parts.append(_tagged(f"rate({signals.completed}[{RATE_WINDOW}])", "completion_rate"))
+        parts.extend(_tagged(gauge, "kv_cache_usage", "avg") for gauge in signals.kv_usage)
     parts.extend(_tagged(expr, signal) for signal, expr in GATEWAY_SIGNALS.items())
     return " or ".join(parts)
 
@@ -80,6 +97,8 @@ class QueueSample:
     arrival_rate: float | None = None
     """Requests per second counted at the gateway's door over the last minute; None when no
     gateway serves the service."""
+    kv_cache_usage: float | None = None
+    """Mean used fraction (0..1) of the engines' KV caches; None when they export none (TGI)."""
 
 
 def _number(raw: Any) -> float | None:
@@ -126,7 +145,9 @@ def compute_fleet_sample(values: Mapping[str, float | None]) -> QueueSample | No
         waiting = None if queued is None or (engines and waiting is None) else (waiting or 0.0) + queued
         running = running if engines else (values.get("gateway_running") or 0.0)
     arrivals = values.get("arrival_rate") if gateway else None
-    return QueueSample(waiting, running, values.get("completion_rate"), arrivals)
+    return QueueSample(
+        waiting, running, values.get("completion_rate"), arrivals, values.get("kv_cache_usage")
+    )
 
 
 def parse_override_result(result: Iterable[Mapping[str, Any]]) -> QueueSample:
@@ -149,4 +170,6 @@ def compute_override_sample(override: QueueSample, engines: QueueSample | None) 
         return QueueSample(None, None)
     if engines is None or engines.running is None:
         return QueueSample(override.waiting, 0.0)
-    return QueueSample(override.waiting, engines.running, engines.completion_rate)
+    return QueueSample(
+        override.waiting, engines.running, engines.completion_rate, kv_cache_usage=engines.kv_cache_usage
+    )
