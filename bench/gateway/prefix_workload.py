@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -185,3 +185,37 @@ def compute_key_census(
 
 def census_json(census: KeyCensus) -> dict[str, Any]:
     return asdict(census)
+
+
+@dataclass(frozen=True)
+class CacheModel:
+    """What LRU prefix caches would give a routing of the workload, without engines or time."""
+
+    hit_rate: float
+    uncached_p50_words: int
+    uncached_p99_words: int
+
+
+def compute_cache_model(
+    items: Sequence[WorkItem], assign: Callable[[int, WorkItem], int], caches: int, cache_blocks: int,
+    words_per_block: int,
+) -> CacheModel:  # fmt: skip
+    """Replay the workload in arrival order through `caches` LRU caches as the engine keeps them
+    (whole blocks, a hit is the leading run of cached blocks), request i going to assign(i, item)."""
+    lrus: list[OrderedDict[tuple[int, ...], None]] = [OrderedDict() for _ in range(caches)]
+    queried = hit = 0
+    uncached = []
+    for i, item in enumerate(items):
+        lru = lrus[assign(i, item)]
+        keys = [item.blocks[: n + 1] for n in range(min(len(item.blocks), item.words // words_per_block))]
+        run = next((n for n, key in enumerate(keys) if key not in lru), len(keys))
+        for key in keys:
+            lru[key] = None
+            lru.move_to_end(key)
+        while len(lru) > cache_blocks:
+            lru.popitem(last=False)
+        queried, hit = queried + item.words, hit + run * words_per_block
+        uncached.append(item.words - run * words_per_block)
+    uncached.sort()
+    nearest = [uncached[max(0, math.ceil(q * len(uncached)) - 1)] if uncached else 0 for q in (0.5, 0.99)]
+    return CacheModel(round(hit / queried, 4) if queried else 0.0, nearest[0], nearest[1])

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,8 +28,10 @@ from bench.gateway.arms import Arm, Ports, direct_arm, engine_command, gateway_a
 from bench.gateway.cli import RESULTS, source_version
 from bench.gateway.cpu import process_cpu_seconds
 from bench.gateway.prefix_workload import (
+    WorkItem,
     build_workload,
     census_json,
+    compute_cache_model,
     compute_hit_rate,
     compute_key_census,
     compute_spread,
@@ -213,6 +216,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         arms.append(run_arm(name, args, router, workload, span, workdir))
     report: dict[str, Any] = {"params": params(args, len(items), span, router_note), "arms": arms}
     report["key_census"] = key_census(items, args.words_per_block)
+    report["cache_model"] = cache_model(items, args)
     report["targets"] = targets(arms)
     return report
 
@@ -228,6 +232,24 @@ def key_census(items: list[Any], words_per_block: int) -> dict[str, Any]:
         f"{w} words per block": census_json(compute_key_census(items, w, key_of, leading_words=256))
         for w in sorted({words_per_block, 512})
     }
+
+
+def cache_model(items: list[WorkItem], args: argparse.Namespace) -> dict[str, Any]:
+    """The same requests through LRU caches without engines or time: round-robin, perfect session
+    affinity (a session: the first two blocks), and one pooled cache of every engine's blocks (no
+    block held twice: about the most any routing could reuse)."""
+    n, blocks, w = args.engines, args.cache_blocks, args.words_per_block
+
+    def session(i: int, item: WorkItem) -> int:
+        return zlib.crc32(repr(item.blocks[:2]).encode()) % n
+
+    routings = {
+        "round-robin": (lambda i, item: i % n, n, blocks),
+        "session affinity": (session, n, blocks),
+        "one pooled cache": (lambda i, item: 0, 1, n * blocks),
+    }
+    return {name: dataclasses.asdict(compute_cache_model(items, assign, caches, size, w))
+            for name, (assign, caches, size) in routings.items()}  # fmt: skip
 
 
 def params(args: argparse.Namespace, requests: int, span: float, router_note: str) -> dict[str, Any]:

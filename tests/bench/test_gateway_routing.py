@@ -225,3 +225,15 @@ def test_a_tiny_routing_run_on_one_engine_measures_the_exact_hit_rate(
         assert (figures["requests"], figures["errors"]) == (3, 0)
         assert figures["hit_rate"] == round(64 / 143, 4)
     assert [t["verdict"] for t in report["targets"]][:2] == ["n/a", "n/a"]  # no round-robin arm
+
+
+def test_cache_model_counts_the_leading_cached_blocks_per_cache_with_lru_eviction() -> None:
+    from bench.gateway.prefix_workload import compute_cache_model
+
+    turns = [WorkItem(0, (0, 1), 2 * W, 1), WorkItem(1, (0, 2), 2 * W, 1), WorkItem(2, (0, 1, 3), 3 * W, 1)]
+    one = compute_cache_model(turns, lambda i, item: 0, 1, 100, W)
+    assert (one.hit_rate, one.uncached_p50_words) == (round(3 * W / (7 * W), 4), W)  # hits: 0, 1, 2 blocks
+    apart = compute_cache_model(turns, lambda i, item: min(i, 1), 2, 100, W)  # turn 3 away from turn 1
+    assert apart.hit_rate == round(1 * W / (7 * W), 4)  # it finds only block 0 there
+    tiny = compute_cache_model(turns, lambda i, item: 0, 1, 2, W)  # 2 blocks: (0, 1) evicted by (0, 2)
+    assert tiny.hit_rate == round(2 * W / (7 * W), 4)
