@@ -238,7 +238,9 @@ def cache_model(items: list[WorkItem], args: argparse.Namespace) -> dict[str, An
     """The same requests through LRU caches without engines or time: round-robin, perfect session
     affinity (a session: the first two blocks), and one pooled cache of every engine's blocks (no
     block held twice: about the most any routing could reuse)."""
-    n, blocks, w = args.engines, args.cache_blocks, args.words_per_block
+    n: int = args.engines
+    blocks: int = args.cache_blocks
+    w: int = args.words_per_block
 
     def session(i: int, item: WorkItem) -> int:
         return zlib.crc32(repr(item.blocks[:2]).encode()) % n
