@@ -27,10 +27,10 @@ import yaml
 
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.ports import free_port
+from inferfleet.localcluster.private_network import on_host_network
 from inferfleet.localcluster.waiting import wait_for
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import create, small_service, wait_ready
-from tests.podengines import on_host_network
 from tests.rbac import ChartIdentity
 from tests.unit.test_chart_render import NS, container, one, render
 

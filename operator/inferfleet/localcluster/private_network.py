@@ -24,6 +24,7 @@ NODE_ADDRESS = "198.19.0.1/32"
 """kube-apiserver advertises the address of the default route's device and will not start
 without one; this one is outside the pod range and local too."""
 _entered: list[str] = []
+_host_network: list[int] = []  # an open descriptor of the network namespace this process left
 
 
 def _unshare(flags: int) -> None:
@@ -53,6 +54,7 @@ def enter_private_network(pod_cidr: str = DEFAULT_POD_CIDR) -> None:
     if threading.active_count() != 1:
         raise RuntimeError("enter_private_network() must run before any thread starts")
     uid, gid = os.getuid(), os.getgid()
+    _host_network.append(os.open("/proc/self/ns/net", os.O_RDONLY))
     if uid == 0:
         _unshare(CLONE_NEWNET)
     else:
@@ -66,6 +68,14 @@ def enter_private_network(pod_cidr: str = DEFAULT_POD_CIDR) -> None:
     ):
         subprocess.run(command, check=True)
     _entered.append(pod_cidr)
+
+
+def on_host_network(command: list[str]) -> list[str]:
+    """`command` run in the network this process left: for what needs the outside network (a
+    package index), not the cluster. Unchanged when the process never left it."""
+    if not _host_network:
+        return command
+    return ["nsenter", f"--net=/proc/{os.getpid()}/fd/{_host_network[0]}", "--", *command]
 
 
 def in_private_network() -> bool:
