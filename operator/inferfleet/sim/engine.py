@@ -74,6 +74,10 @@ class EngineConfig:
     """Blocks the prefix cache holds before evicting the least recently used."""
     prefill_tokens_per_second: float = 0.0
     """Prefill rate of uncached prompt tokens; 0 means prefill takes no time."""
+    kv_cache_tokens: int | None = None
+    """The KV cache's size in tokens (words): running requests hold their prompt and output so
+    far in blocks of `block_tokens`; a request whose prompt does not fit waits. None: the
+    prefix cache's size, `cache_blocks * block_tokens` (vLLM's one pool of KV blocks)."""
 
 
 class RequestError(Exception):
@@ -97,6 +101,8 @@ class Counts:
     prefix_hit_tokens: int = 0
     """Of those, words found in the prefix cache."""
     cached_blocks: int = 0
+    kv_usage: float = 0.0
+    """KV blocks held by running requests over the KV cache's blocks (vllm:kv_cache_usage_perc)."""
 
 
 @dataclass(frozen=True)
@@ -250,8 +256,11 @@ class _Batch:
         tokens_per_second: float,
         cache: PrefixCache | None = None,
         prefill_tokens_per_second: float = 0.0,
+        kv_blocks: int | None = None,
     ) -> None:
         self.max_concurrent = max_concurrent
+        self.kv_blocks = kv_blocks
+        """KV-cache blocks for running requests; None: unlimited."""
         self.step = 1.0 / tokens_per_second
         self.cache = cache if cache is not None else PrefixCache(0, 1)
         self.prefill_rate = prefill_tokens_per_second
@@ -297,9 +306,27 @@ class _Batch:
             loop = asyncio.get_running_loop()
             self._schedule(loop, loop.time() + self.step)
 
+    def held_blocks(self, request: _Request) -> int:
+        """KV blocks a running request holds: its prompt and its output so far."""
+        return max(1, -(-(request.prompt_words + request.produced) // self.cache.block_tokens))
+
+    def kv_used(self) -> int:
+        return sum(self.held_blocks(r) for r in self.running)
+
+    def _fits(self, request: _Request, used: int) -> bool:
+        """vLLM's scheduler admits a prompt only into free KV blocks; alone, a request always runs
+        (growth past the capacity, which vLLM resolves by preemption, is not modelled)."""
+        return (
+            self.kv_blocks is None or not self.running or used + self.held_blocks(request) <= self.kv_blocks
+        )
+
     def _fill_slots(self) -> None:
+        used = self.kv_used() if self.kv_blocks is not None else 0
         while self.waiting and len(self.running) < self.max_concurrent:
             request = next(iter(self.waiting))
+            if not self._fits(request, used):
+                break  # first come, first served: the head waits for room, nobody overtakes it
+            used += self.held_blocks(request)
             del self.waiting[request]
             request.state = _State.RUNNING
             self.running[request] = None
@@ -380,9 +407,16 @@ class SimEngine:
         self.config = config
         self.registry = CollectorRegistry()
         self.registry.register(_EngineCollector(self))
+        if config.kv_cache_tokens is not None and config.kv_cache_tokens < 1:
+            raise ValueError("kv_cache_tokens must be >= 1")
         cache = PrefixCache(config.cache_blocks, config.block_tokens)
+        kv_tokens = config.kv_cache_tokens or config.cache_blocks * config.block_tokens
         self._batch = _Batch(
-            config.max_concurrent, config.tokens_per_second, cache, config.prefill_tokens_per_second
+            config.max_concurrent,
+            config.tokens_per_second,
+            cache,
+            config.prefill_tokens_per_second,
+            max(1, kv_tokens // config.block_tokens),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: _HttpServer | None = None
@@ -411,6 +445,7 @@ class SimEngine:
             prompt_tokens=batch.cache.queried_tokens,
             prefix_hit_tokens=batch.cache.hit_tokens,
             cached_blocks=len(batch.cache.blocks),
+            kv_usage=min(1.0, batch.kv_used() / batch.kv_blocks) if batch.kv_blocks else 0.0,
         )
 
     def start(self) -> SimEngine:
@@ -681,8 +716,7 @@ class _EngineCollector(Collector):
         usage = GaugeMetricFamily(
             "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels=["model_name"]
         )
-        capacity = self._engine.config.cache_blocks
-        usage.add_metric([model], counts.cached_blocks / capacity if capacity else 0.0)
+        usage.add_metric([model], counts.kv_usage)  # running requests' blocks; cached ones are evictable
         return [queries, hits, usage]
 
 
