@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 from prometheus_client import CollectorRegistry, Gauge
 
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.localcluster.waiting import wait_for
+from inferfleet.planning.names import SERVICE_LABEL
+from inferfleet.sim.engine import EngineConfig, SimEngine
 from inferfleet.sim.exporter import start_text_exporter
-from inferfleet.sim.fleet import SimulatedFleet, step_load
+from inferfleet.sim.fleet import SimulatedFleet, _ready, step_load
 from tests.conftest import Cluster
 from tests.integration.test_operator_metrics import scrape
 from tests.integration.test_reconcile import create, events_for, read, small_service
@@ -193,3 +200,57 @@ def test_a_scaling_query_scales_up_reads_only_its_namespace_and_no_message_shows
     shown = [str(read(cluster, namespace, n)) for n in ("custom", "spy")]
     shown += [e.message for n in ("custom", "spy") for e in events_for(cluster, namespace, n)]
     assert not [text for text in [*shown, op.log_text()] if PASSWORD in text]
+
+
+def ready_pod(cluster: Cluster, namespace: str, name: str) -> str:
+    core = client.CoreV1Api(cluster.api_client)
+
+    def probe() -> str | None:
+        pods = core.list_namespaced_pod(namespace, label_selector=f"{SERVICE_LABEL}={name}").items
+        ready = [p.metadata.name for p in pods if _ready(p)]
+        return ready[0] if ready else None
+
+    return wait_for(probe, timeout=60, what=f"a Ready pod of {name}")
+
+
+def test_a_full_kv_cache_scales_up_with_slots_free(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    own_prometheus: LocalPrometheus,
+) -> None:
+    start_operator(run_operator, namespace, own_prometheus)
+    body = autoscaled("kv")
+    body["spec"]["engine"]["maxConcurrentRequests"] = 8
+    create(cluster, namespace, body)
+    pod = ready_pod(cluster, namespace, "kv")
+    # The pod's engine: a KV cache of 10 blocks of 4 words, and 18-word prompts (5 blocks each)
+    # that decode for 100 s: two fill it, a third waits with 6 of 8 slots free.
+    config = EngineConfig(model="llama", host="127.0.0.1", port=0, max_concurrent=8, tokens_per_second=2,
+                          block_tokens=4, kv_cache_tokens=40)  # fmt: skip
+    engine = SimEngine(config).start()
+    labels = {"namespace": namespace, "inferfleet_io_service": "kv", "pod": pod}
+    own_prometheus.add_target(f"kv-{pod}", engine.url.removeprefix("http://"), labels)
+    try:
+        for i in range(3):
+            body = json.dumps(
+                {"prompt": " ".join(f"w{i}-{j}" for j in range(18)), "max_tokens": 200}
+            ).encode()
+            request = urllib.request.Request(f"{engine.url}/v1/completions", data=body, method="POST")
+            threading.Thread(target=lambda r=request: suppress_errors(r), daemon=True).start()
+        wait_for(
+            lambda: engine.counts().waiting == 1, timeout=10, what="the third prompt to wait for KV room"
+        )
+        up = wait_replicas(cluster, namespace, "kv", lambda n: n >= 2, 45, "a scale-up on the full KV cache")
+        last = up["status"]["scalingHistory"][-1]
+        assert "KV cache 100% full" in last["message"], last
+        assert engine.counts().running == 2  # the batch limit, 8, was never reached
+    finally:
+        own_prometheus.remove_target(f"kv-{pod}")
+        engine.stop(drain_seconds=0)
+
+
+def suppress_errors(request: urllib.request.Request) -> None:
+    """Send a request whose answer nobody waits for (the engine cuts it at the end)."""
+    with suppress(OSError), urllib.request.urlopen(request, timeout=120) as response:
+        response.read()
