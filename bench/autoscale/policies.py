@@ -80,8 +80,8 @@ class FleetLimits:
 
 
 def build_engine_sample(obs: Observation) -> ScalingSample:
-    """What the operator reads of a service without a gateway: the engines' three series."""
-    return ScalingSample(obs.waiting, obs.running, obs.completion_rate)
+    """What the operator reads of a service without a gateway: the engines' series."""
+    return ScalingSample(obs.waiting, obs.running, obs.completion_rate, kv_cache_usage=obs.kv_cache_usage)
 
 
 def build_gateway_sample(obs: Observation) -> ScalingSample:
@@ -90,7 +90,12 @@ def build_gateway_sample(obs: Observation) -> ScalingSample:
     The fleet's one queue is the gateway's, so the engines report none waiting."""
     values: dict[str, float | None] = {}
     if obs.ready > 0:
-        values |= {"waiting": 0.0, "running": obs.running, "completion_rate": obs.completion_rate}
+        values |= {
+            "waiting": 0.0,
+            "running": obs.running,
+            "completion_rate": obs.completion_rate,
+            "kv_cache_usage": obs.kv_cache_usage,
+        }
     values |= {
         "gateway_waiting": obs.gateway_queued,
         "gateway_running": obs.gateway_in_flight,
@@ -99,7 +104,7 @@ def build_gateway_sample(obs: Observation) -> ScalingSample:
     q = compute_fleet_sample(values)
     if q is None:
         return ScalingSample(None, None)
-    return ScalingSample(q.waiting, q.running, q.completion_rate, q.arrival_rate)
+    return ScalingSample(q.waiting, q.running, q.completion_rate, q.arrival_rate, q.kv_cache_usage)
 
 
 class InferfleetPolicy:

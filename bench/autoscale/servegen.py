@@ -109,7 +109,9 @@ def build_datasets(text: str) -> dict[int, tuple[LengthDist, LengthDist]]:
     return out
 
 
-def dataset_at(datasets: dict[int, tuple[LengthDist, LengthDist]], ts: int) -> tuple[LengthDist, LengthDist] | None:
+def dataset_at(
+    datasets: dict[int, tuple[LengthDist, LengthDist]], ts: int
+) -> tuple[LengthDist, LengthDist] | None:
     """The latest published distributions at or before `ts` (as ServeGen's ClientPoolView does)."""
     before = [t for t in datasets if t <= ts]
     return datasets[max(before)] if before else None
@@ -161,7 +163,9 @@ def convert_client(
     return rows
 
 
-def convert(data_dir: Path, start: int, duration: int, fraction: float, seed: int) -> list[tuple[float, int, int]]:
+def convert(
+    data_dir: Path, start: int, duration: int, fraction: float, seed: int
+) -> list[tuple[float, int, int]]:
     """Every client of `data_dir` (one model's chunk files) over [start, start + duration)."""
     rng = random.Random(seed)
     ids = sorted(int(p.name.split("-")[1]) for p in data_dir.glob("chunk-*-trace.csv"))
@@ -188,7 +192,9 @@ def write_trace(rows: Sequence[tuple[float, int, int]], out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.autoscale.servegen", description=__doc__)
-    ap.add_argument("--data", type=Path, required=True, help="a ServeGen model folder: data/<category>/<model>")
+    ap.add_argument(
+        "--data", type=Path, required=True, help="a ServeGen model folder: data/<category>/<model>"
+    )
     ap.add_argument("--start", type=int, required=True, help="span start, seconds (a multiple of 600)")
     ap.add_argument("--duration", type=int, default=3600)
     ap.add_argument("--fraction", type=float, default=1.0, help="share of every client's rate to keep")

@@ -15,9 +15,10 @@ The engine model (constants in `SimParams`, defaults documented there)
   the gateway picked), while later requests that fit elsewhere go ahead. A request is sent, among the ready
   replicas where it fits, by `routing`: "least-load" (the most free slots: a gateway with
   least-load balancing and no head-of-line blocking behind a busy pod) or "prefix" (the
-  gateway's prefix affinity, `inferfleet.planning.routing.pick_endpoint_by_prefix`: a
-  consistent hash of the request's leading PREFIX_BLOCKS block ids with bounded loads,
-  `prefix_load_bound`, falling back to least load). Every policy gets the same routing, so it
+  gateway's prefix affinity, `inferfleet.planning.prefix_routing.pick_endpoint_by_match`, with
+  each replica's held leading blocks read from its prefix cache: the longest match within the
+  load bound `prefix_load_bound`, else a consistent hash of the first block beyond what all
+  share, else least load). Every policy gets the same routing, so it
   shifts absolute numbers, not the comparison. The queue is what the engines'
   `num_requests_waiting` gauges add up to.
 * Each replica has a prefix cache (`inferfleet.sim.engine.PrefixCache`, the sim engine's: an
@@ -73,7 +74,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bench.autoscale.workload import Workload
-from inferfleet.planning.routing import PREFIX_BLOCKS, pick_endpoint_by_prefix
+from inferfleet.planning.prefix_routing import pick_endpoint_by_match
 from inferfleet.sim.engine import PrefixCache, Prompt
 
 # Event kinds, in the order they are handled at equal times.
@@ -336,9 +337,9 @@ class Fleet:
         if self.p.routing == "prefix" and blocks:
             in_flight = {r.name: r.running for r in self.serving}
             exclude = {r.name for r in self.serving} - {r.name for r in fits}
-            key = ",".join(map(str, blocks[:PREFIX_BLOCKS]))
-            name = pick_endpoint_by_prefix(
-                in_flight, self.p.concurrency, exclude, key, self.p.prefix_load_bound
+            held = {r.name: _leading_cached(r, blocks) for r in fits}
+            name = pick_endpoint_by_match(
+                in_flight, self.p.concurrency, exclude, blocks, held, self.p.prefix_load_bound
             )
             if name is not None:
                 return next(r for r in fits if r.name == name)
@@ -639,6 +640,17 @@ class Fleet:
             prefix_hit_tokens=self.hit_tokens,
             kv_limited_s=self.kv_limited_s,
         )
+
+
+def _leading_cached(r: _Replica, blocks: tuple[int, ...]) -> int:
+    """How many of the prompt's leading blocks the replica's prefix cache holds (what the
+    gateway's prefix index stands for: the blocks it recently sent there)."""
+    if r.cache is None:
+        return 0
+    n = 0
+    while n < len(blocks) and blocks[n] in r.cache.blocks:
+        n += 1
+    return n
 
 
 def _remap(obj: object, mapping: dict[int, _Replica]) -> object:
