@@ -18,6 +18,7 @@ from typing import Any, Self
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from pydantic.alias_generators import to_camel
 
+from inferfleet.api import limits
 from inferfleet.api.common import KubeModel
 from inferfleet.api.spec import Dtype
 
@@ -95,6 +96,22 @@ class ModelFactsSource(StrEnum):
     SPEC = "Spec"
     KNOWN_MODELS = "KnownModels"
     FILES = "Files"
+
+
+class WeightsState(StrEnum):
+    """A model's weights in one node's cache (for the service's namespace)."""
+
+    PRESENT = "Present"
+    FETCHING = "Fetching"
+    FAILED = "Failed"
+
+
+class WeightsReason(StrEnum):
+    """Why a node's weights are in their state: also the reason of the Event on a failed fetch."""
+
+    FETCHED = "Fetched"
+    FETCH_RUNNING = "FetchRunning"
+    FETCH_FAILED = "FetchFailed"
 
 
 class MetricsReason(StrEnum):
@@ -258,6 +275,21 @@ class ReplicaPlacement(StatusModel):
     nodes: list[str] = Field(default_factory=list, description="Nodes of the replica's pods, by shard rank.")
 
 
+class NodeWeights(StatusModel):
+    """The model's weights in one node's cache, for this namespace (the cache is per namespace)."""
+
+    node: str = Field(description="The node whose cache holds (or fetches) the weights.")
+    state: WeightsState = Field(description="Present, Fetching or Failed.")
+    reason: WeightsReason = Field(description="Why, in one CamelCase word.")
+    message: str | None = Field(default=None, description="The fetch's own words when it failed.")
+    bytes: int | None = Field(default=None, ge=0, description="Size of the published weights.")
+    revision: str | None = Field(default=None, description="The revision published on the node.")
+    job: str | None = Field(default=None, description="The fetch Job (in this namespace).")
+    last_used: str | None = Field(
+        default=None, description="When a pod of this service last ran on the node (RFC 3339)."
+    )
+
+
 class ScalingEvent(StatusModel):
     time: str = Field(description="When the autoscaler decided (RFC 3339).")
     from_replicas: int = Field(alias="from", ge=0, description="Replicas before the decision.")
@@ -302,6 +334,12 @@ class InferenceServiceStatus(StatusModel):
     )
     placement: list[ReplicaPlacement] | None = Field(
         default=None, description="Where each replica's pods are placed."
+    )
+    weights: list[NodeWeights] | None = Field(
+        default=None,
+        max_length=limits.MAX_WEIGHTS_NODES,
+        description="The model's weights in each node's cache (with a cache root configured): "
+        "failed and fetching nodes first, then the most recently used.",
     )
     scaling_history: list[ScalingEvent] | None = Field(
         default=None, description="The autoscaler's most recent decisions that changed replicas."

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
-from inferfleet.api import API_VERSION, KIND, InferenceServiceSpec, ShardPlan
+from inferfleet.api import API_VERSION, KIND, EngineKind, InferenceServiceSpec, ShardPlan
 from inferfleet.planning.drain import termination_grace_seconds
-from inferfleet.planning.engines import build_engine_container, build_engine_volumes
+from inferfleet.planning.engines import MODEL_CACHE_DIR, build_engine_container, build_engine_volumes
 from inferfleet.planning.names import GPU_PRODUCT_LABEL, ZONE_LABEL, child_labels, selector_labels
+from inferfleet.planning.weights_cache import (
+    CACHE_CLAIM,
+    CACHE_UID,
+    CURRENT_MODEL,
+    MODEL_FLAGS,
+    PUBLISHED_MARKER,
+    WAIT_CONTAINER,
+    WEIGHTS_MOUNT,
+    WEIGHTS_VOLUME,
+    compute_cache_key,
+    compute_cacheable,
+    compute_ref_file,
+)
 
 # Model loads take minutes; a rollout is only stuck after far longer than a web app's.
 PROGRESS_DEADLINE_SECONDS = 1800
@@ -136,3 +150,68 @@ def endpoint_url(owner: Owner, spec: InferenceServiceSpec, gateway_url: str | No
     if gateway_url:
         return f"{gateway_url.rstrip('/')}/namespaces/{owner.namespace}/services/{owner.name}/v1"
     return f"http://{owner.name}.{owner.namespace}.svc:{spec.engine.port}/v1"
+
+
+_WAIT_SCRIPT = f"""\
+ref="$1/refs/$2"
+until [ -s "$ref" ] && rev=$(cat "$ref") && [ -f "$1/$rev/{PUBLISHED_MARKER}" ]; do sleep 2; done
+ln -sfn "weights/$rev" "$3"
+"""
+
+
+def _wait_container(image: str, source: str) -> dict[str, Any]:
+    """Waits for the node's fetch to publish the model, then points CURRENT_MODEL at it (the
+    revision is the node's own: a branch fetched on two nodes at two times may differ)."""
+    return {
+        "name": WAIT_CONTAINER,
+        "image": image,
+        "command": ["sh", "-c", _WAIT_SCRIPT, "wait", WEIGHTS_MOUNT, compute_ref_file(source), CURRENT_MODEL],
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": MODEL_CACHE_DIR},
+            {
+                "name": WEIGHTS_VOLUME,
+                "mountPath": WEIGHTS_MOUNT,
+                "subPath": compute_cache_key(source),
+                "readOnly": True,
+            },
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": CACHE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def build_cached_pod(pod: dict[str, Any], spec: InferenceServiceSpec, image: str) -> dict[str, Any]:
+    """`pod` reading its weights from the node cache, read-only (the namespace's cache claim,
+    the model's directory as subPath), after the wait container saw them published there. The
+    engine is told CURRENT_MODEL; a custom engine finds the model there. Sources the cache does
+    not fetch (pvc://, oci://, gs://) keep the pod as it is."""
+    source = spec.model.source
+    if not compute_cacheable(source):
+        return pod
+    pod = copy.deepcopy(pod)
+    wait = _wait_container(image, source)
+    pod["initContainers"] = [wait, *pod.get("initContainers", [])]
+    pod["volumes"].append(
+        {"name": WEIGHTS_VOLUME, "persistentVolumeClaim": {"claimName": CACHE_CLAIM, "readOnly": True}}
+    )
+    engine = pod["containers"][0]
+    engine["volumeMounts"].append(wait["volumeMounts"][1])
+    args = engine.get("args") or []
+    flag = next((i for i, a in enumerate(args) if a in MODEL_FLAGS), None)
+    if spec.engine.kind != EngineKind.CUSTOM and flag is not None and flag + 1 < len(args):
+        engine["args"] = [*args[: flag + 1], CURRENT_MODEL, *args[flag + 2 :]]
+    return pod
+
+
+def build_cached_template(obj: dict[str, Any], spec: InferenceServiceSpec, image: str) -> dict[str, Any]:
+    """A Deployment or StatefulSet whose pods read their weights from the node cache."""
+    if obj.get("kind") not in ("Deployment", "StatefulSet"):
+        return obj
+    template = obj["spec"]["template"]
+    cached = build_cached_pod(template["spec"], spec, image)
+    return {**obj, "spec": {**obj["spec"], "template": {**template, "spec": cached}}}

@@ -1,0 +1,532 @@
+"""The node weights cache, decided: which volume, claim and Jobs a service needs on which nodes,
+how its engine pods mount the cache, and each node's state from the observed Jobs.
+
+One cache per namespace on each node (docs/weights.md says why): a `local` PersistentVolume at
+`<root>/<namespace>.<claim uid>` whose node affinity is every node, pre-bound to the claim
+`inferfleet-model-cache` in the namespace. Fetch Jobs run in the namespace (so they may use its
+token Secrets) and mount the claim read-write; engine pods mount it read-only. The directory on
+each node is made by a small Job in the operator's own namespace (a `local` volume's path must
+exist; the tenant's namespace may forbid hostPath).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from inferfleet.api import InferenceServiceSpec
+from inferfleet.api.limits import MAX_WEIGHTS_NODES
+from inferfleet.api.status import NodeWeights, WeightsReason, WeightsState
+from inferfleet.planning.conditions import bound_message
+from inferfleet.planning.names import SERVICE_LABEL
+
+CACHE_CLAIM = "inferfleet-model-cache"
+CACHE_LABEL = "inferfleet.io/model-cache"
+"""On the cache's objects: `volume` (PV and PVC), `fetch` (Jobs and their pods), `directory`."""
+MODEL_LABEL = "inferfleet.io/weights-model"
+"""On fetch Jobs: a short hash of the model source (label values cannot hold a URI)."""
+NODE_ANNOTATION = "inferfleet.io/weights-node"
+SOURCE_ANNOTATION = "inferfleet.io/weights-source"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+FETCH_MOUNT = "/cache"
+WEIGHTS_MOUNT = "/models/weights"
+CURRENT_MODEL = "/models/current"
+"""A link the engine pod's init container points at the published revision on its node."""
+WAIT_CONTAINER = "wait-for-weights"
+WEIGHTS_VOLUME = "model-weights"
+PUBLISHED_MARKER = ".inferfleet-published.json"  # as inferfleet.weights.cache writes it
+CACHE_UID = 65532
+"""The fetch's user and group: fsGroup makes the cache directory writable to it, without root."""
+FETCH_BACKOFF_LIMIT = 3
+CACHEABLE_SCHEMES = ("hf", "s3")
+SOURCE_ENV = {
+    "hf": ("HF_TOKEN", "HF_ENDPOINT"),
+    "s3": (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+    ),
+}  # fmt: skip
+"""The engine env a fetch Job takes over, by scheme: the same Secrets the engine would read."""
+MODEL_FLAGS = ("--model", "--model-path", "--model-id")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_REF_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    root: str
+    """The cache root on every node (an absolute path)."""
+    image: str
+    """The image with `inferfleet` (the operator's): fetch Jobs, directory Jobs, the wait."""
+    namespace: str
+    """The operator's namespace, where directory Jobs (hostPath) run."""
+
+
+def compute_cacheable(source: str) -> bool:
+    return source.partition("://")[0] in CACHEABLE_SCHEMES
+
+
+def _location(source: str) -> tuple[str, str, str | None]:
+    scheme, _, rest = source.partition("://")
+    if scheme == "hf":
+        repo, _, ref = rest.partition("@")
+        return scheme, repo, ref or None
+    return scheme, rest.rstrip("/"), None
+
+
+def compute_cache_key(source: str) -> str:
+    """The model's directory under a cache root: inferfleet.weights.sources.build_cache_key's rule
+    (a unit test holds the two equal; planning may not import the fetcher)."""
+    scheme, location, _ = _location(source)
+    readable = _SAFE.sub("-", location.replace("/", "--")).strip("-.")[:80]
+    digest = hashlib.sha256(f"{scheme}://{location}".encode()).hexdigest()[:10]
+    return f"{scheme}--{readable}--{digest}"
+
+
+def compute_ref_file(source: str) -> str:
+    """The file under the model's `refs/` naming the revision fetched for this source."""
+    scheme, _, ref = _location(source)
+    name = ref or ("main" if scheme == "hf" else "latest")
+    if _REF_SAFE.match(name):
+        return name
+    return "".join(c if _REF_SAFE.match(c) else "".join(f"%{b:02X}" for b in c.encode()) for c in name)
+
+
+def _digest(*parts: str, size: int = 10) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:size]
+
+
+def compute_model_id(source: str) -> str:
+    return _digest(source, size=16)
+
+
+def compute_volume_name(claim_uid: str) -> str:
+    return f"inferfleet-cache-{claim_uid}"
+
+
+def compute_volume_path(root: str, namespace: str, claim_uid: str) -> str:
+    """Per namespace and per claim: a namespace deleted and made again (perhaps by someone else)
+    gets a new claim, so a new directory, and never sees the old one's private weights."""
+    return f"{root.rstrip('/')}/{namespace}.{claim_uid}"
+
+
+def fetch_job_name(namespace: str, source: str, node: str) -> str:
+    return f"inferfleet-fetch-{_digest(namespace, source, node)}"
+
+
+def directory_job_name(claim_uid: str, node: str) -> str:
+    return f"inferfleet-cachedir-{_digest(claim_uid, node)}"
+
+
+def build_cache_claim(namespace: str) -> dict[str, Any]:
+    """The namespace's claim on its node caches; bound to its volume by name (volumeName), so no
+    StorageClass and no provisioner take part."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": CACHE_CLAIM, "namespace": namespace, "labels": {CACHE_LABEL: "volume"}},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "volumeMode": "Filesystem",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+
+
+def build_cache_volume(root: str, namespace: str, claim_uid: str) -> dict[str, Any]:
+    """The namespace's `local` volume: the same path on every node, each node's own directory.
+
+    Node affinity is every node (engine pods of one Deployment land on many nodes and share one
+    claim). Retain: a local volume has no deleter; the directory outlives the claim until the
+    cache's eviction removes it (the next slice), and no other claim can bind this volume."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": compute_volume_name(claim_uid), "labels": {CACHE_LABEL: "volume"}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "volumeMode": "Filesystem",
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": namespace,
+                "name": CACHE_CLAIM,
+                "uid": claim_uid,
+            },
+            "local": {"path": compute_volume_path(root, namespace, claim_uid)},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": HOSTNAME_LABEL, "operator": "Exists"}]}
+                    ]
+                }
+            },
+        },
+    }
+
+
+def compute_volume_is_ours(volume: Mapping[str, Any], root: str) -> bool:
+    """Whether a PersistentVolume is one this operator may create: a `local` path directly under
+    the cache root, claimed by the cache claim of the namespace the path names."""
+    spec = volume.get("spec") or {}
+    path = str((spec.get("local") or {}).get("path") or "")
+    claim = spec.get("claimRef") or {}
+    namespace, uid = str(claim.get("namespace") or ""), str(claim.get("uid") or "")
+    return (
+        bool(namespace and uid)
+        and set(spec) & {"hostPath", "nfs", "csi"} == set()
+        and claim.get("name") == CACHE_CLAIM
+        and path == compute_volume_path(root, namespace, uid)
+        and "/" not in namespace + uid
+        and ".." not in namespace + uid
+        and volume.get("metadata", {}).get("name") == compute_volume_name(uid)
+    )
+
+
+def _restricted(container: dict[str, Any]) -> dict[str, Any]:
+    """A container the `restricted` Pod Security Standard admits."""
+    return {
+        **container,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": CACHE_UID,
+            "runAsGroup": CACHE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def _on_node(node: str, tolerations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "restartPolicy": "Never",
+        "nodeSelector": {HOSTNAME_LABEL: node},
+        "tolerations": [dict(t) for t in tolerations],
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+    }
+
+
+def _source_env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
+    wanted = SOURCE_ENV.get(spec.model.source.partition("://")[0], ())
+    return [
+        e.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for e in spec.engine.env
+        if e.name in wanted
+    ]
+
+
+def build_fetch_job(
+    spec: InferenceServiceSpec,
+    namespace: str,
+    node: str,
+    claim_uid: str,
+    settings: CacheSettings,
+    tolerations: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """`inferfleet fetch-model` on `node` into the namespace's cache, with the engine's own
+    source credentials (its env entries for the source, Secrets of this namespace)."""
+    source = spec.model.source
+    labels = {CACHE_LABEL: "fetch", MODEL_LABEL: compute_model_id(source)}
+    container = {
+        "name": "fetch",
+        "image": settings.image,
+        "args": [
+            "fetch-model",
+            source,
+            "--cache-root",
+            FETCH_MOUNT,
+            "--termination-log",
+            "/dev/termination-log",
+        ],
+        "env": _source_env(spec),
+        "volumeMounts": [{"name": "cache", "mountPath": FETCH_MOUNT}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod = {
+        **_on_node(node, tolerations),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": CACHE_UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_restricted(container)],
+        "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}}],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": fetch_job_name(namespace, source, node),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {NODE_ANNOTATION: node, SOURCE_ANNOTATION: source},
+            # The claim owns its fetches: they go with it (a Job outlives any one service).
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": CACHE_CLAIM, "uid": claim_uid}
+            ],
+        },
+        "spec": {
+            "backoffLimit": FETCH_BACKOFF_LIMIT,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def build_directory_job(
+    settings: CacheSettings,
+    namespace: str,
+    claim_uid: str,
+    node: str,
+    tolerations: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Makes the namespace's directory under the cache root on `node`, in the operator's own
+    namespace (the only pod with the root mounted, by hostPath)."""
+    path = compute_volume_path(settings.root, namespace, claim_uid)
+    container = {
+        "name": "mkdir",
+        "image": settings.image,
+        "command": ["sh", "-c", 'mkdir -p "$1" && chmod 0755 "$1"', "mkdir", path],
+        "volumeMounts": [{"name": "root", "mountPath": settings.root}],
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    pod = {
+        **_on_node(node, tolerations),
+        "containers": [container],
+        "volumes": [{"name": "root", "hostPath": {"path": settings.root, "type": "DirectoryOrCreate"}}],
+    }
+    labels = {CACHE_LABEL: "directory"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": directory_job_name(claim_uid, node),
+            "namespace": settings.namespace,
+            "labels": labels,
+            "annotations": {NODE_ANNOTATION: node},
+        },
+        "spec": {
+            "backoffLimit": FETCH_BACKOFF_LIMIT,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class ObservedFetch:
+    """A fetch Job as watched."""
+
+    name: str
+    node: str
+    source: str
+    state: WeightsState
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The JSON line a finished fetch pod left as its termination message."""
+
+    bytes: int | None = None
+    revision: str | None = None
+    error: str | None = None
+    message: str | None = None
+
+
+def build_observed_fetch(job: Mapping[str, Any]) -> ObservedFetch | None:
+    meta, status = job.get("metadata") or {}, job.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    node, source = annotations.get(NODE_ANNOTATION), annotations.get(SOURCE_ANNOTATION)
+    if not node or not source:
+        return None
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conditions or (status.get("succeeded") or 0) > 0:
+        return ObservedFetch(meta["name"], node, source, WeightsState.PRESENT)
+    failed = conditions.get("Failed")
+    if failed is not None:
+        message = f"{failed.get('reason') or 'Failed'}: {failed.get('message') or ''}".rstrip(": ")
+        return ObservedFetch(meta["name"], node, source, WeightsState.FAILED, message)
+    return ObservedFetch(meta["name"], node, source, WeightsState.FETCHING)
+
+
+def build_fetch_result(pod_status: Mapping[str, Any]) -> FetchResult | None:
+    """The fetch's JSON result from a terminated pod's status, None when it left none."""
+    for container in pod_status.get("containerStatuses") or []:
+        message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+        try:
+            data = json.loads(message or "")
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            size = data.get("bytes")
+            return FetchResult(
+                bytes=size if isinstance(size, int) and size >= 0 else None,
+                revision=str(data["revision"]) if data.get("revision") else None,
+                error=str(data["error"]) if data.get("error") else None,
+                message=str(data["message"]) if data.get("message") else None,
+            )
+    return None
+
+
+@dataclass(frozen=True)
+class CacheObserved:
+    """The namespace's cache objects as watched."""
+
+    claim_uid: str | None = None
+    """The cache claim's uid; None: no claim yet."""
+    volume_exists: bool = False
+    directory_jobs: frozenset[str] = frozenset()
+    """Names of the directory Jobs in the operator's namespace."""
+    fetches: tuple[ObservedFetch, ...] = ()
+    results: Mapping[str, FetchResult] | None = None
+    """A fetch Job's result, by Job name, from its latest terminated pod."""
+
+
+@dataclass(frozen=True)
+class WeightsPlan:
+    """Objects to create, in this order; empty when the cache is off or the source is not cached."""
+
+    claim: dict[str, Any] | None = None
+    volume: dict[str, Any] | None = None
+    directory_jobs: tuple[dict[str, Any], ...] = ()
+    fetch_jobs: tuple[dict[str, Any], ...] = ()
+
+
+def compute_tolerations(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
+    """The engine pods' tolerations: a Job on the engine's node must be let on it too."""
+    return [
+        {"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"},
+        *(t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations),
+    ]
+
+
+def plan_weights(
+    settings: CacheSettings,
+    spec: InferenceServiceSpec,
+    namespace: str,
+    nodes: Iterable[str],
+    observed: CacheObserved,
+) -> WeightsPlan:
+    """What the service's nodes lack: the claim first (the volume names its uid), then the volume,
+    each node's directory and a fetch on each node without one for this source (one Job per
+    namespace, source and node: a failed one stays, with its reason, until it is deleted)."""
+    if not compute_cacheable(spec.model.source):
+        return WeightsPlan()
+    uid = observed.claim_uid
+    if uid is None:
+        return WeightsPlan(claim=build_cache_claim(namespace))
+    tolerations = compute_tolerations(spec)
+    fetched = {f.node for f in observed.fetches if f.source == spec.model.source}
+    wanted = sorted(set(nodes))
+    return WeightsPlan(
+        volume=None if observed.volume_exists else build_cache_volume(settings.root, namespace, uid),
+        directory_jobs=tuple(
+            build_directory_job(settings, namespace, uid, node, tolerations)
+            for node in wanted
+            if directory_job_name(uid, node) not in observed.directory_jobs
+        ),
+        fetch_jobs=tuple(
+            build_fetch_job(spec, namespace, node, uid, settings, tolerations)
+            for node in wanted
+            if node not in fetched
+        ),
+    )
+
+
+_ORDER = {WeightsState.FAILED: 0, WeightsState.FETCHING: 1, WeightsState.PRESENT: 2}
+_REASONS = {
+    WeightsState.PRESENT: WeightsReason.FETCHED,
+    WeightsState.FETCHING: WeightsReason.FETCH_RUNNING,
+    WeightsState.FAILED: WeightsReason.FETCH_FAILED,
+}
+
+
+def _node_weights(fetch: ObservedFetch, result: FetchResult | None, last_used: str | None) -> NodeWeights:
+    message = fetch.message
+    if fetch.state == WeightsState.FAILED and result is not None and result.message:
+        message = f"{result.error or 'Failed'}: {result.message}"
+    present = fetch.state == WeightsState.PRESENT and result is not None
+    return NodeWeights(
+        node=fetch.node,
+        state=fetch.state,
+        reason=_REASONS[fetch.state],
+        message=bound_message(message) if message and fetch.state == WeightsState.FAILED else None,
+        bytes=result.bytes if present and result is not None else None,
+        revision=result.revision if present and result is not None else None,
+        job=fetch.name,
+        last_used=last_used,
+    )
+
+
+def compute_node_weights(
+    source: str,
+    observed: CacheObserved,
+    serving: Iterable[str],
+    previous: Sequence[NodeWeights] | None,
+    now: datetime,
+) -> list[NodeWeights] | None:
+    """status.weights: each node's fetch of this source; failed and fetching first, then the most
+    recently used, at most MAX_WEIGHTS_NODES. `serving`: nodes the service's pods are on now."""
+    fetches = [f for f in observed.fetches if f.source == source]
+    if not fetches:
+        return None
+    used = {w.node: w.last_used for w in previous or []}
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    used.update({node: stamp for node in serving})
+    results = observed.results or {}
+    entries = [_node_weights(f, results.get(f.name), used.get(f.node)) for f in fetches]
+    entries.sort(key=lambda w: (_ORDER[w.state], _negated(w.last_used), w.node))
+    return entries[:MAX_WEIGHTS_NODES]
+
+
+def _negated(stamp: str | None) -> str:
+    """Sorts newer RFC 3339 stamps first (and none last)."""
+    return "".join(chr(0x10FFFF - ord(c)) for c in stamp) if stamp else "\U0010ffff"
+
+
+def compute_weights_events(
+    previous: Sequence[NodeWeights] | None, current: Sequence[NodeWeights] | None
+) -> list[tuple[str, str, str]]:
+    """A Warning per node whose fetch turned Failed."""
+    before = {w.node: w.state for w in previous or []}
+    return [
+        (
+            "Warning",
+            WeightsReason.FETCH_FAILED,
+            f"fetching the weights on node {w.node} failed: {w.message or ''}",
+        )
+        for w in current or []
+        if w.state == WeightsState.FAILED and before.get(w.node) != WeightsState.FAILED
+    ]
+
+
+def compute_weights_wake(
+    namespace: str,
+    labels: Mapping[str, str],
+    spec: Mapping[str, Any] | None,
+    status: Mapping[str, Any] | None,
+) -> tuple[str, str] | None:
+    """An engine pod bound to a node and waiting for its weights: its service fetches them there."""
+    service = labels.get(SERVICE_LABEL)
+    spec, status = spec or {}, status or {}
+    if not service or not spec.get("nodeName"):
+        return None
+    if not any(c.get("name") == WAIT_CONTAINER for c in spec.get("initContainers") or []):
+        return None
+    done = any(
+        c.get("name") == WAIT_CONTAINER and (c.get("state") or {}).get("terminated")
+        for c in status.get("initContainerStatuses") or []
+    )
+    return None if done else (namespace, str(service))
