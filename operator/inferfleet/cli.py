@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from inferfleet.gateway.config import GatewayConfig
+    from inferfleet.planning.weights_cache import CacheSettings
     from inferfleet.runtime.config import OperatorConfig
 
 
@@ -262,6 +263,7 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         ),
         peering=peering if args.peering else None,
         peering_lifetime_seconds=args.peering_lifetime,
+        model_cache=_model_cache(args),
         prometheus=PrometheusConfig(
             url=args.prometheus_url,
             ca_file=args.prometheus_ca_file,
@@ -353,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_prometheus_arguments(run)
     _add_policy_arguments(run)
+    _add_model_cache_arguments(run)
     run.add_argument("--log-json", action="store_true", help="structured JSON logs")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
@@ -556,6 +559,41 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     else:
         asyncio.run(serve(config))
     return 0
+
+
+def _add_model_cache_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--model-cache-root",
+        default=os.environ.get("INFERFLEET_MODEL_CACHE_ROOT") or None,
+        help="absolute path of the node weights cache on every GPU node; unset: off (each engine pod "
+        "downloads into its own emptyDir)",
+    )
+    run.add_argument(
+        "--model-cache-image",
+        default=os.environ.get("INFERFLEET_MODEL_CACHE_IMAGE") or None,
+        help="image with `inferfleet` for the cache's Jobs and wait (the operator's own)",
+    )
+    run.add_argument(
+        "--model-cache-namespace",
+        default=os.environ.get("POD_NAMESPACE") or None,
+        help="the operator's namespace, where the Jobs that make cache directories run (hostPath)",
+    )
+
+
+def _model_cache(args: argparse.Namespace) -> CacheSettings | None:
+    from inferfleet.planning.weights_cache import CacheSettings
+
+    if not args.model_cache_root:
+        return None
+    if not args.model_cache_root.startswith("/") or ".." in args.model_cache_root.split("/"):
+        raise SystemExit("--model-cache-root must be an absolute path without ..")
+    if not args.model_cache_image or not args.model_cache_namespace:
+        raise SystemExit("--model-cache-root needs --model-cache-image and --model-cache-namespace")
+    return CacheSettings(
+        root=args.model_cache_root.rstrip("/") or "/",
+        image=args.model_cache_image,
+        namespace=args.model_cache_namespace,
+    )
 
 
 def _add_fetch_model_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -114,12 +114,20 @@ NAMESPACED = {
     ("", "pods", "delete"),
     ("", "events", "create"),
     ("", "events", "list"),
+    # The node weights cache's claims and Jobs, watched by label whether or not the cache is on.
+    ("", "persistentvolumeclaims", "list"),
+    ("", "persistentvolumeclaims", "watch"),
+    ("batch", "jobs", "list"),
+    ("batch", "jobs", "watch"),
 }
 CLUSTER_READS = {
     ("", "nodes", "list"),
     ("", "nodes", "watch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    # The node weights cache's volumes, watched by label whether or not the cache is on.
+    ("", "persistentvolumes", "list"),
+    ("", "persistentvolumes", "watch"),
 }
 
 
@@ -368,7 +376,20 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     # The autoscaler reads the peering record: only the active instance scales.
     "get_cluster_custom_object": {("kopf.dev", f"clusterkopfpeerings@{FULLNAME}", "get")},
     "get_namespaced_custom_object": {("kopf.dev", f"kopfpeerings@{FULLNAME}", "get")},
+    # The node weights cache (modelCache.root only): a namespace's claim (read back when it
+    # exists), its `local` volume, and the Jobs that make its directories and fetch the models.
+    "create_namespaced_persistent_volume_claim": {("", "persistentvolumeclaims", "create")},
+    "read_namespaced_persistent_volume_claim": {("", "persistentvolumeclaims", "get")},
+    "create_persistent_volume": {("", "persistentvolumes", "create")},
+    "create_namespaced_job": {("batch", "jobs", "create")},
 }
+MODEL_CACHE_WRITES: set[Grant] = {
+    ("", "persistentvolumeclaims", "create"),
+    ("", "persistentvolumeclaims", "get"),
+    ("", "persistentvolumes", "create"),
+    ("batch", "jobs", "create"),
+}
+"""Granted only with modelCache.root set: without it the operator never calls them."""
 # kopf's own requests, besides the list and watch of each resource its decorators name.
 KOPF_CALLS: dict[str, set[Grant]] = {
     "annotations (progress, last handled spec) and finalizer on the object": {
@@ -448,10 +469,16 @@ def kopf_watched() -> set[Grant]:
     return out
 
 
-CLUSTER_SCOPED = ("nodes", "customresourcedefinitions", "namespaces", "clusterkopfpeerings")
+CLUSTER_SCOPED = (
+    "nodes",
+    "customresourcedefinitions",
+    "namespaces",
+    "clusterkopfpeerings",
+    "persistentvolumes",
+)
 
 
-def needed(cluster_wide: bool) -> dict[str, set[Grant]]:
+def needed(cluster_wide: bool, model_cache: bool = False) -> dict[str, set[Grant]]:
     """The grants each kind of role needs: a cluster-wide operator's all in its ClusterRole; a
     namespaced one's reads of cluster-scoped resources only (kopf watches the rest per namespace)."""
     out = kopf_watched() | ADMISSION
@@ -460,6 +487,8 @@ def needed(cluster_wide: bool) -> dict[str, set[Grant]]:
     # A cluster-wide operator serves no namespace list and peers in a ClusterKopfPeering.
     unused = ("namespaces", "kopfpeerings") if cluster_wide else ("clusterkopfpeerings",)
     out = {g for g in out if g[1].split("@")[0] not in unused}
+    if not model_cache:
+        out -= MODEL_CACHE_WRITES
     if cluster_wide:
         return {"ClusterRole": out, "Role": set()}
     cluster = {g for g in out if g[1].split("@")[0] in CLUSTER_SCOPED}
@@ -472,11 +501,13 @@ def test_every_kubernetes_client_call_of_the_operator_is_in_the_table() -> None:
     assert ("", "pods", "watch") in kopf_watched()
 
 
+@pytest.mark.parametrize("model_cache", [False, True], ids=["no-cache", "cache"])
 @pytest.mark.parametrize("cluster_wide", [True, False], ids=["cluster-wide", "namespaced"])
-def test_the_chart_grants_exactly_what_the_operator_calls(cluster_wide: bool) -> None:
+def test_the_chart_grants_exactly_what_the_operator_calls(cluster_wide: bool, model_cache: bool) -> None:
     """A verb the operator needs and the chart lacks is `missing`; one it grants for nothing is `extra`."""
-    docs = render("ha.enabled=true", *([] if cluster_wide else ["watchNamespaces={a}"]))
-    for kind, want in needed(cluster_wide).items():
+    cache = ["modelCache.root=/var/lib/inferfleet/models"] if model_cache else []
+    docs = render("ha.enabled=true", *cache, *([] if cluster_wide else ["watchNamespaces={a}"]))
+    for kind, want in needed(cluster_wide, model_cache).items():
         granted = set().union(*(grants(d["rules"]) for d in of(docs, "operator") if d["kind"] == kind))
         assert {"missing": want - granted, "extra": granted - want} == {"missing": set(), "extra": set()}, (
             kind
@@ -522,3 +553,20 @@ def test_schema_rejects_wrong_values(flag: str, complaint: str) -> None:
     assert result.returncode == 1
     assert "values don't meet the specifications of the schema" in result.stderr
     assert complaint in result.stderr
+
+
+def test_the_model_cache_reaches_the_operator_only_when_a_root_is_set() -> None:
+    assert not [a for a in container(render())["args"] if a.startswith("--model-cache")]
+    args = container(render("modelCache.root=/var/lib/inferfleet/models"))["args"]
+    assert "--model-cache-root=/var/lib/inferfleet/models" in args
+    assert f"--model-cache-namespace={NS}" in args
+    assert any(a.startswith("--model-cache-image=ghcr.io/inferfleet/inferfleet:") for a in args)
+
+
+def test_the_release_namespace_may_run_the_cache_directory_jobs_in_namespaced_mode() -> None:
+    docs = render("modelCache.root=/m", "watchNamespaces={a}")
+    role = one(docs, "Role", NS)
+    assert role["metadata"]["name"].endswith("-model-cache")
+    assert role["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "watch", "create"]}
+    ]

@@ -88,6 +88,9 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
   ReplicaSet removes the pod with the fewest requests in flight and the coldest prefix cache.
 - events: kopf posts Kubernetes Events on InferenceServices (core/v1); when a replica group's
   StatefulSet lacks pods, the operator lists its FailedCreate Events to report why.
+- persistentvolumeclaims, jobs: the node weights cache (modelCache.root): kopf watches the
+  cache's claim and fetch Jobs (by label); with the cache on, the operator creates each
+  namespace's claim (read back when it exists already) and a fetch Job per model and node.
 - kopfpeerings (HA, namespaced mode): kopf's peering records, one per watched namespace; kopf
   patches its own record, and the autoscaler reads (get) it so that only the active instance scales.
 */}}
@@ -119,6 +122,12 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [list, watch{{ if .Values.modelCache.root }}, get, create{{ end }}]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch{{ if .Values.modelCache.root }}, create{{ end }}]
 {{- if and .Values.ha.enabled .Values.watchNamespaces }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
@@ -137,6 +146,9 @@ Cluster-scoped reads, in every mode:
 - namespaces (namespaced mode): kopf lists and watches the namespaces it serves;
 - clusterkopfpeerings (HA, cluster-wide mode): kopf's peering record, which kopf patches and
   the autoscaler reads (get).
+- persistentvolumes: kopf watches the node weights cache's volumes (by label); with the cache on
+  the operator creates one `local` volume per namespace, and only one whose path is its claim's
+  directory under modelCache.root and whose claimRef is that claim (kube/weights.py checks it).
 */}}
 {{- define "inferfleet.clusterRules" -}}
 - apiGroups: [""]
@@ -145,6 +157,9 @@ Cluster-scoped reads, in every mode:
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+- apiGroups: [""]
+  resources: [persistentvolumes]
+  verbs: [list, watch{{ if .Values.modelCache.root }}, create{{ end }}]
 {{- if .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: [namespaces]

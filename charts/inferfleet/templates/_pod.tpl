@@ -65,6 +65,11 @@ spec:
         - --allowed-capabilities={{ join "," .Values.policy.allowedCapabilities }}
         - --allowed-priority-classes={{ join "," .Values.policy.allowedPriorityClasses }}
         - --gpu-resource-names={{ join "," .Values.policy.gpuResourceNames }}
+        {{- with .Values.modelCache.root }}
+        - --model-cache-root={{ . }}
+        - --model-cache-image={{ include "inferfleet.image" $ }}
+        - --model-cache-namespace={{ $.Release.Namespace }}
+        {{- end }}
         {{- with .Values.schedulerName }}
         - --scheduler-name={{ . }}
         {{- end }}

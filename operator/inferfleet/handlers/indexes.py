@@ -16,9 +16,18 @@ from inferfleet.planning.placement import BoundPod, Reservation
 from inferfleet.planning.policy import TenantPolicy
 from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, is_unschedulable
 from inferfleet.planning.victims import DELETION_COST_ANNOTATION
+from inferfleet.planning.weights_cache import (
+    CACHE_CLAIM,
+    CACHE_LABEL,
+    CacheObserved,
+    ObservedFetch,
+    build_fetch_result,
+    build_observed_fetch,
+)
 from inferfleet.runtime.config import OperatorConfig
 
 Key = tuple[str, str]
+CACHE_INDEXES = ("cache_claims", "cache_volumes", "fetch_jobs", "directory_jobs", "fetch_results")
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -112,6 +121,38 @@ def engine_groups(body: kopf.Body, **_: Any) -> dict[Key, ObservedGroup] | None:
     return {(group.namespace, group.service): group} if group else None
 
 
+@kopf.index("", "v1", "persistentvolumeclaims", labels={CACHE_LABEL: "volume"})
+def cache_claims(name: str, namespace: str, meta: kopf.Meta, **_: Any) -> dict[str, str] | None:
+    """The node weights cache's claim of each namespace: its uid."""
+    return {namespace: str(meta["uid"])} if name == CACHE_CLAIM else None
+
+
+@kopf.index("", "v1", "persistentvolumes", labels={CACHE_LABEL: "volume"})
+def cache_volumes(name: str, spec: kopf.Spec, **_: Any) -> dict[str, str] | None:
+    """The cache volumes, by the uid of the claim they are bound to."""
+    uid = (spec.get("claimRef") or {}).get("uid")
+    return {str(uid): name} if uid else None
+
+
+@kopf.index("batch", "v1", "jobs", labels={CACHE_LABEL: "fetch"})
+def fetch_jobs(namespace: str, body: kopf.Body, **_: Any) -> dict[str, ObservedFetch] | None:
+    fetch = build_observed_fetch(body)
+    return {namespace: fetch} if fetch else None
+
+
+@kopf.index("batch", "v1", "jobs", labels={CACHE_LABEL: "directory"})
+def directory_jobs(namespace: str, name: str, **_: Any) -> dict[str, str]:
+    return {namespace: name}
+
+
+@kopf.index("", "v1", "pods", labels={CACHE_LABEL: "fetch"})
+def fetch_results(namespace: str, labels: kopf.Labels, status: kopf.Status, **_: Any) -> Any:
+    """The JSON result each terminated fetch pod left, by (namespace, Job)."""
+    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    result = build_fetch_result(status) if job else None
+    return {(namespace, job): result} if result else None
+
+
 @dataclass(frozen=True)
 class ClusterView:
     """The indexes one reconcile reads, flattened."""
@@ -126,6 +167,8 @@ class ClusterView:
     """The operator's --scheduler-name: the kube-scheduler profile of single-pod replicas."""
     policy: TenantPolicy | None = None
     """What the installation allows engine pods (chart values `policy.*`); None: the defaults."""
+    cache: tuple[Any, ...] = ()
+    """The node weights cache's indexes: claims, volumes, fetch Jobs, directory Jobs, results."""
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], config: OperatorConfig) -> ClusterView:
@@ -138,6 +181,22 @@ class ClusterView:
             kwargs["stuck_group_pods"],
             config.scheduler_name,
             config.policy,
+            tuple(kwargs.get(name) for name in CACHE_INDEXES),
+        )
+
+    def cache_of(self, namespace: str, operator_namespace: str) -> CacheObserved:
+        """The node weights cache of `namespace`, as watched (empty when the cache is off)."""
+        if not self.cache or any(index is None for index in self.cache):
+            return CacheObserved()
+        claims, volumes, fetches, directories, results = self.cache
+        uid = next(iter(claims.get(namespace, [])), None)
+        found: list[ObservedFetch] = list(fetches.get(namespace, []))
+        return CacheObserved(
+            claim_uid=uid,
+            volume_exists=uid is not None and bool(volumes.get(uid)),
+            directory_jobs=frozenset(directories.get(operator_namespace, [])),
+            fetches=tuple(found),
+            results={f.name: r for f in found for r in list(results.get((namespace, f.name), []))[-1:]},
         )
 
     def pods_of(self, key: Key) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ from inferfleet.handlers.calls import ApplyError, call
 from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.handlers.logs import service_logger
 from inferfleet.handlers.service_status import Reconciled, write_status
+from inferfleet.handlers.weights import build_cached_plan, reconcile_weights
 from inferfleet.kube.apply import NameConflictError, apply_child, delete_group
 from inferfleet.kube.events import latest_failed_create, post_event
 from inferfleet.metrics.operator import PLACEMENT_FAILURES, track_reconcile
@@ -117,7 +118,9 @@ def reconcile(
         groups = view.groups_of(service.key)
         _warn_about_spec(runtime, service, state)
         lost = _find_lost(runtime, view, service, groups, now, logger)
-        plan = _plan(runtime, view, service, lost.groups)
+        plan = build_cached_plan(
+            _plan(runtime, view, service, lost.groups), service.spec, runtime.config.model_cache
+        )
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
         if plan.shortfalls:
@@ -129,8 +132,11 @@ def reconcile(
         reconciled = Reconciled(
             service.body, service.owner, service.spec, plan, remaining, failures, runtime.config.gateway_url
         )
+        weights_error = _reconcile_weights(runtime, view, service, state, now)
         if _apply_and_report(runtime, view, reconciled, state):
             return NAME_CONFLICT_RECHECK
+        if weights_error is not None:
+            raise weights_error  # the work queue retries with backoff
         if trigger == SERVICE_TRIGGER:
             logger.info(f"reconciled generation {service.generation}")
     waiting = bool(plan.shortfalls) or (plan.blocked is not None and plan.blocked.reason in WAITING_REASONS)
@@ -163,6 +169,19 @@ def _apply_and_report(
     state.apply_error = None
     write_status(runtime.api, view, reconciled, state)
     return False
+
+
+def _reconcile_weights(
+    runtime: OperatorRuntime, view: ClusterView, service: Service, state: ServiceState, now: datetime
+) -> ApplyError | None:
+    """The node weights cache's objects and status.weights; a failure does not stop the apply."""
+    try:
+        reconcile_weights(
+            runtime.api, runtime.config.model_cache, view, service.body, service.spec, state, now
+        )
+    except ApplyError as e:
+        return e
+    return None
 
 
 def _find_lost(

@@ -28,6 +28,7 @@ from inferfleet.planning.wake import (
     compute_pod_wake,
     compute_waiting_services,
 )
+from inferfleet.planning.weights_cache import CACHE_LABEL, SOURCE_ANNOTATION, compute_weights_wake
 from inferfleet.runtime.operator import OperatorRuntime
 from inferfleet.runtime.queue import STATUS_ONLY
 
@@ -103,6 +104,9 @@ async def on_event_pod(
     wake = compute_pod_wake(type, namespace, labels, body.get("spec"), body.get("status"))
     if wake.reconcile is not None:
         runtime.queue.enqueue(wake.reconcile, "unschedulable")
+    waiting = compute_weights_wake(namespace, labels, body.get("spec"), body.get("status"))
+    if waiting is not None and runtime.config.model_cache is not None:
+        runtime.queue.enqueue(waiting, "weights")
     if wake.frees_gpus or wake.member_gone is not None:
         view = ClusterView.from_kwargs(kwargs, runtime.config)
         if wake.frees_gpus:
@@ -152,3 +156,21 @@ async def on_event_deployment(
         runtime.queue.enqueue(key, "deployment")
     else:
         runtime.queue.enqueue(key, STATUS_ONLY)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={CACHE_LABEL: "fetch"})
+async def on_event_fetch_job(
+    namespace: str, annotations: kopf.Annotations, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A fetch Job changed: the namespace's services of that model write status.weights again."""
+    runtime = runtime_of(memo)
+    view = ClusterView.from_kwargs(kwargs, runtime.config)
+    source = annotations.get(SOURCE_ANNOTATION)
+    for key in list(view.services):
+        snapshot = view.service(key)
+        if (
+            key[0] == namespace
+            and snapshot is not None
+            and (snapshot.get("spec") or {}).get("model", {}).get("source") == source
+        ):
+            runtime.queue.enqueue(key, "weights")

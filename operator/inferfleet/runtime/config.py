@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from inferfleet.planning.policy import TenantPolicy
+from inferfleet.planning.weights_cache import CacheSettings
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,6 @@ class OperatorConfig:
     """A standby takes over once the active instance's peering record is this old (kill -9 leaves it)."""
     refused_node_hold_seconds: float = 300.0
     """How long new placements avoid a node where the scheduler refused a planned group member."""
+    model_cache: CacheSettings | None = None
+    """The node weights cache (root, the image of its Jobs, the operator's namespace); None: off,
+    every engine pod downloads its weights into its own emptyDir."""

@@ -1,0 +1,55 @@
+"""IO of the node weights cache: create its claim, volume and Jobs (never update them: each is
+made whole once; a name already taken is left as it is and the watch shows what it is)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from inferfleet.kube.apply import WRITES
+from inferfleet.planning.weights_cache import CACHE_CLAIM, compute_volume_is_ours
+
+
+class VolumeRefusedError(Exception):
+    """A PersistentVolume this operator must not create (not under its root, not its claim)."""
+
+
+def apply_cache_claim(api: client.ApiClient, claim: dict[str, Any]) -> str:
+    """Create the namespace's cache claim unless it exists; its uid."""
+    core = client.CoreV1Api(api)
+    namespace = claim["metadata"]["namespace"]
+    WRITES.labels("create", "PersistentVolumeClaim").inc()
+    try:
+        created = core.create_namespaced_persistent_volume_claim(namespace, claim)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        created = core.read_namespaced_persistent_volume_claim(CACHE_CLAIM, namespace)
+    return str(created.metadata.uid)
+
+
+def apply_cache_volume(api: client.ApiClient, volume: dict[str, Any], root: str) -> None:
+    """Create a cache volume; only one whose local path is its claim's directory under `root`
+    (the chart lets the operator create PersistentVolumes: this is the one kind it creates)."""
+    if not compute_volume_is_ours(volume, root):
+        raise VolumeRefusedError(f"refusing to create PersistentVolume {volume['metadata'].get('name')}")
+    WRITES.labels("create", "PersistentVolume").inc()
+    try:
+        client.CoreV1Api(api).create_persistent_volume(volume)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+
+
+def apply_job(api: client.ApiClient, job: dict[str, Any]) -> bool:
+    """Create a Job unless one of that name exists; whether it was created."""
+    WRITES.labels("create", "Job").inc()
+    try:
+        client.BatchV1Api(api).create_namespaced_job(job["metadata"]["namespace"], job)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        return False
+    return True
