@@ -304,8 +304,13 @@ def test_an_event_when_a_node_turns_failed_only() -> None:
         ({"nodeName": "n"}, {}, False),
         (
             {"nodeName": "n", "initContainers": [{"name": WAIT_CONTAINER}]},
-            {"initContainerStatuses": [{"name": WAIT_CONTAINER, "state": {"terminated": {"exitCode": 0}}}]},
+            {"conditions": [{"type": "Ready", "status": "True"}]},
             False,
+        ),
+        (
+            {"nodeName": "n", "initContainers": [{"name": WAIT_CONTAINER}]},
+            {"conditions": [{"type": "Ready", "status": "False"}]},
+            True,
         ),
     ],
 )

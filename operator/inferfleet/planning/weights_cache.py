@@ -518,15 +518,13 @@ def compute_weights_wake(
     spec: Mapping[str, Any] | None,
     status: Mapping[str, Any] | None,
 ) -> tuple[str, str] | None:
-    """An engine pod bound to a node and waiting for its weights: its service fetches them there."""
+    """An engine pod of a cached model, bound to a node and not Ready yet (its wait may still be
+    waiting): its service makes sure the node fetches the weights."""
     service = labels.get(SERVICE_LABEL)
     spec, status = spec or {}, status or {}
     if not service or not spec.get("nodeName"):
         return None
     if not any(c.get("name") == WAIT_CONTAINER for c in spec.get("initContainers") or []):
         return None
-    done = any(
-        c.get("name") == WAIT_CONTAINER and (c.get("state") or {}).get("terminated")
-        for c in status.get("initContainerStatuses") or []
-    )
+    done = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return None if done else (namespace, str(service))

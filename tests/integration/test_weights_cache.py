@@ -1,0 +1,166 @@
+"""The node weights cache on the real local control plane, the operator under the chart's RBAC
+rendered with modelCache.root: the namespace's volume and claim, a fetch Job per node that the
+kube-scheduler places through the volume's node affinity and KWOK completes, status.weights, and
+engine pods that mount the cache read-only, in a namespace enforcing the restricted profile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from inferfleet.localcluster.operator_process import OperatorProcess
+from inferfleet.localcluster.waiting import wait_for
+from inferfleet.planning.weights_cache import (
+    CACHE_CLAIM,
+    CURRENT_MODEL,
+    WAIT_CONTAINER,
+    compute_volume_name,
+    compute_volume_path,
+)
+from tests.conftest import Cluster
+from tests.integration.test_reconcile import create, engine_pods, patch_spec, read, small_service, wait_ready
+from tests.rbac import ChartIdentity, apply_chart_objects, delete_chart_objects, render_chart_rbac
+from tests.support import RESTRICTED_SECURITY_CONTEXT, restricted_namespace, token_kubeconfig
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+ROOT = "/var/lib/inferfleet/models"
+
+
+@pytest.fixture
+def cache_kubeconfig(cluster: Cluster, chart_identity: ChartIdentity, tmp_path: Path) -> Iterator[Path]:
+    """The chart's cluster-wide RBAC with modelCache.root set, as its own release."""
+    release = f"{chart_identity.namespace}-cache"
+    docs = render_chart_rbac(release, chart_identity.namespace, sets=[f"modelCache.root={ROOT}"])
+    apply_chart_objects(cluster.api_client, docs)
+    [account] = [
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == release
+    ]
+    try:
+        yield token_kubeconfig(
+            cluster.core, cluster.kubeconfig, account, chart_identity.namespace, tmp_path / "cache.kubeconfig"
+        )
+    finally:
+        delete_chart_objects(cluster.api_client, docs)
+
+
+@pytest.fixture
+def cached_operator(
+    run_operator: Callable[..., OperatorProcess], cache_kubeconfig: Path, chart_identity: ChartIdentity
+) -> OperatorProcess:
+    args = [f"--model-cache-root={ROOT}", "--model-cache-image=ghcr.io/inferfleet/inferfleet:test",
+            f"--model-cache-namespace={chart_identity.namespace}"]  # fmt: skip
+    return run_operator(extra_args=args, kubeconfig=cache_kubeconfig)
+
+
+def restricted_service(name: str, replicas: int) -> dict[str, Any]:
+    body = small_service(name)
+    body["spec"]["engine"]["securityContext"] = RESTRICTED_SECURITY_CONTEXT
+    body["spec"]["engine"]["env"] = [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    ]
+    body["spec"]["replicas"] = replicas
+    return body
+
+
+def fetch_jobs(cluster: Cluster, namespace: str) -> list[client.V1Job]:
+    batch = client.BatchV1Api(cluster.api_client)
+    return batch.list_namespaced_job(namespace, label_selector="inferfleet.io/model-cache=fetch").items
+
+
+def wait_weights_present(
+    cluster: Cluster, namespace: str, name: str, nodes: set[str]
+) -> list[dict[str, Any]]:
+    def present() -> list[dict[str, Any]]:
+        weights = read(cluster, namespace, name).get("status", {}).get("weights") or []
+        assert {w["node"] for w in weights if w["state"] == "Present"} == nodes, weights
+        return weights
+
+    return wait_for(present, timeout=90, what=f"weights Present on {sorted(nodes)}")
+
+
+def test_weights_are_fetched_once_per_node_and_mounted_read_only_in_a_restricted_namespace(
+    cluster: Cluster, cached_operator: OperatorProcess, chart_identity: ChartIdentity
+) -> None:
+    namespace = restricted_namespace(cluster.core, "weights-cache")
+    try:
+        create(cluster, namespace, restricted_service("llama", replicas=3))
+        wait_ready(cluster, namespace, "llama")
+        nodes = {p.spec.node_name for p in engine_pods(cluster, namespace, "llama")}
+        # One claim, bound to one `local` volume whose node affinity is every node: the
+        # kube-scheduler's VolumeBinding lets one Deployment's pods use it on several nodes.
+        assert len(nodes) >= 2, nodes
+        weights = wait_weights_present(cluster, namespace, "llama", nodes)
+        assert all(w["reason"] == "Fetched" and w["job"] for w in weights)
+
+        claim = cluster.core.read_namespaced_persistent_volume_claim(CACHE_CLAIM, namespace)
+        volume = cluster.core.read_persistent_volume(compute_volume_name(claim.metadata.uid))
+        assert volume.spec.local.path == compute_volume_path(ROOT, namespace, claim.metadata.uid)
+        assert (volume.spec.claim_ref.name, volume.spec.claim_ref.namespace) == (CACHE_CLAIM, namespace)
+        assert claim.status.phase == "Bound"
+
+        # One fetch per node however many replicas share it, each pinned to its node, with the
+        # engine's token Secret and no hostPath (the namespace enforces `restricted`).
+        jobs = fetch_jobs(cluster, namespace)
+        assert sorted(j.metadata.annotations["inferfleet.io/weights-node"] for j in jobs) == sorted(nodes)
+        for job in jobs:
+            pod = job.spec.template.spec
+            assert pod.node_selector == {
+                "kubernetes.io/hostname": job.metadata.annotations["inferfleet.io/weights-node"]
+            }
+            assert [e.name for e in pod.containers[0].env] == ["HF_TOKEN"]
+            assert job.status.succeeded == 1
+
+        for pod in engine_pods(cluster, namespace, "llama"):
+            [wait] = pod.spec.init_containers
+            assert wait.name == WAIT_CONTAINER
+            [cache] = [v for v in pod.spec.volumes if v.persistent_volume_claim]
+            assert (cache.persistent_volume_claim.claim_name, cache.persistent_volume_claim.read_only) == (
+                CACHE_CLAIM,
+                True,
+            )
+            engine = pod.spec.containers[0]
+            assert [m.read_only for m in engine.volume_mounts if m.name == cache.name] == [True]
+            assert engine.args[engine.args.index("--model") + 1] == CURRENT_MODEL
+
+        # The directories are made in the operator's namespace, one Job per node.
+        dirs = (
+            client.BatchV1Api(cluster.api_client)
+            .list_namespaced_job(
+                chart_identity.namespace, label_selector="inferfleet.io/model-cache=directory"
+            )
+            .items
+        )
+        assert {j.metadata.annotations["inferfleet.io/weights-node"] for j in dirs} >= nodes
+
+        # More replicas on nodes that already hold the weights fetch nothing again.
+        patch_spec(cluster, namespace, "llama", {"replicas": 4})
+        wait_ready(cluster, namespace, "llama")
+        after = {p.spec.node_name for p in engine_pods(cluster, namespace, "llama")}
+        wait_weights_present(cluster, namespace, "llama", after)
+        assert len(fetch_jobs(cluster, namespace)) == len(after)
+    finally:
+        cluster.core.delete_namespace(namespace)
+
+
+def test_without_a_cache_root_nothing_changes(
+    cluster: Cluster, run_operator: Callable[..., OperatorProcess], namespace: str
+) -> None:
+    run_operator(namespaces=[namespace])
+    create(cluster, namespace, small_service("plain"))
+    wait_ready(cluster, namespace, "plain")
+    [pod] = engine_pods(cluster, namespace, "plain")
+    assert not pod.spec.init_containers
+    assert [v.name for v in pod.spec.volumes if v.persistent_volume_claim] == []
+    assert {"name": "model-cache", "emptyDir": {}} in [
+        cluster.api_client.sanitize_for_serialization(v) for v in pod.spec.volumes
+    ]
+    assert "weights" not in read(cluster, namespace, "plain")["status"]
+    assert fetch_jobs(cluster, namespace) == []
+    assert cluster.core.list_namespaced_persistent_volume_claim(namespace).items == []
