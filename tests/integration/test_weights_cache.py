@@ -71,7 +71,10 @@ def restricted_service(name: str, replicas: int) -> dict[str, Any]:
 
 def fetch_jobs(cluster: Cluster, namespace: str) -> list[client.V1Job]:
     batch = client.BatchV1Api(cluster.api_client)
-    return batch.list_namespaced_job(namespace, label_selector="inferfleet.io/model-cache=fetch").items
+    jobs: list[client.V1Job] = batch.list_namespaced_job(
+        namespace, label_selector="inferfleet.io/model-cache=fetch"
+    ).items
+    return jobs
 
 
 def wait_weights_present(

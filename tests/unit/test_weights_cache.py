@@ -1,6 +1,7 @@
 """The node weights cache's decisions: objects per namespace and node, engine pod mounts, state."""
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,9 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 HF = "hf://meta-llama/Llama-3.1-8B-Instruct"
 
 
-def spec(source: str = HF, kind: str = "vllm", env: list[dict] | None = None) -> InferenceServiceSpec:
+def spec(
+    source: str = HF, kind: str = "vllm", env: list[dict[str, Any]] | None = None
+) -> InferenceServiceSpec:
     return InferenceServiceSpec.model_validate(
         {
             "model": {"name": "llama", "source": source, "parametersBillions": 8},
@@ -222,7 +225,7 @@ def test_a_custom_engine_keeps_its_args_and_finds_the_model_at_the_link() -> Non
         ),
     ],
 )
-def test_a_jobs_state(status: dict, state: WeightsState, message: str | None) -> None:
+def test_a_jobs_state(status: dict[str, Any], state: WeightsState, message: str | None) -> None:
     job = {
         "metadata": {
             "name": "j",
@@ -314,6 +317,8 @@ def test_an_event_when_a_node_turns_failed_only() -> None:
         ),
     ],
 )
-def test_a_bound_pod_waiting_for_weights_wakes_its_service(spec_: dict, status: dict, wakes: bool) -> None:
+def test_a_bound_pod_waiting_for_weights_wakes_its_service(
+    spec_: dict[str, Any], status: dict[str, Any], wakes: bool
+) -> None:
     woken = compute_weights_wake("ml", {"inferfleet.io/service": "llama"}, spec_, status)
     assert woken == (("ml", "llama") if wakes else None)
