@@ -132,58 +132,52 @@ def compute_spread(
 
 
 @dataclass(frozen=True)
-class KeyCensus:
-    """How a router's prefix key partitions the workload."""
+class RoutingCensus:
+    """Where a router sends the workload's requests, replayed without load or time."""
 
     requests: int
-    keyed: int
-    """Requests that got a key (a prompt long enough)."""
-    distinct_keys: int
-    top_key_share: float
-    """Share of the keyed requests under the most common key: 1.0 sends everything to one replica."""
+    endpoints_used: int
+    top_endpoint_share: float
+    """Share of the requests on the busiest endpoint: 1.0 sends everything to one replica."""
     repeat_turns: int
     """Requests sharing at least `session_blocks` leading blocks with an earlier request."""
-    same_key_as_before: float
-    """Of those, the share whose key equals the key of the last such earlier request."""
+    same_endpoint_as_before: float
+    """Of those, the share sent where the last such earlier request went."""
 
 
-def compute_key_census(
+def compute_routing_census(
     items: Sequence[WorkItem],
     words_per_block: int,
-    key_of: Callable[[str], str | None],
+    route: Callable[[str], str | None],
     session_blocks: int = 2,
-    leading_words: int | None = None,
-) -> KeyCensus:
-    """The keys a router computes for the rendered prompts, and whether turns of one session
-    (requests sharing their first `session_blocks` blocks) get the same key. Only the first
-    `leading_words` words are rendered when given (enough for a key of the leading blocks)."""
-    keys = [
-        key_of(render_prompt(w.blocks, min(w.words, leading_words or w.words), words_per_block))
-        for w in items
-    ]
-    counts = Counter(k for k in keys if k is not None)
-    last_key: dict[tuple[int, ...], str | None] = {}
+) -> RoutingCensus:
+    """Each rendered prompt through `route` in order; turns of one session are requests sharing
+    their first `session_blocks` trace blocks."""
+    counts: Counter[str] = Counter()
+    last: dict[tuple[int, ...], str | None] = {}
     repeats = same = 0
-    for item, key in zip(items, keys, strict=True):
+    for item in items:
+        endpoint = route(render_prompt(item.blocks, item.words, words_per_block))
+        if endpoint is not None:
+            counts[endpoint] += 1
         if len(item.blocks) < session_blocks:
             continue
         session = item.blocks[:session_blocks]
-        if session in last_key:
+        if session in last:
             repeats += 1
-            same += key is not None and last_key[session] == key
-        last_key[session] = key
-    keyed = sum(counts.values())
-    return KeyCensus(
+            same += endpoint is not None and last[session] == endpoint
+        last[session] = endpoint
+    routed = sum(counts.values())
+    return RoutingCensus(
         requests=len(items),
-        keyed=keyed,
-        distinct_keys=len(counts),
-        top_key_share=round(counts.most_common(1)[0][1] / keyed, 4) if keyed else 0.0,
+        endpoints_used=len(counts),
+        top_endpoint_share=round(counts.most_common(1)[0][1] / routed, 4) if routed else 0.0,
         repeat_turns=repeats,
-        same_key_as_before=round(same / repeats, 4) if repeats else 0.0,
+        same_endpoint_as_before=round(same / repeats, 4) if repeats else 0.0,
     )
 
 
-def census_json(census: KeyCensus) -> dict[str, Any]:
+def census_json(census: RoutingCensus) -> dict[str, Any]:
     return asdict(census)
 
 

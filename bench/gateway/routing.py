@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from bench.gateway.prefix_workload import (
     census_json,
     compute_cache_model,
     compute_hit_rate,
-    compute_key_census,
+    compute_routing_census,
     compute_spread,
     read_by_label,
     read_counters,
@@ -50,9 +50,10 @@ from bench.gateway.routing_report import (
     table,
     targets,
 )
+from inferfleet.gateway.prefix_index import PrefixIndex
 from inferfleet.localcluster.paths import cache_dir, repo_root
 from inferfleet.localcluster.ports import free_ports
-from inferfleet.planning.routing import prefix_key
+from inferfleet.planning.prefix_routing import pick_endpoint_by_match, prefix_blocks
 from inferfleet.sim.traces import load_mooncake
 
 MODEL = "bench-model"
@@ -63,6 +64,8 @@ PROXIES = {
     CACHE_AWARE: "vllm-router cache_aware",
 }
 TRACE = Path("traces/mooncake-2025-conversation.jsonl.gz")
+REAL_SCALE_REQUESTS = 1000
+"""Requests of the census at one word per token: their prompts are ~12k words each."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -215,22 +218,38 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         say(f"{name}: {len(items)} requests over {span:.0f} s")
         arms.append(run_arm(name, args, router, workload, span, workdir))
     report: dict[str, Any] = {"params": params(args, len(items), span, router_note), "arms": arms}
-    report["key_census"] = key_census(items, args.words_per_block)
+    report["routing_census"] = routing_census(items, args)
     report["cache_model"] = cache_model(items, args)
     report["targets"] = targets(arms)
     return report
 
 
-def key_census(items: list[Any], words_per_block: int) -> dict[str, Any]:
-    """How the gateway's prefix_key splits this workload at the bench's scale, and at real scale
-    (one word per token: 512 words per trace block)."""
+def build_census_router(engines: int) -> Callable[[str], str | None]:
+    """The gateway's prefix affinity over `engines` idle endpoints: its block index and pick,
+    without load or time (least load among idle endpoints is the first)."""
+    endpoints = [f"engine-{i}" for i in range(engines)]
+    index, idle = PrefixIndex(), dict.fromkeys(endpoints, 0)
 
-    def key_of(prompt: str) -> str | None:
-        return prefix_key({"prompt": prompt}, chat=False)
+    def route(prompt: str) -> str | None:
+        blocks = prefix_blocks({"prompt": prompt}, chat=False)
+        match = index.match(blocks, endpoints)
+        endpoint = pick_endpoint_by_match(idle, 1, (), blocks, match.held, match.shared, 0.25) or endpoints[0]
+        index.record(blocks, endpoint)
+        return endpoint
 
+    return route
+
+
+def routing_census(items: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Where the gateway's prefix affinity sends this workload at the bench's scale, and at one
+    word per token (512 words per trace block) on the first REAL_SCALE_REQUESTS requests."""
+    w = args.words_per_block
+    real = [dataclasses.replace(i, words=i.words * 512 // w) for i in items[:REAL_SCALE_REQUESTS]]
     return {
-        f"{w} words per block": census_json(compute_key_census(items, w, key_of, leading_words=256))
-        for w in sorted({words_per_block, 512})
+        f"{words} words per block": census_json(
+            compute_routing_census(subset, words, build_census_router(args.engines))
+        )
+        for words, subset in ((w, items), (512, real))
     }
 
 

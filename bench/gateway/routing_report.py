@@ -98,6 +98,6 @@ def table(report: dict[str, Any]) -> str:
     lines += [f"{t['verdict']}: {t['target']}: {_cell(t['value'])}" for t in report["targets"]]
     lines.append("")
     lines.append("cache model (no engines, no time): " + json.dumps(report.get("cache_model", {})))
-    lines.append("gateway prefix_key on this workload: " + json.dumps(report.get("key_census", {})))
+    lines.append("gateway prefix affinity, no load: " + json.dumps(report.get("routing_census", {})))
     lines.append("params: " + json.dumps(report["params"]))
     return "\n".join(lines)

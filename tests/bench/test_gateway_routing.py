@@ -1,6 +1,6 @@
 """The routing arm's own parts: trace requests rendered as prompts whose engine blocks share what the
 trace's blocks share, the workload window, the prefix-cache arithmetic on real /metrics text, the
-prefix-key census, the targets, and one tiny run of the harness on a hand-made trace."""
+routing census, the targets, and one tiny run of the harness on a hand-made trace."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ from bench.gateway.prefix_workload import (
     HITS,
     QUERIES,
     SUCCESS,
+    RoutingCensus,
     WorkItem,
     build_workload,
     compute_hit_rate,
-    compute_key_census,
+    compute_routing_census,
     compute_spread,
     read_by_label,
     read_counters,
@@ -30,7 +31,6 @@ from bench.gateway.prefix_workload import (
 )
 from bench.gateway.routing_report import LEAST_LOAD, PREFIX_AFFINITY, ROUND_ROBIN, table, targets
 
-from inferfleet.planning.routing import prefix_key
 from inferfleet.sim.engine import EngineConfig, PrefixCache, Prompt, SimEngine, block_hashes
 from inferfleet.sim.traces import TraceRequest
 
@@ -154,30 +154,41 @@ def test_read_counters_and_labels_from_prometheus_text() -> None:
     assert decisions == {"missing_tokens": 339.0, "prefix_hit": 2.0}
 
 
-# --- the gateway's prefix key on the rendered workload ----------------------------------------------
+# --- where the gateway's prefix affinity sends the rendered workload --------------------------------
 
 
-def gateway_key(prompt: str) -> str | None:
-    return prefix_key({"prompt": prompt}, chat=False)
+def census(items: list[WorkItem], words_per_block: int, system_blocks: int) -> RoutingCensus:
+    router = routing.build_census_router(4)
+    return compute_routing_census(items, words_per_block, router, session_blocks=system_blocks + 1)
 
 
-def test_key_census_at_the_bench_scale_separates_sessions_and_keeps_turns_together() -> None:
-    items = [
-        WorkItem(0, (0, 1, 2, 3, 4), 5 * W, 1),
-        WorkItem(1, (0, 7, 8, 9, 10), 5 * W, 1),
-        WorkItem(2, (0, 1, 2, 3, 4, 5), 6 * W, 1),  # the first session's next turn
-        WorkItem(3, (0, 7, 8, 11), 3 * W + 2, 1),  # the second session, but 3 whole blocks: a shorter key
-    ]
-    census = compute_key_census(items, W, gateway_key)
-    assert (census.requests, census.keyed, census.distinct_keys) == (4, 4, 3)
-    assert (census.repeat_turns, census.same_key_as_before) == (2, 0.5)
+def sessions(count: int, turns: int, system_blocks: int, words_per_block: int = W) -> list[WorkItem]:
+    """`count` sessions behind one system prompt of `system_blocks` blocks, `turns` turns each,
+    interleaved; every turn adds two blocks to its session's prompt."""
+    system = tuple(range(system_blocks))
+    items = []
+    for turn in range(turns):
+        for s in range(count):
+            own = tuple(1000 * (s + 1) + b for b in range(2 * (turn + 1)))
+            items.append(WorkItem(0, system + own, len(system + own) * words_per_block, 1))
+    return items
 
 
-def test_key_census_at_one_word_per_token_puts_every_session_under_one_key() -> None:
-    items = [WorkItem(0, (0, s, s + 1), 3 * 512, 1) for s in range(1, 40, 2)]
-    census = compute_key_census(items, 512, gateway_key, leading_words=256)
-    # the key (the leading 64 words) lies inside block 0, the system prompt every session shares
-    assert (census.distinct_keys, census.top_key_share) == (1, 1.0)
+def test_sessions_behind_one_system_prompt_spread_and_their_turns_stay() -> None:
+    result = census(sessions(40, 3, system_blocks=2), W, system_blocks=2)
+    assert result.endpoints_used == 4
+    assert result.top_endpoint_share < 0.5
+    assert result.repeat_turns == 80
+    assert result.same_endpoint_as_before == 1.0
+
+
+def test_at_one_word_per_token_a_system_prompt_inside_one_block_does_not_pin_everything() -> None:
+    """The gateway's blocks (16 words) are finer than a trace block (512 words): the system prompt
+    every session shares is 32 gateway blocks and the sessions still part after it."""
+    result = census(sessions(40, 2, system_blocks=1, words_per_block=512), 512, system_blocks=1)
+    assert result.endpoints_used == 4
+    assert result.top_endpoint_share < 0.5
+    assert result.same_endpoint_as_before == 1.0
 
 
 # --- the targets and the table ----------------------------------------------------------------------

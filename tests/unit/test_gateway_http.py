@@ -19,7 +19,7 @@ import pytest
 
 from inferfleet.gateway.app import Gateway, GatewayConfig
 from inferfleet.planning.routing import ServiceRoute
-from inferfleet.sim.engine import EngineConfig, SimEngine
+from inferfleet.sim.engine import EngineConfig, SimEngine, prompt_words
 
 MODEL = "tiny"
 pytestmark = pytest.mark.unit
@@ -245,6 +245,44 @@ def test_prefix_affinity_keeps_a_conversation_on_one_replica_and_spreads_others(
     assert sorted(one) == [0, 0, 12]  # every turn of the conversation on one replica (its cache)
     assert sum(spread) == 30
     assert all(n > 0 for n in spread)  # other conversations use every replica
+
+
+def test_prefix_affinity_looks_past_a_system_prompt_every_conversation_shares(
+    start_engine: Callable[..., SimEngine],
+) -> None:
+    """Conversations behind one long system prompt spread over the replicas, and each second turn
+    finds its first turn in the cache of the replica that served it."""
+    replicas = [start_engine(tokens_per_second=500) for _ in range(3)]
+    system = {"role": "system", "content": " ".join(f"rule{i}" for i in range(200))}
+
+    def first_turn(c: int) -> list[dict[str, str]]:
+        return [system, {"role": "user", "content": " ".join(f"c{c}q{i}" for i in range(40))}]
+
+    async def scenario() -> tuple[list[int], int, int]:
+        async with (
+            gateway(route(), *replicas, routing="prefix-affinity") as url,
+            aiohttp.ClientSession() as session,
+        ):
+
+            async def ask(messages: list[dict[str, str]]) -> None:
+                body = {"model": MODEL, "messages": messages, "max_tokens": 2}
+                async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                    assert response.status == 200
+
+            for c in range(24):
+                await ask(first_turn(c))
+            served = [e.counts().succeeded for e in replicas]
+            hits = sum(e.counts().prefix_hit_tokens for e in replicas)
+            for c in range(24):
+                await ask([*first_turn(c), {"role": "assistant", "content": "tok0 tok1"},
+                           {"role": "user", "content": "and then?"}])  # fmt: skip
+            return served, hits, sum(e.counts().prefix_hit_tokens for e in replicas) - hits
+
+    served, _, second_turn_hits = asyncio.run(scenario())
+    assert all(n > 0 for n in served)  # the shared system prompt did not pin them to one replica
+    block = EngineConfig(model=MODEL).block_tokens
+    whole_first_turns = sum(len(prompt_words({"messages": first_turn(c)}, True)) // block for c in range(24))
+    assert second_turn_hits == whole_first_turns * block  # every first turn found where it was cached
 
 
 def test_a_ready_replica_not_yet_listening_is_tried_again_after_a_moment() -> None:

@@ -16,9 +16,7 @@ from inferfleet.planning.routing import (
     compute_retry,
     compute_retry_backoff,
     pick_endpoint,
-    pick_endpoint_by_prefix,
     plan_wait,
-    prefix_key,
     resolve_route,
 )
 
@@ -245,72 +243,6 @@ def test_blocked_only_by_a_current_verdict_that_waiting_cannot_change(
     route = build_service_route(_service(conditions=[condition]))
     assert route is not None
     assert (route.blocked is not None) is blocked
-
-
-WORDS = [f"w{i}" for i in range(80)]
-
-
-@pytest.mark.parametrize(
-    ("body", "chat", "expected_words"),
-    [
-        pytest.param({"prompt": " ".join(WORDS[:10])}, False, None, id="too-short-to-share"),
-        pytest.param({"prompt": " ".join(WORDS[:40])}, False, 32, id="whole-blocks-only"),
-        pytest.param({"prompt": " ".join(WORDS)}, False, 64, id="at-most-four-blocks"),
-        pytest.param({"prompt": ["a list"]}, False, None, id="token-lists-not-keyed"),
-        pytest.param(
-            {
-                "messages": [
-                    {"role": "system", "content": " ".join(WORDS[:20])},
-                    {"role": "user", "content": "hi"},
-                ]
-            },
-            True,
-            16,
-            id="chat-rendered-in-order",
-        ),
-    ],
-)
-def test_prefix_key(body: dict[str, Any], chat: bool, expected_words: int | None) -> None:
-    key = prefix_key(body, chat)
-    assert (None if key is None else len(key.split())) == expected_words
-
-
-def test_chat_turns_of_one_conversation_share_their_key() -> None:
-    system = {"role": "system", "content": " ".join(WORDS[:40])}
-    first = prefix_key({"messages": [system, {"role": "user", "content": "question one"}]}, True)
-    later = prefix_key({"messages": [system, {"role": "user", "content": "another question"}]}, True)
-    assert first is not None
-    assert first == later
-
-
-ENDPOINTS = {f"198.18.0.{i}:8000": 0 for i in range(1, 5)}
-
-
-def test_one_prefix_one_endpoint_and_keys_spread_over_all() -> None:
-    picks = {pick_endpoint_by_prefix(ENDPOINTS, 8, (), f"prefix {k}", 0.25) for k in range(200)}
-    assert picks == set(ENDPOINTS)  # 200 prefixes use every endpoint
-    same = {pick_endpoint_by_prefix(ENDPOINTS, 8, (), "one prefix", 0.25) for _ in range(10)}
-    assert len(same) == 1
-
-
-def test_an_endpoint_above_the_load_bound_is_skipped_and_full_ones_too() -> None:
-    home = pick_endpoint_by_prefix(ENDPOINTS, 8, (), "hot", 0.25)
-    assert home is not None
-    # 3 on its home, 0 elsewhere: mean after this request is 1, the cap ceil(1.25) = 2 -> moved on
-    loaded = {**ENDPOINTS, home: 3}
-    moved = pick_endpoint_by_prefix(loaded, 8, (), "hot", 0.25)
-    assert moved not in (None, home)
-    assert pick_endpoint_by_prefix(dict.fromkeys(ENDPOINTS, 8), 8, (), "hot", 10) is None  # all full
-
-
-def test_adding_an_endpoint_moves_about_its_share_of_prefixes() -> None:
-    keys = [f"conversation {k}" for k in range(400)]
-    before = {k: pick_endpoint_by_prefix(ENDPOINTS, 8, (), k, 0.25) for k in keys}
-    grown = {**ENDPOINTS, "198.18.0.9:8000": 0}
-    after = {k: pick_endpoint_by_prefix(grown, 8, (), k, 0.25) for k in keys}
-    moved = sum(before[k] != after[k] for k in keys)
-    assert moved < 400 * 0.35  # about 1/5 move (to the new one); modulo hashing would move 4/5
-    assert all(after[k] == "198.18.0.9:8000" for k in keys if before[k] != after[k])
 
 
 def test_retry_backoff_doubles_and_is_capped() -> None:

@@ -58,16 +58,16 @@ class Forwarder:
     max_attempts: int = 3
 
     async def forward(
-        self, request: web.Request, pool: ServicePool, path: str, body: bytes, key: str | None = None
+        self, request: web.Request, pool: ServicePool, path: str, body: bytes, blocks: tuple[int, ...] = ()
     ) -> web.StreamResponse:
-        """Proxy one request; raises slots.RefusedError when it never reaches an engine. `key`: its
-        prompt's leading blocks, for prefix-affinity routing."""
+        """Proxy one request; raises slots.RefusedError when it never reaches an engine. `blocks`:
+        its prompt's leading block hashes, for prefix-affinity routing."""
         loop = asyncio.get_running_loop()
         started, labels = loop.time(), pool.route.key
         self.budget.record_request(started)
         excluded: frozenset[str] = frozenset()
         for attempt in range(1, self.max_attempts + 1):
-            endpoint = await take_slot(pool, self.activate, started, excluded, key)
+            endpoint = await take_slot(pool, self.activate, started, excluded, blocks)
             if attempt == 1:
                 self.metrics.queue_wait.labels(*labels).observe(loop.time() - started)
             try:

@@ -15,13 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from inferfleet.planning.routing import (
-    RouteError,
-    ServiceRoute,
-    pick_endpoint,
-    pick_endpoint_by_prefix,
-    queue_full,
-)
+from inferfleet.gateway.prefix_index import PrefixIndex
+from inferfleet.planning.prefix_routing import pick_endpoint_by_match
+from inferfleet.planning.routing import RouteError, ServiceRoute, pick_endpoint, queue_full
 
 SlotListener = Callable[[str, int], None]
 """Told (endpoint, requests in flight there) whenever that count changes."""
@@ -31,7 +27,7 @@ SlotListener = Callable[[str, int], None]
 class _Waiter:
     future: asyncio.Future[str]
     exclude: frozenset[str]
-    key: str | None
+    blocks: tuple[int, ...]
 
 
 @dataclass
@@ -41,8 +37,9 @@ class ServicePool:
     on_in_flight: SlotListener = lambda endpoint, n: None
     on_queue: Callable[[int], None] = lambda n: None
     load_bound: float | None = None
-    """Prefix affinity: requests with a prefix key go to the key's endpoint on a hash ring unless
-    it is above (1 + load_bound) x the mean load; None routes by least load alone."""
+    """Prefix affinity (planning/prefix_routing.py) within (1 + load_bound) x the mean load;
+    None routes by least load alone."""
+    prefix_index: PrefixIndex = field(default_factory=PrefixIndex)
     in_flight: dict[str, int] = field(default_factory=dict)
     _waiters: deque[_Waiter] = field(default_factory=deque)
     _turn: int = 0
@@ -71,33 +68,42 @@ class ServicePool:
         sets this event and makes a new one)."""
         return self._changed
 
-    def try_acquire(self, exclude: frozenset[str] = frozenset(), key: str | None = None) -> str | None:
+    @property
+    def prefix_affinity(self) -> bool:
+        return self.load_bound is not None
+
+    def try_acquire(self, exclude: frozenset[str] = frozenset(), blocks: tuple[int, ...] = ()) -> str | None:
         if self._waiters:  # FIFO: nobody overtakes a waiting request
             return None
-        return self._take(exclude, key)
+        return self._take(exclude, blocks)
 
-    def _take(self, exclude: frozenset[str], key: str | None = None) -> str | None:
+    def _take(self, exclude: frozenset[str], blocks: tuple[int, ...] = ()) -> str | None:
         counts = {e: self.in_flight.get(e, 0) for e in self.endpoints}
         if exclude and all(e in exclude for e in counts):
             exclude = frozenset()  # nowhere else to go: the excluded endpoint beats none
         slots, endpoint = self.route.slots_per_replica, None
-        if key is not None and self.load_bound is not None:
-            endpoint = pick_endpoint_by_prefix(counts, slots, exclude, key, self.load_bound)
+        if blocks and self.load_bound is not None:
+            match = self.prefix_index.match(blocks, [e for e in counts if e not in exclude])
+            endpoint = pick_endpoint_by_match(
+                counts, slots, exclude, blocks, match.held, match.shared, self.load_bound
+            )
         if endpoint is None:
             endpoint = pick_endpoint(counts, slots, exclude, self._turn)
         if endpoint is not None:
             self._turn += 1
             self._count(endpoint, +1)
+            if blocks and self.load_bound is not None:
+                self.prefix_index.record(blocks, endpoint)
         return endpoint
 
     def enqueue(
-        self, exclude: frozenset[str] = frozenset(), key: str | None = None
+        self, exclude: frozenset[str] = frozenset(), blocks: tuple[int, ...] = ()
     ) -> asyncio.Future[str] | RouteError:
         """A place in the queue, or the 429 of a full queue."""
         if len(self._waiters) >= self.route.max_queued:
             return queue_full(self.route)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiters.append(_Waiter(future, exclude, key))
+        self._waiters.append(_Waiter(future, exclude, blocks))
         self.on_queue(len(self._waiters))
         return future
 
@@ -129,7 +135,7 @@ class ServicePool:
             if waiter.future.done():
                 self._waiters.popleft()
                 continue
-            endpoint = self._take(waiter.exclude, waiter.key)
+            endpoint = self._take(waiter.exclude, waiter.blocks)
             if endpoint is None:
                 break
             self._waiters.popleft()

@@ -20,12 +20,12 @@ from inferfleet.gateway.forward import Forwarder, error_response
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.registry import Registry
 from inferfleet.gateway.slots import RefusedError
+from inferfleet.planning.prefix_routing import prefix_blocks
 from inferfleet.planning.routing import (
     RouteError,
     Scope,
     ServiceRoute,
     bad_request,
-    prefix_key,
     resolve_route,
 )
 
@@ -61,10 +61,9 @@ class Front:
             raw = json.dumps({**body, "model": route.model}).encode()
         try:
             api = request.match_info["api"]
-            key = prefix_key(body, chat=api == "chat/completions")
-            response = await self.forwarder.forward(
-                request, self.registry.pools[route.key], f"/v1/{api}", raw, key
-            )
+            pool = self.registry.pools[route.key]
+            blocks = prefix_blocks(body, chat=api == "chat/completions") if pool.prefix_affinity else ()
+            response = await self.forwarder.forward(request, pool, f"/v1/{api}", raw, blocks)
         except RefusedError as refused:
             response = error_response(refused.error)
         self.metrics.responses.labels(*route.key, str(response.status)).inc()

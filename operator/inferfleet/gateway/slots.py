@@ -26,13 +26,13 @@ async def take_slot(
     activate: Activate,
     started: float,
     exclude: frozenset[str] = frozenset(),
-    key: str | None = None,
+    blocks: tuple[int, ...] = (),
 ) -> str:
     """An endpoint with a slot held for this request, or RefusedError (queue full, timeout, not serving).
 
     `started` (the loop's clock) is when the request arrived: time already spent waiting counts.
     """
-    endpoint = pool.try_acquire(exclude, key)
+    endpoint = pool.try_acquire(exclude, blocks)
     if endpoint is not None:
         return endpoint
     plan = plan_wait(pool.route, len(pool.endpoints))
@@ -40,7 +40,7 @@ async def take_slot(
         raise RefusedError(plan.refuse)
     if plan.activate:
         activate(pool.route)
-    waiting = pool.enqueue(exclude, key)
+    waiting = pool.enqueue(exclude, blocks)
     if isinstance(waiting, RouteError):
         raise RefusedError(waiting)
     try:

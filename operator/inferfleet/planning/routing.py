@@ -14,9 +14,6 @@ names exactly one InferenceService.
 
 from __future__ import annotations
 
-import bisect
-import functools
-import hashlib
 import math
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping
@@ -318,69 +315,3 @@ def compute_retry(status: int | None, sent_bytes: bool, attempt: int, max_attemp
     if sent_bytes or attempt >= max_attempts:
         return False
     return status is None or status in RETRYABLE_STATUSES
-
-
-PREFIX_BLOCK_WORDS = 16
-PREFIX_BLOCKS = 4
-RING_POINTS = 64
-"""Points per endpoint on the hash ring: enough that keys spread evenly over a few endpoints."""
-
-
-def prefix_key(body: Mapping[str, Any], chat: bool) -> str | None:
-    """The request's leading prompt blocks as one key, or None when the prompt is too short to share.
-
-    Chat messages are rendered in order ("role: content"), so turns of one conversation and
-    requests with one system prompt share their leading blocks, as an engine's prefix cache does.
-    """
-    if chat:
-        messages = body.get("messages")
-        parts = (
-            [f"{m.get('role')}: {m.get('content')}" for m in messages if isinstance(m, dict)]
-            if isinstance(messages, list)
-            else []
-        )
-    else:
-        prompt = body.get("prompt")
-        parts = [prompt] if isinstance(prompt, str) else []
-    words = " ".join(parts).split()[: PREFIX_BLOCK_WORDS * PREFIX_BLOCKS]
-    if len(words) < PREFIX_BLOCK_WORDS:
-        return None
-    whole = len(words) // PREFIX_BLOCK_WORDS * PREFIX_BLOCK_WORDS
-    return " ".join(words[:whole])
-
-
-def _point(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-
-
-@functools.lru_cache(maxsize=256)
-def build_ring(endpoints: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """The consistent-hash ring of `endpoints`: sorted points and the endpoint of each."""
-    points = sorted((_point(f"{e}#{i}"), e) for e in endpoints for i in range(RING_POINTS))
-    return tuple(p for p, _ in points), tuple(e for _, e in points)
-
-
-def pick_endpoint_by_prefix(
-    in_flight: Mapping[str, int], slots: int, exclude: Collection[str], key: str, load_bound: float
-) -> str | None:
-    """Consistent hashing with bounded loads: the first endpoint clockwise of the key's point whose
-    load stays within (1 + load_bound) x the mean after this request, with a free slot. None when
-    every endpoint is over the bound or full (the caller then falls back to least-load)."""
-    candidates = tuple(sorted(e for e in in_flight if e not in exclude))
-    if not candidates:
-        return None
-    total = sum(in_flight[e] for e in candidates) + 1
-    cap = math.ceil((1 + load_bound) * total / len(candidates))
-    points, owners = build_ring(candidates)
-    start = bisect.bisect(points, _point(key))
-    seen: set[str] = set()
-    for i in range(len(points)):
-        endpoint = owners[(start + i) % len(points)]
-        if endpoint in seen:
-            continue
-        seen.add(endpoint)
-        if in_flight[endpoint] < min(cap, slots):
-            return endpoint
-        if len(seen) == len(candidates):
-            break
-    return None
