@@ -122,10 +122,12 @@ def _cmd_sim_engine(args: argparse.Namespace) -> int:
         or args.block_tokens < 1
         or args.cache_blocks < 0
         or args.prefill_tokens_per_second < 0
+        or (args.kv_cache_tokens is not None and args.kv_cache_tokens < 1)
     ):
         print(
             "error: need --max-concurrent >= 1, --tokens-per-second > 0, --drain-seconds >= 0, "
-            "--block-tokens >= 1, --cache-blocks >= 0, --prefill-tokens-per-second >= 0",
+            "--block-tokens >= 1, --cache-blocks >= 0, --prefill-tokens-per-second >= 0, "
+            "--kv-cache-tokens >= 1",
             file=sys.stderr,
         )
         return 2
@@ -139,6 +141,7 @@ def _cmd_sim_engine(args: argparse.Namespace) -> int:
         block_tokens=args.block_tokens,
         cache_blocks=args.cache_blocks,
         prefill_tokens_per_second=args.prefill_tokens_per_second,
+        kv_cache_tokens=args.kv_cache_tokens,
     )
     return serve(config)
 
@@ -416,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="prefill speed for the prompt's uncached tokens (0: prefill takes no time)",
+    )
+    engine.add_argument(
+        "--kv-cache-tokens",
+        type=int,
+        help="KV-cache capacity for running requests' prompt and output tokens; a prompt that does "
+        "not fit waits (default: --cache-blocks x --block-tokens)",
     )
     engine.set_defaults(func=_cmd_sim_engine)
 

@@ -264,3 +264,10 @@ def test_the_command_stops_cleanly_on_sigterm_cutting_requests_at_the_drain_boun
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_command_refuses_a_kv_cache_of_no_tokens() -> None:
+    command = [sys.executable, "-m", "inferfleet", "sim-engine", "--model", MODEL, "--kv-cache-tokens", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--kv-cache-tokens >= 1" in result.stderr

@@ -81,8 +81,9 @@ def _location(source: str) -> tuple[str, str, str | None]:
 
 
 def compute_cache_key(source: str) -> str:
-    """The model's directory under a cache root: inferfleet.weights.sources.build_cache_key's rule
-    (a unit test holds the two equal; planning may not import the fetcher)."""
+    """The model's directory name under the cache root: readable, and unique per source (the hash
+    tells `s3://b/a--b` from `s3://b/a/b`); the revision is a level below. The fetcher uses it too
+    (inferfleet.weights.sources.build_cache_key)."""
     scheme, location, _ = _location(source)
     readable = _SAFE.sub("-", location.replace("/", "--")).strip("-.")[:80]
     digest = hashlib.sha256(f"{scheme}://{location}".encode()).hexdigest()[:10]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
+
+from inferfleet.planning.weights_cache import compute_cache_key
 
 SUPPORTED = ("hf", "s3")
 NOT_YET = {
@@ -13,7 +14,6 @@ NOT_YET = {
     "oci": "oci:// is not supported yet",
 }
 _HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class SourceError(ValueError):
@@ -71,6 +71,4 @@ def parse_source(uri: str) -> ModelSource:
 def build_cache_key(source: ModelSource) -> str:
     """The model's directory name under the cache root: readable, and unique per source (the
     hash tells `s3://b/a--b` from `s3://b/a/b`); the revision is a level below."""
-    readable = _SAFE.sub("-", source.location.replace("/", "--")).strip("-.")[:80]
-    digest = hashlib.sha256(f"{source.scheme}://{source.location}".encode()).hexdigest()[:10]
-    return f"{source.scheme}--{readable}--{digest}"
+    return compute_cache_key(f"{source.scheme}://{source.location}")
