@@ -239,3 +239,51 @@ def test_plan_groups_every_replica_after_a_failure_gets_a_shortfall() -> None:
 def test_invalid_shape_is_rejected() -> None:
     with pytest.raises(ValueError, match="pods >= 1"):
         place(free_nodes(a=[8]), 0, 8)
+
+
+@pytest.mark.parametrize(
+    ("free", "warm", "expected"),
+    [
+        pytest.param(
+            free_nodes(a=[8, 8], b=[8, 8]), {"b-1", "b-2"}, ("zone-b", ("b-1", "b-2")), id="warm-domain"
+        ),
+        pytest.param(
+            free_nodes(a=[8, 8, 8]), {"a-3"}, ("zone-a", ("a-1", "a-3")), id="warm-node-among-equal-ones"
+        ),
+        pytest.param(
+            free_nodes(a=[8, 8], b=[8, 8]),
+            {"a-1", "b-1", "b-2"},
+            ("zone-b", ("b-1", "b-2")),
+            id="warmer-domain-wins",
+        ),
+        pytest.param(
+            free_nodes(a=[8, 8], b=[8, 8, 8]),
+            {"b-1", "b-2"},
+            ("zone-a", ("a-1", "a-2")),
+            id="never-more-free-gpus-left-in-the-domain",
+        ),
+        pytest.param(
+            free_nodes(a=[8, 8, 12]),
+            {"a-3"},
+            ("zone-a", ("a-1", "a-2")),
+            id="never-a-stranded-gpu-for-a-warm-node",
+        ),
+        pytest.param(
+            free_nodes(a=[8, 8], b=[8, 8, 8]), {"b-1"}, ("zone-a", ("a-1", "a-2")), id="cold-domain-fitter"
+        ),
+        pytest.param(
+            free_nodes(a=[8, 8], b=[8, 8]), set(), ("zone-a", ("a-1", "a-2")), id="no-warm-as-before"
+        ),
+    ],
+)
+def test_warm_nodes_break_ties_only(
+    free: list[NodeFree], warm: set[str], expected: tuple[str, tuple[str, ...]]
+) -> None:
+    plan = plan_group_placement(free, 2, 8, product=H100, topology_key=ZONE, warm=frozenset(warm))
+    assert plan == GroupPlacement(*expected)
+
+
+def test_warm_groups_fill_warm_nodes_first_then_cold_ones() -> None:
+    free = free_nodes(a=[8, 8], b=[8, 8])
+    plans = plan_groups(free, [0, 1], 2, 8, product=H100, topology_key=ZONE, warm=frozenset({"b-1", "b-2"}))
+    assert plans == {0: GroupPlacement("zone-b", ("b-1", "b-2")), 1: GroupPlacement("zone-a", ("a-1", "a-2"))}

@@ -7,8 +7,10 @@ forever, this never does.
 
 Best fit limits fragmentation: inside a domain the candidates with the fewest free GPUs are taken,
 and among feasible domains the one left with the fewest free GPUs on the chosen nodes, then the one
-with the least free GPUs overall, then the first by name. Everything is sorted, so plans are
-deterministic.
+with the least free GPUs overall, then the first by name. Nodes whose cache already holds the
+model's weights (`warm`) only break ties: among candidates with equally many free GPUs, and among
+domains equal on both counts, the warmer wins, never at the cost of a stranded GPU. Everything is
+sorted, so plans are deterministic.
 """
 
 from __future__ import annotations
@@ -95,19 +97,27 @@ def _plural(count: int, noun: str) -> str:
 
 
 def plan_group_placement(
-    free: Sequence[NodeFree], pods: int, gpus_per_pod: int, *, product: str | None, topology_key: str
+    free: Sequence[NodeFree],
+    pods: int,
+    gpus_per_pod: int,
+    *,
+    product: str | None,
+    topology_key: str,
+    warm: frozenset[str] = frozenset(),
 ) -> GroupPlacement | Shortfall:
-    """Place one group of `pods` x `gpus_per_pod` GPUs in one domain (best fit), or say why it can't."""
+    """Place one group of `pods` x `gpus_per_pod` GPUs in one domain (best fit), or say why it can't.
+    `warm`: nodes holding the model's weights, preferred among otherwise equal choices."""
     if pods < 1 or gpus_per_pod < 1:
         raise ValueError(f"a group needs pods >= 1 and gpus_per_pod >= 1, got {pods} x {gpus_per_pod}")
     by_domain: dict[str, list[NodeFree]] = {}
     for node in free:
         by_domain.setdefault(node.domain, []).append(node)
 
-    best: tuple[tuple[int, int, str], GroupPlacement] | None = None
+    best: tuple[tuple[int, int, int, str], GroupPlacement] | None = None
     for domain, members in by_domain.items():
         candidates = sorted(
-            (n for n in members if n.free_gpus >= gpus_per_pod), key=lambda n: (n.free_gpus, n.name)
+            (n for n in members if n.free_gpus >= gpus_per_pod),
+            key=lambda n: (n.free_gpus, n.name not in warm, n.name),
         )
         if len(candidates) < pods:
             continue
@@ -115,6 +125,7 @@ def plan_group_placement(
         key = (
             sum(n.free_gpus - gpus_per_pod for n in chosen),
             sum(n.free_gpus for n in members),
+            -sum(n.name in warm for n in chosen),
             domain,
         )
         if best is None or key < best[0]:
@@ -151,6 +162,7 @@ def plan_groups(
     *,
     product: str | None,
     topology_key: str,
+    warm: frozenset[str] = frozenset(),
 ) -> dict[int, GroupPlacement | Shortfall]:
     """Place replicas one after another, each taking its GPUs from what the earlier ones left.
 
@@ -160,7 +172,12 @@ def plan_groups(
     plans: dict[int, GroupPlacement | Shortfall] = {}
     for i, replica in enumerate(replicas):
         plan = plan_group_placement(
-            list(remaining.values()), pods, gpus_per_pod, product=product, topology_key=topology_key
+            list(remaining.values()),
+            pods,
+            gpus_per_pod,
+            product=product,
+            topology_key=topology_key,
+            warm=warm,
         )
         if isinstance(plan, Shortfall):
             plans.update(dict.fromkeys(replicas[i:], plan))
