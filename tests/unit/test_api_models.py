@@ -370,6 +370,12 @@ ARCH_12_HEADS = {"numLayers": 12, "hiddenSize": 768, "numAttentionHeads": 12, "n
             id="node-selector-key-too-long",
         ),
         pytest.param(
+            {"model.source": "pvc://weights/m", "model.cache": {"prefetchNodes": 2}},
+            ("model",),
+            "cache.prefetchNodes needs an hf:// or s3:// source (the node cache fetches only those)",
+            id="prefetch-of-an-uncached-source",
+        ),
+        pytest.param(
             {"model.architecture": ARCH_12_HEADS, "sharding": {"mode": "manual", "tensorParallel": 8}},
             SPEC,
             "sharding.tensorParallel must divide model.architecture.numAttentionHeads",
@@ -486,6 +492,16 @@ def test_valid_edge_cases_are_accepted(changes: dict[str, Any]) -> None:
         pytest.param({"replicas": -1}, ("replicas",), id="negative-replicas"),
         pytest.param({"engine.gpus": 2}, ("engine", "gpus"), id="unknown-field"),
         pytest.param({"replicas": 1001}, ("replicas",), id="replicas-above-1000"),
+        pytest.param(
+            {"model.cache": {"prefetchNodes": 17}},
+            ("model", "cache", "prefetchNodes"),
+            id="prefetch-above-16",
+        ),
+        pytest.param(
+            {"model.cache": {"prefetchNodes": -1}},
+            ("model", "cache", "prefetchNodes"),
+            id="prefetch-negative",
+        ),
         pytest.param({"replicas": "3"}, ("replicas",), id="replicas-string"),
         pytest.param({"replicas": 2.0}, ("replicas",), id="replicas-float"),
         pytest.param({"replicas": True}, ("replicas",), id="replicas-bool"),

@@ -12,7 +12,13 @@ import yaml
 from pydantic import BaseModel
 
 from inferfleet.api.crd import CRD_FILENAME, build_crd, render_crd_yaml, structural_schema
-from inferfleet.api.spec import ARGS_DO_NOT_OVERRIDE, PP_AT_MOST_LAYERS, TP_AND_KV_HEADS, TP_DIVIDES_HEADS
+from inferfleet.api.spec import (
+    ARGS_DO_NOT_OVERRIDE,
+    PP_AT_MOST_LAYERS,
+    PREFETCH_NEEDS_CACHED_SOURCE,
+    TP_AND_KV_HEADS,
+    TP_DIVIDES_HEADS,
+)
 from inferfleet.crdfiles import check_crds, write_crds
 
 REPO = Path(__file__).parents[2]
@@ -74,6 +80,7 @@ def test_defaults_match_the_design() -> None:
     defaults = {path: node["default"] for path, node in NODES.items() if "default" in node}
     assert defaults == {
         "spec.model.dtype": "bfloat16",
+        "spec.model.cache.prefetchNodes": 0,
         "spec.engine.port": 8000,
         "spec.engine.maxConcurrentRequests": 256,
         "spec.engine.enablePrefixCaching": True,
@@ -297,6 +304,7 @@ def test_cel_rules_are_where_they_belong() -> None:
                 "sharding.pipelineParallel must be at most model.architecture.numLayers",
             ),
         ],
+        "spec.model": [(PREFETCH_NEEDS_CACHED_SOURCE.rule, PREFETCH_NEEDS_CACHED_SOURCE.message)],
         "spec.model.architecture": [
             (
                 "!has(self.numKeyValueHeads) || self.numAttentionHeads % self.numKeyValueHeads == 0",

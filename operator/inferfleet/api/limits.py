@@ -20,6 +20,7 @@ MAX_TARGET_QUEUE_DEPTH = 1_000_000.0
 MAX_QUEUED_REQUESTS = 100_000  # per service and gateway replica: each holds an open connection
 MAX_WAIT_SECONDS = 3600
 MAX_WEIGHTS_NODES = 64  # status.weights entries: a service's cache nodes shown at most
+MAX_PREFETCH_NODES = 16  # spec.model.cache.prefetchNodes: warm nodes kept beyond the serving ones
 
 DNS_LABEL = 63  # Service names, label values
 DNS_SUBDOMAIN = 253  # object names

@@ -68,6 +68,13 @@ TP_POWER_OF_TWO = CelRule(
     field_path=".tensorParallel",
     reason="FieldValueInvalid",
 )
+PREFETCH_NEEDS_CACHED_SOURCE = CelRule(
+    rule="!has(self.cache) || !has(self.cache.prefetchNodes) || self.cache.prefetchNodes == 0 "
+    "|| self.source.startsWith('hf://') || self.source.startsWith('s3://')",
+    message="cache.prefetchNodes needs an hf:// or s3:// source (the node cache fetches only those)",
+    field_path=".cache.prefetchNodes",
+    reason="FieldValueForbidden",
+)
 ENV_VALUE_OR_VALUE_FROM = CelRule(
     rule="!has(self.value) || !has(self.valueFrom)",
     message="value and valueFrom are exclusive: set one of them",
@@ -201,7 +208,21 @@ class ArchitectureSpec(SpecModel):
         return self
 
 
+class ModelCacheSpec(SpecModel):
+    """The model's weights in the node cache (with a cache root configured by the platform)."""
+
+    prefetch_nodes: int = int_field(
+        default=0,
+        le=limits.MAX_PREFETCH_NODES,
+        description="Keep the weights on this many nodes beyond those serving, so that a scale-up "
+        "lands on a node that already holds them. The operator picks nodes the service could run "
+        "on, most free GPUs first, and keeps its choice while it still fits.",
+    )
+
+
 class ModelSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra=cel_validations(PREFETCH_NEEDS_CACHED_SOURCE))
+
     name: str = Field(
         min_length=1,
         max_length=limits.DNS_SUBDOMAIN,
@@ -243,6 +264,16 @@ class ModelSpec(SpecModel):
         description="Maximum context length in tokens (prompt + output) the engine accepts; sizes "
         "the KV cache. Unset means the model's own maximum as the engine reads it.",
     )
+    cache: ModelCacheSpec | None = Field(
+        default=None, description="The node weights cache: how many nodes keep the weights warm."
+    )
+
+    @model_validator(mode="after")
+    def _check_cache(self) -> Self:
+        prefetch = self.cache.prefetch_nodes if self.cache else 0
+        cached = self.source.startswith(("hf://", "s3://"))
+        enforce((PREFETCH_NEEDS_CACHED_SOURCE, prefetch == 0 or cached))
+        return self
 
 
 class KeySelector(SpecModel):

@@ -104,6 +104,7 @@ class WeightsState(StrEnum):
     PRESENT = "Present"
     FETCHING = "Fetching"
     FAILED = "Failed"
+    EVICTING = "Evicting"
 
 
 class WeightsReason(StrEnum):
@@ -112,6 +113,8 @@ class WeightsReason(StrEnum):
     FETCHED = "Fetched"
     FETCH_RUNNING = "FetchRunning"
     FETCH_FAILED = "FetchFailed"
+    OVER_BUDGET = "OverBudget"
+    """Evicted: the least recently used weights on a node over its cache budget."""
 
 
 class MetricsReason(StrEnum):
@@ -279,7 +282,7 @@ class NodeWeights(StatusModel):
     """The model's weights in one node's cache, for this namespace (the cache is per namespace)."""
 
     node: str = Field(description="The node whose cache holds (or fetches) the weights.")
-    state: WeightsState = Field(description="Present, Fetching or Failed.")
+    state: WeightsState = Field(description="Present, Fetching, Failed or Evicting.")
     reason: WeightsReason = Field(description="Why, in one CamelCase word.")
     message: str | None = Field(default=None, description="The fetch's own words when it failed.")
     bytes: int | None = Field(default=None, ge=0, description="Size of the published weights.")
@@ -287,6 +290,11 @@ class NodeWeights(StatusModel):
     job: str | None = Field(default=None, description="The fetch Job (in this namespace).")
     last_used: str | None = Field(
         default=None, description="When a pod of this service last ran on the node (RFC 3339)."
+    )
+    prefetch: bool | None = Field(
+        default=None,
+        description="Kept here by spec.model.cache.prefetchNodes: no pod of the service runs on the "
+        "node, so that a scale-up lands warm.",
     )
 
 
