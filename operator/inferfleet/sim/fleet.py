@@ -150,4 +150,3 @@ class SimulatedFleet:
         """(ready pods, waiting, running) right now."""
         with self._lock:
             return len(self.pods), self.queue, sum(len(s.busy) for s in self.pods.values())
-
