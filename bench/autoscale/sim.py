@@ -337,10 +337,10 @@ class Fleet:
         if self.p.routing == "prefix" and blocks:
             in_flight = {r.name: r.running for r in self.serving}
             exclude = {r.name for r in self.serving} - {r.name for r in fits}
-            held = {r.name: _leading_cached(r, blocks) for r in fits}
+            leading = {r.name: _leading_cached(r, blocks) for r in fits}
             # shared=0: the fleet keeps no index of where prompts part, only the caches' contents
             name = pick_endpoint_by_match(
-                in_flight, self.p.concurrency, exclude, blocks, held, 0, self.p.prefix_load_bound
+                in_flight, self.p.concurrency, exclude, blocks, leading, 0, self.p.prefix_load_bound
             )
             if name is not None:
                 return next(r for r in fits if r.name == name)
