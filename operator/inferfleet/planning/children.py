@@ -19,6 +19,7 @@ from inferfleet.planning.weights_cache import (
     WAIT_CONTAINER,
     WEIGHTS_MOUNT,
     WEIGHTS_VOLUME,
+    build_warm_affinity,
     compute_cache_key,
     compute_cacheable,
     compute_ref_file,
@@ -185,15 +186,21 @@ def _wait_container(image: str, source: str) -> dict[str, Any]:
     }
 
 
-def build_cached_pod(pod: dict[str, Any], spec: InferenceServiceSpec, image: str) -> dict[str, Any]:
+def build_cached_pod(
+    pod: dict[str, Any], spec: InferenceServiceSpec, image: str, namespace: str | None = None
+) -> dict[str, Any]:
     """`pod` reading its weights from the node cache, read-only (the namespace's cache claim,
     the model's directory as subPath), after the wait container saw them published there. The
-    engine is told CURRENT_MODEL; a custom engine finds the model there. Sources the cache does
-    not fetch (pvc://, oci://, gs://) keep the pod as it is."""
+    engine is told CURRENT_MODEL; a custom engine finds the model there. With `namespace`, the pod
+    also prefers nodes labelled as holding that namespace's copy (a soft preference; replica
+    groups are pinned to planned nodes instead). Sources the cache does not fetch (pvc://, oci://,
+    gs://) keep the pod as it is."""
     source = spec.model.source
     if not compute_cacheable(source):
         return pod
     pod = copy.deepcopy(pod)
+    if namespace is not None and "affinity" not in pod:
+        pod["affinity"] = build_warm_affinity(namespace, source)
     wait = _wait_container(image, source)
     pod["initContainers"] = [wait, *pod.get("initContainers", [])]
     pod["volumes"].append(
@@ -213,5 +220,6 @@ def build_cached_template(obj: dict[str, Any], spec: InferenceServiceSpec, image
     if obj.get("kind") not in ("Deployment", "StatefulSet"):
         return obj
     template = obj["spec"]["template"]
-    cached = build_cached_pod(template["spec"], spec, image)
+    namespace = obj["metadata"]["namespace"] if obj["kind"] == "Deployment" else None
+    cached = build_cached_pod(template["spec"], spec, image, namespace)
     return {**obj, "spec": {**obj["spec"], "template": {**template, "spec": cached}}}

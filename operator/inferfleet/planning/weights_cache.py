@@ -30,6 +30,12 @@ CACHE_LABEL = "inferfleet.io/model-cache"
 """On the cache's objects: `volume` (PV and PVC), `fetch` (Jobs and their pods), `directory`."""
 MODEL_LABEL = "inferfleet.io/weights-model"
 """On fetch Jobs: a short hash of the model source (label values cannot hold a URI)."""
+ACTION_LABEL = "inferfleet.io/weights-action"
+"""`evict` on the Job (and its pod) that removes a model from one node's cache."""
+WARM_LABEL_PREFIX = "weights.inferfleet.io/"
+"""Node labels `weights.inferfleet.io/<hash of namespace and source>`: the node's cache holds that
+namespace's copy of the model. Only the operator sets them; engine pods prefer such nodes."""
+WARM_PREFERENCE_WEIGHT = 100
 NODE_ANNOTATION = "inferfleet.io/weights-node"
 SOURCE_ANNOTATION = "inferfleet.io/weights-source"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -66,6 +72,9 @@ class CacheSettings:
     """The image with `inferfleet` (the operator's): fetch Jobs, directory Jobs, the wait."""
     namespace: str
     """The operator's namespace, where directory Jobs (hostPath) run."""
+    node_budget_bytes: int | None = None
+    """Bytes of weights each node's cache may hold (all namespaces); beyond, the least recently
+    used weights no pod uses are evicted. None: no budget."""
 
 
 def compute_cacheable(source: str) -> bool:
@@ -119,6 +128,29 @@ def compute_volume_path(root: str, namespace: str, claim_uid: str) -> str:
 
 def fetch_job_name(namespace: str, source: str, node: str) -> str:
     return f"inferfleet-fetch-{_digest(namespace, source, node)}"
+
+
+def evict_job_name(namespace: str, source: str, node: str) -> str:
+    return f"inferfleet-evict-{_digest(namespace, source, node)}"
+
+
+def compute_warm_label(namespace: str, source: str) -> str:
+    """The node label saying the node holds `namespace`'s copy of `source` (a hash: label keys
+    cannot hold a URI, and node readers need not learn a tenant's model names)."""
+    return f"{WARM_LABEL_PREFIX}{_digest(namespace, source, size=16)}"
+
+
+def build_warm_affinity(namespace: str, source: str) -> dict[str, Any]:
+    """A soft preference for nodes holding the weights: it never keeps a pod from scheduling, and
+    the pod template names a label, not nodes, so a node turning warm changes no template."""
+    term = {"matchExpressions": [{"key": compute_warm_label(namespace, source), "operator": "Exists"}]}
+    return {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": WARM_PREFERENCE_WEIGHT, "preference": term}
+            ]
+        }
+    }
 
 
 def directory_job_name(claim_uid: str, node: str) -> str:
@@ -219,6 +251,24 @@ def _on_node(node: str, tolerations: Sequence[Mapping[str, Any]]) -> dict[str, A
     }
 
 
+def build_restricted_pod(
+    node: str, tolerations: Sequence[Mapping[str, Any]], container: dict[str, Any]
+) -> dict[str, Any]:
+    """A pod on `node` running `container` with the namespace's cache claim mounted read-write as
+    `cache`, admitted by the `restricted` Pod Security Standard."""
+    return {
+        **_on_node(node, tolerations),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": CACHE_UID,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_restricted(container)],
+        "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}}],
+    }
+
+
 def _source_env(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
     wanted = SOURCE_ENV.get(spec.model.source.partition("://")[0], ())
     return [
@@ -255,17 +305,7 @@ def build_fetch_job(
         "volumeMounts": [{"name": "cache", "mountPath": FETCH_MOUNT}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    pod = {
-        **_on_node(node, tolerations),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "fsGroup": CACHE_UID,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [_restricted(container)],
-        "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": CACHE_CLAIM}}],
-    }
+    pod = build_restricted_pod(node, tolerations, container)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -334,6 +374,10 @@ class ObservedFetch:
     source: str
     state: WeightsState
     message: str | None = None
+    evict: bool = False
+    """An eviction Job (its state: Present once the files are gone)."""
+    completed: str | None = None
+    """When the Job completed (RFC 3339): a fetch's weights count as used then."""
 
 
 @dataclass(frozen=True)
@@ -352,14 +396,16 @@ def build_observed_fetch(job: Mapping[str, Any]) -> ObservedFetch | None:
     node, source = annotations.get(NODE_ANNOTATION), annotations.get(SOURCE_ANNOTATION)
     if not node or not source:
         return None
+    evict = (meta.get("labels") or {}).get(ACTION_LABEL) == "evict"
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
     if "Complete" in conditions or (status.get("succeeded") or 0) > 0:
-        return ObservedFetch(meta["name"], node, source, WeightsState.PRESENT)
+        completed = status.get("completionTime")
+        return ObservedFetch(meta["name"], node, source, WeightsState.PRESENT, None, evict, completed)
     failed = conditions.get("Failed")
     if failed is not None:
         message = f"{failed.get('reason') or 'Failed'}: {failed.get('message') or ''}".rstrip(": ")
-        return ObservedFetch(meta["name"], node, source, WeightsState.FAILED, message)
-    return ObservedFetch(meta["name"], node, source, WeightsState.FETCHING)
+        return ObservedFetch(meta["name"], node, source, WeightsState.FAILED, message, evict)
+    return ObservedFetch(meta["name"], node, source, WeightsState.FETCHING, None, evict)
 
 
 def build_fetch_result(pod_status: Mapping[str, Any]) -> FetchResult | None:
@@ -429,7 +475,7 @@ def plan_weights(
     if uid is None:
         return WeightsPlan(claim=build_cache_claim(namespace))
     tolerations = compute_tolerations(spec)
-    fetched = {f.node for f in observed.fetches if f.source == spec.model.source}
+    fetched = {f.node for f in observed.fetches if f.source == spec.model.source and not f.evict}
     wanted = sorted(set(nodes))
     return WeightsPlan(
         volume=None if observed.volume_exists else build_cache_volume(settings.root, namespace, uid),
@@ -446,28 +492,33 @@ def plan_weights(
     )
 
 
-_ORDER = {WeightsState.FAILED: 0, WeightsState.FETCHING: 1, WeightsState.PRESENT: 2}
+_ORDER = {WeightsState.FAILED: 0, WeightsState.EVICTING: 1, WeightsState.FETCHING: 1, WeightsState.PRESENT: 2}
 _REASONS = {
     WeightsState.PRESENT: WeightsReason.FETCHED,
     WeightsState.FETCHING: WeightsReason.FETCH_RUNNING,
     WeightsState.FAILED: WeightsReason.FETCH_FAILED,
+    WeightsState.EVICTING: WeightsReason.OVER_BUDGET,
 }
 
 
-def _node_weights(fetch: ObservedFetch, result: FetchResult | None, last_used: str | None) -> NodeWeights:
+def _node_weights(
+    fetch: ObservedFetch, result: FetchResult | None, last_used: str | None, evicting: bool, prefetch: bool
+) -> NodeWeights:
     message = fetch.message
     if fetch.state == WeightsState.FAILED and result is not None and result.message:
         message = f"{result.error or 'Failed'}: {result.message}"
     present = fetch.state == WeightsState.PRESENT and result is not None
+    state = WeightsState.EVICTING if evicting and fetch.state == WeightsState.PRESENT else fetch.state
     return NodeWeights(
         node=fetch.node,
-        state=fetch.state,
-        reason=_REASONS[fetch.state],
+        state=state,
+        reason=_REASONS[state],
         message=bound_message(message) if message and fetch.state == WeightsState.FAILED else None,
         bytes=result.bytes if present and result is not None else None,
         revision=result.revision if present and result is not None else None,
         job=fetch.name,
         last_used=last_used,
+        prefetch=True if prefetch else None,
     )
 
 
@@ -477,17 +528,23 @@ def compute_node_weights(
     serving: Iterable[str],
     previous: Sequence[NodeWeights] | None,
     now: datetime,
+    prefetch: Iterable[str] = (),
 ) -> list[NodeWeights] | None:
     """status.weights: each node's fetch of this source; failed and fetching first, then the most
-    recently used, at most MAX_WEIGHTS_NODES. `serving`: nodes the service's pods are on now."""
-    fetches = [f for f in observed.fetches if f.source == source]
+    recently used, at most MAX_WEIGHTS_NODES. `serving`: nodes the service's pods are on now;
+    `prefetch`: nodes kept warm for it beyond those."""
+    fetches = [f for f in observed.fetches if f.source == source and not f.evict]
     if not fetches:
         return None
+    evicting = {f.node for f in observed.fetches if f.source == source and f.evict}
     used = {w.node: w.last_used for w in previous or []}
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     used.update({node: stamp for node in serving})
-    results = observed.results or {}
-    entries = [_node_weights(f, results.get(f.name), used.get(f.node)) for f in fetches]
+    results, kept = observed.results or {}, set(prefetch) - set(serving)
+    entries = [
+        _node_weights(f, results.get(f.name), used.get(f.node), f.node in evicting, f.node in kept)
+        for f in fetches
+    ]
     entries.sort(key=lambda w: (_ORDER[w.state], _negated(w.last_used), w.node))
     return entries[:MAX_WEIGHTS_NODES]
 
