@@ -119,6 +119,14 @@ NAMESPACED = {
     ("", "persistentvolumeclaims", "watch"),
     ("batch", "jobs", "list"),
     ("batch", "jobs", "watch"),
+    # Node autoscaling: a waiting group's ProvisioningRequest and the PodTemplate it references.
+    ("autoscaling.x-k8s.io", "provisioningrequests", "list"),
+    ("autoscaling.x-k8s.io", "provisioningrequests", "watch"),
+    ("autoscaling.x-k8s.io", "provisioningrequests", "create"),
+    ("autoscaling.x-k8s.io", "provisioningrequests", "delete"),
+    ("", "podtemplates", "get"),
+    ("", "podtemplates", "create"),
+    ("", "podtemplates", "delete"),
 }
 CLUSTER_READS = {
     ("", "nodes", "list"),
@@ -382,6 +390,14 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     "read_namespaced_persistent_volume_claim": {("", "persistentvolumeclaims", "get")},
     "create_persistent_volume": {("", "persistentvolumes", "create")},
     "create_namespaced_job": {("batch", "jobs", "create")},
+    # Node autoscaling: a waiting group's ProvisioningRequest and the PodTemplate it references
+    # (read back when its name is taken); discovery of the API needs no grant.
+    "create_namespaced_custom_object": {("autoscaling.x-k8s.io", "provisioningrequests", "create")},
+    "delete_namespaced_custom_object": {("autoscaling.x-k8s.io", "provisioningrequests", "delete")},
+    "create_namespaced_pod_template": {("", "podtemplates", "create")},
+    "read_namespaced_pod_template": {("", "podtemplates", "get")},
+    "delete_namespaced_pod_template": {("", "podtemplates", "delete")},
+    "get_api_resources": set(),
 }
 MODEL_CACHE_WRITES: set[Grant] = {
     ("", "persistentvolumeclaims", "create"),

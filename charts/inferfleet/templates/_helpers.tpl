@@ -91,6 +91,12 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
 - persistentvolumeclaims, jobs: the node weights cache (modelCache.root): kopf watches the
   cache's claim and fetch Jobs (by label); with the cache on, the operator creates each
   namespace's claim (read back when it exists already) and a fetch Job per model and node.
+- provisioningrequests, podtemplates: node autoscaling (docs/node-autoscaling.md): a replica
+  group that cannot be placed for lack of nodes asks the cluster autoscaler for all of them in
+  one ProvisioningRequest (autoscaling.x-k8s.io, watched by kopf where the cluster serves it)
+  that references a PodTemplate of the group's pods; both are created (the template read back
+  when its name is taken, to use only one this service controls) and deleted once the group
+  runs or is no longer wanted.
 - kopfpeerings (HA, namespaced mode): kopf's peering records, one per watched namespace; kopf
   patches its own record, and the autoscaler reads (get) it so that only the active instance scales.
 */}}
@@ -128,6 +134,12 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch{{ if .Values.modelCache.root }}, create{{ end }}]
+- apiGroups: [autoscaling.x-k8s.io]
+  resources: [provisioningrequests]
+  verbs: [list, watch, create, delete]
+- apiGroups: [""]
+  resources: [podtemplates]
+  verbs: [get, create, delete]
 {{- if and .Values.ha.enabled .Values.watchNamespaces }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]

@@ -80,6 +80,10 @@ class PlacedReason(StrEnum):
 
     ALL_REPLICAS_PLACED = "AllReplicasPlaced"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    WAITING_FOR_NODES = "WaitingForNodes"
+    """A ProvisioningRequest asks the cluster's node autoscaler for a waiting group's nodes."""
+    NODES_UNAVAILABLE = "NodesUnavailable"
+    """The node autoscaler answered a group's ProvisioningRequest with Failed."""
 
 
 class ModelReason(StrEnum):

@@ -14,6 +14,7 @@ from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 from inferfleet.planning.observed import ObservedGroup, pod_controller_uid, pod_gpus
 from inferfleet.planning.placement import BoundPod, Reservation
 from inferfleet.planning.policy import TenantPolicy
+from inferfleet.planning.provisioning import ObservedRequest, build_observed_request, consumed_request
 from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, is_unschedulable
 from inferfleet.planning.victims import DELETION_COST_ANNOTATION
 from inferfleet.planning.weights_cache import (
@@ -121,6 +122,31 @@ def engine_groups(body: kopf.Body, **_: Any) -> dict[Key, ObservedGroup] | None:
     return {(group.namespace, group.service): group} if group else None
 
 
+@kopf.index(
+    "autoscaling.x-k8s.io",
+    "v1",
+    "provisioningrequests",
+    labels={SERVICE_LABEL: kopf.PRESENT},
+)
+def provisioning_requests(body: kopf.Body, **_: Any) -> dict[Key, ObservedRequest] | None:
+    """The services' ProvisioningRequests (none where the cluster does not serve the API)."""
+    request = build_observed_request(body)
+    return (
+        {(body["metadata"]["namespace"], body["metadata"]["labels"][SERVICE_LABEL]): request}
+        if request
+        else None
+    )
+
+
+@kopf.index("apps", "v1", "statefulsets", labels={SERVICE_LABEL: kopf.PRESENT})
+def consuming_groups(body: kopf.Body, **_: Any) -> dict[Key, tuple[int, str]] | None:
+    """Groups whose pods consume a ProvisioningRequest: (replica, request), by service."""
+    group = ObservedGroup.from_object(body)
+    template = (body.get("spec") or {}).get("template") or {}
+    request = consumed_request((template.get("metadata") or {}).get("annotations") or {})
+    return {(group.namespace, group.service): (group.replica, request)} if group and request else None
+
+
 @kopf.index("", "v1", "persistentvolumeclaims", labels={CACHE_LABEL: "volume"})
 def cache_claims(name: str, namespace: str, meta: kopf.Meta, **_: Any) -> dict[str, str] | None:
     """The node weights cache's claim of each namespace: its uid."""
@@ -169,6 +195,8 @@ class ClusterView:
     """What the installation allows engine pods (chart values `policy.*`); None: the defaults."""
     cache: tuple[Any, ...] = ()
     """The node weights cache's indexes: claims, volumes, fetch Jobs, directory Jobs, results."""
+    provisioning: tuple[Any, ...] = ()
+    """ProvisioningRequests and the groups consuming one (planning/provisioning.py)."""
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], config: OperatorConfig) -> ClusterView:
@@ -182,7 +210,18 @@ class ClusterView:
             config.scheduler_name,
             config.policy,
             tuple(kwargs.get(name) for name in CACHE_INDEXES),
+            (kwargs.get("provisioning_requests"), kwargs.get("consuming_groups")),
         )
+
+    def provisioning_requests_of(self, key: Key) -> list[ObservedRequest]:
+        index = self.provisioning[0] if self.provisioning else None
+        return list(index.get(key, [])) if index is not None else []
+
+    def consuming_groups_of(self, key: Key) -> dict[int, str]:
+        """The request each of the service's groups consumes, by replica (its controller unchecked:
+        an annotation only keeps a group's pod template as it is)."""
+        index = self.provisioning[1] if len(self.provisioning) > 1 else None
+        return dict(index.get(key, [])) if index is not None else {}
 
     def cache_of(self, namespace: str, operator_namespace: str) -> CacheObserved:
         """The node weights cache of `namespace`, as watched (empty when the cache is off)."""

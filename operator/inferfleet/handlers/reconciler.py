@@ -22,6 +22,7 @@ from inferfleet.api.status import EventReason, PlacedReason, ReadyReason
 from inferfleet.handlers.calls import ApplyError, call
 from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.handlers.logs import service_logger
+from inferfleet.handlers.provisioning import reconcile_provisioning, sooner
 from inferfleet.handlers.service_status import Reconciled, write_status
 from inferfleet.handlers.weights import build_cached_plan, reconcile_weights
 from inferfleet.kube.apply import NameConflictError, apply_child, delete_group
@@ -121,6 +122,8 @@ def reconcile(
         plan = build_cached_plan(
             _plan(runtime, view, service, lost.groups), service.spec, runtime.config.model_cache
         )
+        asked = reconcile_provisioning(runtime.api, view, service.owner, service.spec, plan, groups, now)
+        plan = asked.plan
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
         if plan.shortfalls:
@@ -140,13 +143,14 @@ def reconcile(
         if trigger == SERVICE_TRIGGER:
             logger.info(f"reconciled generation {service.generation}")
     waiting = bool(plan.shortfalls) or (plan.blocked is not None and plan.blocked.reason in WAITING_REASONS)
-    return compute_requeue_after(
+    again = compute_requeue_after(
         now,
         lost.recheck_at,
         release_in=runtime.refused_nodes.seconds_to_next_release() if plan.shortfalls else None,
         missing_pods_unexplained=unexplained,
         inventory_changed=waiting and runtime.inventory.current() != inventory,
     )
+    return sooner(again, asked.recheck_at, now)
 
 
 def _apply_and_report(

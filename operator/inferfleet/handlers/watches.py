@@ -174,3 +174,17 @@ async def on_event_fetch_job(
             and (snapshot.get("spec") or {}).get("model", {}).get("source") == source
         ):
             runtime.queue.enqueue(key, "weights")
+
+
+@kopf.on.event(
+    "autoscaling.x-k8s.io",
+    "v1",
+    "provisioningrequests",
+    labels={SERVICE_LABEL: kopf.PRESENT},
+)
+async def on_event_provisioning_request(
+    namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    """The node autoscaler answered (Provisioned, Failed, BookingExpired) or a request went: its
+    service looks again."""
+    runtime_of(memo).queue.enqueue((namespace, labels[SERVICE_LABEL]), "provisioning")
