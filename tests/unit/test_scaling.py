@@ -283,6 +283,34 @@ def test_a_ramp_gets_its_replicas_a_lookahead_early_from_the_trend() -> None:
     assert decisions[10].recommendation == 6  # (40 + 8) / 9.5
 
 
+def run_with_start(
+    policy: ScalingPolicy, replicas: int, ticks: Sequence[Tick], start: float | None
+) -> list[int]:
+    state, got = ScalerState(), []
+    for t, waiting, running, _, _, _ in ticks:
+        d, state = compute_scaling_decision(
+            ScalingSample(waiting, running), policy, replicas, replicas, state, t, expected_start=start
+        )
+        got.append(d.replicas)
+        replicas = d.replicas
+    return got
+
+
+def test_the_trend_looks_ahead_as_far_as_the_next_replica_takes_to_start() -> None:
+    ticks: list[Tick] = [(t, w, r, None, 0, "") for t, w, r in RAMP]
+    # Nothing learned: the constant 120 s (+8 running at t=150, as above).
+    assert run_with_start(P, 4, ticks, None) == [4] * 9 + [5] + [6] * 10 + [7]
+    # A warm node starts a replica in 20 s: plan for +1.3 running, so the 6th replica comes at
+    # t=255 (47 + 1.3 > 5 x 9.5), one tick before the batches fill, not two minutes before.
+    assert run_with_start(P, 4, ticks, 20.0) == [4] * 9 + [5] * 8 + [6] * 4
+    # A cold start of 300 s: +20 running ahead (the cap, half of 40), so 60 / 9.5 -> 7 replicas
+    # at t=150 and the 8th at t=255 (47 + 20 > 7 x 9.5).
+    assert run_with_start(P, 4, ticks, 300.0) == [4] * 9 + [5] + [7] * 7 + [8] * 4
+    # The learned start is bounded: a bogus one (NaN, negative) means "not known".
+    assert run_with_start(P, 4, ticks, math.nan) == run_with_start(P, 4, ticks, None)
+    assert run_with_start(P, 4, ticks, -5.0) == run_with_start(P, 4, ticks, None)
+
+
 def test_the_trend_extrapolates_at_most_half_the_running_requests() -> None:
     steep = [(15.0 * i, 0.0, 10.0 + 10 * i, None, 0, "") for i in range(12)]
     _, _, decisions = run(replace(P, max_replicas=100), 1, steep)

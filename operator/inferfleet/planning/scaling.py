@@ -142,10 +142,12 @@ def compute_scaling_decision(
     ready_replicas: int,
     state: ScalerState,
     now: float,
+    expected_start: float | None = None,
 ) -> tuple[ScalingDecision, ScalerState]:
-    """One autoscaling decision and the next state; see the module docstring."""
+    """One autoscaling decision and the next state; see the module docstring. `expected_start`:
+    the seconds a replica requested now is expected to take to Ready (`planning.startup`)."""
     fleet = Fleet.of(policy, current_replicas, ready_replicas)
-    obs = observe(sample, policy, fleet, state, now)
+    obs = observe(sample, policy, fleet, state, now, expected_start)
     if obs is None:  # missing data: hold, and leave the windows as they were
         return decide(fleet, hold_without_metrics(fleet), None), state
     rec = recommend(obs, policy)

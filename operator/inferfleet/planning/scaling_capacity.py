@@ -25,9 +25,14 @@ def running_trend(samples: Samples, now: float) -> tuple[float, float] | None:
     return mv - slope * mt, slope
 
 
-def expected_running(running: float, samples: Samples, policy: ScalingPolicy, now: float) -> float:
-    """Running requests to plan for: the current ones, or more while they have been rising."""
+def expected_running(
+    running: float, samples: Samples, policy: ScalingPolicy, now: float, lookahead: float | None = None
+) -> float:
+    """Running requests to plan for: the current ones, or more while they have been rising,
+    extrapolated `lookahead` seconds (the next replica's expected start; None:
+    `trend_lookahead_seconds`)."""
     tuning = policy.tuning
+    ahead = tuning.trend_lookahead_seconds if lookahead is None else lookahead
     if (
         tuning.trend_window_seconds <= 0
         or not samples
@@ -38,7 +43,7 @@ def expected_running(running: float, samples: Samples, policy: ScalingPolicy, no
     if fit is None or fit[1] <= 0:
         return running  # not rising, or no longer: the drop after a burst is not a ramp
     level, slope = fit
-    growth = min(slope * tuning.trend_lookahead_seconds, tuning.trend_max_growth * max(running, 0.0))
+    growth = min(slope * ahead, tuning.trend_max_growth * max(running, 0.0))
     return max(running, level + growth)
 
 

@@ -58,7 +58,13 @@ class ScalingTuning:
     trend_window_seconds: float = 300
     """Running-request samples of this long are fitted by least squares for the trend (0 = off)."""
     trend_lookahead_seconds: float = 120
-    """How far ahead a rising trend is extrapolated: about a typical cold start."""
+    """How far ahead a rising trend is extrapolated when the next replica's start is not known
+    (nothing learned yet): about a typical cold start."""
+    min_lookahead_seconds: float = 15
+    max_lookahead_seconds: float = 600
+    """A learned start (`expected_start`) is the lookahead, kept within these: one tick at least
+    (a replica cannot help before the next decision), and at most ten minutes (beyond that the
+    trend of the last five is no forecast)."""
     trend_max_growth: float = 0.5
     """The extrapolation adds at most this share of the current running requests, so the
     start of a burst does not turn into a runaway forecast."""

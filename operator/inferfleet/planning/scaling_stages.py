@@ -160,9 +160,16 @@ def hold_without_metrics(fleet: Fleet) -> Verdict:
 
 
 def observe(
-    sample: ScalingSample, policy: ScalingPolicy, fleet: Fleet, state: ScalerState, now: float
+    sample: ScalingSample,
+    policy: ScalingPolicy,
+    fleet: Fleet,
+    state: ScalerState,
+    now: float,
+    expected_start: float | None = None,
 ) -> Observation | None:
-    """The sample validated and its rates estimated; None when the queue metrics are missing."""
+    """The sample validated and its rates estimated; None when the queue metrics are missing.
+    `expected_start` (seconds until a replica requested now is Ready, as learned) sets how far
+    the trend looks ahead; None or invalid: `trend_lookahead_seconds`."""
     waiting, running = valid(sample.waiting), valid(sample.running)
     if fleet.current == 0 and running is None:
         running = 0.0  # no engine runs, so nothing runs; a gateway may still report a queue
@@ -186,7 +193,7 @@ def observe(
         now=now,
         waiting=waiting,
         running=running,
-        planned_running=expected_running(running, trend, policy, now),
+        planned_running=expected_running(running, trend, policy, now, lookahead_of(expected_start, policy)),
         flow=estimate_flow(
             waiting, running, valid(sample.completion_rate), samples, policy, now, valid(sample.arrival_rate)
         ),
@@ -197,6 +204,15 @@ def observe(
         limits=limits,
         saturation=saturation,
     )
+
+
+def lookahead_of(expected_start: float | None, policy: ScalingPolicy) -> float:
+    """The trend's horizon: the learned start of the next replica, within
+    [`min_lookahead_seconds`, `max_lookahead_seconds`], else the constant."""
+    tuning, start = policy.tuning, valid(expected_start)
+    if start is None:
+        return tuning.trend_lookahead_seconds
+    return min(max(start, tuning.min_lookahead_seconds), tuning.max_lookahead_seconds)
 
 
 def recommend(obs: Observation, policy: ScalingPolicy) -> Recommendation:
