@@ -641,6 +641,11 @@ def _add_fetch_model_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
         default=None,
         help="also write the JSON line here (a pod's terminationMessagePath, e.g. /dev/termination-log)",
     )
+    fetch.add_argument(
+        "--evict",
+        action="store_true",
+        help="remove the model from the cache instead (under its fetch lock; the operator's eviction Job)",
+    )
     fetch.set_defaults(func=_cmd_fetch_model)
 
 
@@ -669,7 +674,12 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
             hf_token=os.environ.get("HF_TOKEN") or None,
         )
         try:
-            outcome, code = fetch_model(options).as_dict(), 0
+            if args.evict:
+                from inferfleet.weights.evict import evict_model
+
+                outcome, code = evict_model(args.source, options.cache_root).as_dict(), 0
+            else:
+                outcome, code = fetch_model(options).as_dict(), 0
         except FetchError as e:
             outcome, code = {"source": args.source, "error": e.reason, "message": str(e)}, e.code
     if code:
