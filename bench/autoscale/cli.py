@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.autoscale import policies as pol
+from bench.autoscale.nodes import StartModel
 from bench.autoscale.report import add_ratios, summarize, table, targets, write_png
 from bench.autoscale.sim import ROUTINGS, Autoscaler, Plan, RunResult, SimParams, simulate
 from bench.autoscale.workload import (
@@ -39,6 +40,8 @@ class BenchConfig:
     target_queue_depth: float = 4.0
     inferfleet_tick_s: float = pol.INFERFLEET_TICK_S
     policies: tuple[str, ...] = ALL_POLICIES
+    learn_starts: bool = True
+    """Both inferfleet arms learn the replicas' starts (`planning.startup`) for their lookahead."""
 
 
 def build_workload(
@@ -71,10 +74,17 @@ def run_benchmark(
 
     makers: dict[str, Any] = {
         "inferfleet": lambda: pol.InferfleetPolicy(
-            pol.inferfleet_policy(limits), initial, interval=config.inferfleet_tick_s
+            pol.inferfleet_policy(limits),
+            initial,
+            interval=config.inferfleet_tick_s,
+            learn_starts=config.learn_starts,
         ),
         "inferfleet-gateway": lambda: pol.InferfleetPolicy(
-            pol.inferfleet_policy(limits), initial, interval=config.inferfleet_tick_s, gateway=True
+            pol.inferfleet_policy(limits),
+            initial,
+            interval=config.inferfleet_tick_s,
+            gateway=True,
+            learn_starts=config.learn_starts,
         ),
         "hpa": lambda: pol.HpaPolicy(limits, initial),
         "keda": lambda: pol.KedaPolicy(limits, initial),
@@ -91,6 +101,7 @@ def run_benchmark(
         metrics[name] = summarize(result, config.slo_s, workload.horizon, params.gpus_per_replica)
         if isinstance(policy, pol.InferfleetPolicy):
             metrics[name]["decision_reasons"] = dict(sorted(policy.reasons.items()))
+            metrics[name]["learned_start_s"] = policy.startup.to_status()
     add_ratios(metrics)
     report = {
         "trace": workload.name,
@@ -112,6 +123,20 @@ def run_benchmark(
         "targets_gateway": targets(metrics, arm="inferfleet-gateway"),
     }
     return report, runs
+
+
+def build_start_model(
+    cache: str | None, prefetch_nodes: int = 0, download_mb_per_s: float = 200.0, model_gb: float = 16.0
+) -> StartModel | None:
+    """The node model for `--weights-cache off|on`; None (no flag): the uniform cold start."""
+    if cache is None:
+        return None
+    return StartModel(
+        cache=cache == "on",
+        prefetch_nodes=prefetch_nodes,
+        download_mb_per_s=download_mb_per_s,
+        model_gb=model_gb,
+    )
 
 
 def _flat_policy(policy: ScalingPolicy) -> dict[str, Any]:
@@ -138,6 +163,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--slo", type=float, default=2.0, help="queue-wait SLO in seconds (default 2)")
     ap.add_argument("--cold-start-min", type=float, default=60.0, help="seconds (default 60)")
     ap.add_argument("--cold-start-max", type=float, default=300.0, help="seconds (default 300)")
+    ap.add_argument(
+        "--weights-cache",
+        choices=["off", "on"],
+        help="draw each start by its node's state (image pull + download + load; warm: load only) "
+        "without or with the node weights cache (default: neither, U(cold-start-min, max))",
+    )
+    ap.add_argument("--prefetch-nodes", type=int, default=0, help="with --weights-cache on: warm nodes")
+    ap.add_argument(
+        "--download-mb-per-s", type=float, default=StartModel.download_mb_per_s, help="model store to node"
+    )
+    ap.add_argument("--model-gb", type=float, default=StartModel.model_gb, help="the weights' size")
+    ap.add_argument(
+        "--constant-lookahead", action="store_true", help="inferfleet does not learn starts (as before)"
+    )
     ap.add_argument("--concurrency", type=int, default=32, help="max concurrent requests per replica")
     ap.add_argument("--gpus-per-replica", type=int, default=1)
     ap.add_argument("--min-replicas", type=int, default=1)
@@ -189,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_queued=args.max_queued,
         routing=args.routing,
         kv_capacity_tokens=args.kv_capacity,
+        starts=build_start_model(
+            args.weights_cache, args.prefetch_nodes, args.download_mb_per_s, args.model_gb
+        ),
     )
     config = BenchConfig(
         slo_s=args.slo,
@@ -197,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target_queue_depth=args.target_queue_depth,
         inferfleet_tick_s=args.tick,
         policies=chosen,
+        learn_starts=not args.constant_lookahead,
     )
     report, runs = run_benchmark(workload, params, config)
     report["params"]["load_scale"] = args.load_scale

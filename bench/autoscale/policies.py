@@ -50,10 +50,20 @@ import random
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+from bench.autoscale.nodes import slot_start
 from bench.autoscale.sim import Fleet, Observation, Plan, SimParams
 from bench.autoscale.workload import Workload
 from inferfleet.planning.queue_queries import compute_fleet_sample
 from inferfleet.planning.scaling import ScalerState, ScalingPolicy, ScalingSample, compute_scaling_decision
+from inferfleet.planning.startup import (
+    NodeWarmth,
+    PodStart,
+    StartupStats,
+    compute_expected_start,
+    compute_node_warmth,
+    compute_startup_stats,
+    compute_warm_room,
+)
 
 HPA_TOLERANCE = 0.1
 HPA_SYNC_S = 15.0
@@ -113,7 +123,12 @@ class InferfleetPolicy:
     uses_prometheus = True
 
     def __init__(
-        self, policy: ScalingPolicy, initial: int, interval: float = INFERFLEET_TICK_S, gateway: bool = False
+        self,
+        policy: ScalingPolicy,
+        initial: int,
+        interval: float = INFERFLEET_TICK_S,
+        gateway: bool = False,
+        learn_starts: bool = True,
     ) -> None:
         self.name = "inferfleet-gateway" if gateway else "inferfleet"
         self.policy = policy
@@ -121,6 +136,21 @@ class InferfleetPolicy:
         self.gateway = gateway
         self.state = ScalerState(recommendations=((0.0, initial),), last_active=0.0)
         self.reasons: dict[str, int] = {}
+        self.learn_starts = learn_starts
+        self.startup = StartupStats()
+        self.warmth: NodeWarmth | None = None
+        self.expected_start: float | None = None
+
+    def see_pods(
+        self, now: float, pods: list[PodStart], present: list[str], serving: list[str], cache: bool
+    ) -> None:
+        """What the operator learns each tick (`planning.startup`, the same calls): the pods'
+        starts, warm or cold by the nodes' caches, and the next replica's expected start."""
+        if not self.learn_starts:
+            return
+        self.warmth = compute_node_warmth(self.warmth, present, now)
+        self.startup = compute_startup_stats(self.startup, pods, cache, self.warmth)
+        self.expected_start = compute_expected_start(self.startup, compute_warm_room(present, serving))
 
     def sample(self, obs: Observation) -> ScalingSample:
         return build_gateway_sample(obs) if self.gateway else build_engine_sample(obs)
@@ -133,6 +163,7 @@ class InferfleetPolicy:
             ready,
             self.state,
             now,
+            self.expected_start,
         )
         self.reasons[decision.reason] = self.reasons.get(decision.reason, 0) + 1
         return decision.replicas
@@ -414,7 +445,10 @@ def oracle_plan(need: list[tuple[float, int]], params: SimParams, horizon: float
     for intervals in slots.values():
         merged: list[tuple[float, float, float]] = []  # (start, end, cold start)
         for s, e in intervals:
-            cold = rng.uniform(params.cold_start_min, params.cold_start_max)
+            if params.starts is not None:  # each slot its own node: cold the first time only
+                cold = slot_start(params.starts, rng, used=bool(merged))
+            else:
+                cold = rng.uniform(params.cold_start_min, params.cold_start_max)
             if merged and s - cold <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], e, merged[-1][2])
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ def summarize(result: RunResult, slo_s: float, horizon: float, gpus_per_replica:
         "refused": len(refused),
         "prefix_hit_rate": round(result.prefix_hit_tokens / max(result.prompt_tokens, 1), 4),
         "kv_limited_s": round(result.kv_limited_s, 1),
+        **start_medians(result.starts),
+    }
+
+
+def start_medians(starts: tuple[tuple[float, bool], ...]) -> dict[str, Any]:
+    """How many replicas started warm and cold, and the median seconds to Ready of each."""
+    warm = sorted(d for d, w in starts if w)
+    cold = sorted(d for d, w in starts if not w)
+    return {
+        "starts_warm": len(warm),
+        "starts_cold": len(cold),
+        "median_warm_start_s": round(statistics.median(warm), 1) if warm else None,
+        "median_cold_start_s": round(statistics.median(cold), 1) if cold else None,
     }
 
 

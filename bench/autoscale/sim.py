@@ -33,7 +33,9 @@ The engine model (constants in `SimParams`, defaults documented there)
 * A replica requested at t is ready at t + cold start, drawn uniformly from
   [cold_start_min, cold_start_max] (image pull + weights load) from a generator seeded with
   `seed`: every policy draws the same sequence, so its k-th new replica starts as slowly as
-  anyone's k-th.
+  anyone's k-th. With `starts` (a `bench.autoscale.nodes.StartModel`) it is drawn per node
+  state instead: cold = image pull + download at a stated bandwidth + load, warm (the weights
+  cache holds the model on that node) = load; see `bench.autoscale.nodes`.
 * Scaling down removes replicas that are still starting first (newest first, as a ReplicaSet
   does), then the ready replicas with the fewest running requests. A removed ready replica
   drains: it takes no new requests, finishes the running ones, then releases its GPUs.
@@ -73,8 +75,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bench.autoscale.nodes import NodePool, StartModel
+from bench.autoscale.nodes import name as node_name
 from bench.autoscale.workload import Workload
 from inferfleet.planning.prefix_routing import pick_endpoint_by_match
+from inferfleet.planning.startup import PodStart
 from inferfleet.sim.engine import PrefixCache, Prompt
 
 # Event kinds, in the order they are handled at equal times.
@@ -111,6 +116,8 @@ class SimParams:
     """"least-load" or "prefix" (the gateway's prefix affinity with bounded loads)."""
     prefix_load_bound: float = 0.25
     """The gateway's `prefixLoadBound`: skip a replica above (1 + this) x the mean load."""
+    starts: StartModel | None = None
+    """Starts drawn per node state (`bench.autoscale.nodes`); None: U(cold_start_min, max)."""
 
     def service_time(self, context: int, generated: int, occupancy: float) -> float:
         decode = self.decode_s_per_token * (1.0 + self.decode_slowdown_at_full_batch * occupancy)
@@ -193,9 +200,12 @@ class Plan:
 
 
 class _Replica:
-    __slots__ = ("cache", "draining", "end", "gone", "kv", "name", "ready", "requested", "running")
+    __slots__ = (
+        "cache", "draining", "end", "gone", "kv", "name", "node", "ready", "ready_at", "requested", "running",
+        "warm",
+    )  # fmt: skip
 
-    def __init__(self, requested: float, name: str, cache: PrefixCache | None) -> None:
+    def __init__(self, requested: float, name: str, cache: PrefixCache | None, node: int = -1) -> None:
         self.requested = requested
         self.name = name
         self.ready = False
@@ -206,13 +216,16 @@ class _Replica:
         """KV-cache tokens held by the running requests."""
         self.end: float | None = None
         self.cache = cache
+        self.node = node
+        self.ready_at: float | None = None
+        self.warm: bool | None = False
 
     def copy(self) -> _Replica:
         cache = None
         if self.cache is not None and not self.gone:
             cache = PrefixCache(self.cache.capacity, self.cache.block_tokens)
             cache.blocks = self.cache.blocks.copy()
-        r = _Replica(self.requested, self.name, cache)
+        r = _Replica(self.requested, self.name, cache, self.node)
         r.ready, r.draining, r.gone, r.running, r.kv, r.end = (
             self.ready,
             self.draining,
@@ -221,6 +234,7 @@ class _Replica:
             self.kv,
             self.end,
         )
+        r.ready_at, r.warm = self.ready_at, self.warm
         return r
 
 
@@ -250,6 +264,8 @@ class RunResult:
     kv_limited_s: float = 0.0
     """Time (sampled at every scrape) with requests waiting while a ready replica had a free
     slot: the fleet was out of KV cache, not out of slots."""
+    starts: tuple[tuple[float, bool], ...] = ()
+    """(seconds from request to Ready, warm) of every replica that started (not the initial ones)."""
 
 
 class Fleet:
@@ -292,6 +308,7 @@ class Fleet:
         self.prompt_tokens = 0
         self.hit_tokens = 0
         self.kv_limited_s = 0.0
+        self.pool = NodePool(params.starts) if params.starts is not None else None
 
     # ---------------------------------------------------------------- copying (for the oracle)
     def clone(self) -> Fleet:
@@ -312,6 +329,7 @@ class Fleet:
         f.timeline, f.scrapes = [], []
         f.cold_rng = random.Random()
         f.cold_rng.setstate(self.cold_rng.getstate())
+        f.pool = self.pool.copy() if self.pool is not None else None
         f.seq = itertools.count(next(self.seq) + 1_000_000_000)  # fresh ids; order among equal times kept
         return f
 
@@ -386,22 +404,40 @@ class Fleet:
 
     def add_replica(self, now: float, cold: float | None = None, ready_now: bool = False) -> None:
         cache = PrefixCache(self.cache_blocks, self.w.block_tokens) if self.cache_blocks else None
-        r = _Replica(now, f"r{len(self.replicas)}", cache)
+        node = self.pool.place(warm_now=ready_now) if self.pool is not None else -1
+        r = _Replica(now, f"r{len(self.replicas)}", cache, node)
         self.replicas.append(r)
         if ready_now:
-            r.ready = True
+            r.ready, r.ready_at = True, now
             self.serving.append(r)
             self._dispatch(now)
             return
         self.starting.append(r)
-        delay = (
-            cold if cold is not None else self.cold_rng.uniform(self.p.cold_start_min, self.p.cold_start_max)
-        )
+        if cold is not None:
+            delay, r.warm = cold, None  # a plan's own start: warm or not is the plan's business
+        elif self.pool is not None:
+            delay, r.warm = self.pool.start_seconds(node, self.cold_rng)
+        else:
+            delay = self.cold_rng.uniform(self.p.cold_start_min, self.p.cold_start_max)
         heapq.heappush(self.heap, (now + delay, _READY, next(self.seq), r))
 
     def _release(self, r: _Replica, now: float) -> None:
         r.gone = True
         r.end = now
+        if self.pool is not None and r.node >= 0:
+            self.pool.free(r.node)
+
+    def pod_starts(self) -> list[PodStart]:
+        """The replicas' pods as the Kubernetes API shows them (created, Ready) on their nodes."""
+        return [
+            PodStart(r.name, node_name(r.node), r.requested, r.ready_at) for r in self.replicas if not r.gone
+        ]
+
+    def node_view(self) -> tuple[list[str], list[str]]:
+        """Nodes whose cache holds the weights, and the nodes running the service's pods."""
+        if self.pool is None:
+            return [], []
+        return self.pool.present(), [node_name(r.node) for r in self.replicas if not r.gone]
 
     def remove_ready(self, now: float) -> bool:
         """Drain the ready replica with the fewest running requests."""
@@ -485,6 +521,8 @@ class Fleet:
             heapq.heappush(self.heap, (policy.interval, _TICK, next(self.seq), None))
         for _ in range(initial_ready):
             self.add_replica(0.0, ready_now=True)
+        if self.pool is not None:
+            self.pool.prefetch()  # beyond the nodes serving
         if self.p.scrape_interval > 0 and policy is not None:
             heapq.heappush(self.heap, (0.0, _SCRAPE, next(self.seq), None))
 
@@ -540,7 +578,9 @@ class Fleet:
                 if r.gone:
                     continue
                 self.starting.remove(r)
-                r.ready = True
+                r.ready, r.ready_at = True, now
+                if self.pool is not None:
+                    self.pool.ready(r.node)
                 self.serving.append(r)
                 self._dispatch(now)
             elif kind == _SCRAPE:
@@ -595,6 +635,11 @@ class Fleet:
             obs = seen[1] if seen is not None else Observation(None, None, 0)
         else:
             obs = self.observe()
+        see_pods = getattr(policy, "see_pods", None)
+        if see_pods is not None:  # what the operator reads of pods and caches from the API
+            present, serving = self.node_view()
+            cache = self.pool is not None and self.pool.model.cache
+            see_pods(now, self.pod_starts(), present, serving, cache)
         self.scale_to(policy.decide(now, obs, self.active(), len(self.serving)), now)
         heapq.heappush(self.heap, (now + policy.interval, _TICK, next(self.seq), None))
 
@@ -640,6 +685,11 @@ class Fleet:
             prompt_tokens=self.prompt_tokens,
             prefix_hit_tokens=self.hit_tokens,
             kv_limited_s=self.kv_limited_s,
+            starts=tuple(
+                (r.ready_at - r.requested, r.warm)
+                for r in self.replicas
+                if r.ready_at is not None and r.ready_at > r.requested and r.warm is not None
+            ),
         )
 
 
