@@ -147,3 +147,35 @@ def test_a_query_that_cannot_be_confined_is_refused_and_one_that_fails_holds_rep
     tick(rt, FailingReader({}, custom=True), ready_service(spec))
     assert kube.scaled == []
     assert metrics_condition(kube.statuses[-1]) == ("False", "MetricsUnavailable")
+
+
+def test_the_pods_starts_are_learned_warm_and_cold_reported_in_status_and_kept_across_a_restart(
+    kube: FakeKube,
+) -> None:
+    body = ready_service()
+    body["status"]["weights"] = [{"node": "n1", "state": "Present", "reason": "Fetched"}]
+    pods = [
+        autoscaler.engine_pod_starts(  # as kopf calls the index with the pod's parts
+            name=name,
+            namespace="ml",
+            meta={"creationTimestamp": created},
+            spec={"nodeName": node},
+            status={"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready}]},
+            labels={"inferfleet.io/service": "llama"},
+        )[KEY]
+        for name, node, created, ready in (
+            ("cold", "n2", "1970-01-01T00:15:00Z", "1970-01-01T00:18:20Z"),  # 200 s, n2 holds no weights
+            ("warm", "n1", "1970-01-01T00:16:00Z", "1970-01-01T00:16:25Z"),  # 25 s: n1 Present first
+        )
+    ]
+    rt = runtime()
+    sample = QueueSample(waiting=0.0, running=4.0, completion_rate=1.0)
+    # The operator's first look at n1 is at t=900 (before "warm" was created at 960).
+    autoscaler.autoscale_tick(rt, FakeReader({KEY: sample}), {KEY: [body]}, 900.0, None, {KEY: []})  # type: ignore[arg-type]
+    autoscaler.autoscale_tick(rt, FakeReader({KEY: sample}), {KEY: [body]}, 1200.0, None, {KEY: pods})  # type: ignore[arg-type]
+    startup = kube.statuses[-1]["startup"]
+    assert (startup["warmSeconds"], startup["coldSeconds"], startup["samples"]) == (25.0, 200.0, 2)
+    restarted = runtime()  # a new process reads what status kept, and counts no pod twice
+    body["status"] = {**kube.statuses[-1], "readyReplicas": 1, "replicas": 1}
+    autoscaler.autoscale_tick(restarted, FakeReader({KEY: sample}), {KEY: [body]}, 1215.0, None, {KEY: pods})  # type: ignore[arg-type]
+    assert restarted.state(KEY, "uid-llama").scaler.startup.samples == 2  # type: ignore[union-attr]

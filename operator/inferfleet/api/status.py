@@ -302,6 +302,30 @@ class NodeWeights(StatusModel):
     )
 
 
+class StartupStatus(StatusModel):
+    """How long this service's replicas took from pod creation to Ready (planning/startup.py)."""
+
+    warm_seconds: float | None = Field(
+        default=None, ge=0, description="Median of the recent starts on nodes whose cache held the weights."
+    )
+    cold_seconds: float | None = Field(
+        default=None, ge=0, description="Median of the recent starts that downloaded the weights."
+    )
+    samples: int = Field(default=0, ge=0, description="Starts counted since the service was created.")
+    recent_warm: list[float] = Field(
+        default_factory=list, max_length=9, description="Recent warm starts (s)."
+    )
+    recent_cold: list[float] = Field(
+        default_factory=list, max_length=9, description="Recent cold starts (s)."
+    )
+    learned_until: float | None = Field(
+        default=None, ge=0, description="Ready time (epoch seconds) of the newest counted pod."
+    )
+    counted_at_last: list[str] = Field(
+        default_factory=list, max_length=64, description="The pods counted with exactly that Ready time."
+    )
+
+
 class ScalingEvent(StatusModel):
     time: str = Field(description="When the autoscaler decided (RFC 3339).")
     from_replicas: int = Field(alias="from", ge=0, description="Replicas before the decision.")
@@ -355,6 +379,10 @@ class InferenceServiceStatus(StatusModel):
     )
     scaling_history: list[ScalingEvent] | None = Field(
         default=None, description="The autoscaler's most recent decisions that changed replicas."
+    )
+    startup: StartupStatus | None = Field(
+        default=None,
+        description="Learned start-to-Ready durations, warm and cold: the autoscaler's lookahead.",
     )
     autoscaler: dict[str, Any] | None = Field(
         default=None,

@@ -35,19 +35,38 @@ from inferfleet.planning.autoscale import (
     METRICS_UNAVAILABLE_REASON,
     build_scaling_policy,
     compute_autoscaler_status,
+    compute_startup_view,
     scaler_state_of,
     with_scaler_state,
+    with_startup,
 )
 from inferfleet.planning.conditions import find_condition
+from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 from inferfleet.planning.peering import compute_peering_active
 from inferfleet.planning.promql import build_confined_query
 from inferfleet.planning.queue_queries import QueueSample, compute_override_sample
 from inferfleet.planning.scaling import ScalingSample, compute_scaling_decision
+from inferfleet.planning.startup import PodStart, build_pod_start
 from inferfleet.runtime.config import PeeringConfig
 from inferfleet.runtime.operator import OperatorRuntime
 
 # kopf's per-handler loggers need kopf's context; the ticks run in a worker thread without it.
 log = logging.getLogger("inferfleet.autoscaler")
+
+
+@kopf.index("", "v1", "pods", labels={SERVICE_LABEL: kopf.PRESENT, REPLICA_LABEL: kopf.ABSENT})
+def engine_pod_starts(
+    name: str,
+    namespace: str,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    labels: kopf.Labels,
+    **_: Any,
+) -> Any:
+    """Single-pod replicas' creation and Ready times, by service: the starts the autoscaler learns."""
+    pod = build_pod_start(name, meta, spec, status)
+    return {(namespace, labels[SERVICE_LABEL]): pod} if pod else None
 
 
 def _autoscaled(index: kopf.Index[Any, Any]) -> list[tuple[Any, InferenceServiceSpec]]:
@@ -82,6 +101,12 @@ DISABLED_MESSAGE = (
 
 Ranker = Callable[[tuple[str, str]], object]
 """Ranks a service's pods for the scale-down about to happen (handlers/victims.py)."""
+Starts = Callable[[tuple[str, str]], list[PodStart]]
+"""A service's pods with their creation and Ready times (the `engine_pod_starts` index)."""
+
+
+def _no_starts(key: tuple[str, str]) -> list[PodStart]:
+    return []
 
 
 def autoscale_tick(
@@ -90,6 +115,7 @@ def autoscale_tick(
     index: kopf.Index[Any, Any],
     now: float,
     pods: kopf.Index[Any, Any] | None = None,
+    starts: kopf.Index[Any, Any] | None = None,
 ) -> None:
     """One decision per autoscaled service.
 
@@ -101,6 +127,7 @@ def autoscale_tick(
     if not services:
         return
     rank = None if pods is None else functools.partial(apply_scale_down_ranking, runtime.api, reader, pods)
+    seen: Starts = _no_starts if starts is None else (lambda key: [p for p in starts.get(key, []) if p])
     try:
         fleet, problem = reader.read_fleet(), None
     except MetricsUnavailableError as e:
@@ -108,18 +135,18 @@ def autoscale_tick(
     for snapshot, spec in services:
         key, query = _key(snapshot), _query_of(spec)
         if not query:
-            _decide_logged(runtime, snapshot, spec, _fleet_signal(fleet.get(key), problem), now, rank)
+            _decide_logged(runtime, snapshot, spec, _fleet_signal(fleet.get(key), problem), now, rank, seen)
             continue
         refused = _refused(reader, key, query)
         if refused is not None:
-            _decide_logged(runtime, snapshot, spec, refused, now, rank)
+            _decide_logged(runtime, snapshot, spec, refused, now, rank, seen)
             continue
 
         def decide(
             done: Future[QueueSample], snapshot: Any = snapshot, spec: Any = spec, key: Any = key
         ) -> None:
             signal = _custom_signal(done, fleet.get(key), problem)
-            _decide_logged(runtime, snapshot, spec, signal, now, rank)
+            _decide_logged(runtime, snapshot, spec, signal, now, rank, seen)
 
         if not reader.submit_override(key, build_confined_query(query, key[0]).query or "", decide):
             log.debug(f"{key[0]}/{key[1]}: its previous scaling.query is still running")
@@ -173,10 +200,11 @@ def _decide_logged(
     signal: Signal,
     now: float,
     rank: Ranker | None = None,
+    starts: Starts = _no_starts,
 ) -> None:
     service_log = service_logger(snapshot)  # JSON logs carry the service's namespace and name
     try:
-        _decide(runtime, snapshot, spec, signal, service_log, now, rank)
+        _decide(runtime, snapshot, spec, signal, service_log, now, rank, starts)
     except ApiException as e:
         service_log.warning(f"autoscaling failed: {e.status} {e.reason}")
     except Exception as e:  # on the query pool nobody else would see it
@@ -204,6 +232,7 @@ def _decide(
     logger: logging.LoggerAdapter[Any],
     now: float,
     rank: Ranker | None = None,
+    starts: Starts = _no_starts,
 ) -> None:
     api = runtime.api
     meta = snapshot["metadata"]
@@ -215,9 +244,10 @@ def _decide(
     with state.lock:
         previous = state.written_status or dict(snapshot.get("status") or {})
         scaler = state.scaler if state.scaler is not None else scaler_state_of(previous)
+        scaler, expected_start = compute_startup_view(scaler, previous, starts(key), now)
         ready = int(previous.get("readyReplicas") or 0)
         decision, scaler = compute_scaling_decision(
-            _scaling_sample(sample), policy, spec.replicas, ready, scaler, now
+            _scaling_sample(sample), policy, spec.replicas, ready, scaler, now, expected_start
         )
         state.scaler = scaler
         status = compute_autoscaler_status(
@@ -230,6 +260,7 @@ def _decide(
             generation=int(meta.get("generation") or 0),
             now=now,
         )
+        status = with_startup(status, scaler)
         if decision.replicas != spec.replicas:
             if rank is not None and decision.replicas < spec.replicas:
                 rank(key)  # the ReplicaSet then removes the pods whose loss costs the least
@@ -271,10 +302,11 @@ def tick(
     reader: QueueReader,
     index: kopf.Index[Any, Any],
     pods: kopf.Index[Any, Any] | None = None,
+    starts: kopf.Index[Any, Any] | None = None,
 ) -> None:
     if _active(runtime.api, runtime.config.peering):
         AUTOSCALER_TICKS.inc()
-        autoscale_tick(runtime, reader, index, time.time(), pods)
+        autoscale_tick(runtime, reader, index, time.time(), pods, starts)
 
 
 async def _loop(
@@ -283,12 +315,13 @@ async def _loop(
     index: kopf.Index[Any, Any],
     pods: kopf.Index[Any, Any],
     interval: float,
+    starts: kopf.Index[Any, Any] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
         try:
-            await loop.run_in_executor(None, tick, runtime, reader, index, pods)
+            await loop.run_in_executor(None, tick, runtime, reader, index, pods, starts)
         except Exception as e:  # one bad tick must not stop autoscaling
             log.exception(f"autoscaler tick failed: {e}")
 
@@ -298,6 +331,7 @@ async def on_startup_autoscaler(
     memo: kopf.Memo,
     inference_services: kopf.Index[Any, Any],
     engine_pods: kopf.Index[Any, Any],
+    engine_pod_starts: kopf.Index[Any, Any],
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
@@ -307,7 +341,9 @@ async def on_startup_autoscaler(
         logger.info("autoscaling is off: no Prometheus URL (--prometheus-url or INFERFLEET_PROMETHEUS_URL)")
         return
     reader = QueueReader(prometheus)
-    task = asyncio.create_task(_loop(runtime, reader, inference_services, engine_pods, interval))
+    task = asyncio.create_task(
+        _loop(runtime, reader, inference_services, engine_pods, interval, engine_pod_starts)
+    )
     runtime.on_forget(reader.forget_service)  # a deleted service's query in flight goes with it
     runtime.on_stop(reader.close)
     runtime.on_stop(task.cancel)

@@ -18,6 +18,15 @@ from inferfleet.api import (
 )
 from inferfleet.planning.conditions import ConditionUpdate, merge_condition, rfc3339
 from inferfleet.planning.scaling import DEFAULT_TUNING, ScalerState, ScalingDecision, ScalingPolicy
+from inferfleet.planning.startup import (
+    PodStart,
+    StartupStats,
+    compute_expected_start,
+    compute_node_warmth,
+    compute_present_nodes,
+    compute_startup_stats,
+    compute_warm_room,
+)
 
 METRICS_AVAILABLE = ConditionType.METRICS_AVAILABLE
 METRICS_UNAVAILABLE_REASON = MetricsReason.METRICS_UNAVAILABLE
@@ -134,4 +143,25 @@ def with_scaler_window(status: InferenceServiceStatus, state: ScalerState) -> In
 
 
 def scaler_state_of(status: Mapping[str, Any]) -> ScalerState:
-    return ScalerState.from_status(status.get("autoscaler"))
+    """The scaler's state as a status kept it: the windows, and the starts learned so far."""
+    state = ScalerState.from_status(status.get("autoscaler"))
+    return replace(state, startup=StartupStats.from_status(status.get("startup")))
+
+
+def compute_startup_view(
+    state: ScalerState, status: Mapping[str, Any], pods: list[PodStart], now: float
+) -> tuple[ScalerState, float | None]:
+    """Learn from the service's pods (warm or cold by `status.weights`), and the expected start
+    of the next replica for the policy (None while nothing is learned)."""
+    cache, present = compute_present_nodes(status.get("weights"))
+    warmth = compute_node_warmth(state.warmth, present, now)
+    stats = compute_startup_stats(state.startup, pods, cache, warmth)
+    room = compute_warm_room(present, (p.node for p in pods))
+    return replace(state, startup=stats, warmth=warmth), compute_expected_start(stats, room)
+
+
+def with_startup(status: Mapping[str, Any], state: ScalerState) -> dict[str, Any]:
+    """`status` with what has been learned of the starts (unchanged while nothing is)."""
+    if state.startup == StartupStats():
+        return dict(status)
+    return {**status, "startup": state.startup.to_status()}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inferfleet.api.status import ScalingReason
+from inferfleet.planning.startup import NodeWarmth, StartupStats
 
 Samples = tuple[tuple[float, float], ...]
 LoadSamples = tuple[tuple[float, float, float], ...]
@@ -174,6 +175,11 @@ class ScalerState:
     scale_down_window_until: float | None = None
     running_samples: LoadSamples = ()
     """(time, running, waiting requests) of the trend window."""
+    startup: StartupStats = field(default_factory=StartupStats)
+    """The service's learned starts (`planning.startup`); the policy takes only the expected
+    start from it. Kept in `status.startup`, not in the window state."""
+    warmth: NodeWarmth | None = None
+    """Since when each node's cache has held the weights, as this operator process saw it."""
 
     def to_status(self) -> dict[str, Any]:
         """JSON-serialisable form with camelCase keys (the inverse of `from_status`)."""

@@ -24,6 +24,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 RECENT = 9
@@ -165,6 +166,40 @@ def compute_expected_start(stats: StartupStats, warm_room: bool) -> float | None
     if warm_room and stats.warm_seconds is not None:
         return stats.warm_seconds
     return stats.cold_seconds
+
+
+def build_pod_start(
+    name: str, meta: Mapping[str, Any], spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> PodStart | None:
+    """A pod as the API shows it: created (`metadata.creationTimestamp`) and Ready (its Ready
+    condition's `lastTransitionTime` while True); None without a creation time or when deleting."""
+    created = parse_timestamp(meta.get("creationTimestamp"))
+    if created is None or meta.get("deletionTimestamp"):
+        return None
+    ready = None
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "Ready" and cond.get("status") == "True":
+            ready = parse_timestamp(cond.get("lastTransitionTime"))
+    node = spec.get("nodeName")
+    return PodStart(name, node if isinstance(node, str) else None, created, ready)
+
+
+def compute_present_nodes(weights: object) -> tuple[bool, list[str]]:
+    """From `status.weights`: whether the service's weights are cached at all (any entry), and
+    the nodes where they are Present."""
+    entries = [w for w in weights if isinstance(w, Mapping)] if isinstance(weights, list) else []
+    present = [str(w["node"]) for w in entries if w.get("state") == "Present" and w.get("node")]
+    return bool(entries), present
+
+
+def parse_timestamp(value: object) -> float | None:
+    """An RFC 3339 time (as Kubernetes writes them) in epoch seconds, or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _is_new(pod: PodStart, until: float | None, at_last: set[str]) -> bool:
