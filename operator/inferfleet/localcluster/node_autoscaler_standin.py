@@ -1,0 +1,212 @@
+"""A stand-in for cluster-autoscaler's ProvisioningRequest support, for the local cluster's tests.
+
+It stands in for cluster-autoscaler because this project cannot build it: the Go module proxy
+refuses `k8s.io/autoscaler/cluster-autoscaler` (403 "This module version is not available"), and
+the machines that run the tests reach no other source. What it does, as cluster-autoscaler does
+with `--enable-provisioning-requests` and a cloud provider of node groups:
+
+- watches ProvisioningRequests (by polling, every `interval` seconds) of the
+  `best-effort-atomic-scale-up.autoscaling.x-k8s.io` class, reads the PodTemplate each references;
+- adds ALL the nodes a request needs (one per pod: the pods ask for whole GPU nodes, one per
+  node) at once from ONE node group (a node-group template: a pool of the local inventory in one
+  zone and rack, built by the inventory's own node builder, so KWOK runs them), or none when that
+  would exceed the group's maximum size; then sets `Accepted` and `Provisioned=True`
+  (`CapacityIsProvisioned`), or `Failed=True` with its reason and message;
+- removes a node it added once no pod is bound to it for `unneeded_seconds` and no request that
+  booked it remains (scale-down of empty nodes).
+
+What it does not model: the scheduler simulation (it matches the template's GPU product and
+count, not affinities, taints or other resources), packing several pods on one node, scaling up
+for plain pending pods, retries with backoff before `Failed` (cluster-autoscaler keeps
+`Provisioned=False` with `CapacityIsNotFound` and retries until the request expires; this answers
+`Failed` at once), booking expiry (`BookingExpired` after 10 minutes), scale-down of nodes that
+hold pods, and cloud provisioning delays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from inferfleet.kube.apply import APPLY_PATCH
+from inferfleet.localcluster.inventory import GPU_RESOURCE, Inventory, build_node, load_inventory
+from inferfleet.localcluster.waiting import wait_for
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "autoscaling.x-k8s.io", "v1", "provisioningrequests"
+ATOMIC_CLASS = "best-effort-atomic-scale-up.autoscaling.x-k8s.io"
+NODE_GROUP_LABEL = "standin.inferfleet.io/node-group"
+BOOKED_ANNOTATION = "standin.inferfleet.io/booked-by"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+CRD_PATH = Path(__file__).with_name("provisioningrequest-crd.yaml")
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """A node-group template: `pool` nodes in one `zone` and `rack`, at most `max_size` of them."""
+
+    name: str
+    pool: str
+    zone: str
+    rack: str
+    max_size: int
+
+
+@dataclass
+class NodeAutoscalerStandIn:
+    api: client.ApiClient
+    groups: list[NodeGroup]
+    inventory: Inventory = field(default_factory=load_inventory)
+    interval: float = 0.3
+    unneeded_seconds: float = 2.0
+    added: list[str] = field(default_factory=list)
+    """Every node it added, in order (removed ones too): what a test counts."""
+    removed: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="node-autoscaler-standin", daemon=True)
+        self._empty_since: dict[str, float] = {}
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except ApiException as e:  # the next tick tries again, as a controller would
+                log.warning(f"node autoscaler stand-in: {e.status} {e.reason}")
+            self._stop.wait(self.interval)
+
+    def tick(self) -> None:
+        requests = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        for request in requests:
+            if request["spec"].get("provisioningClassName") == ATOMIC_CLASS and not _answered(request):
+                self._answer(request)
+        self._scale_down({_key(r) for r in requests})
+
+    def _answer(self, request: dict[str, Any]) -> None:
+        meta = request["metadata"]
+        [pod_set] = request["spec"]["podSets"]
+        template = self.core.read_namespaced_pod_template(
+            pod_set["podTemplateRef"]["name"], meta["namespace"]
+        )
+        pod = template.template.spec
+        product = (pod.node_selector or {}).get(PRODUCT_LABEL)
+        gpus = int((pod.containers[0].resources.limits or {}).get(GPU_RESOURCE, 0))
+        count = int(pod_set["count"])
+        fitting = [
+            g
+            for g in self.groups
+            if self.inventory.pools[g.pool].product == product and self.inventory.pools[g.pool].gpus >= gpus
+        ]
+        for group in fitting:
+            size = len(self._nodes_of(group))
+            if size + count <= group.max_size:
+                self._add_nodes(group, count, _key(request))
+                self._set_conditions(request, provisioned=True, reason="CapacityIsProvisioned",
+                                     message=f"{count} nodes added to node group {group.name}")  # fmt: skip
+                return
+        why = (
+            f"no node group offers {product} nodes with {gpus} GPUs"
+            if not fitting
+            else "; ".join(
+                f"node group {g.name} has {len(self._nodes_of(g))} of at most {g.max_size} nodes, "
+                f"{count} more would exceed it"
+                for g in fitting
+            )
+        )
+        self._set_conditions(request, provisioned=False, reason="CapacityIsNotFound", message=why)
+
+    def _nodes_of(self, group: NodeGroup) -> list[Any]:
+        return list(self.core.list_node(label_selector=f"{NODE_GROUP_LABEL}={group.name}").items)
+
+    def _add_nodes(self, group: NodeGroup, count: int, booked_by: str) -> None:
+        existing = {n.metadata.name for n in self._nodes_of(group)}
+        names = [n for n in (f"{group.name}-{i}" for i in range(1, group.max_size + 1)) if n not in existing]
+        for name in names[:count]:
+            node = build_node(name, self.inventory.pools[group.pool], group.zone, group.rack, self.inventory)
+            node["metadata"]["labels"][NODE_GROUP_LABEL] = group.name
+            node["metadata"]["annotations"][BOOKED_ANNOTATION] = booked_by
+            self.core.create_node(node)
+            self.added.append(name)
+
+    def _set_conditions(
+        self, request: dict[str, Any], *, provisioned: bool, reason: str, message: str
+    ) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        generation = request["metadata"].get("generation", 1)
+
+        def condition(type_: str, status: bool, reason_: str, message_: str) -> dict[str, Any]:
+            return {"type": type_, "status": str(status), "reason": reason_, "message": message_,
+                    "lastTransitionTime": now, "observedGeneration": generation}  # fmt: skip
+
+        conditions = [
+            condition("Accepted", True, "Accepted", "ProvisioningRequest is accepted by the stand-in"),
+            condition("Provisioned", provisioned, reason, message),
+        ]
+        if not provisioned:
+            conditions.append(condition("Failed", True, reason, message))
+        meta = request["metadata"]
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": {"conditions": conditions}}
+        )
+
+    def _scale_down(self, requests: set[str]) -> None:
+        """Remove added nodes that hold no pod and that no remaining request booked."""
+        now = time.monotonic()
+        bound = {p.spec.node_name for p in self.core.list_pod_for_all_namespaces().items if p.spec.node_name}
+        for node in self.core.list_node(label_selector=NODE_GROUP_LABEL).items:
+            name = node.metadata.name
+            booked = (node.metadata.annotations or {}).get(BOOKED_ANNOTATION) in requests
+            if name in bound or booked:
+                self._empty_since.pop(name, None)
+                continue
+            since = self._empty_since.setdefault(name, now)
+            if now - since >= self.unneeded_seconds:
+                self.core.delete_node(name)
+                self.removed.append(name)
+                self._empty_since.pop(name)
+
+
+def _key(request: dict[str, Any]) -> str:
+    return f"{request['metadata']['namespace']}/{request['metadata']['name']}"
+
+
+def _answered(request: dict[str, Any]) -> bool:
+    conditions = (request.get("status") or {}).get("conditions") or []
+    return any(c["type"] in ("Provisioned", "Failed") for c in conditions)
+
+
+def install_provisioning_crd(api: client.ApiClient, timeout_seconds: float = 60) -> str:
+    """The ProvisioningRequest CRD (cluster-autoscaler installs it on a real cluster), established."""
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    name = crd["metadata"]["name"]
+    ext = client.ApiextensionsV1Api(api)
+    ext.patch_custom_resource_definition(
+        name, crd, field_manager="inferfleet-dev", force=True, _content_type=APPLY_PATCH
+    )
+
+    def established() -> bool:
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for(established, timeout=timeout_seconds, what=f"CRD {name} established")
+    return name
