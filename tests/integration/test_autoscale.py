@@ -254,3 +254,36 @@ def suppress_errors(request: urllib.request.Request) -> None:
     """Send a request whose answer nobody waits for (the engine cuts it at the end)."""
     with suppress(OSError), urllib.request.urlopen(request, timeout=120) as response:
         response.read()
+
+
+def test_the_operator_learns_a_services_start_to_ready_from_its_pods(
+    cluster: Cluster,
+    namespace: str,
+    run_operator: Callable[..., OperatorProcess],
+    own_prometheus: LocalPrometheus,
+) -> None:
+    start_operator(run_operator, namespace, own_prometheus)
+    create(cluster, namespace, autoscaled("starts"))
+
+    def learned() -> dict[str, Any] | None:
+        startup = read(cluster, namespace, "starts").get("status", {}).get("startup") or {}
+        return startup if startup.get("samples", 0) >= 1 else None
+
+    startup = wait_for(learned, timeout=60, what="status.startup with the first pod's start")
+    pods = (
+        client.CoreV1Api(cluster.api_client)
+        .list_namespaced_pod(namespace, label_selector=f"{SERVICE_LABEL}=starts")
+        .items
+    )
+    ready = [
+        (c.last_transition_time - p.metadata.creation_timestamp).total_seconds()
+        for p in pods
+        for c in p.status.conditions or []
+        if c.type == "Ready" and c.status == "True"
+    ]
+    # One replica (no load), no weights cache in this cluster: its start is cold, and it is what
+    # the pod's own creation and Ready times say (KWOK makes pods Ready without delay here).
+    assert len(ready) == 1
+    assert startup.get("warmSeconds") is None
+    assert startup["recentCold"] == ready
+    assert startup["coldSeconds"] == ready[0]
