@@ -587,6 +587,13 @@ def _add_model_cache_arguments(run: argparse.ArgumentParser) -> None:
         default=os.environ.get("POD_NAMESPACE") or None,
         help="the operator's namespace, where the Jobs that make cache directories run (hostPath)",
     )
+    run.add_argument(
+        "--model-cache-node-budget-bytes",
+        type=int,
+        default=None,
+        help="bytes of weights one node's cache may hold (all namespaces); beyond, the least recently "
+        "used weights no pod uses are evicted (default: no budget)",
+    )
 
 
 def _model_cache(args: argparse.Namespace) -> CacheSettings | None:
@@ -598,10 +605,14 @@ def _model_cache(args: argparse.Namespace) -> CacheSettings | None:
         raise SystemExit("--model-cache-root must be an absolute path without ..")
     if not args.model_cache_image or not args.model_cache_namespace:
         raise SystemExit("--model-cache-root needs --model-cache-image and --model-cache-namespace")
+    budget = args.model_cache_node_budget_bytes
+    if budget is not None and budget < 1:
+        raise SystemExit("--model-cache-node-budget-bytes must be at least 1")
     return CacheSettings(
         root=args.model_cache_root.rstrip("/") or "/",
         image=args.model_cache_image,
         namespace=args.model_cache_namespace,
+        node_budget_bytes=budget,
     )
 
 

@@ -16,6 +16,7 @@ import yaml
 from kubernetes import client as kube_client
 
 import inferfleet.api
+from inferfleet.cli import build_config, build_parser
 from inferfleet.localcluster.binaries import locate_binaries
 
 CHART = Path(__file__).parents[2] / "charts" / "inferfleet"
@@ -390,6 +391,9 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     "read_namespaced_persistent_volume_claim": {("", "persistentvolumeclaims", "get")},
     "create_persistent_volume": {("", "persistentvolumes", "create")},
     "create_namespaced_job": {("batch", "jobs", "create")},
+    # A finished eviction's Jobs (the fetch's too), and the warm labels on nodes holding a model.
+    "delete_namespaced_job": {("batch", "jobs", "delete")},
+    "patch_node": {("", "nodes", "patch")},
     # Node autoscaling: a waiting group's ProvisioningRequest and the PodTemplate it references
     # (read back when its name is taken); discovery of the API needs no grant.
     "create_namespaced_custom_object": {("autoscaling.x-k8s.io", "provisioningrequests", "create")},
@@ -404,6 +408,8 @@ MODEL_CACHE_WRITES: set[Grant] = {
     ("", "persistentvolumeclaims", "get"),
     ("", "persistentvolumes", "create"),
     ("batch", "jobs", "create"),
+    ("batch", "jobs", "delete"),
+    ("", "nodes", "patch"),
 }
 """Granted only with modelCache.root set: without it the operator never calls them."""
 # kopf's own requests, besides the list and watch of each resource its decorators name.
@@ -577,6 +583,12 @@ def test_the_model_cache_reaches_the_operator_only_when_a_root_is_set() -> None:
     assert "--model-cache-root=/var/lib/inferfleet/models" in args
     assert f"--model-cache-namespace={NS}" in args
     assert any(a.startswith("--model-cache-image=ghcr.io/inferfleet/inferfleet:") for a in args)
+    assert not [a for a in args if a.startswith("--model-cache-node-budget-bytes")]  # 0: no budget
+    budget = container(render("modelCache.root=/m", "modelCache.nodeBudgetBytes=500000000000"))["args"]
+    assert "--model-cache-node-budget-bytes=500000000000" in budget
+    cache = build_config(build_parser().parse_args(budget)).model_cache
+    assert cache is not None
+    assert cache.node_budget_bytes == 500_000_000_000
 
 
 def test_the_release_namespace_may_run_the_cache_directory_jobs_in_namespaced_mode() -> None:

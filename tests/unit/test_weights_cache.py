@@ -322,3 +322,12 @@ def test_a_bound_pod_waiting_for_weights_wakes_its_service(
 ) -> None:
     woken = compute_weights_wake("ml", {"inferfleet.io/service": "llama"}, spec_, status)
     assert woken == (("ml", "llama") if wakes else None)
+
+
+def test_a_deleted_pod_that_read_the_cache_wakes_its_service_for_eviction() -> None:
+    bound = {"nodeName": "n1", "initContainers": [{"name": WAIT_CONTAINER}]}
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    labels = {"inferfleet.io/service": "llama"}
+    assert compute_weights_wake("ml", labels, bound, ready) is None
+    assert compute_weights_wake("ml", labels, bound, ready, deleted=True) == ("ml", "llama")
+    assert compute_weights_wake("ml", labels, {"nodeName": "n1"}, ready, deleted=True) is None

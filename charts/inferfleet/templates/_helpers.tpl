@@ -90,7 +90,9 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
   StatefulSet lacks pods, the operator lists its FailedCreate Events to report why.
 - persistentvolumeclaims, jobs: the node weights cache (modelCache.root): kopf watches the
   cache's claim and fetch Jobs (by label); with the cache on, the operator creates each
-  namespace's claim (read back when it exists already) and a fetch Job per model and node.
+  namespace's claim (read back when it exists already), a fetch Job per model and node, and an
+  eviction Job per copy a node's byte budget drops; once an eviction completed it deletes both
+  Jobs (delete), so that a later pod on the node fetches again.
 - provisioningrequests, podtemplates: node autoscaling (docs/node-autoscaling.md): a replica
   group that cannot be placed for lack of nodes asks the cluster autoscaler for all of them in
   one ProvisioningRequest (autoscaling.x-k8s.io, watched by kopf where the cluster serves it)
@@ -133,7 +135,7 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
   verbs: [list, watch{{ if .Values.modelCache.root }}, get, create{{ end }}]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [list, watch{{ if .Values.modelCache.root }}, create{{ end }}]
+  verbs: [list, watch{{ if .Values.modelCache.root }}, create, delete{{ end }}]
 - apiGroups: [autoscaling.x-k8s.io]
   resources: [provisioningrequests]
   verbs: [list, watch, create, delete]
@@ -153,7 +155,9 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
 
 {{/*
 Cluster-scoped reads, in every mode:
-- nodes: the GPU inventory (kopf index and node events);
+- nodes: the GPU inventory (kopf index and node events); with the model cache on, patch: the
+  operator sets and removes its `weights.inferfleet.io/<hash>` labels (a node holds a
+  namespace's copy of a model), and only labels of that prefix (kube/weights.py checks it).
 - customresourcedefinitions: kopf discovers the resources it serves and watches for changes;
 - namespaces (namespaced mode): kopf lists and watches the namespaces it serves;
 - clusterkopfpeerings (HA, cluster-wide mode): kopf's peering record, which kopf patches and
@@ -165,7 +169,7 @@ Cluster-scoped reads, in every mode:
 {{- define "inferfleet.clusterRules" -}}
 - apiGroups: [""]
   resources: [nodes]
-  verbs: [list, watch]
+  verbs: [list, watch{{ if .Values.modelCache.root }}, patch{{ end }}]
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]

@@ -69,6 +69,9 @@ spec:
         - --model-cache-root={{ . }}
         - --model-cache-image={{ include "inferfleet.image" $ }}
         - --model-cache-namespace={{ $.Release.Namespace }}
+        {{- with $.Values.modelCache.nodeBudgetBytes }}
+        - --model-cache-node-budget-bytes={{ int64 . }}
+        {{- end }}
         {{- end }}
         {{- with .Values.schedulerName }}
         - --scheduler-name={{ . }}

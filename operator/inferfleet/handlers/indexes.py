@@ -21,6 +21,7 @@ from inferfleet.planning.weights_cache import (
     CACHE_CLAIM,
     CACHE_LABEL,
     CacheObserved,
+    FetchResult,
     ObservedFetch,
     build_fetch_result,
     build_observed_fetch,
@@ -237,6 +238,30 @@ class ClusterView:
             fetches=tuple(found),
             results={f.name: r for f in found for r in list(results.get((namespace, f.name), []))[-1:]},
         )
+
+    def all_fetches(self) -> list[tuple[str, ObservedFetch]]:
+        """(namespace, fetch or eviction Job) of the node weights cache in every namespace."""
+        if len(self.cache) < 5 or self.cache[2] is None:
+            return []
+        return [(ns, f) for ns, fetches in self.cache[2].items() for f in fetches]
+
+    def all_fetch_results(self) -> dict[tuple[str, str], FetchResult]:
+        """The latest result of each fetch or eviction Job, by (namespace, Job)."""
+        if len(self.cache) < 5 or self.cache[4] is None:
+            return {}
+        return {key: r for key, results in self.cache[4].items() for r in list(results)[-1:]}
+
+    def cache_claim_uid(self, namespace: str) -> str | None:
+        if len(self.cache) < 5 or self.cache[0] is None:
+            return None
+        return next(iter(self.cache[0].get(namespace, [])), None)
+
+    def all_services(self) -> dict[Key, Any]:
+        return {key: s for key in list(self.services) if (s := self.service(key)) is not None}
+
+    def all_engine_pods(self) -> list[tuple[Key, str]]:
+        """(service, node) of every bound engine pod, terminating ones too."""
+        return [(key, p.node) for key, pods in self.service_pods.items() for p in pods]
 
     def pods_of(self, key: Key) -> list[tuple[str, str]]:
         """(pod, node) of the service's bound engine pods that are not being deleted."""

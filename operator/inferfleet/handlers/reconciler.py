@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from inferfleet.api import InferenceServiceSpec
+from inferfleet.api import InferenceServiceSpec, ShardPlan
 from inferfleet.api.resource import NAME_MAKES_VALID_CHILDREN, is_valid_service_name
 from inferfleet.api.status import EventReason, PlacedReason, ReadyReason
 from inferfleet.handlers.calls import ApplyError, call
@@ -135,7 +135,7 @@ def reconcile(
         reconciled = Reconciled(
             service.body, service.owner, service.spec, plan, remaining, failures, runtime.config.gateway_url
         )
-        weights_error = _reconcile_weights(runtime, view, service, state, now)
+        weights_error = _reconcile_weights(runtime, view, service, state, now, plan.shard_plan)
         if _apply_and_report(runtime, view, reconciled, state):
             return NAME_CONFLICT_RECHECK
         if weights_error is not None:
@@ -176,12 +176,17 @@ def _apply_and_report(
 
 
 def _reconcile_weights(
-    runtime: OperatorRuntime, view: ClusterView, service: Service, state: ServiceState, now: datetime
+    runtime: OperatorRuntime,
+    view: ClusterView,
+    service: Service,
+    state: ServiceState,
+    now: datetime,
+    shards: ShardPlan | None,
 ) -> ApplyError | None:
     """The node weights cache's objects and status.weights; a failure does not stop the apply."""
     try:
         reconcile_weights(
-            runtime.api, runtime.config.model_cache, view, service.body, service.spec, state, now
+            runtime.api, runtime.config.model_cache, view, service.body, service.spec, state, now, shards
         )
     except ApplyError as e:
         return e

@@ -104,7 +104,7 @@ async def on_event_pod(
     wake = compute_pod_wake(type, namespace, labels, body.get("spec"), body.get("status"))
     if wake.reconcile is not None:
         runtime.queue.enqueue(wake.reconcile, "unschedulable")
-    waiting = compute_weights_wake(namespace, labels, body.get("spec"), body.get("status"))
+    waiting = compute_weights_wake(namespace, labels, body.get("spec"), body.get("status"), type == DELETED)
     if waiting is not None and runtime.config.model_cache is not None:
         runtime.queue.enqueue(waiting, "weights")
     if wake.frees_gpus or wake.member_gone is not None:

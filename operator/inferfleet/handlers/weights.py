@@ -11,13 +11,19 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from inferfleet.api import InferenceServiceSpec
-from inferfleet.api.status import InferenceServiceStatus
+from inferfleet.api import InferenceServiceSpec, ShardPlan
+from inferfleet.api.status import InferenceServiceStatus, WeightsState
 from inferfleet.handlers.calls import call
 from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.kube.apply import patch_inference_service_status
 from inferfleet.kube.events import post_event
-from inferfleet.kube.weights import apply_cache_claim, apply_cache_volume, apply_job
+from inferfleet.kube.weights import (
+    apply_cache_claim,
+    apply_cache_volume,
+    apply_job,
+    apply_node_labels,
+    delete_job,
+)
 from inferfleet.planning.children import build_cached_template
 from inferfleet.planning.service import ServicePlan
 from inferfleet.planning.weights_cache import (
@@ -27,6 +33,16 @@ from inferfleet.planning.weights_cache import (
     compute_node_weights,
     compute_weights_events,
     plan_weights,
+)
+from inferfleet.planning.weights_nodes import (
+    CopyKey,
+    build_evict_job,
+    compute_cached_copies,
+    compute_copy_usage,
+    compute_finished_evictions,
+    compute_prefetch_nodes,
+    plan_evictions,
+    plan_warm_labels,
 )
 from inferfleet.runtime.state import ServiceState
 
@@ -76,12 +92,13 @@ def write_weights_status(
     observed: CacheObserved,
     serving: set[str],
     now: datetime,
+    prefetch: frozenset[str] | set[str] = frozenset(),
 ) -> None:
     """status.weights when it changed (call with the state's lock held); the status write of the
     reconcile that follows keeps it (it evolves the status this one leaves)."""
     base = dict(state.written_status or body.get("status") or {})
     previous = InferenceServiceStatus.read(base).weights
-    weights = compute_node_weights(source, observed, serving, previous, now)
+    weights = compute_node_weights(source, observed, serving, previous, now, prefetch)
     if weights == previous:
         return
     dumped = [w.dump() for w in weights or []]
@@ -100,6 +117,57 @@ def write_weights_status(
             log.warning(f"posting Event {reason} for {meta['name']}: {e.status} {e.reason}")
 
 
+def prefetch_nodes(
+    cache: CacheSettings,
+    view: ClusterView,
+    spec: InferenceServiceSpec,
+    key: Key,
+    serving: set[str],
+    shards: ShardPlan | None,
+) -> set[str]:
+    """The nodes spec.model.cache.prefetchNodes keeps warm (none before the replica is sized)."""
+    if shards is None:
+        return set()
+    held = {
+        f.node
+        for f in view.cache_of(key[0], cache.namespace).fetches
+        if f.source == spec.model.source and not f.evict and f.state != WeightsState.FAILED
+    }
+    return set(
+        compute_prefetch_nodes(spec, view.all_nodes(), view.all_bound(), shards.gpus_per_pod, serving, held)
+    )
+
+
+def maintain_nodes(
+    api: Any, cache: CacheSettings, view: ClusterView, nodes: set[str], kept: set[CopyKey]
+) -> None:
+    """On `nodes`, across namespaces: clear finished evictions (both Jobs, so a later pod there
+    fetches again), evict the least recently used copies over the node budget, and make the warm
+    labels match the copies that stay. `kept`: copies this reconcile keeps beyond what the
+    services' statuses and pods say."""
+    fetches = view.all_fetches()
+    finished = compute_finished_evictions(fetches, nodes)
+    for namespace, fetch_job, evict_job in finished:
+        for name in (fetch_job, evict_job):
+            call(f"deleting Job {name}", delete_job, api, namespace, name)
+    gone = {(ns, name) for ns, fetch_job, evict_job in finished for name in (fetch_job, evict_job)}
+    fetches = [(ns, f) for ns, f in fetches if (ns, f.name) not in gone]
+    last_used, in_use = compute_copy_usage(view.all_services(), view.all_engine_pods())
+    copies = compute_cached_copies(fetches, view.all_fetch_results(), last_used)
+    budget = cache.node_budget_bytes
+    evicted = plan_evictions(copies, in_use | kept, budget, nodes) if budget else []
+    labels = {name: node.labels for name in sorted(nodes) if (node := view.node(name)) is not None}
+    for node, change in plan_warm_labels(labels, copies, evicted).items():
+        call(f"labelling node {node}", apply_node_labels, api, node, change)
+    for copy in evicted:
+        uid = view.cache_claim_uid(copy.namespace)
+        if uid is not None:
+            log.info(f"evicting {copy.source} of {copy.namespace} from node {copy.node} ({copy.bytes} bytes)")
+            call(
+                f"creating an eviction Job on {copy.node}", apply_job, api, build_evict_job(copy, uid, cache)
+            )
+
+
 def reconcile_weights(
     api: Any,
     cache: CacheSettings | None,
@@ -108,12 +176,18 @@ def reconcile_weights(
     spec: InferenceServiceSpec | None,
     state: ServiceState,
     now: datetime,
+    shards: ShardPlan | None = None,
 ) -> None:
     """The service's part of the node cache: a no-op when the cache is off or its source is one
-    the cache does not fetch (pvc://, oci://, gs://)."""
+    the cache does not fetch (pvc://, oci://, gs://). `shards`: the planned replica, for which
+    nodes a prefetch may use."""
     if cache is None or spec is None or not compute_cacheable(spec.model.source):
         return
     key: Key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    source = spec.model.source
     nodes = serving_nodes(view, key)
-    observed = apply_weights(api, cache, view, spec, key, nodes)
-    write_weights_status(api, body, state, spec.model.source, observed, nodes, now)
+    prefetch = prefetch_nodes(cache, view, spec, key, nodes, shards)
+    observed = apply_weights(api, cache, view, spec, key, nodes | prefetch)
+    write_weights_status(api, body, state, source, observed, nodes, now, prefetch)
+    touched = nodes | prefetch | {f.node for f in observed.fetches if f.source == source}
+    maintain_nodes(api, cache, view, touched, {(key[0], source, node) for node in prefetch})

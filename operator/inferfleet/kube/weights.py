@@ -9,7 +9,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from inferfleet.kube.apply import WRITES
-from inferfleet.planning.weights_cache import CACHE_CLAIM, compute_volume_is_ours
+from inferfleet.planning.weights_cache import CACHE_CLAIM, WARM_LABEL_PREFIX, compute_volume_is_ours
 
 
 class VolumeRefusedError(Exception):
@@ -53,3 +53,31 @@ def apply_job(api: client.ApiClient, job: dict[str, Any]) -> bool:
             raise
         return False
     return True
+
+
+class LabelRefusedError(Exception):
+    """A node label this operator must not set or remove (not its warm-weights prefix)."""
+
+
+def apply_node_labels(api: client.ApiClient, node: str, labels: dict[str, str | None]) -> None:
+    """Set (a value) or remove (None) the node's warm-weights labels; only those: the chart lets
+    the operator patch nodes for them, and a label of any other prefix is refused here."""
+    refused = [k for k in labels if not k.startswith(WARM_LABEL_PREFIX) or "/" in k[len(WARM_LABEL_PREFIX) :]]
+    if refused or not labels:
+        raise LabelRefusedError(f"refusing to patch labels {refused} of node {node}")
+    WRITES.labels("patch", "Node").inc()
+    try:
+        client.CoreV1Api(api).patch_node(node, {"metadata": {"labels": labels}})
+    except ApiException as e:
+        if e.status != 404:  # a node gone needs no label
+            raise
+
+
+def delete_job(api: client.ApiClient, namespace: str, name: str) -> None:
+    """Delete a Job and its pods (a name already gone is fine)."""
+    WRITES.labels("delete", "Job").inc()
+    try:
+        client.BatchV1Api(api).delete_namespaced_job(name, namespace, propagation_policy="Background")
+    except ApiException as e:
+        if e.status != 404:
+            raise

@@ -575,9 +575,11 @@ def compute_weights_wake(
     labels: Mapping[str, str],
     spec: Mapping[str, Any] | None,
     status: Mapping[str, Any] | None,
+    deleted: bool = False,
 ) -> tuple[str, str] | None:
     """An engine pod of a cached model, bound to a node and not Ready yet (its wait may still be
-    waiting): its service makes sure the node fetches the weights."""
+    waiting): its service makes sure the node fetches the weights. Deleted: the weights it used
+    on its node may be evicted now, so its service looks at that node again."""
     service = labels.get(SERVICE_LABEL)
     spec, status = spec or {}, status or {}
     if not service or not spec.get("nodeName"):
@@ -585,4 +587,4 @@ def compute_weights_wake(
     if not any(c.get("name") == WAIT_CONTAINER for c in spec.get("initContainers") or []):
         return None
     done = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    return None if done else (namespace, str(service))
+    return (namespace, str(service)) if deleted or not done else None
