@@ -198,7 +198,7 @@ def _answered(request: dict[str, Any]) -> bool:
 def install_provisioning_crd(api: client.ApiClient, timeout_seconds: float = 60) -> str:
     """The ProvisioningRequest CRD (cluster-autoscaler installs it on a real cluster), established."""
     crd = yaml.safe_load(CRD_PATH.read_text())
-    name = crd["metadata"]["name"]
+    name = str(crd["metadata"]["name"])
     ext = client.ApiextensionsV1Api(api)
     ext.patch_custom_resource_definition(
         name, crd, field_manager="inferfleet-dev", force=True, _content_type=APPLY_PATCH
