@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.autoscale.cli import REPO, TRACES, BenchConfig, build_workload, run_benchmark
+from bench.autoscale.cli import REPO, TRACES, BenchConfig, build_start_model, build_workload, run_benchmark
 from bench.autoscale.frontier import GPU_TARGET_VS_ORACLE, SLO_TARGET, compute_frontier
 from bench.autoscale.sim import SimParams
 
@@ -38,6 +38,9 @@ WORKLOADS: tuple[tuple[str, str, float, str], ...] = (
     ("servegen-r1 x1", "servegen-deepseek-r1-13h.csv.gz", 1.0, "least-load"),
 )
 ARMS = ("inferfleet", "inferfleet-gateway")
+STARTS = ("uniform", "cache-off", "cache-on")
+"""How replicas start: U(60, 300) s as before issue 17, or per node state (`bench.autoscale.nodes`)
+without and with the node weights cache."""
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -85,18 +88,23 @@ def compute_verdicts(policies: dict[str, Any], frontier: dict[str, Any]) -> dict
     return out
 
 
-def run_one(job: tuple[str, str, float, str, int]) -> dict[str, Any]:
-    label, source, scale, routing, seed = job
+def run_one(job: tuple[str, str, float, str, str, int, int]) -> dict[str, Any]:
+    label, source, scale, routing, starts, prefetch, seed = job
     started = time.monotonic()
     synthetic = source.split(":", 1)[1] if source.startswith("synthetic:") else None
     trace = None if synthetic else TRACES / source
     workload = build_workload(trace, synthetic, scale, 1.0, None, seed)
-    params = SimParams(seed=seed, routing=routing)
+    model = None if starts == "uniform" else build_start_model(starts.removeprefix("cache-"), prefetch)
+    params = SimParams(seed=seed, routing=routing, starts=model)
     report, _ = run_benchmark(workload, params, BenchConfig())
     frontier = compute_frontier(workload, params)
-    keep = ("slo_attainment", "gpu_hours", "prefix_hit_rate", "kv_limited_s", "reversals", "peak_replicas")
+    keep = (
+        "slo_attainment", "gpu_hours", "prefix_hit_rate", "kv_limited_s", "reversals", "peak_replicas",
+        "starts_warm", "starts_cold", "median_warm_start_s", "median_cold_start_s",
+    )  # fmt: skip
     return {
         "workload": label,
+        "starts": starts if starts != "cache-on" or not prefetch else f"{starts} prefetch {prefetch}",
         "seed": seed,
         "routing": routing,
         "peak_need": report["params"]["peak_need"],
@@ -113,12 +121,12 @@ def _mark(ok: bool) -> str:
 
 def render(runs: Sequence[dict[str, Any]]) -> str:
     head = (
-        "| workload | seed | peak | SLO inf / gw / HPA / KEDA / oracle "
+        "| workload | starts | seed | peak | SLO inf / gw / HPA / KEDA / oracle "
         "| GPU-h inf / gw / HPA / KEDA / oracle "
         "| hit rate inf | KV-limited s inf / oracle | dominates HPA, KEDA (inf; gw) "
-        "| on frontier (inf; gw) | 0.99 cheap (inf; gw) |"
+        "| on frontier (inf; gw) | 0.99 cheap (inf; gw) | starts warm/cold, median s (inf) |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 12]
     for r in runs:
         p, v = r["policies"], r["verdicts"]
         names = ("inferfleet", "inferfleet-gateway", "hpa", "keda", "oracle")
@@ -134,10 +142,20 @@ def render(runs: Sequence[dict[str, Any]]) -> str:
         )
         kv = f"{p['inferfleet']['kv_limited_s']:.0f} / {p['oracle']['kv_limited_s']:.0f}"
         lines.append(
-            f"| {r['workload']} | {r['seed']} | {r['peak_need']} | {slo} | {gpu} "
-            f"| {p['inferfleet']['prefix_hit_rate']:.3f} | {kv} | {dom} | {front} | {cheap} |"
+            f"| {r['workload']} | {r.get('starts', 'uniform')} | {r['seed']} | {r['peak_need']} "
+            f"| {slo} | {gpu} "
+            f"| {p['inferfleet']['prefix_hit_rate']:.3f} | {kv} | {dom} | {front} | {cheap} "
+            f"| {_starts(p['inferfleet'])} |"
         )
     return "\n".join(lines)
+
+
+def _starts(m: dict[str, Any]) -> str:
+    def s(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0f}"
+
+    warm, cold = m.get("median_warm_start_s"), m.get("median_cold_start_s")
+    return f"{m.get('starts_warm', 0)}/{m.get('starts_cold', 0)}, {s(warm)}/{s(cold)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,10 +166,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes, at most 2")
     ap.add_argument("--only", help="comma-separated workload labels (default: all)")
     ap.add_argument("--out", type=Path, help="file stem (default results/<date>-sweep)")
+    ap.add_argument("--starts", default=",".join(STARTS), help=f"comma-separated of {', '.join(STARTS)}")
+    ap.add_argument(
+        "--prefetch-nodes", type=int, default=0, help="with cache-on: warm nodes beyond the fleet"
+    )
     args = ap.parse_args(argv)
     only = {x.strip() for x in args.only.split(",")} if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [(*w, s) for w in WORKLOADS if only is None or w[0] in only for s in seeds]
+    arms = [a.strip() for a in args.starts.split(",") if a.strip()]
+    if set(arms) - set(STARTS):
+        raise SystemExit(f"unknown --starts {sorted(set(arms) - set(STARTS))}; known: {', '.join(STARTS)}")
+    jobs = [
+        (*w, a, args.prefetch_nodes, s)
+        for w in WORKLOADS
+        if only is None or w[0] in only
+        for a in arms
+        for s in seeds
+    ]
     started = time.monotonic()
     with multiprocessing.Pool(max(1, min(args.workers, 2))) as pool:
         runs = pool.map(run_one, jobs, chunksize=1)
