@@ -5,21 +5,26 @@ engine pods that mount the cache read-only, in a namespace enforcing the restric
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
 from inferfleet.planning.weights_cache import (
+    ACTION_LABEL,
     CACHE_CLAIM,
     CURRENT_MODEL,
     WAIT_CONTAINER,
     compute_volume_name,
     compute_volume_path,
+    compute_warm_label,
+    evict_job_name,
 )
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import create, engine_pods, patch_spec, read, small_service, wait_ready
@@ -167,3 +172,164 @@ def test_without_a_cache_root_nothing_changes(
     assert "weights" not in read(cluster, namespace, "plain")["status"]
     assert fetch_jobs(cluster, namespace) == []
     assert cluster.core.list_namespaced_persistent_volume_claim(namespace).items == []
+
+
+BUDGET = 1000
+"""Bytes per node in the eviction test: one 600-byte copy fits, two do not."""
+
+
+@pytest.fixture
+def budget_operator(
+    run_operator: Callable[..., OperatorProcess], cache_kubeconfig: Path, chart_identity: ChartIdentity
+) -> OperatorProcess:
+    args = [f"--model-cache-root={ROOT}", "--model-cache-image=ghcr.io/inferfleet/inferfleet:test",
+            f"--model-cache-namespace={chart_identity.namespace}",
+            f"--model-cache-node-budget-bytes={BUDGET}"]  # fmt: skip
+    return run_operator(extra_args=args, kubeconfig=cache_kubeconfig)
+
+
+def weights_of(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    weights: list[dict[str, Any]] = read(cluster, namespace, name).get("status", {}).get("weights") or []
+    return weights
+
+
+def node_labels(cluster: Cluster, node: str) -> dict[str, str]:
+    return cluster.core.read_node(node).metadata.labels or {}
+
+
+def test_prefetch_keeps_a_node_warm_and_a_scale_up_lands_on_it(
+    cluster: Cluster, cached_operator: OperatorProcess
+) -> None:
+    namespace = restricted_namespace(cluster.core, "weights-warm")
+    try:
+        body = restricted_service("warm", replicas=0)
+        body["spec"]["scaling"] = {"minReplicas": 0, "maxReplicas": 4}
+        body["spec"]["model"]["cache"] = {"prefetchNodes": 1}
+        create(cluster, namespace, body)
+        source = body["spec"]["model"]["source"]
+        label = compute_warm_label(namespace, source)
+
+        def prefetched(serving: set[str]) -> str:
+            weights = weights_of(cluster, namespace, "warm")
+            [kept] = [w for w in weights if w.get("prefetch")]
+            assert (kept["state"], kept["node"] in serving) == ("Present", False), weights
+            assert label in node_labels(cluster, kept["node"]), "the warm node is labelled"
+            return str(kept["node"])
+
+        # No replica yet: one L4 node (of six, all alike) holds the weights, chosen by the operator.
+        warm = wait_for(lambda: prefetched(set()), timeout=90, what="a prefetched node")
+        assert [
+            j.metadata.annotations["inferfleet.io/weights-node"] for j in fetch_jobs(cluster, namespace)
+        ] == [warm]
+
+        # The Deployment's pods prefer the labelled node: the first replica starts there.
+        patch_spec(cluster, namespace, "warm", {"replicas": 1})
+        wait_ready(cluster, namespace, "warm")
+        [pod] = engine_pods(cluster, namespace, "warm")
+        assert pod.spec.node_name == warm
+
+        # Serving there now, it is no longer a prefetch: another node is kept warm beyond it.
+        second = wait_for(lambda: prefetched({warm}), timeout=90, what="a second prefetched node")
+        assert second != warm
+        assert {w["node"] for w in weights_of(cluster, namespace, "warm")} == {warm, second}
+    finally:
+        cluster.core.delete_namespace(namespace)
+
+
+def report_size(cluster: Cluster, namespace: str, job: str, size: int) -> None:
+    """What the fetch process writes as its termination message (KWOK runs no container): the
+    published bytes, as tests/unit/test_fetch_model.py proves the real fetch reports them."""
+    [pod] = cluster.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    statuses = cluster.api_client.sanitize_for_serialization(pod.status.container_statuses)
+    statuses[0]["state"]["terminated"]["message"] = json.dumps({"bytes": size, "revision": "r1"})
+    cluster.core.patch_namespaced_pod_status(
+        pod.metadata.name, namespace, {"status": {"containerStatuses": statuses}}
+    )
+
+
+def pinned_service(name: str, source: str, node: str) -> dict[str, Any]:
+    body = restricted_service(name, replicas=1)
+    body["spec"]["model"]["source"] = source
+    body["spec"]["scheduling"] = {"nodeSelector": {"kubernetes.io/hostname": node}}
+    body["spec"]["scaling"] = {"minReplicas": 0, "maxReplicas": 4}
+    return body
+
+
+def only_fetch_of(cluster: Cluster, namespace: str, source: str) -> str:
+    [job] = [
+        j
+        for j in fetch_jobs(cluster, namespace)
+        if j.metadata.annotations["inferfleet.io/weights-source"] == source
+    ]
+    return str(job.metadata.name)
+
+
+def wait_size_seen(cluster: Cluster, namespace: str, name: str, size: int) -> None:
+    wait_for(
+        lambda: [w.get("bytes") for w in weights_of(cluster, namespace, name)] == [size],
+        timeout=60,
+        what=f"{name}'s weights size in status",
+    )
+
+
+def test_eviction_over_the_node_budget_spares_weights_in_use(
+    cluster: Cluster, budget_operator: OperatorProcess
+) -> None:
+    namespace, node = restricted_namespace(cluster.core, "weights-evict"), "l4-c-1"
+    first, second = "hf://acme/first", "hf://acme/second"
+    evictions: set[str] = set()
+    done = threading.Event()
+    watcher = threading.Thread(target=record_evictions, args=(cluster, namespace, done, evictions))
+    watcher.start()
+    try:
+        for name, source in (("first", first), ("second", second)):
+            create(cluster, namespace, pinned_service(name, source, node))
+            wait_ready(cluster, namespace, name)
+            wait_weights_present(cluster, namespace, name, {node})
+            report_size(cluster, namespace, only_fetch_of(cluster, namespace, source), 600)
+            patch_spec(cluster, namespace, name, {"scaling": {"maxReplicas": 3}})  # a reconcile reads it
+            wait_size_seen(cluster, namespace, name, 600)
+        # 1200 bytes on a 1000-byte budget, but a pod uses each copy: nothing goes.
+        assert evictions == set()
+        assert {compute_warm_label(namespace, s) for s in (first, second)} <= set(node_labels(cluster, node))
+
+        # Its pod gone, the first copy goes (both Jobs with it), the second stays.
+        patch_spec(cluster, namespace, "first", {"replicas": 0})
+        wait_for(
+            lambda: (
+                weights_of(cluster, namespace, "first") == [] and not engine_pods(cluster, namespace, "first")
+            ),
+            timeout=90,
+            what="the first model evicted from the node",
+        )
+        assert evictions == {evict_job_name(namespace, first, node)}
+        assert [w["node"] for w in weights_of(cluster, namespace, "second")] == [node]
+        labels = node_labels(cluster, node)
+        assert compute_warm_label(namespace, first) not in labels
+        assert compute_warm_label(namespace, second) in labels
+
+        # A replica back on the node fetches the model again.
+        patch_spec(cluster, namespace, "first", {"replicas": 1})
+        wait_weights_present(cluster, namespace, "first", {node})
+    finally:
+        done.set()
+        watcher.join()
+        cluster.core.delete_namespace(namespace)
+
+
+def record_evictions(cluster: Cluster, namespace: str, done: threading.Event, seen: set[str]) -> None:
+    """Eviction Jobs as they are created (they are deleted once done), until `done`."""
+    batch = client.BatchV1Api(cluster.api_client)
+    version = None
+    while not done.is_set():
+        stream = watch.Watch().stream(
+            batch.list_namespaced_job,
+            namespace,
+            label_selector=f"{ACTION_LABEL}=evict",
+            resource_version=version,
+            timeout_seconds=2,
+        )
+        for event in stream:
+            version = event["object"].metadata.resource_version
+            if event["type"] == "ADDED":
+                seen.add(event["object"].metadata.name)

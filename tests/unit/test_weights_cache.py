@@ -23,6 +23,8 @@ from inferfleet.planning.weights_cache import (
     build_fetch_result,
     build_observed_fetch,
     compute_cache_key,
+    compute_fetch_pod_wakes,
+    compute_model_id,
     compute_node_weights,
     compute_ref_file,
     compute_volume_is_ours,
@@ -331,3 +333,17 @@ def test_a_deleted_pod_that_read_the_cache_wakes_its_service_for_eviction() -> N
     assert compute_weights_wake("ml", labels, bound, ready) is None
     assert compute_weights_wake("ml", labels, bound, ready, deleted=True) == ("ml", "llama")
     assert compute_weights_wake("ml", labels, {"nodeName": "n1"}, ready, deleted=True) is None
+
+
+def test_a_terminated_fetch_pod_wakes_the_namespaces_services_of_its_model() -> None:
+    services = {
+        ("ml", "a"): {"spec": {"model": {"source": HF}}},
+        ("ml", "b"): {"spec": {"model": {"source": "s3://b/other"}}},
+        ("team", "c"): {"spec": {"model": {"source": HF}}},
+    }
+    labels = {"inferfleet.io/model-cache": "fetch", "inferfleet.io/weights-model": compute_model_id(HF)}
+    assert compute_fetch_pod_wakes("ml", labels, {"phase": "Succeeded"}, services) == [("ml", "a")]
+    assert compute_fetch_pod_wakes("ml", labels, {"phase": "Running"}, services) == []
+    assert (
+        compute_fetch_pod_wakes("ml", {"inferfleet.io/service": "a"}, {"phase": "Succeeded"}, services) == []
+    )

@@ -125,8 +125,11 @@ def test_copies_are_completed_fetches_with_their_size_and_last_use() -> None:
     ]
 
 
-def test_a_copy_whose_size_is_unknown_is_not_counted() -> None:
-    assert compute_cached_copies([fetch("n1")], {}, {}) == []
+def test_a_copy_whose_size_is_unknown_is_labelled_but_never_counted_or_evicted() -> None:
+    [unknown] = compute_cached_copies([fetch("n1")], {}, {})
+    assert unknown.bytes is None
+    assert plan_warm_labels({"n1": {}}, [unknown]) == {"n1": {compute_warm_label("ml", HF): "true"}}
+    assert plan_evictions([unknown, A, B], set(), 10 * GIB, ["n1"]) == [A]
 
 
 def test_usage_from_status_weights_pods_and_prefetch_marks() -> None:

@@ -28,7 +28,12 @@ from inferfleet.planning.wake import (
     compute_pod_wake,
     compute_waiting_services,
 )
-from inferfleet.planning.weights_cache import CACHE_LABEL, SOURCE_ANNOTATION, compute_weights_wake
+from inferfleet.planning.weights_cache import (
+    CACHE_LABEL,
+    SOURCE_ANNOTATION,
+    compute_fetch_pod_wakes,
+    compute_weights_wake,
+)
 from inferfleet.runtime.operator import OperatorRuntime
 from inferfleet.runtime.queue import STATUS_ONLY
 
@@ -107,6 +112,10 @@ async def on_event_pod(
     waiting = compute_weights_wake(namespace, labels, body.get("spec"), body.get("status"), type == DELETED)
     if waiting is not None and runtime.config.model_cache is not None:
         runtime.queue.enqueue(waiting, "weights")
+    if labels.get(CACHE_LABEL) == "fetch" and runtime.config.model_cache is not None:
+        services = ClusterView.from_kwargs(kwargs, runtime.config).all_services()
+        for key in compute_fetch_pod_wakes(namespace, labels, body.get("status"), services):
+            runtime.queue.enqueue(key, "weights")
     if wake.frees_gpus or wake.member_gone is not None:
         view = ClusterView.from_kwargs(kwargs, runtime.config)
         if wake.frees_gpus:

@@ -588,3 +588,26 @@ def compute_weights_wake(
         return None
     done = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return (namespace, str(service)) if deleted or not done else None
+
+
+def compute_fetch_pod_wakes(
+    namespace: str,
+    labels: Mapping[str, str],
+    status: Mapping[str, Any] | None,
+    services: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> list[tuple[str, str]]:
+    """A fetch pod that terminated (its result, the size, is in its status now; the Job's own
+    event may have come first): the namespace's services of that model read it."""
+    model = labels.get(MODEL_LABEL)
+    if (
+        labels.get(CACHE_LABEL) != "fetch"
+        or not model
+        or (status or {}).get("phase") not in ("Succeeded", "Failed")
+    ):
+        return []
+    return sorted(
+        key
+        for key, body in services.items()
+        if key[0] == namespace
+        and compute_model_id(str(((body.get("spec") or {}).get("model") or {}).get("source"))) == model
+    )

@@ -84,7 +84,8 @@ class CachedCopy:
     namespace: str
     source: str
     node: str
-    bytes: int
+    bytes: int | None
+    """None: its fetch reported no size (it neither counts against the budget nor is evicted)."""
     last_used: str
     """The later of the last time a pod used it and the fetch's completion (RFC 3339)."""
     evicting: bool = False
@@ -127,17 +128,17 @@ def compute_cached_copies(
     results: Mapping[tuple[str, str], FetchResult],
     last_used: Mapping[CopyKey, str],
 ) -> list[CachedCopy]:
-    """The published copies (a completed fetch whose pod reported its size), sorted; a copy with
-    an eviction Job is `evicting`."""
+    """The published copies (a completed fetch), sorted, with the size its pod reported; a copy
+    with an eviction Job is `evicting`."""
     evicting = {(ns, f.source, f.node) for ns, f in fetches if f.evict}
     copies = []
     for namespace, fetch in fetches:
         result = results.get((namespace, fetch.name))
-        if fetch.evict or fetch.state != WeightsState.PRESENT or result is None or result.bytes is None:
+        if fetch.evict or fetch.state != WeightsState.PRESENT:
             continue
         key = (namespace, fetch.source, fetch.node)
         used = max(last_used.get(key, ""), fetch.completed or "")
-        copies.append(CachedCopy(*key, result.bytes, used, key in evicting))
+        copies.append(CachedCopy(*key, result.bytes if result else None, used, key in evicting))
     return sorted(copies, key=lambda c: c.key)
 
 
@@ -148,22 +149,22 @@ def plan_evictions(
     node is within budget (or nothing more may go). Copies already evicting no longer count; ties
     go to the larger copy (fewer evictions), then by namespace and source."""
     wanted = set(nodes)
-    by_node: dict[str, list[CachedCopy]] = {}
+    by_node: dict[str, list[tuple[CachedCopy, int]]] = {}
     for copy in copies:
-        if copy.node in wanted and not copy.evicting:
-            by_node.setdefault(copy.node, []).append(copy)
+        if copy.node in wanted and not copy.evicting and copy.bytes is not None:
+            by_node.setdefault(copy.node, []).append((copy, copy.bytes))
     evicted: list[CachedCopy] = []
     for node in sorted(by_node):
         held = by_node[node]
-        total = sum(c.bytes for c in held)
-        for copy in sorted(
-            (c for c in held if c.key not in kept),
-            key=lambda c: (c.last_used, -c.bytes, c.namespace, c.source),
+        total = sum(size for _, size in held)
+        for copy, size in sorted(
+            ((c, n) for c, n in held if c.key not in kept),
+            key=lambda e: (e[0].last_used, -e[1], e[0].namespace, e[0].source),
         ):
             if total <= budget:
                 break
             evicted.append(copy)
-            total -= copy.bytes
+            total -= size
     return evicted
 
 
