@@ -14,6 +14,7 @@ from bench.placement.cluster import Params, make_case
 from bench.placement.metrics import arm_metrics, count, violations
 from bench.placement.report import add_ratios, describe, misses, row_verdicts, size_targets, table
 from bench.placement.solver import solve
+from bench.placement.warm import run_warm, warm_table
 
 DEFAULT_SIZES = (16, 128, 1000)
 DEFAULT_SEED = 20260517
@@ -61,6 +62,7 @@ def run_size(
         if instances > 1
         else [],
     }
+    result["warm"] = run_warm(cases, outcomes, seed)
     if with_solver:
         result["solver_time_limit_s"] = solver_time_limit_s
     return result
@@ -163,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(table(report))
+    print()
+    print(warm_table(report["sizes"]))
     if kwok_report is not None:
         print()
         print(kwok_table(kwok_report))
