@@ -156,9 +156,9 @@ def maintain_nodes(
     copies = compute_cached_copies(fetches, view.all_fetch_results(), last_used)
     budget = cache.node_budget_bytes
     evicted = plan_evictions(copies, in_use | kept, budget, nodes) if budget else []
-    labels = {name: node.labels for name in sorted(nodes) if (node := view.node(name)) is not None}
-    for node, change in plan_warm_labels(labels, copies, evicted).items():
-        call(f"labelling node {node}", apply_node_labels, api, node, change)
+    labels = {name: gpu.labels for name in sorted(nodes) if (gpu := view.node(name)) is not None}
+    for name, change in plan_warm_labels(labels, copies, evicted).items():
+        call(f"labelling node {name}", apply_node_labels, api, name, change)
     for copy in evicted:
         uid = view.cache_claim_uid(copy.namespace)
         if uid is not None:
