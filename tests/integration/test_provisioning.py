@@ -144,7 +144,7 @@ def test_the_request_asks_for_the_groups_real_pods_and_goes_with_its_service(
         return placed if "asks the node autoscaler for 2 nodes at once" in placed.get("message", "") else None
 
     placed = wait_for(asked, timeout=60, what="Placed says the node autoscaler was asked")
-    assert placed["status"] == "False"
+    assert (placed["status"], placed["reason"]) == ("False", "WaitingForNodes")
     assert group_pods(cluster, namespace, "asks") == []
 
     cluster.custom.delete_namespaced_custom_object(
@@ -169,7 +169,7 @@ def test_when_the_autoscaler_cannot_provide_the_nodes_the_status_says_why_and_no
         return placed if "cannot provide them" in placed.get("message", "") else None
 
     placed = wait_for(says_why, timeout=60, what="Placed says the autoscaler cannot provide the nodes")
-    assert placed["status"] == "False"
+    assert (placed["status"], placed["reason"]) == ("False", "NodesUnavailable")
     assert (
         "ProvisioningRequest nope-g0 Failed (CapacityIsNotFound: node group h100-x has 0 of at most 1"
         in (placed["message"])

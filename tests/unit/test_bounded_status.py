@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from inferfleet.api import PlacedReason
 from inferfleet.planning.conditions import MAX_MESSAGE_LENGTH, bound_message
 from inferfleet.planning.placement import GroupPlacement, Shortfall
 from inferfleet.planning.service import Blocked, GroupInputs, ServicePlan, plan_service
@@ -143,3 +144,21 @@ def test_a_huge_blocked_message_makes_a_small_status_and_event() -> None:
     assert len(json.dumps(status)) < 2 * MAX_MESSAGE_LENGTH
     [(_, _, event)] = compute_events({}, status)
     assert event == ready["message"]
+
+
+@pytest.mark.parametrize(
+    ("reasons", "expected"),
+    [
+        ({}, "InsufficientCapacity"),
+        ({1: PlacedReason.WAITING_FOR_NODES}, "WaitingForNodes"),
+        ({1: PlacedReason.WAITING_FOR_NODES, 2: PlacedReason.NODES_UNAVAILABLE}, "NodesUnavailable"),
+        ({7: PlacedReason.NODES_UNAVAILABLE}, "InsufficientCapacity"),  # a group that no longer waits
+    ],
+)
+def test_groups_waiting_on_the_node_autoscaler_say_so_in_placeds_reason(
+    reasons: dict[int, PlacedReason], expected: str
+) -> None:
+    shortfalls = {r: Shortfall(NEED) for r in (1, 2)}
+    placed = compute_placed(replace(multi_node_plan(), shortfalls=shortfalls, placed_reasons=reasons))
+    assert placed is not None
+    assert (placed.status, placed.reason) == (False, expected)

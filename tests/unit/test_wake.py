@@ -121,8 +121,11 @@ def test_services_waiting_for_gpus_are_those_not_ready_for_a_capacity_reason() -
     statuses = {
         ("ml", "waits"): condition("False", "InsufficientCapacity"),
         ("ml", "no-product"): condition("False", "NoMatchingNodes"),
+        ("ml", "asked"): condition("False", "WaitingForNodes"),  # its nodes come from the autoscaler
+        ("ml", "refused"): condition("False", "NodesUnavailable"),
         ("ml", "invalid"): condition("False", "InvalidSpec"),
         ("ml", "ready"): condition("True", "Ready"),
         ("ml", "new"): None,
     }
-    assert compute_waiting_services(statuses) == [("ml", "waits"), ("ml", "no-product")]
+    waiting = [("ml", "waits"), ("ml", "no-product"), ("ml", "asked"), ("ml", "refused")]
+    assert compute_waiting_services(statuses) == waiting

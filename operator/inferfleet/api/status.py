@@ -57,6 +57,9 @@ class ReadyReason(StrEnum):
     UNKNOWN_GPU_MEMORY = "UnknownGpuMemory"
     MODEL_DOES_NOT_FIT = "ModelDoesNotFit"
     INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    # A replica group's nodes are asked of the node autoscaler (ProvisioningRequest), or refused.
+    WAITING_FOR_NODES = "WaitingForNodes"
+    NODES_UNAVAILABLE = "NodesUnavailable"
     # Waiting for the model's facts: its parameter count is neither in the spec nor known.
     MODEL_METADATA_PENDING = "ModelMetadataPending"
     # Refused: the spec must change.

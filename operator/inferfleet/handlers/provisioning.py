@@ -110,6 +110,7 @@ def _reconcile(
         plan,
         children=build_consuming_children(plan.children, consumers),
         shortfalls=build_noted_shortfalls(plan.shortfalls, decided.notes),
+        placed_reasons={r: n.reason for r, n in decided.notes.items()},
     )
     return Provisioned(noted, decided.recheck_at)
 

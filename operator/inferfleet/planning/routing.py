@@ -30,6 +30,7 @@ BLOCKING_REASONS = frozenset(
         ReadyReason.UNKNOWN_GPU_MEMORY,
         ReadyReason.MODEL_DOES_NOT_FIT,
         ReadyReason.INSUFFICIENT_CAPACITY,
+        ReadyReason.NODES_UNAVAILABLE,
         ReadyReason.INVALID_SPEC,
         ReadyReason.POLICY_VIOLATION,
         ReadyReason.ENGINE_NOT_MULTI_NODE,

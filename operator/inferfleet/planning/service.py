@@ -12,6 +12,7 @@ from inferfleet.api import (
     ModelArchitecture,
     ModelFactsSource,
     ModelStatus,
+    PlacedReason,
     ReadyReason,
     ShardingMode,
     ShardPlan,
@@ -82,6 +83,8 @@ class ServicePlan:
     """What is known about the model (status.model)."""
     model_mismatches: tuple[str, ...] = ()
     """Where the spec contradicts the model's known facts, one message each."""
+    placed_reasons: Mapping[int, PlacedReason] = field(default_factory=dict)
+    """Why waiting groups wait, when more is known than "insufficient capacity" (node autoscaling)."""
 
     @property
     def multi_node(self) -> bool:

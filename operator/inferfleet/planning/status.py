@@ -27,8 +27,10 @@ from inferfleet.planning.service import Blocked, ServicePlan
 READY = ConditionType.READY
 PLACED = ConditionType.PLACED
 MODEL_CONSISTENT = ConditionType.MODEL_CONSISTENT
-PROGRESSING_REASONS = frozenset({ReadyReason.DEPLOYING, ReadyReason.ROLLING_OUT})
-"""Ready=False reasons that are progress, posted as Normal Events."""
+PROGRESSING_REASONS = frozenset(
+    {ReadyReason.DEPLOYING, ReadyReason.ROLLING_OUT, ReadyReason.WAITING_FOR_NODES}
+)
+"""False conditions whose reason is progress, posted as Normal Events."""
 MAX_RANGES = 4
 """Runs of replica numbers named per summary line; more are counted, not listed."""
 
@@ -139,7 +141,7 @@ def compute_placed(plan: ServicePlan) -> ConditionUpdate | None:
         return None
     if plan.shortfalls:
         details = summarize_by_replica({r: s.message for r, s in plan.shortfalls.items()})
-        return ConditionUpdate(PLACED, False, PlacedReason.INSUFFICIENT_CAPACITY, details)
+        return ConditionUpdate(PLACED, False, _waiting_reason(plan), details)
     domains = summarize_by_replica({r: p.domain for r, p in plan.placements.items()}, joiner=" in ")
     return ConditionUpdate(
         PLACED,
@@ -147,6 +149,16 @@ def compute_placed(plan: ServicePlan) -> ConditionUpdate | None:
         PlacedReason.ALL_REPLICAS_PLACED,
         bound_message(f"replica groups placed whole: {domains}"),
     )
+
+
+def _waiting_reason(plan: ServicePlan) -> PlacedReason:
+    """NodesUnavailable when the node autoscaler refused a group, WaitingForNodes while it is
+    asked, else InsufficientCapacity."""
+    reasons = {plan.placed_reasons.get(r) for r in plan.shortfalls}
+    for reason in (PlacedReason.NODES_UNAVAILABLE, PlacedReason.WAITING_FOR_NODES):
+        if reason in reasons:
+            return reason
+    return PlacedReason.INSUFFICIENT_CAPACITY
 
 
 def compute_model_consistent(plan: ServicePlan) -> ConditionUpdate | None:

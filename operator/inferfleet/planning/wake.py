@@ -28,6 +28,8 @@ WAITING_REASONS = frozenset(
         ReadyReason.UNKNOWN_GPU_MEMORY,
         ReadyReason.MODEL_DOES_NOT_FIT,
         ReadyReason.INSUFFICIENT_CAPACITY,
+        ReadyReason.WAITING_FOR_NODES,
+        ReadyReason.NODES_UNAVAILABLE,
     }
 )
 """Condition reasons of a service that waits for GPUs: an inventory change may let it place."""
