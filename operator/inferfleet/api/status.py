@@ -314,7 +314,7 @@ class StartupStatus(StatusModel):
     cold_seconds: float | None = Field(
         default=None, ge=0, description="Median of the recent starts that downloaded the weights."
     )
-    samples: int = Field(default=0, ge=0, description="Starts counted since the service was created.")
+    samples: int | None = Field(default=None, ge=0, description="Starts counted since the service began.")
     recent_warm: list[float] = Field(
         default_factory=list, max_length=9, description="Recent warm starts (s)."
     )
