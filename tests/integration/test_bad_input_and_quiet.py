@@ -71,6 +71,11 @@ REJECTED: list[tuple[dict[str, Any], str]] = [
     ({"model": None}, "spec.model: Required value"),
     ({"accelerator.gpusPerNode": 0}, "should be greater than or equal to 1"),
     (
+        {"model.source": "pvc://weights/llama", "model.cache": {"prefetchNodes": 1}},
+        "cache.prefetchNodes needs an hf:// or s3:// source",
+    ),
+    ({"model.cache": {"prefetchNodes": 17}}, "should be less than or equal to 16"),
+    (
         {"engine.securityContext": {"seccompProfile": {"type": "Localhost"}}},
         "localhostProfile is set exactly when type is Localhost",
     ),

@@ -277,3 +277,12 @@ def test_the_model_files_facts_win_over_the_table() -> None:
     assert plan.model is not None
     assert plan.model.source == "Files"
     assert plan.model.parameters == 3_000_000_000
+
+
+def test_a_new_group_prefers_equal_nodes_whose_cache_holds_the_weights() -> None:
+    nodes = h100_nodes({"a": 2, "b": 2})
+    cold = plan_service(OWNER, spec_405b(1), CLUSTER, GroupInputs(gpu_nodes=nodes))
+    assert cold.placements[0].domain == "zone-a"  # with nothing warm, the first of equal domains
+    warm = frozenset({"h100-b-1", "h100-b-2"})
+    plan = plan_service(OWNER, spec_405b(1), CLUSTER, GroupInputs(gpu_nodes=nodes, warm=warm))
+    assert plan.placements[0].nodes == ("h100-b-1", "h100-b-2")

@@ -28,6 +28,7 @@ from inferfleet.planning.weights_cache import (
     compute_node_weights,
     compute_ref_file,
     compute_volume_is_ours,
+    compute_warm_nodes,
     compute_weights_events,
     compute_weights_wake,
     directory_job_name,
@@ -347,3 +348,14 @@ def test_a_terminated_fetch_pod_wakes_the_namespaces_services_of_its_model() -> 
     assert (
         compute_fetch_pod_wakes("ml", {"inferfleet.io/service": "a"}, {"phase": "Succeeded"}, services) == []
     )
+
+
+def test_warm_nodes_are_those_holding_this_source_and_not_being_evicted() -> None:
+    fetches = [
+        ObservedFetch("a", "n1", HF, WeightsState.PRESENT),
+        ObservedFetch("b", "n2", HF, WeightsState.FETCHING),
+        ObservedFetch("c", "n3", HF, WeightsState.FAILED, "x"),
+        ObservedFetch("d", "n4", "s3://other/model", WeightsState.PRESENT),
+        ObservedFetch("e", "n5", HF, WeightsState.PRESENT, evict=True),
+    ]
+    assert compute_warm_nodes(fetches, HF) == {"n1"}

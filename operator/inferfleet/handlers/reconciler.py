@@ -39,6 +39,7 @@ from inferfleet.planning.service import Blocked, GroupInputs, ServicePlan, plan_
 from inferfleet.planning.spec_warnings import compute_spec_warnings
 from inferfleet.planning.status import ObservedDeployment
 from inferfleet.planning.wake import WAITING_REASONS
+from inferfleet.planning.weights_cache import compute_warm_nodes
 from inferfleet.runtime.operator import OperatorRuntime
 from inferfleet.runtime.queue import GONE, STATUS_ONLY, Outcome
 from inferfleet.runtime.state import ServiceState
@@ -224,12 +225,21 @@ def _plan(
         for g in view.groups_of(service.key)
         if group_key(g.namespace, g.service, g.replica) not in lost_keys
     }
+    cache = runtime.config.model_cache
+    warm = (
+        compute_warm_nodes(
+            view.cache_of(service.owner.namespace, cache.namespace).fetches, service.spec.model.source
+        )
+        if cache is not None
+        else frozenset()
+    )
     inputs = GroupInputs(
         gpu_nodes=view.all_nodes(),
         bound=[p for p in view.all_bound() if p.group not in lost_keys],
         reservations=view.reservations(exclude=lost_keys),
         existing=existing,
         refused=runtime.refused_nodes.current(),
+        warm=warm,
     )
     products = summarize_products(view.all_nodes(), service.spec.scheduling)
     return plan_service(service.owner, service.spec, products, inputs, view.scheduler_name, view.policy)

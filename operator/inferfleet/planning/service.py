@@ -68,6 +68,8 @@ class GroupInputs:
     """This service's groups that exist now, by replica index: they keep their nodes."""
     refused: frozenset[str] = frozenset()
     """Nodes where the scheduler recently could not bind a planned member: new groups avoid them."""
+    warm: frozenset[str] = frozenset()
+    """Nodes whose weights cache holds the model: among equal placements, new groups prefer them."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,7 @@ def plan_multi_node(
         shards.gpus_per_pod,
         product=spec.accelerator.product,
         topology_key=spec.sharding.topology_key,
+        warm=groups.warm,
     )
     placements = {**kept, **{r: p for r, p in new.items() if isinstance(p, GroupPlacement)}}
     shortfalls = {r: p for r, p in new.items() if isinstance(p, Shortfall)}

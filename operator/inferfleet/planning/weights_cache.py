@@ -134,6 +134,14 @@ def evict_job_name(namespace: str, source: str, node: str) -> str:
     return f"inferfleet-evict-{_digest(namespace, source, node)}"
 
 
+def compute_warm_nodes(fetches: Iterable[ObservedFetch], source: str) -> frozenset[str]:
+    """Nodes whose cache holds `source` (a completed fetch, not an eviction): where a new replica
+    group starts warm, a tie-breaker for its placement."""
+    return frozenset(
+        f.node for f in fetches if f.source == source and f.state == WeightsState.PRESENT and not f.evict
+    )
+
+
 def compute_warm_label(namespace: str, source: str) -> str:
     """The node label saying the node holds `namespace`'s copy of `source` (a hash: label keys
     cannot hold a URI, and node readers need not learn a tenant's model names)."""
