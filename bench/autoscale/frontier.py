@@ -9,6 +9,14 @@ replays the workload of the benchmark (same arrivals, engine model and cold star
   waiting request and never scales down. No policy that reacts to what Prometheus shows gets
   capacity sooner, so none reaches a higher SLO without holding capacity before the load
   shows (it may still beat it by scaling before a queue forms, on the arrival rate);
+* a reactive oracle (`ReactiveOracle`), with 0..REACTIVE_HEADROOM extra replicas: it knows,
+  at each tick, exactly how many replicas the load needs NOW (the oracle's need of the current
+  window: perfect knowledge of the present, none of the future) and requests them at once, with
+  the same cold starts as every policy (the k-th replica requested draws the k-th start); it
+  releases a replica only when, with hindsight, no need for it comes back within one expected
+  cold start. No policy that reacts to the load sizes better, so its (GPU-hours, SLO) curve is
+  where a reactive policy can be: where it lies below the fixed-fleet frontier, the frontier is
+  out of reach without holding capacity for load that has not shown yet;
 * the oracle, for the GPU-hour ratios.
 
 It prints, per fleet, the SLO attainment and the GPU-hours as a ratio to the oracle's, and
@@ -18,6 +26,7 @@ whether any fixed fleet reaches the SLO target within the GPU-hour target.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import math
 from collections.abc import Sequence
@@ -33,6 +42,8 @@ from bench.autoscale.workload import Workload
 
 SLO_TARGET = 0.99
 GPU_TARGET_VS_ORACLE = 1.25
+REACTIVE_HEADROOM = 3
+"""The reactive oracle is run with 0..this many replicas above the need."""
 
 
 @dataclass
@@ -51,6 +62,44 @@ class JumpToMax:
         return max(current, self.initial)
 
 
+@dataclass
+class ReactiveOracle:
+    """Scales to the load's present need (+ `headroom`) at every tick; keeps a replica while
+    the need comes back within `bridge_s` (hindsight: the only foresight it has)."""
+
+    need: list[tuple[float, int]]
+    headroom: int
+    max_replicas: int
+    bridge_s: float
+    name: str = "reactive-oracle"
+    interval: float = pol.INFERFLEET_TICK_S
+    uses_prometheus: bool = False
+
+    def need_at(self, t: float) -> int:
+        k = bisect.bisect_right([s for s, _ in self.need], t) - 1
+        return self.need[max(k, 0)][1]
+
+    def need_within(self, t0: float, t1: float) -> int:
+        inside = [r for s, r in self.need if t0 < s <= t1]
+        return max([self.need_at(t0), *inside])
+
+    def decide(self, now: float, obs: Observation, current: int, ready: int) -> int:
+        want = min(self.need_at(now) + self.headroom, self.max_replicas)
+        if want >= current:
+            return want
+        keep = min(self.need_within(now, now + self.bridge_s) + self.headroom, self.max_replicas)
+        return max(want, min(current, keep))
+
+
+def expected_cold_start(params: SimParams) -> float:
+    """The mean start a replica requested now takes: uniform, or a new node's (the worst case)."""
+    m = params.starts
+    if m is None:
+        return (params.cold_start_min + params.cold_start_max) / 2
+    pull = (m.image_pull_min_s + m.image_pull_max_s) / 2
+    return pull + m.download_s + (m.load_min_s + m.load_max_s) / 2
+
+
 def compute_frontier(
     workload: Workload, params: SimParams, slo_s: float = 2.0, min_replicas: int = 1
 ) -> dict[str, Any]:
@@ -66,6 +115,10 @@ def compute_frontier(
     oracle = run(pol.oracle_plan(need, params, workload.horizon), initial)
     fixed = {n: run(Plan(f"fixed-{n}", initial_ready=n), n) for n in range(1, max_replicas + 1)}
     reactive = run(JumpToMax(max_replicas, initial), initial)
+    bridge = expected_cold_start(params)
+    reactive_oracle = {
+        h: run(ReactiveOracle(need, h, max_replicas, bridge), initial) for h in range(REACTIVE_HEADROOM + 1)
+    }
 
     def ratio(m: dict[str, Any]) -> float:
         return round(m["gpu_hours"] / oracle["gpu_hours"], 3) if oracle["gpu_hours"] else math.inf
@@ -80,6 +133,9 @@ def compute_frontier(
         "oracle": {**oracle, "gpu_hours_vs_oracle": 1.0},
         "fixed": {str(n): {**m, "gpu_hours_vs_oracle": ratio(m)} for n, m in fixed.items()},
         "reactive_max": {**reactive, "gpu_hours_vs_oracle": ratio(reactive)},
+        "reactive_oracle": {
+            str(h): {**m, "gpu_hours_vs_oracle": ratio(m)} for h, m in reactive_oracle.items()
+        },
         "cheapest_fixed_meeting_slo": cheapest,
         "fixed_meets_both_targets": cheapest is not None and ratio(fixed[cheapest]) <= GPU_TARGET_VS_ORACLE,
         "reactive_max_meets_slo": reactive["slo_attainment"] >= SLO_TARGET,
@@ -96,6 +152,7 @@ def render(frontier: dict[str, Any]) -> str:
     rows = [(f"fixed {n}", m) for n, m in frontier["fixed"].items()] + [
         ("reactive max", frontier["reactive_max"])
     ]
+    rows += [(f"react-oracle+{h}", m) for h, m in frontier.get("reactive_oracle", {}).items()]
     for name, m in rows:
         lines.append(
             f"{name:<14} {m['slo_attainment']:>8.4f} {m['gpu_hours']:>8.2f} {m['gpu_hours_vs_oracle']:>9.3f}x"

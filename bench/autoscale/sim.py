@@ -428,9 +428,15 @@ class Fleet:
             self.pool.free(r.node)
 
     def pod_starts(self) -> list[PodStart]:
-        """The replicas' pods as the Kubernetes API shows them (created, Ready) on their nodes."""
+        """The replicas' pods as the Kubernetes API shows them (created, Ready) on their nodes.
+
+        The initial replicas (ready at t=0, "as if it had run at that size") are left out: their
+        starts happened before the trace and are unknown, and counting them as 0-second starts
+        made the learned median (and so the policy's lookahead) 0 until most starts were real."""
         return [
-            PodStart(r.name, node_name(r.node), r.requested, r.ready_at) for r in self.replicas if not r.gone
+            PodStart(r.name, node_name(r.node), r.requested, r.ready_at)
+            for r in self.replicas
+            if not r.gone and not (r.ready_at is not None and r.ready_at <= r.requested)
         ]
 
     def node_view(self) -> tuple[list[str], list[str]]:
