@@ -10,9 +10,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from prometheus_client import REGISTRY
 
+from inferfleet.api import InferenceServiceSpec
+from inferfleet.kube.apply import NameConflictError, apply_child
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
+from inferfleet.planning.children import Owner, build_service
 from inferfleet.planning.groups import PLACEMENT_DOMAIN_ANNOTATION, PLACEMENT_NODES_ANNOTATION
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL
 from tests.conftest import Cluster
@@ -189,3 +193,71 @@ def test_a_child_the_api_server_refuses_says_why_in_the_api_servers_words(
         'applying Service quota was refused (403): services "quota" is forbidden: exceeded quota: '
         "no-services, requested: services=1, used: services=0, limited: services=0"
     )
+
+
+def owner_of(cluster: Cluster, namespace: str, name: str) -> tuple[Owner, InferenceServiceSpec]:
+    """An InferenceService (no operator runs: the test is the only writer of its children)."""
+    body = create(cluster, namespace, small_service(name))
+    meta = body["metadata"]
+    return Owner(meta["name"], meta["namespace"], meta["uid"]), InferenceServiceSpec.model_validate(
+        body["spec"]
+    )
+
+
+def writes(verb: str, kind: str) -> float:
+    return REGISTRY.get_sample_value("inferfleet_kube_writes_total", {"verb": verb, "kind": kind}) or 0.0
+
+
+def ours(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    entries = obj["metadata"].get("managedFields") or []
+    return [(m["manager"], m["operation"]) for m in entries if m["manager"] == "inferfleet"]
+
+
+def test_a_new_child_is_created_in_one_request_and_a_later_apply_removes_what_it_leaves_out(
+    cluster: Cluster, namespace: str
+) -> None:
+    owner, spec = owner_of(cluster, namespace, "fresh")
+    child = build_service(owner, spec)
+    child["metadata"]["labels"]["extra"] = "1"
+    before = (writes("create", "Service"), writes("patch", "Service"), writes("apply", "Service"))
+    created = apply_child(cluster.api_client, child, owner.uid, known=False)
+    after = (writes("create", "Service"), writes("patch", "Service"), writes("apply", "Service"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 0, 0]  # one request
+    assert ours(created) == [("inferfleet", "Apply")]
+
+    del child["metadata"]["labels"]["extra"]
+    apply_child(cluster.api_client, child, owner.uid, known=True)
+    stored = cluster.core.read_namespaced_service("fresh", namespace)
+    assert "extra" not in stored.metadata.labels
+
+
+def test_a_child_an_earlier_version_posted_is_handed_over_so_a_later_apply_removes_fields(
+    cluster: Cluster, namespace: str
+) -> None:
+    owner, spec = owner_of(cluster, namespace, "posted")
+    child = build_service(owner, spec)
+    child["metadata"]["labels"]["extra"] = "1"
+    cluster.core.create_namespaced_service(namespace, child, field_manager="inferfleet")  # 12-05's POST
+
+    del child["metadata"]["labels"]["extra"]
+    apply_child(cluster.api_client, child, owner.uid, known=False)  # name taken, by its own child
+    stored = cluster.api_client.sanitize_for_serialization(
+        cluster.core.read_namespaced_service("posted", namespace)
+    )
+    assert ours(stored) == [("inferfleet", "Apply")]
+    assert "extra" not in stored["metadata"]["labels"]
+
+
+def test_creating_a_child_over_someone_elses_object_changes_nothing(cluster: Cluster, namespace: str) -> None:
+    owner, spec = owner_of(cluster, namespace, "squatted")
+    cluster.core.create_namespaced_service(namespace, foreign_service("squatted"))
+    before = cluster.api_client.sanitize_for_serialization(
+        cluster.core.read_namespaced_service("squatted", namespace)
+    )
+    with pytest.raises(NameConflictError):
+        apply_child(cluster.api_client, build_service(owner, spec), owner.uid, known=False)
+    after = cluster.api_client.sanitize_for_serialization(
+        cluster.core.read_namespaced_service("squatted", namespace)
+    )
+    assert after["metadata"] == before["metadata"]  # resourceVersion, labels, owners, managedFields
+    assert after["spec"] == before["spec"]

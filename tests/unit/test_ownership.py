@@ -141,7 +141,7 @@ class FakeServer:
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(apply, "_create", self.create)
-        monkeypatch.setattr(apply, "_own_applied_fields", lambda api, obj: obj)
+        monkeypatch.setattr(apply, "_hand_over", lambda api, kind, obj: self.calls.append("hand over"))
         monkeypatch.setattr(apply, "read_object", self.read)
         monkeypatch.setattr(apply, "apply_object", self.apply)
 
@@ -166,7 +166,7 @@ class FakeServer:
         (
             False,
             {"metadata": {"uid": "s1", "ownerReferences": [ref(VICTIM_UID, controller=True)]}},
-            ["create", "read", "apply"],
+            ["create", "read", "hand over", "apply"],
         ),
     ],
 )
@@ -198,6 +198,67 @@ def test_a_name_taken_by_an_object_the_service_does_not_control_is_a_conflict_an
         "Service llama already exists and is not controlled by this InferenceService; "
         "it is left untouched (rename the service or remove that Service)"
     )
+
+
+class RecordingPatcher:
+    """The patch call of a Kubernetes API class: records each request, answers with `status`
+    (an ApiException) or the object sent."""
+
+    def __init__(self, status: int | None = None) -> None:
+        self.status, self.requests = status, []
+
+    def __call__(self, name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+        self.requests.append((name, namespace, body, kwargs))
+        if self.status is not None:
+            raise ApiException(status=self.status, reason="Conflict")
+        return body
+
+
+class Serializer:
+    def sanitize_for_serialization(self, obj: Any) -> Any:
+        return obj
+
+
+@pytest.mark.parametrize(("status", "created"), [(None, True), (409, False)])
+def test_a_child_is_created_in_one_apply_that_an_existing_object_refuses(
+    monkeypatch: pytest.MonkeyPatch, status: int | None, created: bool
+) -> None:
+    patcher = RecordingPatcher(status)
+    monkeypatch.setattr(apply, "_patcher", lambda api, kind: patcher)
+    result = apply._create(Serializer(), SERVICE)  # type: ignore[arg-type]
+    assert (result is not None) == created
+    [(name, namespace, body, kwargs)] = patcher.requests
+    assert (name, namespace) == ("llama", "ml")
+    assert kwargs == {"field_manager": "inferfleet", "force": True, "_content_type": apply.APPLY_PATCH}
+    # The precondition no stored object can meet: present, the API server refuses (409).
+    assert body["metadata"]["resourceVersion"] == apply.CREATE_ONLY_RESOURCE_VERSION
+    assert "resourceVersion" not in SERVICE["metadata"]  # the planned object is left as it was
+
+
+def managed(*entries: tuple[str, str]) -> dict[str, Any]:
+    fields = [{"manager": m, "operation": op, "fieldsV1": {}} for m, op in entries]
+    return {"metadata": {"name": "llama", "namespace": "ml", "managedFields": fields}}
+
+
+def test_an_earlier_versions_post_ownership_is_handed_over_with_a_guarded_patch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    patcher = RecordingPatcher()
+    monkeypatch.setattr(apply, "_patcher", lambda api, kind: patcher)
+    apply._hand_over(None, "Service", managed(("inferfleet", "Apply")))  # type: ignore[arg-type]
+    assert patcher.requests == []  # nothing to hand over: no request
+    apply._hand_over(
+        None,  # type: ignore[arg-type]
+        "Service",
+        managed(("kube-controller-manager", "Update"), ("inferfleet", "Update")),
+    )
+    [(_, _, patch, kwargs)] = patcher.requests
+    assert kwargs == {"_content_type": apply.JSON_PATCH}
+    assert patch == [
+        {"op": "test", "path": "/metadata/managedFields/1/manager", "value": "inferfleet"},
+        {"op": "test", "path": "/metadata/managedFields/1/operation", "value": "Update"},
+        {"op": "replace", "path": "/metadata/managedFields/1/operation", "value": "Apply"},
+    ]
 
 
 REFUSAL = (

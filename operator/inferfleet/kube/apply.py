@@ -1,9 +1,11 @@
 """Server-side apply of the objects the planners build, with field manager `inferfleet`.
 
 A child is applied (with force: inferfleet owns its fields) only once the service is known to
-control it. Any other is created, which fails if an object of that name exists; that object is
-applied only if this service controls it, and otherwise left untouched: NameConflict. Deletions
-carry a uid precondition of an object this service controls.
+control it. Any other is created by an apply that carries a resourceVersion no object can have
+(CREATE_ONLY_RESOURCE_VERSION): the API server creates it when the name is free and refuses with
+409 when any object has it, changing nothing. That object is applied only if this service
+controls it, and otherwise left untouched: NameConflict. Deletions carry a uid precondition of an
+object this service controls.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ WRITES = Counter(
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+CREATE_ONLY_RESOURCE_VERSION = str(2**63 - 1)
+"""An apply naming this resourceVersion creates an absent object and is refused (409 Conflict,
+nothing written) when one exists. The API server checks an update's resourceVersion against the
+stored one (an etcd revision: it would take 2**63 - 1 writes to reach this one), and the
+create-on-apply path ignores it (registry/generic/registry/store.go Update, then the storage's
+PrepareObjectForStorage). So one request creates a child with Apply ownership, where a POST
+needs a second one to hand its Update ownership over (later applies must be able to remove
+fields)."""
 
 
 class NameConflictError(Exception):
@@ -99,25 +109,33 @@ def read_object(api: client.ApiClient, kind: str, namespace: str, name: str) -> 
 
 
 def _create(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any] | None:
-    """Create `obj`; None when an object of that name exists."""
+    """Create `obj` by an apply that only creates; None when an object of that name exists."""
+    meta = obj["metadata"]
+    create_only = {**obj, "metadata": {**meta, "resourceVersion": CREATE_ONLY_RESOURCE_VERSION}}
     WRITES.labels("create", obj["kind"]).inc()
     try:
-        result = _verb(api, obj["kind"], "create")(
-            obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER
+        result = _patcher(api, obj["kind"])(
+            meta["name"],
+            meta["namespace"],
+            create_only,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type=APPLY_PATCH,
         )
     except ApiException as e:
-        if e.status == 409:
+        if e.status == 409:  # the stored object's resourceVersion is not ours: it exists
             return None
         raise
     created: dict[str, Any] = api.sanitize_for_serialization(result)
     return created
 
 
-def _own_applied_fields(api: client.ApiClient, created: dict[str, Any]) -> dict[str, Any]:
-    """Turn the create's field ownership into an apply's, so that a field a later apply leaves
-    out is removed (fields an Update entry owns would stay forever). The `test` operations make
-    this a no-op failure if another writer moved the entries meanwhile."""
-    meta = created["metadata"]
+def _hand_over(api: client.ApiClient, kind: str, current: dict[str, Any]) -> None:
+    """Turn a POST's field ownership (the Update entry of a child an earlier inferfleet version
+    created) into an apply's, so that a field a later apply leaves out is removed (fields an
+    Update entry owns would stay forever). No request when there is no such entry. The `test`
+    operations make this a no-op failure if another writer moved the entries meanwhile."""
+    meta = current["metadata"]
     entries = meta.get("managedFields") or []
     index = next(
         (
@@ -128,43 +146,40 @@ def _own_applied_fields(api: client.ApiClient, created: dict[str, Any]) -> dict[
         None,
     )
     if index is None:
-        return created
+        return
     path = f"/metadata/managedFields/{index}"
     patch = [
         {"op": "test", "path": f"{path}/manager", "value": FIELD_MANAGER},
         {"op": "test", "path": f"{path}/operation", "value": "Update"},
         {"op": "replace", "path": f"{path}/operation", "value": "Apply"},
     ]
-    WRITES.labels("patch", created["kind"]).inc()
+    WRITES.labels("patch", kind).inc()
     try:
-        result = _patcher(api, created["kind"])(
-            meta["name"], meta["namespace"], patch, _content_type=JSON_PATCH
-        )
+        _patcher(api, kind)(meta["name"], meta["namespace"], patch, _content_type=JSON_PATCH)
     except ApiException as e:
-        if e.status in (404, 409, 422):
-            return created
-        raise
-    owned: dict[str, Any] = api.sanitize_for_serialization(result)
-    return owned
+        if e.status not in (404, 409, 422):
+            raise
 
 
 def apply_child(api: client.ApiClient, obj: dict[str, Any], owner_uid: str, known: bool) -> dict[str, Any]:
     """Apply a child of the InferenceService `owner_uid` and return the object the server stored.
 
     `known`: this process saw the service control it, so apply it at once (one request, as in
-    the steady state). Otherwise create it; if its name is taken, apply only when the object
-    there is controlled by this service, else raise NameConflictError and change nothing."""
+    the steady state). Otherwise create it (one request as well); if its name is taken, apply
+    only when the object there is controlled by this service, else raise NameConflictError and
+    change nothing."""
     if known:
         return apply_object(api, obj)
     created = _create(api, obj)
     if created is not None:
-        return _own_applied_fields(api, created)
+        return created
     meta = obj["metadata"]
     current = read_object(api, obj["kind"], meta["namespace"], meta["name"])
     if current is None:  # deleted since: the next reconcile creates it
         raise ApiException(status=409, reason=f"{obj['kind']} {meta['name']} was deleted while being created")
     if not is_controlled_by(current, owner_uid):
         raise NameConflictError(obj["kind"], meta["name"])
+    _hand_over(api, obj["kind"], current)
     return apply_object(api, obj)
 
 
