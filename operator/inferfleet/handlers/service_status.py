@@ -93,6 +93,9 @@ def write_status(api: Any, view: ClusterView, reconciled: Reconciled, state: Ser
     if status == previous:
         return  # nothing changed: no write
     written = status.dump()
+    before = previous.dump()
+    changed = sorted(k for k in written.keys() | before.keys() if written.get(k) != before.get(k))
+    log.debug(f"status of {owner.namespace}/{owner.name}: {status.phase}; changed {', '.join(changed)}")
     call(
         f"writing status of {owner.name}",
         patch_inference_service_status, api, owner.namespace, owner.name, written,
