@@ -15,9 +15,14 @@ with `--enable-provisioning-requests` and a cloud provider of node groups:
 - removes a node it added once no pod is bound to it for `unneeded_seconds` and no request that
   booked it remains (scale-down of empty nodes).
 
-What it does not model: the scheduler simulation (it matches the template's GPU product and
-count, not affinities, taints or other resources), packing several pods on one node, scaling up
-for plain pending pods, retries with backoff before `Failed` (cluster-autoscaler keeps
+With `pending_pods=True` it also scales up for plain pending pods, as cluster-autoscaler's
+classic scale-up loop does (what `bench/nodescale` compares ProvisioningRequests against; see
+`_scale_up_for_pending_pods`). With `serve_requests=False` it ignores ProvisioningRequests (a
+cluster without the API).
+
+What it does not model: the scheduler simulation of atomic requests (it matches the template's
+GPU product and count, not affinities, taints or other resources), packing several pods on one
+node, retries with backoff before `Failed` (cluster-autoscaler keeps
 `Provisioned=False` with `CapacityIsNotFound` and retries until the request expires; this answers
 `Failed` at once), booking expiry (`BookingExpired` after 10 minutes), scale-down of nodes that
 hold pods, and cloud provisioning delays.
@@ -72,6 +77,10 @@ class NodeAutoscalerStandIn:
     added: list[str] = field(default_factory=list)
     """Every node it added, in order (removed ones too): what a test counts."""
     removed: list[str] = field(default_factory=list)
+    serve_requests: bool = True
+    """Answer best-effort-atomic ProvisioningRequests (the CRD must be installed)."""
+    pending_pods: bool = False
+    """Add nodes for unschedulable pending pods, one node group per loop, as cluster-autoscaler."""
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -96,11 +105,55 @@ class NodeAutoscalerStandIn:
             self._stop.wait(self.interval)
 
     def tick(self) -> None:
-        requests = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        requests = (
+            self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+            if self.serve_requests
+            else []
+        )
         for request in requests:
             if request["spec"].get("provisioningClassName") == ATOMIC_CLASS and not _answered(request):
                 self._answer(request)
+        if self.pending_pods:
+            self._scale_up_for_pending_pods()
         self._scale_down({_key(r) for r in requests})
+
+    def _scale_up_for_pending_pods(self) -> None:
+        """One scale-up of cluster-autoscaler's loop for pods the scheduler marked Unschedulable.
+
+        As cluster-autoscaler does with the `priority` expander (node groups in `groups` order,
+        first = highest priority) and its binpacking estimator: pending pods are first assumed to
+        land on nodes that still have room (such as nodes it added that the scheduler has not
+        used yet); for the rest, each node group in turn simulates new nodes of its template for
+        them, in creation order, honouring the GPU product and count, one pod per node, and
+        required pod affinity and anti-affinity against bound pods and pods placed earlier in
+        the simulation; the first node group that helps at least one pod gets that many nodes,
+        capped by its maximum. Nothing gangs the pods:
+        part of a group can get nodes while the rest cannot.
+        """
+        pods = [
+            p for p in self.core.list_pod_for_all_namespaces().items if p.metadata.deletion_timestamp is None
+        ]
+        pending = sorted(
+            (p for p in pods if not p.spec.node_name and _unschedulable(p)),
+            key=lambda p: (p.metadata.creation_timestamp, p.metadata.name),
+        )
+        if not pending:
+            return
+        nodes = {n.metadata.name: n for n in self.core.list_node().items}
+        sim = ScaleUpSimulation.of(pods, nodes)
+        rest = [p for p in pending if not sim.place_on_any(p, list(nodes.values()))]
+        for group in self.groups:
+            room = group.max_size - len(self._nodes_of(group))
+            template = build_node(
+                "template", self.inventory.pools[group.pool], group.zone, group.rack, self.inventory
+            )
+            trial, helped = sim.copy(), 0
+            for pod in rest:
+                if helped < room and trial.place_on_new(pod, template):
+                    helped += 1
+            if helped:
+                self._add_nodes(group, helped, booked_by="")
+                return
 
     def _answer(self, request: dict[str, Any]) -> None:
         meta = request["metadata"]
@@ -184,6 +237,121 @@ class NodeAutoscalerStandIn:
                 self.core.delete_node(name)
                 self.removed.append(name)
                 self._empty_since.pop(name)
+
+
+def _unschedulable(pod: Any) -> bool:
+    return any(
+        c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+        for c in pod.status.conditions or []
+    )
+
+
+def _pod_gpus(pod: Any) -> int:
+    return sum(int((c.resources.limits or {}).get(GPU_RESOURCE, 0)) for c in pod.spec.containers)
+
+
+@dataclass
+class _Placed:
+    namespace: str
+    labels: dict[str, str]
+    node_labels: dict[str, str]
+
+
+@dataclass
+class ScaleUpSimulation:
+    """Bound pods and free GPUs per node, plus the pods a scale-up simulation has placed."""
+
+    placed: list[_Placed]
+    free: dict[str, int]
+    node_labels: dict[str, dict[str, str]]
+
+    @classmethod
+    def of(cls, pods: list[Any], nodes: dict[str, Any]) -> ScaleUpSimulation:
+        labels = {name: dict(n.metadata.labels or {}) for name, n in nodes.items()}
+        free = {name: int((n.status.allocatable or {}).get(GPU_RESOURCE, 0)) for name, n in nodes.items()}
+        placed = []
+        for pod in pods:
+            if pod.spec.node_name in labels:
+                free[pod.spec.node_name] = free.get(pod.spec.node_name, 0) - _pod_gpus(pod)
+                placed.append(
+                    _Placed(
+                        pod.metadata.namespace, dict(pod.metadata.labels or {}), labels[pod.spec.node_name]
+                    )
+                )
+        return cls(placed, free, labels)
+
+    def copy(self) -> ScaleUpSimulation:
+        return ScaleUpSimulation(list(self.placed), dict(self.free), dict(self.node_labels))
+
+    def fits(self, pod: Any, node_labels: dict[str, str], free_gpus: int) -> bool:
+        product = (pod.spec.node_selector or {}).get(PRODUCT_LABEL)
+        if free_gpus < _pod_gpus(pod) or (product and node_labels.get(PRODUCT_LABEL) != product):
+            return False
+        affinity, anti = _required_terms(pod)
+        for term in affinity:
+            matching = self._matching(pod, term)
+            own = _selects(term, pod.metadata.labels or {})
+            if matching and not any(
+                m.node_labels.get(term.topology_key) == node_labels.get(term.topology_key) for m in matching
+            ):
+                return False
+            if not matching and not own:
+                return False
+        for term in anti:
+            if any(
+                m.node_labels.get(term.topology_key) == node_labels.get(term.topology_key)
+                for m in self._matching(pod, term)
+            ):
+                return False
+        return True
+
+    def _matching(self, pod: Any, term: Any) -> list[_Placed]:
+        return [m for m in self.placed if m.namespace == pod.metadata.namespace and _selects(term, m.labels)]
+
+    def _place(self, pod: Any, node_labels: dict[str, str]) -> None:
+        self.placed.append(_Placed(pod.metadata.namespace, dict(pod.metadata.labels or {}), node_labels))
+
+    def place_on_any(self, pod: Any, nodes: list[Any]) -> bool:
+        for node in nodes:
+            name = node.metadata.name
+            if self.fits(pod, self.node_labels[name], self.free.get(name, 0)):
+                self.free[name] -= _pod_gpus(pod)
+                self._place(pod, self.node_labels[name])
+                return True
+        return False
+
+    def place_on_new(self, pod: Any, template: dict[str, Any]) -> bool:
+        """Place `pod` on a new node of `template`, if it fits there (one pod per new node)."""
+        labels = dict(template["metadata"]["labels"])
+        if not self.fits(pod, labels, int(template["status"]["allocatable"].get(GPU_RESOURCE, 0))):
+            return False
+        self._place(pod, labels | {"kubernetes.io/hostname": f"new-{len(self.placed)}"})
+        return True
+
+
+def _required_terms(pod: Any) -> tuple[list[Any], list[Any]]:
+    """A pod's required pod affinity and anti-affinity terms."""
+    affinity = pod.spec.affinity
+    if affinity is None:
+        return [], []
+    with_ = (
+        affinity.pod_affinity.required_during_scheduling_ignored_during_execution
+        if affinity.pod_affinity
+        else None
+    )
+    against = (
+        affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution
+        if affinity.pod_anti_affinity
+        else None
+    )
+    return list(with_ or []), list(against or [])
+
+
+def _selects(term: Any, labels: dict[str, str]) -> bool:
+    """matchLabels only: what the pods this stand-in sees use."""
+    selector = term.label_selector
+    wanted = (selector.match_labels or {}) if selector else {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
 
 
 def _key(request: dict[str, Any]) -> str:
