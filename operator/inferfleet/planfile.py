@@ -16,12 +16,7 @@ from pydantic import ValidationError
 from inferfleet.api import InferenceService, ModelStatus, ShardPlan, parse_inference_service
 from inferfleet.planning import sizing
 from inferfleet.planning.gpus import known_gpu_memory_gib
-from inferfleet.planning.model_files import (
-    ModelFacts,
-    ModelFiles,
-    build_model_facts,
-    parse_safetensors_header,
-)
+from inferfleet.planning.model_files import ModelFacts
 from inferfleet.planning.service import (
     GpuShape,
     build_model_status,
@@ -29,6 +24,7 @@ from inferfleet.planning.service import (
     compute_known_facts,
 )
 from inferfleet.planning.spec_warnings import compute_model_mismatches
+from inferfleet.weights.facts import ModelDirError, read_model_facts
 
 
 class PlanFileError(Exception):
@@ -87,27 +83,12 @@ class PlannedService:
         return "\n".join([title, *(f"  {label:18} {value}" for label, value in rows), *warnings])
 
 
-def read_safetensors_header(path: Path) -> dict[str, int]:
-    """Elements by dtype of one safetensors file, reading only its header."""
-    with path.open("rb") as f:
-        head = f.read(8)
-        size = int.from_bytes(head, "little") if len(head) == 8 else 0
-        return parse_safetensors_header(head + f.read(min(size, 100 * 2**20)))
-
-
 def read_model_dir(directory: Path) -> ModelFacts:
-    """The facts of a local copy of a model: config.json, and the safetensors index and headers
-    when present (the weights themselves are never read)."""
+    """The facts of a local copy of a model (inferfleet.weights.facts)."""
     try:
-        config = json.loads((directory / "config.json").read_text())
-        index_path = directory / "model.safetensors.index.json"
-        index = json.loads(index_path.read_text()) if index_path.is_file() else None
-        tensors = [read_safetensors_header(p) for p in sorted(directory.glob("*.safetensors"))]
-    except (OSError, ValueError) as e:  # a ModelFileError or JSONDecodeError is a ValueError
-        raise PlanFileError(f"reading the model in {directory}: {e}") from e
-    if not isinstance(config, dict):
-        raise PlanFileError(f"{directory / 'config.json'} is not a JSON object")
-    return build_model_facts(ModelFiles(config, index if isinstance(index, dict) else None, tensors))
+        return read_model_facts(directory)
+    except ModelDirError as e:
+        raise PlanFileError(str(e)) from e
 
 
 def plan_document(doc: dict[str, Any], model_files: ModelFacts | None = None) -> PlannedService:

@@ -136,6 +136,14 @@ def test_a_fetch_publishes_every_file_with_the_sources_bytes_and_a_rerun_reuses_
     assert (first.result["files"], first.result["bytes"]) == (len(MODEL), sum(map(len, MODEL.values())))
     assert first.result["checksums"] == store.checksums
     assert published_files(Path(first.result["path"])) == MODEL
+    # What the operator learns of the model from the termination message: its published files' facts.
+    elements = sum(len(data) - 8 - int.from_bytes(data[:8], "little") for n, data in MODEL.items()
+                   if n.endswith(".safetensors")) // 2  # fmt: skip
+    assert first.result["model"] == {
+        "parameters": elements, "dtype": "bfloat16", "modelType": "llama",
+        "architecture": {"num_layers": 2, "hidden_size": 512, "num_attention_heads": 8,
+                         "num_key_value_heads": 2, "head_dim": None},
+    }  # fmt: skip
     assert not list(root.glob("*/.staging-*")), "the staging directory became the published one"
 
     served = store.traffic.total

@@ -14,11 +14,14 @@ from inferfleet.api import Dtype
 from inferfleet.planfile import PlanFileError, read_model_dir
 from inferfleet.planning.known_models import KNOWN_MODELS, lookup_known_model
 from inferfleet.planning.model_files import (
+    ModelFacts,
     ModelFileError,
     ModelFiles,
+    build_facts_record,
     build_model_facts,
     compute_config_parameters,
     parse_config,
+    parse_facts_record,
     parse_safetensors_header,
     parse_safetensors_index,
 )
@@ -267,3 +270,37 @@ def test_headers_beat_the_index_and_the_config(tmp_path: Path) -> None:
 def test_a_model_dir_without_config_json_is_an_error_naming_the_dir(tmp_path: Path) -> None:
     with pytest.raises(PlanFileError, match=f"reading the model in {tmp_path}"):
         read_model_dir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        pytest.param(
+            {
+                "parameters": 8030261248,
+                "dtype": "bfloat16",
+                "modelType": "llama",
+                "architecture": {
+                    "num_layers": 32,
+                    "hidden_size": 4096,
+                    "num_attention_heads": 32,
+                    "num_key_value_heads": 8,
+                    "head_dim": None,
+                },
+            },
+            ModelFacts(8030261248, Dtype.BFLOAT16, Architecture(32, 4096, 32, 8), "llama"),
+            id="whole",
+        ),
+        pytest.param({"parameters": -1, "dtype": "fp3", "modelType": 7}, None, id="nothing-usable"),
+        pytest.param({"parameters": True, "architecture": {"num_layers": 2}}, None, id="bool-and-partial"),
+        pytest.param({"parameters": 10, "experts": 0}, ModelFacts(parameters=10), id="bad-field-dropped"),
+        pytest.param("not an object", None, id="not-an-object"),
+    ],
+)
+def test_a_fetch_jobs_facts_record_is_read_defensively(record: Any, expected: ModelFacts | None) -> None:
+    assert parse_facts_record(record) == expected
+
+
+def test_the_facts_record_round_trips() -> None:
+    facts = ModelFacts(70553706496, Dtype.BFLOAT16, Architecture(80, 8192, 64, 8, 128), "llama", experts=None)
+    assert parse_facts_record(build_facts_record(facts)) == facts

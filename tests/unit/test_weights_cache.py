@@ -5,11 +5,12 @@ from typing import Any
 
 import pytest
 
-from inferfleet.api import InferenceServiceSpec, ShardPlan
+from inferfleet.api import Dtype, InferenceServiceSpec, ShardPlan
 from inferfleet.api.limits import MAX_WEIGHTS_NODES
 from inferfleet.api.status import InferenceServiceStatus, NodeWeights, WeightsReason, WeightsState
 from inferfleet.planning.children import Owner, build_cached_template, build_deployment
 from inferfleet.planning.groups import build_group_statefulset
+from inferfleet.planning.model_files import ModelFacts
 from inferfleet.planning.placement import GroupPlacement
 from inferfleet.planning.weights_cache import (
     CACHE_CLAIM,
@@ -244,6 +245,11 @@ def test_the_fetch_result_comes_from_the_termination_message() -> None:
     status = {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": line + "\n"}}}]}
     assert build_fetch_result(status) == FetchResult(bytes=16060522496, revision="0e9e39f")
     assert build_fetch_result({"containerStatuses": [{"state": {"terminated": {"message": "oops"}}}]}) is None
+    with_facts = '{"bytes": 1, "model": {"parameters": 7, "dtype": "float16"}}'
+    status = {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": with_facts}}}]}
+    result = build_fetch_result(status)
+    assert result is not None
+    assert result.model == ModelFacts(parameters=7, dtype=Dtype.FLOAT16)
 
 
 def test_node_state_failed_first_then_most_recently_used_and_bounded() -> None:

@@ -121,8 +121,11 @@ def build_fake_model(shard_bytes: int = 2 << 20, seed: int = 17) -> dict[str, by
     files["config.json"] = json.dumps(
         {
             "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
             "hidden_size": 512,
             "num_hidden_layers": 2,
+            "num_attention_heads": 8,
+            "num_key_value_heads": 2,
             "torch_dtype": "bfloat16",
         },
         indent=2,

@@ -304,3 +304,46 @@ def compute_config_parameters(config: Mapping[str, Any]) -> int | None:
         return None
     tied = config.get("tie_word_embeddings", family.tied)
     return int(body + vocab * h * (1 if tied else 2) + h)
+
+
+_ARCHITECTURE_KEYS = ("num_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")
+
+
+def build_facts_record(facts: ModelFacts) -> dict[str, Any]:
+    """The facts as a small JSON object: a fetch Job's termination message carries it to the
+    operator (at most 4 KiB there, so the facts, not the files)."""
+    arch = facts.architecture
+    record: dict[str, Any] = {
+        "parameters": facts.parameters,
+        "dtype": facts.dtype.value if facts.dtype else None,
+        "modelType": facts.model_type,
+        "experts": facts.experts,
+        "architecture": None if arch is None else {k: getattr(arch, k) for k in _ARCHITECTURE_KEYS},
+    }
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def parse_facts_record(raw: Any) -> ModelFacts | None:
+    """`build_facts_record`'s inverse; None when nothing usable is there. The record comes from a
+    pod's termination message, so every field is checked and a bad one is dropped, never raised."""
+    if not isinstance(raw, Mapping):
+        return None
+    arch_raw = raw.get("architecture")
+    arch = None
+    if isinstance(arch_raw, Mapping):
+        values = {k: _positive(arch_raw.get(k)) for k in _ARCHITECTURE_KEYS}
+        if all(values[k] for k in _ARCHITECTURE_KEYS[:3]):
+            arch = Architecture(**values)  # type: ignore[arg-type]
+    dtype = raw.get("dtype")
+    facts = ModelFacts(
+        parameters=_positive(raw.get("parameters")),
+        dtype=Dtype(dtype) if dtype in {d.value for d in Dtype} else None,
+        architecture=arch,
+        model_type=raw["modelType"] if isinstance(raw.get("modelType"), str) else None,
+        experts=_positive(raw.get("experts")),
+    )
+    return None if facts == ModelFacts() else facts

@@ -23,6 +23,7 @@ from inferfleet.api import InferenceServiceSpec
 from inferfleet.api.limits import MAX_WEIGHTS_NODES
 from inferfleet.api.status import NodeWeights, WeightsReason, WeightsState
 from inferfleet.planning.conditions import bound_message
+from inferfleet.planning.model_files import ModelFacts, parse_facts_record
 from inferfleet.planning.names import SERVICE_LABEL
 
 CACHE_CLAIM = "inferfleet-model-cache"
@@ -396,6 +397,8 @@ class FetchResult:
     revision: str | None = None
     error: str | None = None
     message: str | None = None
+    model: ModelFacts | None = None
+    """The facts of the fetched files (config.json, safetensors index and headers)."""
 
 
 def build_observed_fetch(job: Mapping[str, Any]) -> ObservedFetch | None:
@@ -431,6 +434,7 @@ def build_fetch_result(pod_status: Mapping[str, Any]) -> FetchResult | None:
                 revision=str(data["revision"]) if data.get("revision") else None,
                 error=str(data["error"]) if data.get("error") else None,
                 message=str(data["message"]) if data.get("message") else None,
+                model=parse_facts_record(data.get("model")),
             )
     return None
 

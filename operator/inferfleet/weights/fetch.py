@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from inferfleet.planning.model_files import build_facts_record
 from inferfleet.weights import cache
+from inferfleet.weights.facts import ModelDirError, read_model_facts
 from inferfleet.weights.plan import (
     FetchPlan,
     FileStep,
@@ -65,6 +67,9 @@ class FetchResult:
     downloaded_bytes: int
     seconds: float
     from_cache: bool
+    model: dict[str, object] | None = None
+    """The facts of the published files (config.json, safetensors index and headers), for the
+    operator's status.model; None when they hold no readable config.json."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -129,7 +134,15 @@ def _result(
         downloaded_bytes=downloaded,
         seconds=round(time.monotonic() - started, 3),
         from_cache=from_cache,
+        model=_facts_of(path),
     )
+
+
+def _facts_of(path: Path) -> dict[str, object] | None:
+    try:
+        return build_facts_record(read_model_facts(path)) or None
+    except ModelDirError:
+        return None  # not every model is a transformers checkpoint; the fetch itself succeeded
 
 
 def _open_store(source: ModelSource, options: FetchOptions) -> Store:
