@@ -29,7 +29,12 @@ from inferfleet.planning.weights_cache import (
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import create, engine_pods, patch_spec, read, small_service, wait_ready
 from tests.rbac import ChartIdentity, apply_chart_objects, delete_chart_objects, render_chart_rbac
-from tests.support import RESTRICTED_SECURITY_CONTEXT, restricted_namespace, token_kubeconfig
+from tests.support import (
+    RESTRICTED_SECURITY_CONTEXT,
+    restricted_namespace,
+    status_condition,
+    token_kubeconfig,
+)
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -237,14 +242,68 @@ def test_prefetch_keeps_a_node_warm_and_a_scale_up_lands_on_it(
 
 
 def report_size(cluster: Cluster, namespace: str, job: str, size: int) -> None:
-    """What the fetch process writes as its termination message (KWOK runs no container): the
-    published bytes, as tests/unit/test_fetch_model.py proves the real fetch reports them."""
+    report_result(cluster, namespace, job, {"bytes": size, "revision": "r1"})
+
+
+def report_result(cluster: Cluster, namespace: str, job: str, result: dict[str, Any]) -> None:
+    """What the fetch process writes as its termination message (KWOK runs no container): its
+    JSON result line, as tests/unit/test_fetch_model.py proves the real fetch reports it."""
     [pod] = cluster.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
     statuses = cluster.api_client.sanitize_for_serialization(pod.status.container_statuses)
-    statuses[0]["state"]["terminated"]["message"] = json.dumps({"bytes": size, "revision": "r1"})
+    statuses[0]["state"]["terminated"]["message"] = json.dumps(result)
     cluster.core.patch_namespaced_pod_status(
         pod.metadata.name, namespace, {"status": {"containerStatuses": statuses}}
     )
+
+
+# The facts `inferfleet fetch-model` reads from Llama-3.1-8B's config.json and safetensors files.
+LLAMA_8B_FACTS = {
+    "parameters": 8030261248,
+    "dtype": "bfloat16",
+    "modelType": "llama",
+    "architecture": {
+        "num_layers": 32,
+        "hidden_size": 4096,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+    },
+}
+
+
+def test_the_facts_a_fetch_reports_from_the_models_files_become_status_model(
+    cluster: Cluster, cached_operator: OperatorProcess
+) -> None:
+    namespace = restricted_namespace(cluster.core, "weights-facts")
+    try:
+        body = restricted_service("facts", replicas=1)
+        for known in ("parametersBillions", "architecture"):
+            body["spec"]["model"].pop(known, None)
+        create(cluster, namespace, body)
+        wait_ready(cluster, namespace, "facts")
+        assert read(cluster, namespace, "facts")["status"]["model"]["source"] == "KnownModels"
+        [job] = fetch_jobs(cluster, namespace)
+        report_result(
+            cluster,
+            namespace,
+            str(job.metadata.name),
+            {"bytes": 1, "revision": "r1", "model": LLAMA_8B_FACTS},
+        )
+
+        def from_files() -> dict[str, Any]:
+            model = read(cluster, namespace, "facts")["status"]["model"]
+            assert model["source"] == "Files", model
+            return dict(model)
+
+        model = wait_for(from_files, timeout=60, what="status.model from the fetched files")
+        assert (model["parameters"], model["dtype"], model["architecture"]["numLayers"]) == (
+            8030261248,
+            "bfloat16",
+            32,
+        )
+        consistent = status_condition(read(cluster, namespace, "facts"), "ModelConsistent")
+        assert consistent["status"] == "True"
+    finally:
+        cluster.core.delete_namespace(namespace)
 
 
 def pinned_service(name: str, source: str, node: str) -> dict[str, Any]:

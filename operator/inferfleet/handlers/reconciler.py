@@ -39,7 +39,7 @@ from inferfleet.planning.service import Blocked, GroupInputs, ServicePlan, plan_
 from inferfleet.planning.spec_warnings import compute_spec_warnings
 from inferfleet.planning.status import ObservedDeployment
 from inferfleet.planning.wake import WAITING_REASONS
-from inferfleet.planning.weights_cache import compute_warm_nodes
+from inferfleet.planning.weights_cache import CacheObserved, compute_fetched_facts, compute_warm_nodes
 from inferfleet.runtime.operator import OperatorRuntime
 from inferfleet.runtime.queue import GONE, STATUS_ONLY, Outcome
 from inferfleet.runtime.state import ServiceState
@@ -225,24 +225,26 @@ def _plan(
         for g in view.groups_of(service.key)
         if group_key(g.namespace, g.service, g.replica) not in lost_keys
     }
-    cache = runtime.config.model_cache
-    warm = (
-        compute_warm_nodes(
-            view.cache_of(service.owner.namespace, cache.namespace).fetches, service.spec.model.source
-        )
-        if cache is not None
-        else frozenset()
-    )
+    observed = _cache_of(runtime, view, service)
     inputs = GroupInputs(
         gpu_nodes=view.all_nodes(),
         bound=[p for p in view.all_bound() if p.group not in lost_keys],
         reservations=view.reservations(exclude=lost_keys),
         existing=existing,
         refused=runtime.refused_nodes.current(),
-        warm=warm,
+        warm=compute_warm_nodes(observed.fetches, service.spec.model.source),
     )
     products = summarize_products(view.all_nodes(), service.spec.scheduling)
-    return plan_service(service.owner, service.spec, products, inputs, view.scheduler_name, view.policy)
+    facts = compute_fetched_facts(observed, service.spec.model.source)
+    return plan_service(
+        service.owner, service.spec, products, inputs, view.scheduler_name, view.policy, model_files=facts
+    )
+
+
+def _cache_of(runtime: OperatorRuntime, view: ClusterView, service: Service) -> CacheObserved:
+    """The service's namespace's weights cache as watched; empty when the cache is off."""
+    cache = runtime.config.model_cache
+    return view.cache_of(service.owner.namespace, cache.namespace) if cache else CacheObserved()
 
 
 def _apply(runtime: OperatorRuntime, reconciled: Reconciled, state: ServiceState) -> None:
@@ -318,7 +320,8 @@ def refresh_status(runtime: OperatorRuntime, view: ClusterView, service: Service
     if service.spec is None:
         return
     products = summarize_products(view.all_nodes(), service.spec.scheduling)
-    plan = plan_service(service.owner, service.spec, products, policy=view.policy)
+    facts = compute_fetched_facts(_cache_of(runtime, view, service), service.spec.model.source)
+    plan = plan_service(service.owner, service.spec, products, policy=view.policy, model_files=facts)
     state = runtime.state(service.key, service.owner.uid)
     with state.lock:
         write_status(

@@ -143,6 +143,17 @@ def compute_warm_nodes(fetches: Iterable[ObservedFetch], source: str) -> frozens
     )
 
 
+def compute_fetched_facts(observed: CacheObserved, source: str) -> ModelFacts | None:
+    """The model's facts a finished fetch of `source` reported from its files, if any did (the
+    first such node's, by name: every node fetched the same revision of the same source)."""
+    results = observed.results or {}
+    for fetch in sorted(observed.fetches, key=lambda f: f.node):
+        result = results.get(fetch.name)
+        if fetch.source == source and not fetch.evict and result is not None and result.model is not None:
+            return result.model
+    return None
+
+
 def compute_warm_label(namespace: str, source: str) -> str:
     """The node label saying the node holds `namespace`'s copy of `source` (a hash: label keys
     cannot hold a URI, and node readers need not learn a tenant's model names)."""
