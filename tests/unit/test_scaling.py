@@ -133,15 +133,19 @@ def test_the_flow_is_completions_plus_growth_and_the_service_time_littles_law() 
 # a second while about 6 arrive. The fleet needs 6 x ~4.4 s = 27 slots for the arrivals, 3 full
 # replicas, not the 6 that counting each waiting request as load asks for. Every slot is busy
 # and the queue grows, so it does not drain: its backlog is sized to drain in 15 s
-# (`saturated_drain_seconds`). (Until issue 16 it drained over 120 s: 3 replicas at t=15 and 4
-# from t=45, the under-sizing of a saturated fleet whose completions hide the load.)
+# (`saturated_drain_seconds`), and it is the backlog the new replicas will meet, grown at its
+# pace (2 a second) over their expected start (120 s, nothing learned yet): 270, not 30.
+# (Until issue 16 it drained over 120 s: 3 replicas at t=15 and 4 from t=45, the under-sizing
+# of a saturated fleet whose completions hide the load; until the projected backlog, 4 at t=15
+# and 6 only at t=45, the replicas of each tick meeting a queue a cold start longer.)
 BURST_FLOW: list[FlowTick] = [
     (0, 0, 10, 2.0, None, 2, "Steady"),
-    # 6.67 arrive per second, 3.75 s each: 25 slots / 9.5 + 30 x 3.75 / (10 x 15) -> 4
-    (15, 30, 20, 4.0, 2, 4, "QueueAboveTarget"),
-    (30, 60, 20, 4.0, 2, 5, "QueueAboveTarget"),
-    (45, 90, 20, 4.0, 2, 6, "QueueAboveTarget"),
-    # the queue still grows: 7, but no more than doubling the 2 ready ones while 4 start
+    # 6.67 arrive per second, 3.75 s each: 25 slots / 9.5 + 270 x 3.75 / (10 x 15) -> 10,
+    # but no more than doubling the 2 ready ones (at least +4): 6
+    (15, 30, 20, 4.0, 2, 6, "QueueAboveTarget"),
+    # the queue still grows: no runaway while the 4 start
+    (30, 60, 20, 4.0, 2, 6, "ReplicasStarting"),
+    (45, 90, 20, 4.0, 2, 6, "ReplicasStarting"),
     (60, 120, 20, 4.0, 2, 6, "ReplicasStarting"),
     (75, 10, 30, 6.0, None, 6, "StabilizingScaleDown"),
     (90, 0, 30, 6.0, None, 6, "StabilizingScaleDown"),
@@ -151,7 +155,7 @@ BURST_FLOW: list[FlowTick] = [
 def test_with_a_completion_rate_a_burst_is_sized_by_its_arrivals_not_its_backlog() -> None:
     got, _, decisions = run_flow(P, 2, BURST_FLOW)
     assert got == expected(BURST_FLOW)
-    assert [d.recommendation for d in decisions] == [2, 4, 5, 6, 7, 4, 4]
+    assert [d.recommendation for d in decisions] == [2, 10, 12, 13, 14, 4, 4]
     assert "saturated: every slot busy, the queue does not drain" in decisions[1].message
     # the same ticks without the rate are the BURST sequence (the queue as load: 5 at once)
     without: list[FlowTick] = [(t, w, r, None, ready, 0, "") for t, w, r, _, ready, _, _ in BURST_FLOW]
@@ -162,26 +166,46 @@ def test_with_a_completion_rate_a_burst_is_sized_by_its_arrivals_not_its_backlog
 # Issue 16's measured failure, scaled down: 4 replicas ready and 1 starting, every slot busy,
 # completions capped at 8 per second (5 s each) and 16-20 requests waiting tick after tick.
 # The flow balance sees about 9 arrivals a second: 45 slots, the 5 replicas the fleet already
-# has. But the queue does not drain, so more arrive than complete; sized to drain it in 15 s it
-# asks for 6 at once, where draining over 120 s kept 5 (and every newcomer waited 2-3 s).
+# has. But the queue does not drain, so more arrive than complete; sized to drain in 15 s the
+# backlog the new replicas will meet (16 growing 16 / 15 a second for the 120 s of a start)
+# it asks for 10, 8 at once (the step limit: 4 ready + 4), where draining today's 16 in 15 s
+# asked for 6, and draining it over 120 s kept 5 (and every newcomer waited 2-3 s).
 HOVERING: list[FlowTick] = [
     (0, 0, 40, 8.0, 4, 5, "Steady"),
-    # 8 + 16 / 15 arrive, 5 s each: 45 slots / 9.5 + 16 x 5 / (10 x 15) -> 6
-    (15, 16, 40, 8.0, 4, 6, "QueueAboveTarget"),
-    (30, 20, 40, 8.0, 4, 6, "ReplicasStarting"),
-    (45, 18, 40, 8.0, 4, 6, "ReplicasStarting"),
-    (60, 18, 40, 8.0, 4, 6, "ReplicasStarting"),
+    # 8 + 16 / 15 arrive, 5 s each: 45 slots / 9.5 + (16 + 1.07 x 120) x 5 / (10 x 15) -> 10
+    (15, 16, 40, 8.0, 4, 8, "QueueAboveTarget"),
+    (30, 20, 40, 8.0, 4, 8, "ReplicasStarting"),
+    (45, 18, 40, 8.0, 4, 8, "ReplicasStarting"),
+    (60, 18, 40, 8.0, 4, 8, "ReplicasStarting"),
 ]
 
 
 def test_a_saturated_queue_that_does_not_drain_is_sized_to_drain_soon() -> None:
     got, _, decisions = run_flow(P, 5, HOVERING)
     assert got == expected(HOVERING)
+    assert decisions[1].recommendation == 10
     assert "(saturated: every slot busy, the queue does not drain)" in decisions[1].message
-    # the same ticks with the old 120 s drain: never more than the 5 it has
-    old = replace(P, saturated_drain_seconds=P.tuning.backlog_drain_seconds)
+    # today's backlog only: 6; and with the old 120 s drain: never more than the 5 it has
+    today = replace(P, backlog_growth_share=0.0)
+    assert [n for n, _ in run_flow(today, 5, HOVERING)[0]] == [5, 6, 6, 6, 6]
+    old = replace(today, saturated_drain_seconds=P.tuning.backlog_drain_seconds)
     got, _, _ = run_flow(old, 5, HOVERING)
     assert [n for n, _ in got] == [5, 5, 5, 5, 5]
+
+
+def test_the_backlog_is_sized_as_the_new_replicas_will_find_it() -> None:
+    # 2 replicas saturated, the queue 0 -> 30 -> 60 over 30 s, 2 a second: what a replica
+    # meets when Ready depends on how long it takes to start.
+    state = ScalerState()
+    for t, waiting in ((0, 0.0), (15, 30.0)):
+        _, state = compute_scaling_decision(ScalingSample(waiting, 20, 4.0), P, 2, 2, state, t)
+    sample = ScalingSample(60, 20, 4.0)
+    fast, _ = compute_scaling_decision(sample, P, 2, 2, state, 30, expected_start=15)
+    slow, _ = compute_scaling_decision(sample, P, 2, 2, state, 30, expected_start=300)
+    # arrivals 4 + 2 = 6 a second, 5 s each: 30 slots / 9.5 = 3.2; (60 + 2 x 15) or
+    # (60 + 2 x 300) requests of 5 s drained in 15 s by 10-slot replicas: + 3 or + 22
+    assert (fast.recommendation, slow.recommendation) == (7, 26)
+    assert (fast.replicas, slow.replicas) == (6, 6)  # both at the step limit: 2 ready + 4
 
 
 def test_a_saturated_queue_that_drains_keeps_the_slow_drain() -> None:
@@ -220,7 +244,8 @@ def test_a_full_kv_cache_is_saturation_before_the_batch_limit() -> None:
         # does not drain, in 15 s: + 8 x 8 / (3.2 x 15) -> 8
         (15, 8, 16, 0.97, 8, "LoadAboveCapacity"),
     ]
-    decisions = run_kv(P, 4, ticks)
+    # (today's backlog: the KV sizing alone, not the backlog's growth over a start)
+    decisions = run_kv(replace(P, backlog_growth_share=0.0), 4, ticks)
     assert [(d.replicas, d.reason) for d in decisions] == expected(ticks)
     assert "KV cache 95%" in decisions[0].message
     assert "(saturated: KV cache 97% full" in decisions[1].message
@@ -316,6 +341,18 @@ def test_the_trend_extrapolates_at_most_half_the_running_requests() -> None:
     _, _, decisions = run(replace(P, max_replicas=100), 1, steep)
     # at t=165, 120 running rising 10 per tick: +80 in 120 s, capped at +60 -> 180 / 9.5
     assert decisions[-1].recommendation == 19
+
+
+def test_a_ramp_that_has_stopped_is_not_extrapolated() -> None:
+    # 20 -> 200 running over the first minute, then flat at 200 for two and a half: a line
+    # over the whole five minutes still rises (the fill of conv x5's first minute, which
+    # asked for 12 replicas where 8 were needed); its latest half does not.
+    fill = [(15.0 * i, 0.0, min(20.0 + 45 * i, 200.0), None, 0, "") for i in range(15)]
+    _, _, decisions = run(replace(P, max_replicas=100), 21, fill)
+    assert decisions[-1].recommendation == 22  # 200 / 9.5 -> 22: today's batches, no more
+    _, _, whole = run(replace(P, max_replicas=100, trend_recent_half=False), 21, fill)
+    # the whole window's line: 237.5 now, + 0.64 a second for 120 s -> 315 / 9.5 -> 34
+    assert whole[-1].recommendation == 34
 
 
 PLATEAU: list[Tick] = [(15.0 * i, 1, 40, None, 5, "Steady") for i in range(40)]

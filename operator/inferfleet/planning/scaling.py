@@ -15,8 +15,9 @@ load needs (ready + starting) are the larger of
   limit. R' is R, or, while R has been rising over the last `trend_window_seconds`, R
   extrapolated `trend_lookahead_seconds` ahead (at most `trend_max_growth` above R): a cold
   start takes minutes, so a fleet that only reacts once batches are full is late on every ramp.
-  (A least-squares line over the window also still "rises" for a while after a burst; that
-  keeps a little more capacity a little longer, bounded by `trend_max_growth`);
+  The slope is at most that of the latest half of the window (`trend_recent_half`): a line
+  over five minutes still "rises" for minutes after a ramp has stopped, and extrapolating it
+  bought replicas that the scale-down window then held;
 * the queue term. With the engines' completion rate X (requests finished per second over the
   last minute; `ScalingSample.completion_rate`) it is a flow balance and Little's law over
   `arrival_window_seconds`: arrivals = X + the growth of R + W over the window, service time
@@ -33,7 +34,10 @@ load needs (ready + starting) are the larger of
   `arrival_window_seconds` the queue would not drain within `backlog_drain_seconds` (it
   hovers or grows), more arrive than complete, and every newcomer waits behind the backlog:
   it is sized to drain in `saturated_drain_seconds` instead (issue 16: a fleet with all 224
-  slots busy and 51-82 waiting asked for 8 of the 12 replicas its load needed).
+  slots busy and 51-82 waiting asked for 8 of the 12 replicas its load needed), and for the
+  backlog it will have grown to by the time a replica requested now is Ready (its growth over
+  the window times the expected start, `backlog_growth_share`): that is the queue the new
+  replicas meet.
 * KV cache. With `kv_cache_usage` (vLLM `vllm:kv_cache_usage_perc`, SGLang
   `sglang:token_usage`; TGI exports none) the fleet needs `ready * usage /
   kv_cache_utilization` replicas, and above `kv_cache_utilization` it is saturated even with

@@ -43,6 +43,9 @@ def expected_running(
     if fit is None or fit[1] <= 0:
         return running  # not rising, or no longer: the drop after a burst is not a ramp
     level, slope = fit
+    recent = running_trend([s for s in samples if now - s[0] <= tuning.trend_window_seconds / 2], now)
+    if tuning.trend_recent_half and recent is not None and recent[1] < slope:
+        level, slope = recent[0], max(recent[1], 0.0)  # a ramp that has stopped is not extrapolated
     growth = min(slope * ahead, tuning.trend_max_growth * max(running, 0.0))
     return max(running, level + growth)
 
@@ -74,7 +77,8 @@ def replicas_for(
         by_queue = (running + waiting) / (c + max(policy.target_queue_depth, 0.0))
     else:
         arrival, service = flow
-        by_queue = arrival * service / (c * u) + waiting * service / (c * max(limits.drain_seconds, EPS))
+        backlog = waiting if limits.backlog is None else max(waiting, limits.backlog)
+        by_queue = arrival * service / (c * u) + backlog * service / (c * max(limits.drain_seconds, EPS))
     return max(0, math.ceil(max(by_running, by_queue) - EPS))
 
 
@@ -85,6 +89,8 @@ class Limits(NamedTuple):
     """Requests a replica runs at once: the batch limit, or fewer when the KV cache is full."""
     drain_seconds: float
     """The backlog is sized to drain in this long."""
+    backlog: float | None = None
+    """The backlog to size for, when it is not the waiting requests now (`compute_limits`)."""
 
 
 def compute_limits(
@@ -95,6 +101,7 @@ def compute_limits(
     ready: int,
     policy: ScalingPolicy,
     now: float,
+    lookahead: float = 0.0,
 ) -> tuple[Limits, str | None]:
     """The slots per replica and the backlog's drain time, and why the fleet is saturated.
 
@@ -103,7 +110,11 @@ def compute_limits(
     then a replica holds what it runs now. A saturated queue that, at its pace over the last
     `arrival_window_seconds`, would not drain within `backlog_drain_seconds` (it hovers or
     grows while completions are capped by the fleet: more arrive than completions show) is
-    sized to drain in `saturated_drain_seconds`. Without a window of history, no pace.
+    sized to drain in `saturated_drain_seconds`, and for the backlog it will have grown to at
+    that pace by the time a replica requested now is Ready (`lookahead`, the learned start):
+    the replicas asked for now arrive to that queue, not to today's. On code x10 at t = 210 s
+    (queue 524, growing 12/s after an idle minute) this asks for 4 replicas where the queue
+    alone asked for 3. Without a window of history, no pace.
     """
     tuning, c = policy.tuning, float(max(policy.max_concurrent_requests, 1))
     kv_full = kv is not None and kv >= tuning.kv_cache_utilization
@@ -118,7 +129,13 @@ def compute_limits(
     pace = (w0 - waiting) / (now - t0)  # drained per second; < 0 while the queue grows
     if waiting - pace * tuning.backlog_drain_seconds <= 0:
         return Limits(slots, tuning.backlog_drain_seconds), f"saturated: {why}, the queue drains"
-    return Limits(slots, tuning.saturated_drain_seconds), f"saturated: {why}, the queue does not drain"
+    # The queue keeps growing at this pace until the replicas requested now are Ready
+    # (`lookahead`, the expected start): that backlog, not today's, is what they must drain.
+    backlog = waiting + max(0.0, -pace) * lookahead * tuning.backlog_growth_share
+    return (
+        Limits(slots, tuning.saturated_drain_seconds, backlog),
+        f"saturated: {why}, the queue does not drain",
+    )
 
 
 def kv_replicas(kv: float | None, ready: int, policy: ScalingPolicy, utilization: float) -> int:

@@ -66,6 +66,11 @@ class ScalingTuning:
     """A learned start (`expected_start`) is the lookahead, kept within these: one tick at least
     (a replica cannot help before the next decision), and at most ten minutes (beyond that the
     trend of the last five is no forecast)."""
+    trend_recent_half: bool = True
+    """The trend's slope is at most the slope of the latest half of its window: a line fitted
+    over five minutes still "rises" for minutes after a ramp has stopped (on conv x5 the fill of
+    the first minute was extrapolated at t = 165 s to 12 replicas where 8 were needed, held
+    through the scale-down window: 0.4 GPU-hours); a ramp still under way rises in both."""
     trend_max_growth: float = 0.5
     """The extrapolation adds at most this share of the current running requests, so the
     start of a burst does not turn into a runaway forecast."""
@@ -98,6 +103,10 @@ class ScalingTuning:
     capped by the fleet, so the flow balance only bounds the arrivals from below; and in a
     first-come-first-served queue that does not drain every newcomer waits behind the whole
     backlog, so that wait, not the cold start, is what the bound is about."""
+    backlog_growth_share: float = 1.0
+    """A saturated queue that does not drain is sized for the backlog it will have when the
+    replicas requested now are Ready: today's plus its growth over the last
+    `arrival_window_seconds` times this share of the expected start (0 = today's backlog)."""
     kv_cache_utilization: float = 0.9
     """Size so that the KV cache is at most this full (the share of `kv_cache_usage`, scaled
     down like the slots' for the scale-down window), and count a fleet above it as saturated:

@@ -187,13 +187,14 @@ def observe(
         last_active = now
     kv = valid(sample.kv_cache_usage)
     kv = min(kv, 1.0) if kv is not None else None
-    limits, saturation = compute_limits(waiting, running, kv, samples, fleet.ready, policy, now)
+    lookahead = lookahead_of(expected_start, policy)
+    limits, saturation = compute_limits(waiting, running, kv, samples, fleet.ready, policy, now, lookahead)
     return Observation(
         fleet=fleet,
         now=now,
         waiting=waiting,
         running=running,
-        planned_running=expected_running(running, trend, policy, now, lookahead_of(expected_start, policy)),
+        planned_running=expected_running(running, trend, policy, now, lookahead),
         flow=estimate_flow(
             waiting, running, valid(sample.completion_rate), samples, policy, now, valid(sample.arrival_rate)
         ),
