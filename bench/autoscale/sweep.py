@@ -9,7 +9,11 @@ bench/autoscale/results/<date>-sweep.{json,txt}. Per run and per inferfleet arm:
 * on or above the frontier: its SLO >= the fixed fleets' SLO at its GPU-hours, the frontier
   being linear between consecutive fleet sizes (from the origin below the smallest);
 * reaches 0.99 where a fixed fleet does cheaply: wherever some fixed fleet reaches SLO >= 0.99
-  at <= 1.25x the oracle's GPU-hours, the arm reaches both too.
+  at <= 1.25x the oracle's GPU-hours, the arm reaches both too;
+* reachable: whether the frontier's SLO at the arm's GPU-hours is at most the reactive bound's
+  (`bench.autoscale.frontier`: max replicas at the first queue, never down, at any cost). Where
+  it is not, no policy that adds capacity when the queue shows reaches the frontier there: the
+  fixed fleets hold capacity before the load that needs it has shown.
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ def compute_verdicts(policies: dict[str, Any], frontier: dict[str, Any]) -> dict
             "on_or_above_frontier": compute_on_frontier(p, fixed),
             "frontier_slo_at_its_gpu_hours": round(compute_frontier_slo(fixed, p["gpu_hours"]), 4),
             "cheap_099": compute_cheap_target(p, fixed, oracle),
+            "reachable": compute_frontier_slo(fixed, p["gpu_hours"])
+            <= frontier["reactive_max"]["slo_attainment"] + 1e-9,
         }
     return out
 
@@ -110,6 +116,10 @@ def run_one(job: tuple[str, str, float, str, str, int, int]) -> dict[str, Any]:
         "peak_need": report["params"]["peak_need"],
         "policies": {k: {f: m[f] for f in keep} for k, m in report["policies"].items()},
         "fixed": {n: [m["gpu_hours"], m["slo_attainment"]] for n, m in frontier["fixed"].items()},
+        "reactive_max": [frontier["reactive_max"]["gpu_hours"], frontier["reactive_max"]["slo_attainment"]],
+        "reactive_oracle": {
+            h: [m["gpu_hours"], m["slo_attainment"]] for h, m in frontier["reactive_oracle"].items()
+        },
         "verdicts": compute_verdicts(report["policies"], frontier),
         "wall_s": round(time.monotonic() - started, 1),
     }
@@ -124,9 +134,10 @@ def render(runs: Sequence[dict[str, Any]]) -> str:
         "| workload | starts | seed | peak | SLO inf / gw / HPA / KEDA / oracle "
         "| GPU-h inf / gw / HPA / KEDA / oracle "
         "| hit rate inf | KV-limited s inf / oracle | dominates HPA, KEDA (inf; gw) "
-        "| on frontier (inf; gw) | 0.99 cheap (inf; gw) | starts warm/cold, median s (inf) |"
+        "| on frontier (inf; gw) | 0.99 cheap (inf; gw) | starts warm/cold, median s (inf) "
+        "| reactive bound SLO @ GPU-h; frontier reachable (inf) |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     for r in runs:
         p, v = r["policies"], r["verdicts"]
         names = ("inferfleet", "inferfleet-gateway", "hpa", "keda", "oracle")
@@ -145,7 +156,9 @@ def render(runs: Sequence[dict[str, Any]]) -> str:
             f"| {r['workload']} | {r.get('starts', 'uniform')} | {r['seed']} | {r['peak_need']} "
             f"| {slo} | {gpu} "
             f"| {p['inferfleet']['prefix_hit_rate']:.3f} | {kv} | {dom} | {front} | {cheap} "
-            f"| {_starts(p['inferfleet'])} |"
+            f"| {_starts(p['inferfleet'])} "
+            f"| {r['reactive_max'][1]:.4f} @ {r['reactive_max'][0]:.2f}; "
+            f"{_mark(v['inferfleet']['reachable'])} |"
         )
     return "\n".join(lines)
 
