@@ -82,7 +82,9 @@ def render_tick(t: Tick) -> str:
     )
 
 
-def run_ticks(args: argparse.Namespace) -> tuple[TracingPolicy, dict[str, Any], list[float], list[float]]:
+def run_ticks(
+    args: argparse.Namespace,
+) -> tuple[TracingPolicy, dict[str, Any], Sequence[float], list[float]]:
     workload = build_workload(args.trace, args.synthetic, args.load_scale, 1.0, None, args.seed)
     params = SimParams(seed=args.seed, starts=build_start_model(args.weights_cache), routing=args.routing)
     need = pol.oracle_needs(workload, params, args.slo, 1, cap=ORACLE_CAP)
