@@ -130,3 +130,46 @@ def test_an_endpoint_that_left_and_went_idle_leaves_no_series() -> None:
         return generate_latest(metrics.registry).decode()
 
     assert "198.18.0.2" not in asyncio.run(scenario())
+
+
+ROOMY = ServiceRoute("ns", "svc", "m", slots_per_replica=8, max_queued=3, queue_timeout=5)
+
+
+def picks(pool: ServicePool, count: int) -> list[str | None]:
+    """Where `count` requests go one after another, each done before the next."""
+    out = []
+    for _ in range(count):
+        endpoint = pool.try_acquire()
+        out.append(endpoint)
+        if endpoint is not None:
+            pool.release(endpoint)
+    return out
+
+
+def test_an_endpoint_that_failed_gets_nothing_new_for_a_moment_that_grows() -> None:
+    """A replica Ready but not yet listening (or just dead) would otherwise draw every least-load
+    pick at once, and each of them a retry: a burst of them spends the whole retry budget."""
+    now = [100.0]
+    pool = ServicePool(ROOMY, ("dead:1", "live:1"), clock=lambda: now[0])
+    assert set(picks(pool, 2)) == {"dead:1", "live:1"}  # idle and equal: taken in turn
+    pool.report_failure("dead:1")
+    assert picks(pool, 4) == ["live:1"] * 4
+    now[0] += 0.11  # past the first moment (0.1 s)
+    assert "dead:1" in picks(pool, 2)
+    pool.report_failure("dead:1")  # failed again: avoided twice as long
+    now[0] += 0.11
+    assert picks(pool, 4) == ["live:1"] * 4
+    now[0] += 0.1
+    assert "dead:1" in picks(pool, 2)
+    pool.report_success("dead:1")
+    pool.report_failure("live:1")
+    assert picks(pool, 3) == ["dead:1"] * 3
+
+
+def test_when_every_endpoint_is_failing_one_is_still_tried() -> None:
+    pool = ServicePool(ROOMY, ("a:1",), clock=lambda: 0.0)
+    pool.report_failure("a:1")
+    assert picks(pool, 1) == ["a:1"]  # better than refusing: it may be listening by now
+    pool.set_endpoints(("b:1",))
+    pool.set_endpoints(("a:1", "b:1"))
+    assert set(picks(pool, 2)) == {"a:1", "b:1"}  # a:1 left and came back: its failures forgotten

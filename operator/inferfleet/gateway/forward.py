@@ -75,7 +75,10 @@ class Forwarder:
             finally:
                 pool.release(endpoint)
             if not isinstance(outcome, Failure):
+                pool.report_success(endpoint)
                 return outcome
+            if outcome.status is None:
+                pool.report_failure(endpoint)
             retry = compute_retry(outcome.status, False, attempt, self.max_attempts)
             if not retry or not self.budget.try_spend(loop.time()):
                 return self._give_up(outcome, endpoint)

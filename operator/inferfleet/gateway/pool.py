@@ -11,13 +11,20 @@ but get nothing new.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inferfleet.gateway.prefix_index import PrefixIndex
 from inferfleet.planning.prefix_routing import pick_endpoint_by_match
-from inferfleet.planning.routing import RouteError, ServiceRoute, pick_endpoint, queue_full
+from inferfleet.planning.routing import (
+    RouteError,
+    ServiceRoute,
+    compute_retry_backoff,
+    pick_endpoint,
+    queue_full,
+)
 
 SlotListener = Callable[[str, int], None]
 """Told (endpoint, requests in flight there) whenever that count changes."""
@@ -40,7 +47,12 @@ class ServicePool:
     """Prefix affinity (planning/prefix_routing.py) within (1 + load_bound) x the mean load;
     None routes by least load alone."""
     prefix_index: PrefixIndex = field(default_factory=PrefixIndex)
+    clock: Callable[[], float] = time.monotonic
     in_flight: dict[str, int] = field(default_factory=dict)
+    _failing: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Endpoints whose last try could not connect or broke: (avoided until, failures in a row).
+    A replica that is Ready but not listening, or just died, gets no new request for a moment
+    (compute_retry_backoff of its failures in a row) instead of drawing every least-load pick."""
     _waiters: deque[_Waiter] = field(default_factory=deque)
     _turn: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -56,6 +68,7 @@ class ServicePool:
 
     def set_endpoints(self, endpoints: tuple[str, ...]) -> None:
         self.endpoints = endpoints
+        self._failing = {e: f for e, f in self._failing.items() if e in endpoints}
         self._hand_over()
         self._notify()
 
@@ -77,10 +90,27 @@ class ServicePool:
             return None
         return self._take(exclude, blocks)
 
+    def report_failure(self, endpoint: str) -> None:
+        """A try on `endpoint` could not connect or broke before an answer."""
+        failures = self._failing.get(endpoint, (0.0, 0))[1] + 1
+        self._failing[endpoint] = (self.clock() + compute_retry_backoff(failures), failures)
+
+    def report_success(self, endpoint: str) -> None:
+        self._failing.pop(endpoint, None)
+
+    def _avoided(self, exclude: frozenset[str]) -> frozenset[str]:
+        """`exclude` and the endpoints failing now, unless that leaves nothing to try."""
+        now = self.clock()
+        failing = {e for e, (until, _) in self._failing.items() if until > now}
+        if failing and any(e not in exclude and e not in failing for e in self.endpoints):
+            return exclude | failing
+        return exclude
+
     def _take(self, exclude: frozenset[str], blocks: tuple[int, ...] = ()) -> str | None:
         counts = {e: self.in_flight.get(e, 0) for e in self.endpoints}
         if exclude and all(e in exclude for e in counts):
             exclude = frozenset()  # nowhere else to go: the excluded endpoint beats none
+        exclude = self._avoided(exclude)
         slots, endpoint = self.route.slots_per_replica, None
         if blocks and self.load_bound is not None:
             match = self.prefix_index.match(blocks, [e for e in counts if e not in exclude])
