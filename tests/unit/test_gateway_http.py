@@ -321,3 +321,32 @@ async def _late_gateway(port: int) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{gw.ports[0]}"
     finally:
         await gw.stop()
+
+
+def test_refused_connections_spend_no_attempt_while_an_untried_endpoint_remains(
+    start_engine: Callable[..., SimEngine],
+) -> None:
+    """Four replicas Ready but not listening yet, one serving: every request is answered, though
+    each may meet several refusals, and with two attempts at most."""
+    from inferfleet.localcluster.ports import free_port
+
+    live = start_engine(tokens_per_second=500)
+    refusing = [f"127.0.0.1:{free_port()}" for _ in range(4)]
+
+    async def scenario() -> tuple[list[int], float]:
+        async with (
+            gateway_process(route(), live, max_attempts=2) as (url, gw),
+            aiohttp.ClientSession() as session,
+        ):
+            gw.registry.pools[("ns", "svc")].set_endpoints((*refusing, _address(live)))
+            statuses = []
+            for _ in range(10):
+                body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+                async with session.post(f"{url}/v1/completions", json=body) as response:
+                    statuses.append(response.status)
+            retried = gw.metrics.retries.labels("ns", "svc", "connect")._value.get()
+            return statuses, retried
+
+    statuses, retried = asyncio.run(scenario())
+    assert statuses == [200] * 10
+    assert retried >= 1  # some request did meet a refusal (the tries are spread, then cooled)

@@ -66,9 +66,10 @@ class Forwarder:
         started, labels = loop.time(), pool.route.key
         self.budget.record_request(started)
         excluded: frozenset[str] = frozenset()
-        for attempt in range(1, self.max_attempts + 1):
+        attempt = 1
+        while True:
             endpoint = await take_slot(pool, self.activate, started, excluded, blocks)
-            if attempt == 1:
+            if not excluded:
                 self.metrics.queue_wait.labels(*labels).observe(loop.time() - started)
             try:
                 outcome = await self._try(request, endpoint, path, body, labels, started)
@@ -79,17 +80,23 @@ class Forwarder:
                 return outcome
             if outcome.status is None:
                 pool.report_failure(endpoint)
-            retry = compute_retry(outcome.status, False, attempt, self.max_attempts)
-            if not retry or not self.budget.try_spend(loop.time()):
-                return self._give_up(outcome, endpoint)
-            self.metrics.retries.labels(*labels, outcome.reason).inc()
             excluded = excluded | {endpoint}
-            if all(e in excluded for e in pool.endpoints):
+            untried = any(e not in excluded for e in pool.endpoints)
+            # A refused connection never reached an engine: trying an endpoint not tried yet costs
+            # the fleet nothing and cannot answer twice, so it spends no attempt and no budget
+            # (a new replica Ready a moment before it listens must not use up a burst's retries).
+            if not (outcome.reason == "connect" and untried):
+                if not compute_retry(outcome.status, False, attempt, self.max_attempts):
+                    return self._give_up(outcome, endpoint)
+                if not self.budget.try_spend(loop.time()):
+                    return self._give_up(outcome, endpoint)
+                attempt += 1
+            self.metrics.retries.labels(*labels, outcome.reason).inc()
+            if not untried:
                 # Nowhere else to go: the next try is on an endpoint that just failed (a replica
                 # that is Ready but not yet listening, say), so give it a moment instead of
                 # spending every attempt within a millisecond.
-                await asyncio.sleep(compute_retry_backoff(attempt))
-        raise AssertionError("unreachable: the last attempt never retries")
+                await asyncio.sleep(compute_retry_backoff(attempt - 1))
 
     def _give_up(self, failure: Failure, endpoint: str) -> web.Response:
         if failure.status is not None:
