@@ -18,6 +18,7 @@ import copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ ZONE = "zone-x"
 
 
 def service_manifest(replicas: int) -> dict[str, Any]:
-    body = yaml.safe_load(EXAMPLE.read_text())
+    body: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     body["metadata"] = {"name": SERVICE}
     body["spec"]["replicas"] = replicas
     return body
@@ -79,6 +80,8 @@ class Bench:
     settle_s: float = 20.0
     timeout_s: float = 150.0
     autoscaler_interval_s: float = 0.5
+    boot_s: float = 0.0
+    """How long a new node takes to become schedulable (a cloud instance booting), in every arm."""
     shards: ShardPlan | None = None
     """The operator's shard plan for the 405B replica, read from the atomic arm's status."""
     core: client.CoreV1Api = field(init=False)
@@ -105,6 +108,7 @@ class Bench:
             self.inventory,
             interval=self.autoscaler_interval_s,
             unneeded_seconds=600,
+            boot_seconds=self.boot_s,
             serve_requests=True,
             pending_pods=True,
         )
@@ -131,7 +135,9 @@ class Bench:
         status = body.get("status") or {}
         if self.shards is None and status.get("shardPlan"):
             self.shards = ShardPlan.model_validate(status["shardPlan"])
-        placed = next((c for c in status.get("conditions") or [] if c["type"] == "Placed"), {})
+        placed: dict[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c["type"] == "Placed"), {}
+        )
         self.clean(namespace, autoscaler)
         return obs, {"placed": {k: placed.get(k) for k in ("status", "reason", "message")}}
 
@@ -213,9 +219,9 @@ class Bench:
             sig = (tuple(added()), tuple(sorted((r, tuple(sorted(n))) for r, n in bound.items())))
             if sig != last["sig"]:
                 last.update(sig=sig, at=now)
-            return (
-                len(ready_after) == groups or now - last["at"] >= self.settle_s or now - t0 >= self.timeout_s
-            )
+            # A node still booting changes nothing visible: wait out its boot before calling it settled.
+            quiet = now - last["at"] >= self.settle_s + self.boot_s
+            return len(ready_after) == groups or quiet or now - t0 >= self.timeout_s
 
         wait_for(done, timeout=self.timeout_s + 60, what=f"the arm in {namespace} to finish or settle")
         return Observation(
@@ -245,7 +251,7 @@ class Bench:
             what=f"namespace {namespace} deleted",
         )
         for name in set(autoscaler.added) - set(autoscaler.removed):
-            _ignore_404(lambda name=name: self.core.delete_node(name))
+            _ignore_404(partial(self.core.delete_node, name))
 
 
 def _ready(pod: client.V1Pod) -> bool:

@@ -37,6 +37,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default="all", help="comma-separated names, or all")
     p.add_argument("--settle", type=float, default=20.0, help="end an arm after this long without change (s)")
     p.add_argument("--timeout", type=float, default=150.0, help="end an arm after this long at most (s)")
+    p.add_argument(
+        "--boot-delay",
+        type=float,
+        default=0.0,
+        help="seconds a new node takes to become schedulable, in every arm (default 0)",
+    )
     p.add_argument("--no-karpenter", action="store_true", help="skip the real-Karpenter arm")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     p.add_argument("--no-save", action="store_true", help=f"do not write {RESULTS}/<date>.json and .txt")
@@ -86,7 +92,7 @@ def scenario_result(
 def run_karpenter_arms(
     bench: Bench, scenarios: Sequence[Scenario], kubeconfig: Path, workdir: Path
 ) -> dict[str, tuple[Observation, dict[str, Any]]]:
-    install_karpenter_crds(bench.api, karpenter_dir() / "crds")
+    install_karpenter_crds(bench.api, karpenter_dir() / "crds", bench.boot_s)
     karpenter = KarpenterProcess(kubeconfig, workdir, bench.inventory, ZONE)
     karpenter.start()
     try:
@@ -99,9 +105,7 @@ def run_karpenter_arms(
         karpenter.stop()
 
 
-def run(
-    scenarios: Sequence[Scenario], settle_s: float, timeout_s: float, workdir: Path, *, karpenter: bool
-) -> dict[str, Any]:
+def run(scenarios: Sequence[Scenario], args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Every scenario's atomic arm with the operator running, then the placeholder arms without it."""
     inventory = load_inventory()
     cluster = LocalCluster(name="bench-nodescale", nodes=cluster_nodes(inventory))
@@ -113,7 +117,7 @@ def run(
         api = cluster.api_client()
         install_crds(api)
         install_provisioning_crd(api)
-        bench = Bench(api, inventory, settle_s=settle_s, timeout_s=timeout_s)
+        bench = Bench(api, inventory, settle_s=args.settle, timeout_s=args.timeout, boot_s=args.boot_delay)
         bench.core.create_namespace({"metadata": {"name": "nodescale-filler"}})
         bench.core.create_namespaced_pod("nodescale-filler", filler_pod())
         operator = OperatorProcess(kubeconfig=cluster.kubeconfig, log_path=workdir / "operator.log")
@@ -126,7 +130,7 @@ def run(
         for scenario in scenarios:
             say(f"{scenario.name}: placeholder arm")
             arms[scenario.name][PLACEHOLDER] = bench.run_placeholder(scenario)
-        if karpenter:
+        if not args.no_karpenter:
             for name, result in run_karpenter_arms(bench, scenarios, cluster.kubeconfig, workdir).items():
                 arms[name][KARPENTER] = result
     finally:
@@ -136,6 +140,13 @@ def run(
     return {s.name: scenario_result(s, arms[s.name]) for s in scenarios}
 
 
+def result_name(date: str, args: argparse.Namespace) -> str:
+    """<date>-<scenarios or all>[-boot<seconds>s] (the .json and .txt share it)."""
+    which = "all" if args.scenarios == "all" else args.scenarios.replace(",", "-")
+    boot = f"-boot{args.boot_delay:g}s" if args.boot_delay else ""
+    return f"{date}-{which}{boot}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     scenarios = pick_scenarios(args.scenarios)
@@ -143,13 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     enter_private_network()
     started = datetime.now(UTC)
     workdir = Path("/tmp") / f"bench-nodescale-{started:%Y%m%d-%H%M%S}"
-    results = run(scenarios, args.settle, args.timeout, workdir, karpenter=not args.no_karpenter)
+    results = run(scenarios, args, workdir)
+    date = started.strftime("%Y-%m-%d")
     out = {
-        "date": started.strftime("%Y-%m-%d"),
+        "date": date,
         "params": {
             "scenarios": [s.name for s in scenarios],
             "settle_s": args.settle,
             "timeout_s": args.timeout,
+            "boot_delay_s": args.boot_delay,
             "karpenter": None if args.no_karpenter else pinned_versions()["KARPENTER_VERSION"],
         },
         "scenarios": results,
@@ -159,11 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(out, indent=2) if args.json else text)
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
-        stem = (
-            RESULTS
-            / f"{out['date']}-{'-'.join(s.name for s in scenarios) if args.scenarios != 'all' else 'all'}"
-        )
-        stem.with_suffix(".json").write_text(json.dumps(out, indent=2) + "\n")
-        stem.with_suffix(".txt").write_text(text + "\n")
+        stem = RESULTS / result_name(date, args)
+        Path(f"{stem}.json").write_text(json.dumps(out, indent=2) + "\n")
+        Path(f"{stem}.txt").write_text(text + "\n")
         say(f"saved {stem}.json and .txt")
     return 0

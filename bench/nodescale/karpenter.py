@@ -113,7 +113,8 @@ def node_pools(scenario: Scenario, arm: str, inventory: Inventory) -> list[dict[
     ]
 
 
-def install_karpenter_crds(api: client.ApiClient, crd_dir: Path) -> None:
+def install_karpenter_crds(api: client.ApiClient, crd_dir: Path, boot_s: float) -> None:
+    """Karpenter's CRDs and the KWOKNodeClass whose nodes register `boot_s` after launch."""
     ext = client.ApiextensionsV1Api(api)
     names = []
     for file in CRDS:
@@ -140,7 +141,7 @@ def install_karpenter_crds(api: client.ApiClient, crd_dir: Path) -> None:
         "apiVersion": f"{NODECLASS_GROUP}/v1alpha1",
         "kind": "KWOKNodeClass",
         "metadata": {"name": "default"},
-        "spec": {},
+        "spec": {"nodeRegistrationDelay": f"{boot_s:g}s"},
     }
     custom.create_cluster_custom_object(NODECLASS_GROUP, "v1alpha1", "kwoknodeclasses", node_class)
 

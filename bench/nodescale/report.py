@@ -83,12 +83,21 @@ def verdict(arms: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     atomic = arms[ATOMIC]
     met = atomic["unused_nodes"] == 0 and atomic["half_placed_groups"] == 0
     line = f"atomic: {atomic['unused_nodes']} unused node(s), {atomic['half_placed_groups']} half-placed"
+    ratios = {}
     for arm in (PLACEHOLDER, KARPENTER):
         if arm in arms:
             line += (
                 f"; {arm}: {arms[arm]['unused_nodes']} unused, {arms[arm]['half_placed_groups']} half-placed"
             )
-    return {"target": "unused nodes: none for atomic", "met": met, "detail": line}
+            ratios[arm] = p50_ratio(atomic, arms[arm])
+    return {"target": "unused nodes: none for atomic", "met": met, "detail": line, "p50_ratio": ratios}
+
+
+def p50_ratio(atomic: Mapping[str, Any], baseline: Mapping[str, Any]) -> float | None:
+    """Atomic's p50 time to Ready over the baseline's, when both have one (same run, same groups)."""
+    if atomic["p50_s"] is None or not baseline["p50_s"]:
+        return None
+    return round(float(atomic["p50_s"]) / float(baseline["p50_s"]), 2)
 
 
 def _seconds(value: float | None) -> str:
@@ -119,5 +128,9 @@ def table(results: Mapping[str, Mapping[str, Any]]) -> str:
                 f"{s['half_placed_groups']:>5}  {_per_group(s)}"
             )
         v = scenario["verdict"]
-        lines += [f"   {v['target']}: {'met' if v['met'] else 'MISSED'} ({v['detail']})", ""]
+        lines.append(f"   {v['target']}: {'met' if v['met'] else 'MISSED'} ({v['detail']})")
+        ratios = [f"{arm} {r:.2f}x" for arm, r in v.get("p50_ratio", {}).items() if r is not None]
+        if ratios:
+            lines.append(f"   time to Ready p50, atomic / baseline: {', '.join(ratios)}")
+        lines.append("")
     return "\n".join(lines)

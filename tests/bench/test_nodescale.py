@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from bench.nodescale.arms import SERVICE, build_rank_pods, service_manifest
+from bench.nodescale.karpenter import build_instance_types, node_pools
 from bench.nodescale.report import ATOMIC, PLACEHOLDER, Observation, summarise, table, verdict
 from bench.nodescale.scenarios import SCENARIOS, pick_scenarios
 from kubernetes import client
@@ -107,7 +108,7 @@ def test_placeholder_pods_are_the_groups_pods_one_per_rank_tied_to_one_rack() ->
 
 
 def as_pod(body: dict[str, Any]) -> client.V1Pod:
-    return client.ApiClient()._ApiClient__deserialize(body, "V1Pod")  # type: ignore[attr-defined]
+    return client.ApiClient()._ApiClient__deserialize(body, "V1Pod")
 
 
 def template(rack: str) -> dict[str, Any]:
@@ -146,3 +147,36 @@ def test_the_simulation_counts_free_gpus_and_the_product_on_existing_nodes() -> 
     sim = ScaleUpSimulation.of([], {"n": node})
     assert sim.place_on_any(pod, [node])
     assert not sim.place_on_any(as_pod(placeholder_pods(0)[1]), [node])  # the node is now full
+
+
+def test_karpenter_node_pools_follow_the_scenarios_node_groups_in_priority_order() -> None:
+    inventory = load_inventory()
+    [x1, x2] = node_pools(next(s for s in SCENARIOS if s.name == "small-rack"), "karpenter", inventory)
+    assert [p["metadata"]["name"] for p in (x1, x2)] == [
+        "small-rack-karpenter-rack-x1",
+        "small-rack-karpenter-rack-x2",
+    ]
+    assert x1["spec"]["weight"] > x2["spec"]["weight"]  # the first node group is preferred
+    assert (x1["spec"]["limits"], x2["spec"]["limits"]) == ({"nvidia.com/gpu": "8"}, {"nvidia.com/gpu": "32"})
+    labels = x1["spec"]["template"]["metadata"]["labels"]
+    assert (labels["inferfleet.io/rack"], labels["nvidia.com/gpu.product"]) == (
+        "rack-x1",
+        "NVIDIA-H100-80GB-HBM3",
+    )
+    [offering] = build_instance_types(inventory, "zone-x")[0]["offerings"]
+    assert {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["zone-x"]} in offering[
+        "Requirements"
+    ]
+
+
+def test_the_time_ratio_is_atomic_over_baseline_and_absent_when_either_never_gets_ready() -> None:
+    fast = summarise(
+        Observation(2, 2, {0: 30.0, 1: 32.0}, {0: ("a", "b"), 1: ("c", "d")}, ("a", "b", "c", "d"))
+    )
+    slow = summarise(
+        Observation(2, 2, {0: 40.0, 1: 42.0}, {0: ("a", "b"), 1: ("c", "d")}, ("a", "b", "c", "d"))
+    )
+    assert verdict({ATOMIC: fast, PLACEHOLDER: slow})["p50_ratio"] == {PLACEHOLDER: 0.76}  # 31 / 41
+    assert verdict({ATOMIC: fast, PLACEHOLDER: summarise(room_for_three_placeholder())})["p50_ratio"] == {
+        PLACEHOLDER: None
+    }

@@ -52,6 +52,7 @@ GROUP, VERSION, PLURAL = "autoscaling.x-k8s.io", "v1", "provisioningrequests"
 ATOMIC_CLASS = "best-effort-atomic-scale-up.autoscaling.x-k8s.io"
 NODE_GROUP_LABEL = "standin.inferfleet.io/node-group"
 BOOKED_ANNOTATION = "standin.inferfleet.io/booked-by"
+BOOTING_TAINT = "standin.inferfleet.io/booting"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 CRD_PATH = Path(__file__).with_name("provisioningrequest-crd.yaml")
 
@@ -81,11 +82,15 @@ class NodeAutoscalerStandIn:
     """Answer best-effort-atomic ProvisioningRequests (the CRD must be installed)."""
     pending_pods: bool = False
     """Add nodes for unschedulable pending pods, one node group per loop, as cluster-autoscaler."""
+    boot_seconds: float = 0.0
+    """Nodes it adds carry a NoSchedule `standin.inferfleet.io/booting` taint this long: a cloud
+    instance starting. They count as capacity on the way (cluster-autoscaler's upcoming nodes)."""
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-autoscaler-standin", daemon=True)
         self._empty_since: dict[str, float] = {}
+        self._booted_at: dict[str, float] = {}
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
@@ -115,6 +120,7 @@ class NodeAutoscalerStandIn:
                 self._answer(request)
         if self.pending_pods:
             self._scale_up_for_pending_pods()
+        self._finish_boots()
         self._scale_down({_key(r) for r in requests})
 
     def _scale_up_for_pending_pods(self) -> None:
@@ -198,8 +204,21 @@ class NodeAutoscalerStandIn:
             node = build_node(name, self.inventory.pools[group.pool], group.zone, group.rack, self.inventory)
             node["metadata"]["labels"][NODE_GROUP_LABEL] = group.name
             node["metadata"]["annotations"][BOOKED_ANNOTATION] = booked_by
+            if self.boot_seconds > 0:
+                node["spec"].setdefault("taints", []).append({"key": BOOTING_TAINT, "effect": "NoSchedule"})
+                self._booted_at[name] = time.monotonic() + self.boot_seconds
             self.core.create_node(node)
             self.added.append(name)
+
+    def _finish_boots(self) -> None:
+        now = time.monotonic()
+        for name, at in list(self._booted_at.items()):
+            if now < at:
+                continue
+            taints = self.core.read_node(name).spec.taints or []
+            kept = [self.api.sanitize_for_serialization(t) for t in taints if t.key != BOOTING_TAINT]
+            self.core.patch_node(name, {"spec": {"taints": kept}})
+            del self._booted_at[name]
 
     def _set_conditions(
         self, request: dict[str, Any], *, provisioned: bool, reason: str, message: str
