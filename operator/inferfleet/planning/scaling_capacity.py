@@ -43,7 +43,7 @@ def expected_running(
     if fit is None or fit[1] <= 0:
         return running  # not rising, or no longer: the drop after a burst is not a ramp
     level, slope = fit
-    recent = running_trend([s for s in samples if now - s[0] <= tuning.trend_window_seconds / 2], now)
+    recent = running_trend(tuple(s for s in samples if now - s[0] <= tuning.trend_window_seconds / 2), now)
     if tuning.trend_recent_half and recent is not None and recent[1] < slope:
         level, slope = recent[0], max(recent[1], 0.0)  # a ramp that has stopped is not extrapolated
     growth = min(slope * ahead, tuning.trend_max_growth * max(running, 0.0))
