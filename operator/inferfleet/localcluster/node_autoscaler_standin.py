@@ -25,7 +25,8 @@ GPU product and count, not affinities, taints or other resources), packing sever
 node, retries with backoff before `Failed` (cluster-autoscaler keeps
 `Provisioned=False` with `CapacityIsNotFound` and retries until the request expires; this answers
 `Failed` at once), booking expiry (`BookingExpired` after 10 minutes), scale-down of nodes that
-hold pods, and cloud provisioning delays.
+hold pods, and cloud provisioning as it is (`boot_seconds` only holds new nodes unschedulable
+for a fixed time: no variance, no failed launches).
 """
 
 from __future__ import annotations
