@@ -5,7 +5,7 @@
 #   $INFERFLEET_CACHE/bin/karpenter-v$KARPENTER_VERSION/karpenter-kwok
 #   $INFERFLEET_CACHE/bin/karpenter-v$KARPENTER_VERSION/crds/*.yaml   (NodePool, NodeClaim, KWOKNodeClass, ...)
 #
-# About 3 minutes on 2 cores when the Kubernetes libraries are cold; instant when cached.
+# 174 s on 2 shared cores (Go build cache warm from build-binaries.sh); instant when cached.
 # Not part of `make setup`: only bench/nodescale --karpenter needs it.
 set -euo pipefail
 
