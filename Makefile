@@ -3,7 +3,7 @@ VENV := .venv/bin
 include hack/versions.env
 ACTIONLINT := $(or $(INFERFLEET_CACHE),.cache)/bin/actionlint-v$(ACTIONLINT_VERSION)/actionlint
 
-.PHONY: setup demo test lint unit
+.PHONY: setup demo test lint unit karpenter bench-nodescale
 
 setup:
 	@bash hack/setup.sh
@@ -24,3 +24,10 @@ test: lint
 
 unit: setup
 	$(VENV)/python -m pytest -m unit $(PYTEST_ARGS)
+
+# Optional: only bench/nodescale needs Karpenter's KWOK provider (built from the Go module proxy).
+karpenter:
+	@bash hack/build-karpenter.sh
+
+bench-nodescale: setup karpenter
+	$(VENV)/python -m bench.nodescale
