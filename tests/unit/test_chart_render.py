@@ -369,10 +369,10 @@ CHILDREN = [
 # every client method it names and for each verb kube/apply.py's `_verb(api, kind, verb)` builds a
 # child's method from: a new call fails the test below until it is listed here.
 CLIENT_CALLS: dict[str, set[Grant]] = {
-    # Children: server-side apply once known (a patch, which creates when absent); a child not
-    # known yet is created first, and read back when its name is taken (NameConflict, no takeover).
+    # Children: server-side apply (a patch, which creates when absent: patch and create); a child
+    # not known yet is applied create-only (a resourceVersion no object has) and read back when its
+    # name is taken (NameConflict, no takeover).
     "_verb(patch)": {(g, r, "patch") for g, r in CHILDREN} | {(g, r, "create") for g, r in CHILDREN},
-    "_verb(create)": {(g, r, "create") for g, r in CHILDREN},
     "_verb(read)": {(g, r, "get") for g, r in CHILDREN},
     # Its only caller is delete_group: a broken group's StatefulSet and headless Service.
     "_verb(delete)": {("apps", "statefulsets", "delete"), ("", "services", "delete")},

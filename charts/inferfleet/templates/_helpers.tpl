@@ -75,9 +75,10 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
   child objects carry an ownerReference with blockOwnerDeletion, which the
   OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened clusters) allows
   only to who may update the owner's finalizers.
-- deployments, statefulsets, services, poddisruptionbudgets: server-side apply (patch) of a
-  child the operator knows it controls; any other child is created, and when its name is taken
-  read (get) to see whether this service controls it (else NameConflict: left untouched). kopf
+- deployments, statefulsets, services, poddisruptionbudgets: server-side apply (patch, and
+  create when it creates) of a child the operator knows it controls; any other child is applied
+  create-only (a resourceVersion no object has), and when its name is taken read (get) to see
+  whether this service controls it (else NameConflict: left untouched). kopf
   watches deployments and statefulsets. StatefulSets and headless Services of a multi-node
   replica group are deleted to restart the group whole.
 - pods: kopf lists/watches them (GPUs held on each node, loss of a group member; only in the
