@@ -199,6 +199,17 @@ def source_version() -> str:
     return commit.stdout.strip() + dirty if commit.returncode == 0 else "unknown"
 
 
+def write_report(report: dict[str, Any], text: str, workdir: Path, save_as: str | None) -> None:
+    """report.json and report.txt in `workdir`; with `save_as`, also results/<date>-<save_as>.*"""
+    (workdir / "report.json").write_text(json.dumps(report, indent=2))
+    (workdir / "report.txt").write_text(text + "\n")
+    if save_as is not None:
+        stem = f"{time.strftime('%Y-%m-%d')}-{save_as}"
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / f"{stem}.txt").write_text(text + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     workdir = args.workdir or cache_dir() / "bench-gateway" / time.strftime("%Y%m%d-%H%M%S")
@@ -207,13 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run(args, workdir)
     report["params"]["wall_seconds"] = round(time.monotonic() - started, 1)
     text = table(report)
-    (workdir / "report.json").write_text(json.dumps(report, indent=2))
-    (workdir / "report.txt").write_text(text + "\n")
-    if args.save:
-        stem = f"{time.strftime('%Y-%m-%d')}-{'-'.join(map(str, args.levels))}"
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / f"{stem}.txt").write_text(text + "\n")
+    write_report(report, text, workdir, "-".join(map(str, args.levels)) if args.save else None)
     print(json.dumps(report, indent=2) if args.json else text)
     say(f"report: {workdir / 'report.json'} (repository {repo_root()})")
     return 0 if all(p["errors"] == 0 for p in report["phases"]) else 1

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.gateway import vllm_router
 from bench.gateway.arms import Arm, Ports, direct_arm, engine_command, gateway_arm, vllm_router_arm
-from bench.gateway.cli import RESULTS, source_version
+from bench.gateway.cli import source_version, write_report
 from bench.gateway.cpu import process_cpu_seconds
 from bench.gateway.prefix_workload import (
     WorkItem,
@@ -293,13 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run(args, workdir)
     report["params"]["wall_seconds"] = round(time.monotonic() - started, 1)
     text = table(report)
-    (workdir / "report.json").write_text(json.dumps(report, indent=2))
-    (workdir / "report.txt").write_text(text + "\n")
-    if args.save:
-        stem = f"{time.strftime('%Y-%m-%d')}-routing"
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / f"{stem}.txt").write_text(text + "\n")
+    write_report(report, text, workdir, "routing" if args.save else None)
     print(json.dumps(report, indent=2) if args.json else text)
     say(f"report: {workdir / 'report.json'}")
     return 0 if all(a.get("errors", 0) == 0 for a in report["arms"] if a["ran"]) else 1

@@ -18,8 +18,9 @@ import openai
 import pytest
 
 from inferfleet.gateway.app import Gateway, GatewayConfig
+from inferfleet.planning.prefix_routing import prompt_words
 from inferfleet.planning.routing import ServiceRoute
-from inferfleet.sim.engine import EngineConfig, SimEngine, prompt_words
+from inferfleet.sim.engine import EngineConfig, SimEngine
 
 MODEL = "tiny"
 pytestmark = pytest.mark.unit

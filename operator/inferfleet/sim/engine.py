@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inferfleet.planning.prefix_routing import prompt_words
 from inferfleet.sim.exporter import TEXT_FORMAT
 
 DEFAULT_MAX_TOKENS = 16
@@ -151,21 +152,6 @@ def block_hashes(words: Sequence[str], block_tokens: int) -> tuple[int, ...]:
         previous = hashlib.blake2b(previous + b"\x01" + block, digest_size=8).digest()
         keys.append(int.from_bytes(previous, "big"))
     return tuple(keys)
-
-
-def prompt_words(body: dict[str, Any], chat: bool) -> list[str]:
-    """The prompt as the prefix cache tokenizes it: a chat's messages rendered "role: content" in order."""
-    if chat:
-        messages = body.get("messages")
-        texts = [
-            f"{m.get('role')}: {m.get('content')}"
-            for m in (messages if isinstance(messages, list) else [])
-            if isinstance(m, dict) and isinstance(m.get("content"), str)
-        ]
-    else:
-        prompt = body.get("prompt", "")
-        texts = [t for t in (prompt if isinstance(prompt, list) else [prompt]) if isinstance(t, str)]
-    return [word for text in texts for word in text.split()]
 
 
 def prompt_of(body: dict[str, Any], chat: bool, block_tokens: int) -> Prompt:
