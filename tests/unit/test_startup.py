@@ -97,9 +97,18 @@ def test_the_status_round_trip_keeps_what_was_learned_and_drops_garbage():
     stats = StartupStats(
         warm=(20.0, 30.0), cold=(200.0,), samples=3, learned_until=500.0, counted_at_last=("x",)
     )
-    raw = json.loads(json.dumps(stats.to_status()))
+    raw = json.loads(json.dumps(stats.to_status().dump()))
     assert (raw["warmSeconds"], raw["coldSeconds"], raw["samples"]) == (25, 200, 3)
     assert StartupStats.from_status(raw) == stats
     broken = {"recentWarm": [1, "x", -5, None, True], "samples": "many", "learnedUntil": "soon"}
     assert StartupStats.from_status(broken) == StartupStats(warm=(1.0,))
     assert StartupStats.from_status(None) == StartupStats()
+
+
+def test_a_status_of_many_pods_ready_in_one_second_stays_within_its_bound():
+    pods = [pod(f"p{i:03d}", "n", 0, 100) for i in range(70)]
+    stats = compute_startup_stats(StartupStats(), pods, False, None)
+    assert stats.samples == 70
+    status = stats.to_status()
+    assert len(status.counted_at_last) == 64
+    assert StartupStats.from_status(status.dump()).learned_until == 100

@@ -164,4 +164,4 @@ def with_startup(status: Mapping[str, Any], state: ScalerState) -> dict[str, Any
     """`status` with what has been learned of the starts (unchanged while nothing is)."""
     if state.startup == StartupStats():
         return dict(status)
-    return {**status, "startup": state.startup.to_status()}
+    return {**status, "startup": state.startup.to_status().dump()}

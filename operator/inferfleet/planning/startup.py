@@ -27,8 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from inferfleet.api.status import StartupStatus
+
 RECENT = 9
 """Durations kept per kind (warm, cold): the median of nine ignores up to four outliers."""
+
+MAX_COUNTED_AT_LAST = 64
+"""Pods kept as counted at the newest Ready second (the status bound); beyond it a pod that
+became Ready in that same second may be counted twice, never lost."""
 
 WarmSince = Mapping[str, float]
 
@@ -74,17 +80,17 @@ class StartupStats:
     def cold_seconds(self) -> float | None:
         return _median(self.cold)
 
-    def to_status(self) -> dict[str, Any]:
-        """The `status.startup` object (camelCase; the inverse of `from_status`)."""
-        return {
-            "warmSeconds": _rounded(self.warm_seconds),
-            "coldSeconds": _rounded(self.cold_seconds),
-            "samples": self.samples,
-            "recentWarm": [round(d, 1) for d in self.warm],
-            "recentCold": [round(d, 1) for d in self.cold],
-            "learnedUntil": self.learned_until,
-            "countedAtLast": list(self.counted_at_last),
-        }
+    def to_status(self) -> StartupStatus:
+        """The typed `status.startup` (the inverse of `from_status` on its dump)."""
+        return StartupStatus(
+            warm_seconds=_rounded(self.warm_seconds),
+            cold_seconds=_rounded(self.cold_seconds),
+            samples=self.samples,
+            recent_warm=[round(d, 1) for d in self.warm],
+            recent_cold=[round(d, 1) for d in self.cold],
+            learned_until=self.learned_until,
+            counted_at_last=list(self.counted_at_last[-MAX_COUNTED_AT_LAST:]),
+        )
 
     @classmethod
     def from_status(cls, raw: Mapping[str, Any] | None) -> StartupStats:
