@@ -2,6 +2,7 @@
 # Everything a fresh machine needs before the demo or the tests, idempotent and quick when done:
 #   1. Debian packages (Prometheus, shellcheck, buildah, debootstrap), when missing and we can install them;
 #   2. the Python environment in .venv (re-installed when pyproject.toml changes);
+#   2b. moto's S3 server (tests only) in its own environment;
 #   3. the local cluster's binaries, built from the Go module proxy and cached by version.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,6 +44,16 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip==25.3
   .venv/bin/python -m pip install -q -e '.[dev,demo,bench]'
   rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+# 2b. moto's S3 server for the fetch-model tests, in its own environment (hack/moto-requirements.txt says why)
+moto_env="${INFERFLEET_CACHE:-$repo/.cache}/moto-$(sha256sum hack/moto-requirements.txt | cut -c1-16)"
+if [ ! -f "$moto_env/.installed" ]; then
+  log "creating moto's environment in $moto_env"
+  rm -rf "$moto_env"
+  "$python" -m venv "$moto_env"
+  "$moto_env/bin/python" -m pip install -q --no-deps -r hack/moto-requirements.txt
+  touch "$moto_env/.installed"  # last: an interrupted install is redone
 fi
 
 # 3. Cluster binaries (kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm) and actionlint

@@ -1,5 +1,6 @@
 """`inferfleet fetch-model` as a process against loopback stand-ins of the Hugging Face Hub
-(driven through the real huggingface_hub client via HF_ENDPOINT) and of S3 (the minio client)."""
+(driven through the real huggingface_hub client via HF_ENDPOINT) and against moto's S3 server (the
+minio client), each behind a pass-through that counts, throttles or corrupts the bytes it serves."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 
 from inferfleet.localcluster.file_standin import Traffic, build_fake_model
 from inferfleet.localcluster.hf_standin import HubStandin
-from inferfleet.localcluster.s3_standin import S3Standin
+from inferfleet.localcluster.moto_s3 import SECRET_KEY, MotoS3
 from inferfleet.localcluster.waiting import wait_for
 
 HF_TOKEN = "hf_test_token"
@@ -54,15 +55,15 @@ class Outcome:
     stderr: str
 
 
-def start_store(kind: str, files: dict[str, bytes]) -> tuple[Store, HubStandin | S3Standin]:
+def start_store(kind: str, files: dict[str, bytes]) -> tuple[Store, HubStandin | MotoS3]:
     if kind == "hf":
         hub = HubStandin("acme/tiny-llama", files, token=HF_TOKEN)
         env = {"HF_ENDPOINT": hub.start(), "HF_TOKEN": HF_TOKEN}
         # the shards are LFS files (sha256); config.json and the index are git blobs (sha1)
         return Store("hf://acme/tiny-llama", [], env, hub.traffic, {"git-sha1": 2, "sha256": 2}), hub
-    s3 = S3Standin("models", {f"tiny-llama/{k}": v for k, v in files.items()}, access_key=AWS_KEY)
+    s3 = MotoS3("models", {f"tiny-llama/{k}": v for k, v in files.items()}, access_key=AWS_KEY)
     url = s3.start()
-    env = {"AWS_ACCESS_KEY_ID": AWS_KEY, "AWS_SECRET_ACCESS_KEY": "secret"}
+    env = {"AWS_ACCESS_KEY_ID": AWS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
     uri, args = "s3://models/tiny-llama", ["--s3-endpoint-url", url]
     return Store(uri, args, env, s3.traffic, {"md5": len(files)}, "tiny-llama/"), s3
 
