@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -397,3 +398,156 @@ def test_the_gateways_counters_are_read_from_its_own_metrics_text() -> None:
         "llama-3-1-8b": GatewayCounts(3, {"200": 2, "503": 1}, 0),
         "llama-3-2-1b": GatewayCounts(88, {"200": 88}, 1),
     }
+
+
+# Replica starts, cold and warm (demo.starts): pods and fetch Jobs as the API returns them.
+SOURCE_8B = "hf://meta-llama/Llama-3.1-8B-Instruct"
+
+
+def engine_pod(name: str, node: str | None, created: float, ready: float | None) -> dict[str, Any]:
+    body = pod(name, "llama-8b", node, 1, "Running" if ready is not None else "Pending")
+    body["metadata"] |= {"uid": f"uid-{name}", "creationTimestamp": at(created)}
+    if ready is not None:
+        body["status"]["conditions"] = [{"type": "Ready", "status": "True", "lastTransitionTime": at(ready)}]
+    return body
+
+
+def fetch_job(
+    name: str,
+    node: str,
+    created: float,
+    completed: float | None,
+    source: str = SOURCE_8B,
+    failed: bool = False,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {} if completed is None else {"completionTime": at(completed)}
+    if failed:
+        status = {"conditions": [{"type": "Failed", "status": "True"}]}
+    return {
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "namespace": "demo",
+            "creationTimestamp": at(created),
+            "labels": {"inferfleet.io/model-cache": "fetch"},
+            "annotations": {"inferfleet.io/weights-node": node, "inferfleet.io/weights-source": source},
+        },
+        "status": status,
+    }
+
+
+def cached_small(startup: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = small(1, 1, [])
+    body["spec"]["model"]["source"] = SOURCE_8B
+    if startup is not None:
+        body["status"]["startup"] = startup
+    return body
+
+
+def start_cells(markdown: str, pod_name: str) -> list[str]:
+    [row] = [line for line in markdown.splitlines() if line.startswith(f"| llama-8b | {pod_name} ")]
+    return [c.strip() for c in row.split("|")[1:-1]]
+
+
+# The load starts at START (t = 0); negative times are while the services were applied.
+@pytest.mark.parametrize(
+    ("node", "created", "ready", "jobs", "kind", "seconds", "copy"),
+    [
+        ("a100-a-1", 30, 32, [fetch_job("f1", "a100-a-1", -40, -37)], "warm", "2",
+         "there 67 s before the pod: f1 complete at -37 s"),
+        ("a100-a-1", -40, -39, [fetch_job("f1", "a100-a-1", -39, -36)], "cold", "1",
+         "not there yet: f1 created at -39 s, complete at -36 s (3 s)"),
+        ("a100-a-1", 20, 21, [fetch_job("f1", "a100-a-1", 20, None)], "cold", "1",
+         "not there yet: f1 created at 20 s, not complete when last seen"),
+        ("a100-a-1", 20, 21, [], "cold", "1", "no copy on the node and no fetch Job seen for it"),
+        ("a100-b-1", 20, 22, [fetch_job("f1", "a100-a-1", -40, -37)], "cold", "2",
+         "no copy on the node and no fetch Job seen for it"),
+        ("a100-a-1", 20, 22, [fetch_job("f1", "a100-a-1", -40, -37, source="hf://other/model")], "cold", "2",
+         "no copy on the node and no fetch Job seen for it"),
+        ("a100-a-1", 20, 22, [fetch_job("f1", "a100-a-1", -40, None, failed=True)], "cold", "2",
+         "no copy on the node and no fetch Job seen for it"),
+        ("a100-a-1", -37, -36, [fetch_job("f1", "a100-a-1", -40, -37)], "unknown", "1",
+         "f1 complete in the second the pod was created: cannot tell at the API's grain"),
+        ("a100-a-1", 20, None, [fetch_job("f1", "a100-a-1", -40, -37)], "warm", "not Ready when last seen",
+         "there 57 s before the pod: f1 complete at -37 s"),
+        (None, 20, None, [fetch_job("f1", "a100-a-1", -40, -37)], "not placed", "not Ready when last seen",
+         "the pod was never bound to a node while sampled"),
+    ],
+    ids=["warm", "cold-fetched-for-it", "cold-fetch-running", "cold-no-fetch", "cold-other-node",
+         "cold-other-source", "cold-failed-fetch", "same-second", "warm-not-ready", "unbound"],
+)  # fmt: skip
+def test_each_replica_start_is_marked_warm_or_cold_from_the_fetch_jobs_and_pod_times(
+    node: str | None,
+    created: float,
+    ready: float | None,
+    jobs: list[dict[str, Any]],
+    kind: str,
+    seconds: str,
+    copy: str,
+) -> None:
+    recorder = RunRecorder(started=START)
+    recorder.record(0, [cached_small()], NODES, [engine_pod("p", node, created, ready)], {}, jobs=jobs)
+    markdown = summarize(recorder, duration_seconds=5, sample_seconds=5)
+    assert start_cells(markdown, "p") == [
+        "llama-8b",
+        "p",
+        node or "-",
+        f"{created:.0f}",
+        f"**{kind}**",
+        seconds,
+        copy,
+    ]
+
+
+def test_cold_and_warm_starts_side_by_side_with_what_the_operator_learned(tmp_path: Path) -> None:
+    recorder = RunRecorder(started=START)
+    jobs = [fetch_job("fetch-a", "a100-a-1", -29, -27), fetch_job("fetch-b", "a100-b-1", 12, 15)]
+    learned = {
+        "warmSeconds": 1.0,
+        "coldSeconds": 3.0,
+        "samples": 4,
+        "recentWarm": [1.0],
+        "recentCold": [2.0, 4.0],
+    }
+    # Seen first Pending and unbound, then bound and Ready: one start, at the API's times.
+    recorder.record(0, [cached_small()], NODES, [engine_pod("first", None, -30, None)], {}, jobs=jobs[:1])
+    pods = [
+        engine_pod("first", "a100-a-1", -30, -28),  # cold: its node fetched for it
+        engine_pod("up-1", "a100-a-1", 8, 9),  # warm: the scale-up landed where the first fetched
+        engine_pod("up-2", "a100-b-1", 11, 15),  # cold: a node new to the service
+    ]
+    recorder.record(15, [cached_small(learned)], NODES, pods, {}, jobs=jobs)
+    markdown = summarize(recorder, duration_seconds=15, sample_seconds=5)
+
+    [row] = [line for line in markdown.splitlines() if line.startswith("| llama-8b | 2: ")]
+    assert [c.strip() for c in row.split("|")[1:-1]] == [
+        "llama-8b", "2: median 3 s (2 to 4)", "1: median 1 s (1 to 1)", "3.0", "1.0", "4",
+    ]  # fmt: skip
+    assert [start_cells(markdown, p)[4] for p in ("first", "up-1", "up-2")] == [
+        "**cold**",
+        "**warm**",
+        "**cold**",
+    ]
+    assert "KWOK plays the kubelet" in markdown
+    assert "tests/unit/test_fetch_model.py" in markdown
+
+    write_report(recorder, tmp_path, duration_seconds=15, sample_seconds=5)
+    recorded = json.loads((tmp_path / "samples.json").read_text())["llama-8b"]
+    assert [(s["pod"], s["node"], s["kind"], s["seconds"]) for s in recorded["starts"]] == [
+        ("first", "a100-a-1", "cold", 2.0),
+        ("up-1", "a100-a-1", "warm", 1.0),
+        ("up-2", "a100-b-1", "cold", 4.0),
+    ]
+    assert recorded["starts"][1]["fetch"]["completed"] == (START - timedelta(seconds=27)).isoformat()
+    assert [f["job"] for f in recorded["fetches"]] == ["fetch-a", "fetch-b"]
+    assert recorded["startup"]["coldSeconds"] == 3.0
+
+
+def test_a_start_keeps_its_ready_time_when_the_pod_turns_unready_later() -> None:
+    recorder = RunRecorder(started=START)
+    recorder.record(0, [cached_small()], NODES, [engine_pod("p", "a100-a-1", -10, -8)], {})
+    terminating = engine_pod("p", "a100-a-1", -10, None)
+    terminating["status"]["conditions"] = [{"type": "Ready", "status": "False", "lastTransitionTime": at(20)}]
+    recorder.record(20, [cached_small()], NODES, [terminating], {})
+    markdown = summarize(recorder, duration_seconds=20, sample_seconds=5)
+    assert start_cells(markdown, "p")[5] == "2"

@@ -9,6 +9,17 @@ its autoscaler reads the door's arrivals and queue. A live table (demo.view) sho
 operator makes of it. At the end, on Ctrl-C or when --duration runs out, it writes a report
 (demo.report) and tears everything down.
 
+The operator runs with the node weights cache on (`--model-cache-root`, docs/weights.md), as the
+chart runs it with `modelCache.root` set: each service's first replica on a node starts *cold*
+(the node has no copy of its weights; a fetch Job runs there first), a later one on a node whose
+copy is there starts *warm*. The demo applies the services, waits until the nodes of their first
+replicas hold the weights, then starts the load: the autoscaled services' scale-ups land warm on
+nodes their first replicas fetched to (or cold on new ones), and the service woken from zero
+starts cold. The report marks each replica start warm or cold, side by side with the operator's
+learned start times (demo.starts). The services' sources are the examples' own hf:// names: on
+this cluster KWOK runs no container, so no fetch contacts any Hub (the report's footnote says what
+that leaves out).
+
 The pod IPs are local only in a private network namespace (localcluster.private_network): the
 demo process enters one before it starts anything, so the cluster, Prometheus, the operator and
 the gateway all run in it, and nothing outside can reach them.
@@ -33,6 +44,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from inferfleet import __version__
 from inferfleet.api import GROUP, PLURAL, VERSION
 from inferfleet.demo.door import DoorSample, read_door, read_gateway_counters
 from inferfleet.demo.report import RunRecorder, ServedTotals, write_report
@@ -45,6 +57,7 @@ from inferfleet.demo.services import (
     load_of,
     scale_from_zero_body,
 )
+from inferfleet.demo.starts import FETCH_SELECTOR
 from inferfleet.demo.view import StatusView, build_snapshot
 from inferfleet.localcluster.binaries import ensure_binaries
 from inferfleet.localcluster.cluster import LocalCluster
@@ -69,6 +82,14 @@ MAX_TOKENS, TOKENS_PER_SECOND = 64, 16.0
 """Each request generates 64 tokens at 16 tokens/s: 4 s on an engine, as a short chat answer."""
 LOAD_GRACE_SECONDS = 30.0
 """At the end, requests still outstanding get this long to finish before they are cut."""
+CACHE_ROOT = "/var/lib/inferfleet/models"
+"""The weights cache's root on every node (the chart's modelCache.root). KWOK nodes have no disk:
+it only names the path of the namespace's `local` volume."""
+CACHE_NAMESPACE = "inferfleet-system"
+"""The operator's namespace, as the chart installs it: the Jobs that make cache directories run here."""
+CACHE_IMAGE = f"ghcr.io/inferfleet/inferfleet:{__version__}"
+"""The chart's operator image, which the fetch Jobs and the engine pods' wait container run."""
+WEIGHTS_WAIT_SECONDS = 60.0
 
 
 def _say(msg: str) -> None:
@@ -134,6 +155,35 @@ def apply_examples(api: client.ApiClient) -> list[dict[str, Any]]:
     return bodies
 
 
+def weights_fetched(api: client.ApiClient) -> list[str]:
+    """Every service with replicas has its weights Present on the nodes its pods run on (none
+    Fetching or Failed); the nodes holding them, or [] while not."""
+    services = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        GROUP, VERSION, DEMO_NAMESPACE, PLURAL
+    )["items"]
+    holding: list[str] = []
+    for service in services:
+        if int(service["spec"].get("replicas", 1)) == 0:
+            continue
+        weights = (service.get("status") or {}).get("weights") or []
+        if not weights or any(w.get("state") != "Present" for w in weights):
+            return []
+        holding += [f"{service['metadata']['name']} on {w['node']}" for w in weights]
+    return holding
+
+
+def wait_weights_fetched(api: client.ApiClient) -> None:
+    """The first replicas' cold starts done before the load: its scale-ups then find warm nodes."""
+    try:
+        holding = wait_for(
+            partial(weights_fetched, api), timeout=WEIGHTS_WAIT_SECONDS, what="weights fetched"
+        )
+    except WaitTimeoutError:
+        _say(f"weights not on every serving node after {WEIGHTS_WAIT_SECONDS:.0f}s; going on")
+        return
+    _say(f"weights fetched by {len(holding)} Jobs (cold starts): {', '.join(holding)}")
+
+
 def start_load(gateway_url: str, bodies: list[dict[str, Any]]) -> GatewayLoad:
     """Every service's load through the gateway, each request naming the service's model."""
     conversation = repo_root() / "traces" / "azure-llm-2023-conv.csv"  # CC-BY 4.0, see traces/README.md
@@ -158,6 +208,8 @@ class ClusterObjects:
     services: list[dict[str, Any]]
     nodes: list[dict[str, Any]]
     pods: list[dict[str, Any]]
+    jobs: list[dict[str, Any]]
+    """The weights cache's fetch Jobs in the demo's namespace."""
 
 
 def read_cluster(api: client.ApiClient) -> ClusterObjects:
@@ -167,7 +219,8 @@ def read_cluster(api: client.ApiClient) -> ClusterObjects:
     )["items"]
     nodes = api.sanitize_for_serialization(core.list_node().items)
     pods = api.sanitize_for_serialization(core.list_pod_for_all_namespaces().items)
-    return ClusterObjects(services, nodes, pods)
+    jobs = client.BatchV1Api(api).list_namespaced_job(DEMO_NAMESPACE, label_selector=FETCH_SELECTOR)
+    return ClusterObjects(services, nodes, pods, api.sanitize_for_serialization(jobs.items))
 
 
 def read_door_or_nothing(prometheus: LocalPrometheus) -> dict[str, DoorSample]:
@@ -211,7 +264,7 @@ def watch(
                 if elapsed >= recorder.next_sample:
                     offered = {name: m.rate(elapsed) for name, m in load.loads.items()}
                     recorder.recorder.record(
-                        elapsed, objects.services, objects.nodes, objects.pods, offered, door
+                        elapsed, objects.services, objects.nodes, objects.pods, offered, door, objects.jobs
                     )
                     recorder.next_sample += SAMPLE_SECONDS
             stop.wait(timeout=REFRESH_SECONDS)
@@ -245,6 +298,16 @@ def record_served(stack: DemoStack, recorder: RunRecorder) -> None:
             gateway=None if counted is None else counted.get(name),
             error_samples=tuple(m.error_samples),
         )  # fmt: skip
+
+
+def observe_last_starts(stack: DemoStack, recorder: RunRecorder) -> None:
+    """The starts and fetches as they stand at the end (the last sample may be seconds old)."""
+    try:
+        objects = read_cluster(stack.cluster.api_client())
+    except (ApiException, HTTPError, OSError) as e:
+        _say(f"reading the cluster at the end failed ({e}); the report has the last sample's starts")
+        return
+    recorder.starts.observe(objects.services, objects.pods, objects.jobs)
 
 
 def finish_report(recorder: RunRecorder, report_dir: Path | None) -> None:
@@ -301,7 +364,8 @@ class DemoStack:
         self.prometheus.start()
         _say(f"Prometheus at {self.prometheus.url}")
         install_crds(api)  # before the operator, as `helm install` does: kopf serves kinds it finds at start
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": DEMO_NAMESPACE}})
+        for namespace in (DEMO_NAMESPACE, CACHE_NAMESPACE):
+            client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
         return api
 
     def start_serving(self, api: client.ApiClient) -> None:
@@ -319,6 +383,8 @@ class DemoStack:
         self.operator.extra_args = [
             "--prometheus-url", self.prometheus.url, "--autoscale-interval", "5",
             "--scheduler-name", "inferfleet-binpack", "--gateway-url", self.gateway.url,
+            "--model-cache-root", CACHE_ROOT, "--model-cache-image", CACHE_IMAGE,
+            "--model-cache-namespace", CACHE_NAMESPACE,
         ]  # fmt: skip
         self.operator.start()
         self.prometheus.add_target("inferfleet-operator", f"127.0.0.1:{self.operator.metrics_port}")
@@ -364,6 +430,7 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_di
         stack.start_serving(api)
         bodies = apply_examples(api)
         _say(f"applied {len(bodies)} InferenceServices in namespace {DEMO_NAMESPACE}")
+        wait_weights_fetched(api)
         if stop.is_set():
             return 0
         recorder = RunRecorder(started=datetime.now(UTC))
@@ -379,6 +446,7 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_di
             _say(f"load stopped; up to {LOAD_GRACE_SECONDS:.0f}s for the requests in flight")
             stack.load.stop(grace_seconds=LOAD_GRACE_SECONDS)
         if recorder is not None:
+            observe_last_starts(stack, recorder)
             record_served(stack, recorder)
             finish_report(recorder, report_dir)
         stack.stop(keep)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from inferfleet.demo.door import DoorSample, GatewayCounts
+from inferfleet.demo.starts import StartLedger, start_lines, starts_json
 from inferfleet.demo.view import NO_DOOR, layout_of, node_labels, parse_time
 from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL, SHARD_RANK_LABEL, ZONE_LABEL
 
@@ -109,6 +110,8 @@ class RunRecorder:
     """Wall-clock time the load started (timezone-aware): decision times are measured from it."""
     services: dict[str, ServiceHistory] = field(default_factory=dict)
     node_zones: dict[str, str] = field(default_factory=dict)
+    starts: StartLedger = field(default_factory=StartLedger)
+    """Every engine pod's start and every fetch Job seen (demo.starts): cold and warm starts."""
 
     def record(
         self,
@@ -118,10 +121,13 @@ class RunRecorder:
         pods: Iterable[Mapping[str, Any]],
         offered: Mapping[str, float],
         door: Mapping[str, DoorSample] | None = None,
+        jobs: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         """One sample per service at `t`; `offered` maps a service to the requests/s the load aimed
-        at, `door` to the gateway's signals (demo.door.read_door)."""
-        pods = list(pods)
+        at, `door` to the gateway's signals (demo.door.read_door), `jobs` are the weights cache's
+        fetch Jobs (demo.starts.FETCH_SELECTOR)."""
+        services, pods = list(services), list(pods)
+        self.starts.observe(services, pods, jobs)
         self.node_zones.update({n: labels.get(ZONE_LABEL, "?") for n, labels in node_labels(nodes).items()})
         for service in services:
             name, spec, status = (
@@ -321,8 +327,8 @@ def _served_line(h: ServiceHistory) -> str:
 def summarize(
     recorder: RunRecorder, *, duration_seconds: float, sample_seconds: float, png_name: str = PNG_NAME
 ) -> str:
-    """report.md: a table per service, its scaling decisions, what went through the gateway,
-    multi-node placement, attribution."""
+    """report.md: a table per service, its scaling decisions, what went through the gateway, its
+    replicas' cold and warm starts, multi-node placement, attribution."""
     started = recorder.started.strftime("%Y-%m-%d %H:%M:%S %Z")
     histories = sorted(recorder.services.values(), key=lambda h: h.name)
     lines = [
@@ -341,6 +347,7 @@ def summarize(
     for h in histories:
         lines += _decision_lines(h)
     lines += ["", "## Through the gateway", ""] + [_served_line(h) for h in histories]
+    lines += ["", "## Replica starts: cold and warm", "", *start_lines(recorder.starts, recorder.started)]
     lines += ["", "## Multi-node placement", ""]
     multi_node = [h for h in histories if h.pods_per_replica > 1]
     lines += [
@@ -414,6 +421,7 @@ def samples_json(recorder: RunRecorder) -> dict[str, Any]:
             "samples": [asdict(s) for s in h.samples],
             "decisions": [asdict(d) for d in h.ordered_decisions()],
             "served": None if h.served is None else asdict(h.served),
+            **starts_json(recorder.starts, name),
         }
         for name, h in sorted(recorder.services.items())
     }
