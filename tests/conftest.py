@@ -71,7 +71,10 @@ def cluster() -> Iterator[Cluster]:
     if given:
         yield Cluster(Path(given), None)
         return
-    local = LocalCluster(name=f"inferfleet-test-{os.getpid()}")
+    from tests.podengines import PROBED_PREFIX  # a plugin: imported here, after pytest loaded it
+
+    # Pods in the namespaces of tests with PodEngines turn Ready by their probes (tests/podengines.py).
+    local = LocalCluster(name=f"inferfleet-test-{os.getpid()}", probed_namespaces=PROBED_PREFIX)
     local.create()
     try:
         yield Cluster(local.kubeconfig, local)
@@ -81,8 +84,10 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    from tests.podengines import namespace_prefix
+
     base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    name = f"{namespace_prefix(request)}{base}-{uuid.uuid4().hex[:6]}"
     cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     cluster.core.delete_namespace(name)

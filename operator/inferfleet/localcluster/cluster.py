@@ -10,6 +10,7 @@ kwok-config.yaml): nothing routes there unless a private network namespace makes
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,8 @@ def kube_scheduler_config_path() -> Path:
 
 DEFAULT_POD_CIDR = "198.18.0.0/16"
 """kwok-config.yaml's `cidr`: in RFC 2544's benchmarking range, routed nowhere on the internet."""
+NO_PROBED_NAMESPACE = '(.metadata.namespace | startswith("/"))'
+"""kwok-config.yaml's pod-ready test for a namespace left to a prober: none ("/" starts no name)."""
 
 
 @dataclass
@@ -49,6 +52,10 @@ class LocalCluster:
     """Node objects to register instead of the default inventory's (e.g. built with build_node)."""
     pod_cidr: str = DEFAULT_POD_CIDR
     """Where kwok takes pod IPs from (kwok's `cidr`; nodes carry no spec.podCIDR)."""
+    probed_namespaces: str | None = None
+    """A namespace-name prefix ("" for every namespace): there KWOK does not mark an InferenceService
+    pod with a readinessProbe Ready; a prober playing the kubelet does once its probe passes
+    (PodEngines(probed_namespaces=) the same prefix). None: KWOK marks every pod Ready on its timer."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -80,7 +87,7 @@ class LocalCluster:
         if self.exists():
             self.delete()
         config_file = self.workdir / f"{self.name}-kwok-config.yaml"
-        config_file.write_text(kwok_config_path().read_text().replace(DEFAULT_POD_CIDR, self.pod_cidr))
+        config_file.write_text(self._kwok_config())
         result = self._kwokctl(
             "--config",
             str(config_file),
@@ -119,6 +126,16 @@ class LocalCluster:
                 f"component logs: {self.logs_dir}"
             )
         self.register_nodes()
+
+    def _kwok_config(self) -> str:
+        text = kwok_config_path().read_text().replace(DEFAULT_POD_CIDR, self.pod_cidr)
+        if self.probed_namespaces is None:
+            return text
+        if not re.fullmatch(r"[a-z0-9-]*", self.probed_namespaces):
+            raise ValueError(f"probed_namespaces {self.probed_namespaces!r} is no namespace-name prefix")
+        return text.replace(
+            NO_PROBED_NAMESPACE, f'(.metadata.namespace | startswith("{self.probed_namespaces}"))'
+        )
 
     def register_nodes(self, *, timeout_seconds: float = 60) -> list[str]:
         api = client.CoreV1Api(self.api_client())

@@ -11,6 +11,11 @@ engine.drainSeconds) in the background and only then is the pod let go. PodEngin
 engine pod with a finalizer until its engine has closed its socket, since KWOK would otherwise
 delete the pod at once and hand its IP to the next pod while the old engine still holds it.
 
+Readiness is the kubelet's too where the cluster leaves it to a prober (PodEngines and
+LocalCluster given the same `probed_namespaces`): there a pod turns Ready only once the
+readinessProbe in its spec passes against its engine, and not Ready when it fails
+(readiness_probes.py). Elsewhere KWOK marks pods Ready on its timer, before their engine listens.
+
 The pod IPs must be local to this process: see kwok-config.yaml and tests/podengines.py.
 """
 
@@ -28,6 +33,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from inferfleet.localcluster.prometheus import LocalPrometheus
+from inferfleet.localcluster.readiness_probes import ProbedPod, Prober, is_probed
 from inferfleet.planning.groups import POD_INDEX_LABEL
 from inferfleet.planning.names import SERVICE_LABEL
 from inferfleet.sim.engine import EngineConfig, SimEngine
@@ -84,10 +90,16 @@ class PodEngines:
         *,
         tokens_per_second: float = 50.0,
         prometheus: LocalPrometheus | None = None,
+        probed_namespaces: str | None = None,
     ) -> None:
         self.tokens_per_second = tokens_per_second
         self.tokens_per_second_of: dict[tuple[str, str], float] = {}
         """Per (namespace, service) overrides, for engines started from now on."""
+        self.loading: dict[tuple[str, str], threading.Event] = {}
+        """Per (namespace, service): its engines load their weights until the event is set, and
+        listen only then (a pod runs, its engine does not answer yet)."""
+        self.probed_namespaces = probed_namespaces
+        """The cluster's LocalCluster.probed_namespaces: there this runs the pods' readiness probes."""
         self.prometheus = prometheus
         self.errors: list[str] = []
         """Pods whose engine could not start, and failed pod patches: a test asserts it stays empty."""
@@ -98,14 +110,18 @@ class PodEngines:
         self._stop = threading.Event()
         self._response: Any = None
         self._thread = threading.Thread(target=self._run, name="pod-engines", daemon=True)
+        self._prober = Prober(self._core, self._error)
 
     def start(self) -> PodEngines:
+        if self.probed_namespaces is not None:
+            self._prober.start()
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop watching, kill every engine and let go of every pod still held."""
+        """Stop watching and probing, kill every engine and let go of every pod still held."""
         self._stop.set()
+        self._prober.stop()
         response = self._response
         if response is not None:
             with suppress(Exception):
@@ -143,6 +159,19 @@ class PodEngines:
             found = [p for p in self._pods.values() if (p.namespace, p.service) == (namespace, service)]
         return [p for p in found if p.terminating and not p.stopped.is_set()]
 
+    def probed(self, namespace: str, pod: str) -> ProbedPod | None:
+        """What the readiness probes of a pod found so far, while it is probed."""
+        return self._prober.pod(namespace, pod)
+
+    def crash(self, namespace: str, pod: str) -> None:
+        """The engine dies and the pod stays, as after a crash the local kubelet does not restart."""
+        held = self.engine(namespace, pod)
+        if held is None or held.engine is None:
+            raise LookupError(f"no engine serving pod {namespace}/{pod}")
+        with self._lock:
+            engine, held.engine = held.engine, None
+        engine.kill()
+
     def kill(self, namespace: str, pod: str) -> None:
         """The replica dies mid-request: every connection reset at once, the pod deleted at once."""
         held = self.engine(namespace, pod)
@@ -178,6 +207,7 @@ class PodEngines:
         for pod in pods:
             self._on_pod(pod)
         present = {p["metadata"]["uid"] for p in pods}
+        self._prober.retain(present)
         with self._lock:
             gone = [p for uid, p in self._pods.items() if uid not in present]
         for held in gone:
@@ -212,6 +242,11 @@ class PodEngines:
     # What the kubelet does for one pod.
 
     def _on_pod(self, pod: dict[str, Any]) -> None:
+        self._on_pod_engine(pod)
+        if is_probed(pod, self.probed_namespaces):  # after its engine started: probed from now on
+            self._prober.observe(pod, _engine_port(pod) if serves_http(pod) else None)
+
+    def _on_pod_engine(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         with self._lock:
             held = self._pods.get(meta["uid"])
@@ -224,6 +259,7 @@ class PodEngines:
             self._start_engine(pod)
 
     def _on_deleted(self, pod: dict[str, Any]) -> None:
+        self._prober.forget(pod["metadata"]["uid"])
         with self._lock:
             held = self._pods.get(pod["metadata"]["uid"])
         if held is not None:
@@ -249,7 +285,25 @@ class PodEngines:
         held = PodEngine(namespace, name, meta["uid"], service, pod["status"]["podIP"], port)
         with self._lock:
             self._pods[held.uid] = held
-        try:  # listen first: KWOK marks the pod Ready without waiting for it
+        if not self._add_finalizer(held):
+            return  # the pod is already going
+        loading = self.loading.get((namespace, service))
+        if loading is None or loading.is_set():
+            self._listen(held)
+        else:
+            threading.Thread(
+                target=self._load, args=(held, loading), name=f"load-{name}", daemon=True
+            ).start()
+
+    def _load(self, held: PodEngine, loaded: threading.Event) -> None:
+        while not loaded.wait(0.1):
+            if self._stop.is_set() or held.terminating:
+                return
+        self._listen(held)
+
+    def _listen(self, held: PodEngine) -> None:
+        name, namespace, service = held.pod, held.namespace, held.service
+        try:
             engine = SimEngine(self._engine_config(held)).start()
         except ApiException as e:
             if e.status != 404:  # 404: the InferenceService is gone, its pods are going
@@ -258,10 +312,11 @@ class PodEngines:
         except Exception as e:  # reported through .errors; the watch goes on
             self._error(f"engine for pod {namespace}/{name} at {held.url} did not start: {e!r}")
             return
-        if not self._add_finalizer(held):
-            engine.kill()  # the pod is already going: no drain to hold it for
+        with self._lock:  # whoever turns it terminating reads .engine after this
+            going, held.engine = held.terminating, None if held.terminating else engine
+        if going:
+            engine.kill()  # the pod went while the engine started: no drain to hold it for
             return
-        held.engine = engine
         if self.prometheus is not None:
             labels = {"namespace": namespace, "inferfleet_io_service": service, "pod": name}
             self.prometheus.add_target(self._target(held), f"{held.ip}:{held.port}", labels)
