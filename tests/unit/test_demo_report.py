@@ -551,3 +551,12 @@ def test_a_start_keeps_its_ready_time_when_the_pod_turns_unready_later() -> None
     recorder.record(20, [cached_small()], NODES, [terminating], {})
     markdown = summarize(recorder, duration_seconds=20, sample_seconds=5)
     assert start_cells(markdown, "p")[5] == "2"
+
+
+def test_times_count_from_the_loads_start_to_the_second_without_a_negative_zero() -> None:
+    recorder = RunRecorder(started=START + timedelta(seconds=0.4))  # the load starts mid-second
+    jobs = [fetch_job("f1", "a100-a-1", -2, 0)]
+    recorder.record(0, [cached_small()], NODES, [engine_pod("p", "a100-a-1", -3, 0)], {}, jobs=jobs)
+    cells = start_cells(summarize(recorder, duration_seconds=5, sample_seconds=5), "p")
+    assert cells[3] == "-3"
+    assert cells[6] == "not there yet: f1 created at -2 s, complete at 0 s (2 s)"

@@ -109,10 +109,10 @@ class StartLedger:
                 self.learned[meta["name"]] = dict(startup)
         for pod in pods:
             meta = pod["metadata"]
-            service = (meta.get("labels") or {}).get(SERVICE_LABEL)
-            if (meta.get("namespace", ""), service) not in names or not meta.get("uid"):
+            owner = str((meta.get("labels") or {}).get(SERVICE_LABEL))
+            if (meta.get("namespace", ""), owner) not in names or not meta.get("uid"):
                 continue
-            record = build_start_record(str(service), pod)
+            record = build_start_record(owner, pod)
             if record is not None:
                 self.starts[meta["uid"]] = merge_start(self.starts.get(meta["uid"]), record)
         for job in jobs:
@@ -186,7 +186,7 @@ def classify_start(start: StartRecord, source: str, fetches: Sequence[FetchRecor
 
 
 def _seconds_since(at: datetime | None, started: datetime) -> str:
-    return "-" if at is None else f"{(at - started).total_seconds():.0f}"
+    return "-" if at is None else str(round((at - started).total_seconds()))  # round(): never "-0"
 
 
 def _weights_text(c: ClassifiedStart, started: datetime) -> str:
@@ -264,8 +264,8 @@ def start_lines(ledger: StartLedger, started: datetime) -> list[str]:
     return [
         "A start is an engine pod's creation to its Ready condition, from the API's timestamps (to the "
         "second). **Warm**: the node's fetch Job for the service's weights had completed before the pod "
-        "was created; **cold**: it had not (the fetch ran for this pod); times in seconds since the load "
-        "started (negative: while the services were applied). "
+        "was created; **cold**: it had not, so on a GPU node the pod waits for that fetch. Times in "
+        "seconds since the load started (negative: while the services were applied). "
         "The learned medians are the operator's `status.startup`, which the autoscaler's lookahead uses "
         "(autoscaled services only).¹",
         "",
