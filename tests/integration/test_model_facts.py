@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
+from inferfleet.planning.weights_cache import ACTION_LABEL
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import (
     create,
@@ -22,7 +24,14 @@ from tests.integration.test_reconcile import (
     wait_ready,
     wait_ready_reason,
 )
-from tests.support import status_condition
+from tests.integration.test_weights_cache import (  # noqa: F401 (fixtures: the cache on, the chart's RBAC)
+    cache_kubeconfig,
+    cached_operator,
+    fetch_jobs,
+    report_result,
+    restricted_service,
+)
+from tests.support import restricted_namespace, status_condition
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 
@@ -102,3 +111,76 @@ def test_a_spec_contradicting_the_known_model_is_placed_as_written_with_a_warnin
     assert "spec.model.architecture.numLayers is 40 but inferfleet's known models" in consistent["message"]
     [event] = wait_event(cluster, namespace, "llama-wrong", "SpecContradictsModel")
     assert (event.type, event.message) == ("Warning", consistent["message"])
+
+
+# The facts `inferfleet fetch-model --metadata-only` reports for a 13B llama (config.json,
+# index, safetensors headers): tests/unit/test_fetch_model_metadata.py proves the process.
+PRIVATE_13B_FACTS = {
+    "parameters": 13_015_864_320,
+    "dtype": "bfloat16",
+    "modelType": "llama",
+    "architecture": {
+        "num_layers": 40,
+        "hidden_size": 5120,
+        "num_attention_heads": 40,
+        "num_key_value_heads": 40,
+    },
+}
+
+
+@pytest.mark.usefixtures("cached_operator")
+def test_a_model_nobody_knows_is_placed_once_its_metadata_job_read_its_files(cluster: Cluster) -> None:
+    namespace = restricted_namespace(cluster.core, "metadata-only")
+    source = "hf://acme/private-model-13b"
+    try:
+        body = restricted_service("private", replicas=1)
+        model = body["spec"]["model"]
+        del model["parametersBillions"], model["architecture"]
+        model["source"], model["name"] = source, "private"
+        create(cluster, namespace, body)
+        ready = wait_ready_reason(cluster, namespace, "private", "ModelMetadataPending")
+        assert f"is reading {source}'s config.json" in ready["message"], ready
+        assert engine_pods(cluster, namespace, "private") == []
+
+        # One Job reads the model's files, on any node: KWOK completes its pod on a CPU node (the
+        # GPU nodes are tainted and it tolerates nothing), in a namespace enforcing `restricted`.
+        batch = client.BatchV1Api(cluster.api_client)
+
+        def completed() -> client.V1Job:
+            [job] = batch.list_namespaced_job(namespace, label_selector=f"{ACTION_LABEL}=metadata").items
+            assert job.status.succeeded == 1, job.status
+            return job
+
+        job = wait_for(completed, timeout=60, what="the metadata Job completed")
+        assert job.spec.template.spec.node_selector is None
+        assert job.spec.template.spec.containers[0].args[:3] == ["fetch-model", source, "--metadata-only"]
+        [pod] = cluster.core.list_namespaced_pod(
+            namespace, label_selector=f"job-name={job.metadata.name}"
+        ).items
+        assert not cluster.core.read_node(pod.spec.node_name).spec.taints
+        kinds = [j.metadata.labels.get(ACTION_LABEL) for j in fetch_jobs(cluster, namespace)]
+        assert kinds == ["metadata"], "no weights are fetched before the model is placed"
+
+        result = {
+            "bytes": 26_031_728_640,
+            "revision": "abc",
+            "model": PRIVATE_13B_FACTS,
+            "metadata_only": True,
+        }
+        report_result(cluster, namespace, str(job.metadata.name), result)
+        status = wait_ready(cluster, namespace, "private")["status"]
+        assert status["model"]["source"] == "Files"
+        assert (status["model"]["parameters"], status["model"]["architecture"]["numLayers"]) == (
+            13_015_864_320,
+            40,
+        )
+        [engine] = engine_pods(cluster, namespace, "private")
+        # Placed now: the weights are fetched on the engine's node, as for any cached model.
+        nodes = {
+            j.metadata.annotations.get("inferfleet.io/weights-node")
+            for j in fetch_jobs(cluster, namespace)
+            if j.metadata.labels.get(ACTION_LABEL) != "metadata"
+        }
+        assert nodes == {engine.spec.node_name}
+    finally:
+        cluster.core.delete_namespace(namespace)

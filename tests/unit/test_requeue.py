@@ -27,6 +27,10 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
             id="pods missing, no Event yet",
         ),
         pytest.param(
+            {"fetch_retry_at": NOW + timedelta(seconds=60)}, 61.0, id="a failed fetch's retry is due"
+        ),
+        pytest.param({"fetch_retry_at": NOW - timedelta(seconds=5)}, 0.0, id="a retry already due: at once"),
+        pytest.param(
             {"release_in": 120.0, "missing_pods_unexplained": True, "recheck_at": NOW + timedelta(seconds=5)},
             6.0,
             id="the soonest wins",

@@ -1,6 +1,7 @@
 """The node weights cache's decisions: objects per namespace and node, engine pod mounts, state."""
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,8 +11,10 @@ from inferfleet.api.limits import MAX_WEIGHTS_NODES
 from inferfleet.api.status import InferenceServiceStatus, NodeWeights, WeightsReason, WeightsState
 from inferfleet.planning.children import Owner, build_cached_template, build_deployment
 from inferfleet.planning.groups import build_group_statefulset
-from inferfleet.planning.model_files import ModelFacts
+from inferfleet.planning.inventory import ProductCapacity
+from inferfleet.planning.model_files import MetadataFetch, ModelFacts
 from inferfleet.planning.placement import GroupPlacement
+from inferfleet.planning.service import plan_service
 from inferfleet.planning.weights_cache import (
     CACHE_CLAIM,
     CURRENT_MODEL,
@@ -20,20 +23,28 @@ from inferfleet.planning.weights_cache import (
     CacheSettings,
     FetchResult,
     ObservedFetch,
+    WeightsPlan,
     build_cache_volume,
     build_fetch_result,
+    build_metadata_job,
     build_observed_fetch,
+    build_observed_metadata,
     compute_cache_key,
     compute_fetch_pod_wakes,
+    compute_fetch_retry,
+    compute_fetched_facts,
+    compute_metadata_fetch,
     compute_model_id,
     compute_node_weights,
     compute_ref_file,
+    compute_retry_delay,
     compute_volume_is_ours,
     compute_warm_nodes,
     compute_weights_events,
     compute_weights_wake,
     directory_job_name,
     fetch_job_name,
+    metadata_job_name,
     plan_weights,
 )
 from inferfleet.weights.sources import build_cache_key, parse_source
@@ -243,7 +254,7 @@ def test_a_jobs_state(status: dict[str, Any], state: WeightsState, message: str 
 def test_the_fetch_result_comes_from_the_termination_message() -> None:
     line = '{"bytes": 16060522496, "revision": "0e9e39f", "source": "hf://x/y"}'
     status = {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": line + "\n"}}}]}
-    assert build_fetch_result(status) == FetchResult(bytes=16060522496, revision="0e9e39f")
+    assert build_fetch_result(status) == FetchResult(bytes=16060522496, revision="0e9e39f", exit_code=0)
     assert build_fetch_result({"containerStatuses": [{"state": {"terminated": {"message": "oops"}}}]}) is None
     with_facts = '{"bytes": 1, "model": {"parameters": 7, "dtype": "float16"}}'
     status = {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": with_facts}}}]}
@@ -365,3 +376,373 @@ def test_warm_nodes_are_those_holding_this_source_and_not_being_evicted() -> Non
         ObservedFetch("e", "n5", HF, WeightsState.PRESENT, evict=True),
     ]
     assert compute_warm_nodes(fetches, HF) == {"n1"}
+
+
+# --- A model nobody knows: its facts read by a metadata Job, without its weights ---
+
+UNKNOWN = "hf://acme/private-13b"
+
+
+def unknown_spec(source: str = UNKNOWN, env: list[dict[str, Any]] | None = None) -> InferenceServiceSpec:
+    return InferenceServiceSpec.model_validate(
+        {
+            "model": {"name": "mine", "source": source},
+            "engine": {"kind": "vllm", "image": "img", "env": env or []},
+            "accelerator": {"product": "NVIDIA-L4"},
+            "scheduling": {"tolerations": [{"key": "pool", "value": "gpu", "effect": "NoSchedule"}]},
+        }
+    )
+
+
+def metadata_job_object(status: dict[str, Any], attempt: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": metadata_job_name("ml", UNKNOWN, attempt),
+            "labels": {"inferfleet.io/model-cache": "fetch", "inferfleet.io/weights-action": "metadata"},
+            "annotations": {
+                "inferfleet.io/weights-source": UNKNOWN,
+                "inferfleet.io/weights-attempt": str(attempt),
+            },
+        },
+        "status": status,
+    }
+
+
+def test_the_metadata_job_runs_anywhere_restricted_with_the_engines_credentials_and_no_cache() -> None:
+    token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    s = unknown_spec(env=[token, {"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}])
+    job = build_metadata_job(s, "ml", "claim-uid", SETTINGS)
+    assert job["metadata"]["name"] == metadata_job_name("ml", UNKNOWN)
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "claim-uid"
+    assert job["spec"]["activeDeadlineSeconds"] > 0
+    pod = job["spec"]["template"]["spec"]
+    # Any schedulable node: no node, no GPU toleration (GPU nodes are tainted: it lands elsewhere).
+    assert {"nodeSelector", "tolerations", "affinity", "nodeName"} & set(pod) == set()
+    assert pod["volumes"] == [{"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}}]
+    [container] = pod["containers"]
+    assert container["args"][:3] == ["fetch-model", UNKNOWN, "--metadata-only"]
+    assert "--cache-root" not in container["args"]
+    assert container["env"][0] == token
+    assert {e["name"] for e in container["env"]} == {"HF_TOKEN", "TMPDIR", "HF_HOME"}
+    assert set(container["resources"]) == {"requests", "limits"}
+    security = container["securityContext"]
+    assert (security["runAsNonRoot"], security["capabilities"]) == (True, {"drop": ["ALL"]})
+    assert security["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["inferfleet.io/model-cache"] == "fetch"  # its pod's result is read like a fetch's
+    assert labels["inferfleet.io/weights-model"] == compute_model_id(UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reads", "expected"),
+    [
+        pytest.param(True, (), [metadata_job_name("ml", UNKNOWN)], id="size unknown: one metadata Job"),
+        pytest.param(False, (), [], id="size known: none"),
+        pytest.param(
+            True, (ObservedFetch("m", "", UNKNOWN, WeightsState.FETCHING),), [], id="one runs: no second"
+        ),
+        pytest.param(
+            True, (ObservedFetch("m", "", "hf://other/x", WeightsState.FETCHING),),
+            [metadata_job_name("ml", UNKNOWN)], id="another model's Job is not this one's",
+        ),
+    ],
+)  # fmt: skip
+def test_a_metadata_job_per_namespace_and_source_while_the_size_is_unknown(
+    metadata: bool, reads: tuple[ObservedFetch, ...], expected: list[str]
+) -> None:
+    observed = CacheObserved(claim_uid="u", volume_exists=True, metadata=reads)
+    plan = plan_weights(SETTINGS, unknown_spec(), "ml", [], observed, now=NOW, metadata=metadata)
+    assert [j["metadata"]["name"] for j in plan.fetch_jobs] == expected
+    assert plan.directory_jobs == ()  # no node is wanted yet
+
+
+def test_a_pvc_source_gets_no_metadata_job() -> None:
+    observed = CacheObserved(claim_uid="u", volume_exists=True)
+    assert (
+        plan_weights(SETTINGS, unknown_spec("pvc://models/x"), "ml", [], observed, metadata=True)
+        == WeightsPlan()
+    )
+
+
+def test_a_metadata_job_is_read_and_a_fetch_job_is_not_one() -> None:
+    failed = {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                              "lastTransitionTime": "2026-01-02T03:00:00Z"}]}  # fmt: skip
+    observed = build_observed_metadata(metadata_job_object(failed, attempt=2))
+    assert observed == ObservedFetch(
+        metadata_job_name("ml", UNKNOWN, 2), "", UNKNOWN, WeightsState.FAILED, "BackoffLimitExceeded",
+        attempt=2, failed_at="2026-01-02T03:00:00Z",
+    )  # fmt: skip
+    assert build_observed_fetch(metadata_job_object(failed)) is None  # not on a node: not a node's copy
+    fetch = {"metadata": {"name": "f", "annotations": {"inferfleet.io/weights-node": "n",
+                                                       "inferfleet.io/weights-source": HF}}}  # fmt: skip
+    assert build_observed_metadata(fetch) is None
+
+
+def test_the_facts_a_metadata_job_read_are_the_models_until_a_fetch_reports_its_own() -> None:
+    read = ObservedFetch("m", "", UNKNOWN, WeightsState.PRESENT)
+    results = {"m": FetchResult(model=ModelFacts(parameters=13_000_000_000))}
+    observed = CacheObserved(claim_uid="u", metadata=(read,), results=results)
+    assert compute_fetched_facts(observed, UNKNOWN) == ModelFacts(parameters=13_000_000_000)
+    assert compute_fetched_facts(observed, "hf://other/x") is None
+    fetched = ObservedFetch("f", "n1", UNKNOWN, WeightsState.PRESENT)
+    both = CacheObserved(
+        claim_uid="u",
+        fetches=(fetched,),
+        metadata=(read,),
+        results={**results, "f": FetchResult(model=ModelFacts(parameters=13_015_864_320))},
+    )
+    assert compute_fetched_facts(both, UNKNOWN) == ModelFacts(parameters=13_015_864_320)
+
+
+FAILED_AT = "2026-01-02T03:00:00Z"
+FAILED_TIME = datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "seconds"), [(1, 30), (2, 60), (3, 120), (4, 240), (5, 480), (6, 600), (7, 600), (400, 600)]
+)
+def test_retries_back_off_from_30_seconds_doubling_to_10_minutes(attempt: int, seconds: float) -> None:
+    assert compute_retry_delay(attempt) == seconds
+
+
+@pytest.mark.parametrize(
+    ("result", "retried"),
+    [
+        pytest.param(None, True, id="no result (killed, OOM, deadline): retried"),
+        pytest.param(FetchResult(error="SourceUnavailable", message="503", exit_code=1), True, id="503"),
+        pytest.param(FetchResult(error="Incomplete", exit_code=1), True, id="a download ended early"),
+        pytest.param(FetchResult(error="ChecksumMismatch", exit_code=3), True, id="corrupt transfer"),
+        pytest.param(FetchResult(error="NotFound", message="401", exit_code=1), False, id="401/404: not"),
+        pytest.param(FetchResult(error="InsufficientSpace", exit_code=4), False, id="disk too small: not"),
+        pytest.param(FetchResult(error="Unsupported", exit_code=2), False, id="unsupported URI: not"),
+        pytest.param(FetchResult(error="BadHeader", exit_code=1), False, id="broken header: not"),
+        pytest.param(FetchResult(error="Whatever", exit_code=2), False, id="a usage exit code: not"),
+    ],
+)
+def test_which_failures_are_retried(result: FetchResult | None, retried: bool) -> None:
+    failed = ObservedFetch(
+        "j", "n1", HF, WeightsState.FAILED, "BackoffLimitExceeded", attempt=3, failed_at=FAILED_AT
+    )
+    retry = compute_fetch_retry(failed, result, NOW)
+    assert retry is not None
+    assert retry.attempt == 3
+    assert retry.at == (FAILED_TIME + timedelta(seconds=120) if retried else None)
+    assert compute_fetch_retry(replace(failed, state=WeightsState.PRESENT), result, NOW) is None
+
+
+def failed_fetch(
+    node: str = "n1", attempt: int = 1, error: str = "SourceUnavailable"
+) -> tuple[ObservedFetch, FetchResult]:
+    name = fetch_job_name("ml", HF, node, attempt)
+    return (
+        ObservedFetch(
+            name, node, HF, WeightsState.FAILED, "BackoffLimitExceeded", attempt=attempt, failed_at=FAILED_AT
+        ),
+        FetchResult(error=error, message="the Hub answered 503", exit_code=1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds_after", "attempt", "error", "created", "deleted", "retry_at"),
+    [
+        pytest.param(29, 1, "SourceUnavailable", [], [], 30, id="before the backoff ends: look again then"),
+        pytest.param(30, 1, "SourceUnavailable", [2], ["1"], None, id="due: attempt 2 replaces attempt 1"),
+        pytest.param(100, 3, "SourceUnavailable", [], [], 120, id="attempt 3 waits 120 s"),
+        pytest.param(10_000, 1, "NotFound", [], [], None, id="a 401/404 is not retried"),
+    ],
+)
+def test_a_failed_fetch_is_retried_as_a_new_job_when_due(
+    seconds_after: int, attempt: int, error: str, created: list[int], deleted: list[str], retry_at: int | None
+) -> None:
+    fetch, result = failed_fetch(attempt=attempt, error=error)
+    observed = CacheObserved(
+        claim_uid="u",
+        volume_exists=True,
+        directory_jobs=frozenset({directory_job_name("u", "n1")}),
+        fetches=(fetch,),
+        results={fetch.name: result},
+    )
+    now = FAILED_TIME + timedelta(seconds=seconds_after)
+    plan = plan_weights(SETTINGS, spec(), "ml", ["n1"], observed, now=now)
+    assert [j["metadata"]["name"] for j in plan.fetch_jobs] == [
+        fetch_job_name("ml", HF, "n1", a) for a in created
+    ]
+    for job in plan.fetch_jobs:
+        assert job["metadata"]["annotations"]["inferfleet.io/weights-attempt"] == str(attempt + 1)
+    assert list(plan.delete_jobs) == ([fetch.name] if deleted else [])
+    assert plan.retry_at == (None if retry_at is None else FAILED_TIME + timedelta(seconds=retry_at))
+
+
+def test_a_failure_on_a_node_the_service_left_is_not_retried_and_a_replaced_attempt_goes() -> None:
+    fetch, result = failed_fetch("n9")
+    newer = ObservedFetch(fetch_job_name("ml", HF, "n1", 2), "n1", HF, WeightsState.FETCHING, attempt=2)
+    older, _ = failed_fetch("n1")
+    observed = CacheObserved(claim_uid="u", volume_exists=True, fetches=(fetch, older, newer),
+                             results={fetch.name: result})  # fmt: skip
+    plan = plan_weights(SETTINGS, spec(), "ml", ["n1"], observed, now=FAILED_TIME + timedelta(hours=1))
+    assert plan.fetch_jobs == ()
+    assert plan.delete_jobs == (older.name,)  # its retry exists (a delete that failed earlier)
+    assert plan.retry_at is None
+
+
+def test_a_failed_metadata_job_is_retried_while_the_size_is_still_unknown() -> None:
+    name = metadata_job_name("ml", UNKNOWN)
+    read = ObservedFetch(name, "", UNKNOWN, WeightsState.FAILED, "DeadlineExceeded", failed_at=FAILED_AT)
+    observed = CacheObserved(claim_uid="u", volume_exists=True, metadata=(read,))
+    due = FAILED_TIME + timedelta(seconds=30)
+    plan = plan_weights(SETTINGS, unknown_spec(), "ml", [], observed, now=due, metadata=True)
+    assert [j["metadata"]["name"] for j in plan.fetch_jobs] == [metadata_job_name("ml", UNKNOWN, 2)]
+    assert plan.delete_jobs == (read.name,)
+    known = plan_weights(SETTINGS, unknown_spec(), "ml", [], observed, now=due, metadata=False)
+    assert (known.fetch_jobs, known.delete_jobs) == ((), ())
+
+
+def test_status_weights_says_which_attempt_failed_and_when_the_next_starts() -> None:
+    fetch, result = failed_fetch(attempt=2)
+    gone, gone_result = failed_fetch("n2", error="NotFound")
+    older, _ = failed_fetch(attempt=1)
+    observed = CacheObserved(claim_uid="u", fetches=(older, fetch, gone),
+                             results={fetch.name: result, gone.name: gone_result})  # fmt: skip
+    weights = compute_node_weights(HF, observed, {"n1", "n2"}, None, NOW)
+    assert weights is not None
+    assert [(w.node, w.job) for w in weights] == [("n1", fetch.name), ("n2", gone.name)]  # the latest attempt
+    assert weights[0].message == (
+        "attempt 2 failed; attempt 3 at 2026-01-02T03:01:00Z: SourceUnavailable: the Hub answered 503"
+    )
+    assert weights[1].message is not None
+    assert weights[1].message.startswith(
+        "attempt 1 failed and is not retried (NotFound does not heal by itself)"
+    )
+    elsewhere = compute_node_weights(HF, observed, set(), None, NOW)
+    assert elsewhere is not None
+    assert elsewhere[0].message == "SourceUnavailable: the Hub answered 503"  # not wanted there: no retry
+
+
+NOT_FOUND = FetchResult(error="NotFound", message="hf://acme/private-13b: no access", exit_code=1)
+NOT_RETRIED = "attempt 1 failed and is not retried (NotFound does not heal by itself)"
+
+
+@pytest.mark.parametrize(
+    ("read", "result", "expected"),
+    [
+        pytest.param(None, None, MetadataFetch(), id="none yet"),
+        pytest.param(
+            ObservedFetch("m", "", UNKNOWN, WeightsState.FETCHING), None, MetadataFetch(job="m"), id="running"
+        ),
+        pytest.param(
+            ObservedFetch("m", "", UNKNOWN, WeightsState.PRESENT),
+            None,
+            MetadataFetch(job="m", done=True),
+            id="done",
+        ),
+        pytest.param(
+            ObservedFetch("m", "", UNKNOWN, WeightsState.FAILED, "BackoffLimitExceeded", failed_at=FAILED_AT),
+            NOT_FOUND,
+            MetadataFetch(job="m", error="NotFound: hf://acme/private-13b: no access", retry=NOT_RETRIED),
+            id="failed for good",
+        ),
+        pytest.param(
+            ObservedFetch(
+                "m", "", UNKNOWN, WeightsState.FAILED, "DeadlineExceeded: slow", failed_at=FAILED_AT
+            ),
+            None,
+            MetadataFetch(
+                job="m",
+                error="DeadlineExceeded: slow",
+                retry="attempt 1 failed; attempt 2 at 2026-01-02T03:00:30Z",
+            ),
+            id="failed, retried",
+        ),
+    ],
+)
+def test_where_the_metadata_read_stands(
+    read: ObservedFetch | None, result: FetchResult | None, expected: MetadataFetch
+) -> None:
+    observed = CacheObserved(
+        claim_uid="u", metadata=(read,) if read else (), results={"m": result} if result else {}
+    )
+    assert compute_metadata_fetch(observed, UNKNOWN, NOW) == expected
+
+
+GPUS = {"NVIDIA-L4": ProductCapacity("NVIDIA-L4", gpu_memory_gib=24.0, gpus_per_node=8, nodes=2)}
+
+
+PENDING, FAILED = "ModelMetadataPending", "ModelMetadataFailed"
+SET_IT = "set spec.model.parametersBillions"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason", "says"),
+    [
+        pytest.param(
+            None,
+            PENDING,
+            [
+                "is not one of inferfleet's known models",
+                SET_IT,
+                "turn on the node weights cache (chart value",
+            ],
+            id="cache off: set it, or turn the cache on",
+        ),
+        pytest.param(
+            MetadataFetch(),
+            PENDING,
+            ["a Job is reading hf://acme/private-13b's config.json"],
+            id="Job coming",
+        ),
+        pytest.param(
+            MetadataFetch(job="m", attempt=2),
+            PENDING,
+            ["Job m is reading", "attempt 2, no weights are downloaded", f"or {SET_IT}"],
+            id="the Job runs",
+        ),
+        pytest.param(
+            MetadataFetch(job="m", error="NotFound: no access", retry=NOT_RETRIED),
+            FAILED,
+            [
+                f"reading the facts of hf://acme/private-13b from its files failed (Job m, {NOT_RETRIED}): "
+                "NotFound: no access; fix the source or its credentials",
+                SET_IT,
+            ],
+            id="the Job failed: why, and what ends it",
+        ),
+        pytest.param(
+            MetadataFetch(job="m", done=True),
+            PENDING,
+            ["hold no config.json it could read", SET_IT],
+            id="read, but nothing there",
+        ),
+    ],
+)
+def test_a_model_nobody_knows_waits_and_says_how_its_facts_are_coming(
+    metadata: MetadataFetch | None, reason: str, says: list[str]
+) -> None:
+    plan = plan_service(OWNER, unknown_spec(), GPUS, metadata=metadata)
+    assert plan.blocked is not None
+    assert plan.blocked.reason == reason
+    for text in says:
+        assert text in plan.blocked.message
+    assert plan.children == []
+
+
+def test_a_pvc_model_nobody_knows_is_not_told_to_turn_the_cache_on() -> None:
+    plan = plan_service(OWNER, unknown_spec("pvc://models/x"), GPUS)
+    assert plan.blocked is not None
+    assert "cache" not in plan.blocked.message
+
+
+def test_once_the_metadata_job_read_the_files_the_model_is_placed() -> None:
+    read = ObservedFetch("m", "", UNKNOWN, WeightsState.PRESENT)
+    facts = ModelFacts(parameters=13_000_000_000, dtype=Dtype.BFLOAT16)
+    observed = CacheObserved(claim_uid="u", metadata=(read,), results={"m": FetchResult(model=facts)})
+    plan = plan_service(
+        OWNER, unknown_spec(), GPUS, model_files=compute_fetched_facts(observed, UNKNOWN),
+        metadata=compute_metadata_fetch(observed, UNKNOWN, NOW),
+    )  # fmt: skip
+    assert plan.blocked is None
+    assert plan.shard_plan is not None
+    assert plan.shard_plan.gpus_per_pod >= 2  # 26 GB of bf16 on 24 GiB GPUs
+    assert plan.model is not None
+    assert plan.model.source == "Files"

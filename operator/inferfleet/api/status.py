@@ -62,6 +62,8 @@ class ReadyReason(StrEnum):
     NODES_UNAVAILABLE = "NodesUnavailable"
     # Waiting for the model's facts: its parameter count is neither in the spec nor known.
     MODEL_METADATA_PENDING = "ModelMetadataPending"
+    MODEL_METADATA_FAILED = "ModelMetadataFailed"
+    """Reading the model's facts from its files (the metadata Job) failed; it may be retried."""
     # Refused: the spec must change.
     INVALID_SPEC = "InvalidSpec"
     POLICY_VIOLATION = "PolicyViolation"

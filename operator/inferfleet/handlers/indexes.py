@@ -18,18 +18,23 @@ from inferfleet.planning.provisioning import ObservedRequest, build_observed_req
 from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, is_unschedulable
 from inferfleet.planning.victims import DELETION_COST_ANNOTATION
 from inferfleet.planning.weights_cache import (
+    ACTION_LABEL,
     CACHE_CLAIM,
     CACHE_LABEL,
+    METADATA_ACTION,
     CacheObserved,
     FetchResult,
     ObservedFetch,
     build_fetch_result,
     build_observed_fetch,
+    build_observed_metadata,
 )
 from inferfleet.runtime.config import OperatorConfig
 
 Key = tuple[str, str]
-CACHE_INDEXES = ("cache_claims", "cache_volumes", "fetch_jobs", "directory_jobs", "fetch_results")
+CACHE_INDEXES = (
+    "cache_claims", "cache_volumes", "fetch_jobs", "directory_jobs", "fetch_results", "metadata_jobs",
+)  # fmt: skip
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -167,6 +172,13 @@ def fetch_jobs(namespace: str, body: kopf.Body, **_: Any) -> dict[str, ObservedF
     return {namespace: fetch} if fetch else None
 
 
+@kopf.index("batch", "v1", "jobs", labels={CACHE_LABEL: "fetch", ACTION_LABEL: METADATA_ACTION})
+def metadata_jobs(namespace: str, body: kopf.Body, **_: Any) -> dict[str, ObservedFetch] | None:
+    """The Jobs reading a model's facts without its weights (their pods are fetch pods: results)."""
+    read = build_observed_metadata(body)
+    return {namespace: read} if read else None
+
+
 @kopf.index("batch", "v1", "jobs", labels={CACHE_LABEL: "directory"})
 def directory_jobs(namespace: str, name: str, **_: Any) -> dict[str, str]:
     return {namespace: name}
@@ -228,15 +240,21 @@ class ClusterView:
         """The node weights cache of `namespace`, as watched (empty when the cache is off)."""
         if not self.cache or any(index is None for index in self.cache):
             return CacheObserved()
-        claims, volumes, fetches, directories, results = self.cache
+        claims, volumes, fetches, directories, results, reads = self.cache
         uid = next(iter(claims.get(namespace, [])), None)
         found: list[ObservedFetch] = list(fetches.get(namespace, []))
+        metadata: list[ObservedFetch] = list(reads.get(namespace, []))
         return CacheObserved(
             claim_uid=uid,
             volume_exists=uid is not None and bool(volumes.get(uid)),
             directory_jobs=frozenset(directories.get(operator_namespace, [])),
             fetches=tuple(found),
-            results={f.name: r for f in found for r in list(results.get((namespace, f.name), []))[-1:]},
+            results={
+                f.name: r
+                for f in (*found, *metadata)
+                for r in list(results.get((namespace, f.name), []))[-1:]
+            },
+            metadata=tuple(metadata),
         )
 
     def all_fetches(self) -> list[tuple[str, ObservedFetch]]:

@@ -16,7 +16,7 @@ from typing import Any
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from inferfleet.api import InferenceServiceSpec, ShardPlan
+from inferfleet.api import InferenceServiceSpec
 from inferfleet.api.resource import NAME_MAKES_VALID_CHILDREN, is_valid_service_name
 from inferfleet.api.status import EventReason, PlacedReason, ReadyReason
 from inferfleet.handlers.calls import ApplyError, call
@@ -32,14 +32,21 @@ from inferfleet.planning.children import Owner
 from inferfleet.planning.groups import group_key, group_name
 from inferfleet.planning.inventory import summarize_products
 from inferfleet.planning.lost import LostGroups, compute_lost_groups
+from inferfleet.planning.model_files import MetadataFetch
 from inferfleet.planning.observed import ObservedGroup
 from inferfleet.planning.placement import GroupPlacement
 from inferfleet.planning.requeue import NAME_CONFLICT_RECHECK, compute_requeue_after
-from inferfleet.planning.service import Blocked, GroupInputs, ServicePlan, plan_service
+from inferfleet.planning.service import METADATA_REASONS, Blocked, GroupInputs, ServicePlan, plan_service
 from inferfleet.planning.spec_warnings import compute_spec_warnings
 from inferfleet.planning.status import ObservedDeployment
 from inferfleet.planning.wake import WAITING_REASONS
-from inferfleet.planning.weights_cache import CacheObserved, compute_fetched_facts, compute_warm_nodes
+from inferfleet.planning.weights_cache import (
+    CacheObserved,
+    compute_cacheable,
+    compute_fetched_facts,
+    compute_metadata_fetch,
+    compute_warm_nodes,
+)
 from inferfleet.runtime.operator import OperatorRuntime
 from inferfleet.runtime.queue import GONE, STATUS_ONLY, Outcome
 from inferfleet.runtime.state import ServiceState
@@ -121,7 +128,7 @@ def reconcile(
         _warn_about_spec(runtime, service, state)
         lost = _find_lost(runtime, view, service, groups, now, logger)
         plan = build_cached_plan(
-            _plan(runtime, view, service, lost.groups), service.spec, runtime.config.model_cache
+            _plan(runtime, view, service, lost.groups, now), service.spec, runtime.config.model_cache
         )
         asked = reconcile_provisioning(runtime.api, view, service.owner, service.spec, plan, groups, now)
         plan = asked.plan
@@ -136,7 +143,7 @@ def reconcile(
         reconciled = Reconciled(
             service.body, service.owner, service.spec, plan, remaining, failures, runtime.config.gateway_url
         )
-        weights_error = _reconcile_weights(runtime, view, service, state, now, plan.shard_plan)
+        weights_error, fetch_retry_at = _reconcile_weights(runtime, view, service, state, now, plan)
         if _apply_and_report(runtime, view, reconciled, state):
             return NAME_CONFLICT_RECHECK
         if weights_error is not None:
@@ -150,6 +157,7 @@ def reconcile(
         release_in=runtime.refused_nodes.seconds_to_next_release() if plan.shortfalls else None,
         missing_pods_unexplained=unexplained,
         inventory_changed=waiting and runtime.inventory.current() != inventory,
+        fetch_retry_at=fetch_retry_at,
     )
     return sooner(again, asked.recheck_at, now)
 
@@ -182,16 +190,19 @@ def _reconcile_weights(
     service: Service,
     state: ServiceState,
     now: datetime,
-    shards: ShardPlan | None,
-) -> ApplyError | None:
-    """The node weights cache's objects and status.weights; a failure does not stop the apply."""
+    plan: ServicePlan,
+) -> tuple[ApplyError | None, datetime | None]:
+    """The node weights cache's objects and status.weights; a failure does not stop the apply.
+    When a failed fetch is due for its retry."""
+    metadata = plan.blocked is not None and plan.blocked.reason in METADATA_REASONS
     try:
-        reconcile_weights(
-            runtime.api, runtime.config.model_cache, view, service.body, service.spec, state, now, shards
-        )
+        retry_at = reconcile_weights(
+            runtime.api, runtime.config.model_cache, view, service.body, service.spec, state, now,
+            plan.shard_plan, metadata,
+        )  # fmt: skip
     except ApplyError as e:
-        return e
-    return None
+        return e, None
+    return None, retry_at
 
 
 def _find_lost(
@@ -214,7 +225,7 @@ def _find_lost(
 
 
 def _plan(
-    runtime: OperatorRuntime, view: ClusterView, service: Service, lost: list[ObservedGroup]
+    runtime: OperatorRuntime, view: ClusterView, service: Service, lost: list[ObservedGroup], now: datetime
 ) -> ServicePlan:
     if service.spec is None:
         assert isinstance(service.parsed, Blocked)
@@ -236,9 +247,19 @@ def _plan(
     )
     products = summarize_products(view.all_nodes(), service.spec.scheduling)
     facts = compute_fetched_facts(observed, service.spec.model.source)
+    metadata = _metadata_of(runtime, observed, service.spec, now)
     return plan_service(
-        service.owner, service.spec, products, inputs, view.scheduler_name, view.policy, model_files=facts
+        service.owner, service.spec, products, inputs, view.scheduler_name, view.policy, facts, metadata
     )
+
+
+def _metadata_of(
+    runtime: OperatorRuntime, observed: CacheObserved, spec: InferenceServiceSpec, now: datetime
+) -> MetadataFetch | None:
+    """How reading the model's facts without its weights goes; None when the cache cannot."""
+    if runtime.config.model_cache is None or not compute_cacheable(spec.model.source):
+        return None
+    return compute_metadata_fetch(observed, spec.model.source, now)
 
 
 def _cache_of(runtime: OperatorRuntime, view: ClusterView, service: Service) -> CacheObserved:
@@ -320,8 +341,12 @@ def refresh_status(runtime: OperatorRuntime, view: ClusterView, service: Service
     if service.spec is None:
         return
     products = summarize_products(view.all_nodes(), service.spec.scheduling)
-    facts = compute_fetched_facts(_cache_of(runtime, view, service), service.spec.model.source)
-    plan = plan_service(service.owner, service.spec, products, policy=view.policy, model_files=facts)
+    observed = _cache_of(runtime, view, service)
+    facts = compute_fetched_facts(observed, service.spec.model.source)
+    metadata = _metadata_of(runtime, observed, service.spec, datetime.now(UTC))
+    plan = plan_service(
+        service.owner, service.spec, products, policy=view.policy, model_files=facts, metadata=metadata
+    )
     state = runtime.state(service.key, service.owner.uid)
     with state.lock:
         write_status(

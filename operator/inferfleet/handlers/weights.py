@@ -66,22 +66,33 @@ def serving_nodes(view: ClusterView, key: Key) -> set[str]:
 
 
 def apply_weights(
-    api: Any, cache: CacheSettings, view: ClusterView, spec: InferenceServiceSpec, key: Key, nodes: set[str]
-) -> CacheObserved:
-    """Create the claim, volume, directory Jobs and fetch Jobs the service's nodes lack; what is
-    observed afterwards (the claim's uid as created, the Jobs as the watch will show them)."""
+    api: Any,
+    cache: CacheSettings,
+    view: ClusterView,
+    spec: InferenceServiceSpec,
+    key: Key,
+    nodes: set[str],
+    now: datetime,
+    metadata: bool = False,
+) -> tuple[CacheObserved, datetime | None]:
+    """Create the claim, volume, directory Jobs and fetch Jobs the service's nodes lack (and its
+    metadata Job when `metadata`), retry failed ones that are due, then delete those replaced;
+    what is observed afterwards (the claim's uid as created, the Jobs as the watch will show
+    them), and when the next failed Job is due."""
     namespace = key[0]
     observed = view.cache_of(namespace, cache.namespace)
-    plan = plan_weights(cache, spec, namespace, nodes, observed)
+    plan = plan_weights(cache, spec, namespace, nodes, observed, now=now, metadata=metadata)
     if plan.claim is not None:
         uid = call("creating the weights cache claim", apply_cache_claim, api, plan.claim)
         observed = replace(observed, claim_uid=uid)
-        plan = plan_weights(cache, spec, namespace, nodes, observed)
+        plan = plan_weights(cache, spec, namespace, nodes, observed, now=now, metadata=metadata)
     if plan.volume is not None:
         call("creating the weights cache volume", apply_cache_volume, api, plan.volume, cache.root)
     for job in (*plan.directory_jobs, *plan.fetch_jobs):
         call(f"creating Job {job['metadata']['name']}", apply_job, api, job)
-    return observed
+    for name in plan.delete_jobs:  # after their retries exist: a failure in between loses no count
+        call(f"deleting Job {name}", delete_job, api, namespace, name)
+    return observed, plan.retry_at
 
 
 def write_weights_status(
@@ -177,17 +188,20 @@ def reconcile_weights(
     state: ServiceState,
     now: datetime,
     shards: ShardPlan | None = None,
-) -> None:
+    metadata: bool = False,
+) -> datetime | None:
     """The service's part of the node cache: a no-op when the cache is off or its source is one
     the cache does not fetch (pvc://, oci://, gs://). `shards`: the planned replica, for which
-    nodes a prefetch may use."""
+    nodes a prefetch may use; `metadata`: the model's size is unknown (its facts are read by a
+    metadata Job). Returns when a failed Job is due for its retry."""
     if cache is None or spec is None or not compute_cacheable(spec.model.source):
-        return
+        return None
     key: Key = (body["metadata"]["namespace"], body["metadata"]["name"])
     source = spec.model.source
     nodes = serving_nodes(view, key)
     prefetch = prefetch_nodes(cache, view, spec, key, nodes, shards)
-    observed = apply_weights(api, cache, view, spec, key, nodes | prefetch)
+    observed, retry_at = apply_weights(api, cache, view, spec, key, nodes | prefetch, now, metadata)
     write_weights_status(api, body, state, source, observed, nodes, now, prefetch)
     touched = nodes | prefetch | {f.node for f in observed.fetches if f.source == source}
     maintain_nodes(api, cache, view, touched, {(key[0], source, node) for node in prefetch})
+    return retry_at

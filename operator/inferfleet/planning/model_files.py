@@ -84,6 +84,22 @@ class KnownFacts:
 
 
 @dataclass(frozen=True)
+class MetadataFetch:
+    """Where reading a model's facts from its files without its weights stands (the operator's
+    metadata Job, with the node weights cache on), for the message of a service that waits."""
+
+    job: str | None = None
+    """The Job reading them; None: none yet (it is being created)."""
+    attempt: int = 1
+    error: str | None = None
+    """Why the latest attempt failed (the fetch's JSON error); None while it runs, or once done."""
+    retry: str | None = None
+    """After a failure: when the next attempt starts, or why none will."""
+    done: bool = False
+    """The Job read the files (their facts, if any, are the model's facts now)."""
+
+
+@dataclass(frozen=True)
 class ModelFiles:
     """The parsed files of one model: what `build_model_facts` reads."""
 

@@ -19,12 +19,16 @@ def compute_requeue_after(
     release_in: float | None = None,
     missing_pods_unexplained: bool = False,
     inventory_changed: bool = False,
+    fetch_retry_at: datetime | None = None,
 ) -> float | None:
     """Seconds until the service must be reconciled again, or None: at once if it waits for GPUs
     and the inventory changed while it was planned, when a refused member's grace ends
     (`recheck_at`), when a node hold ends while a group waits for capacity (`release_in`, given
-    only then), or when a group lacks pods and no Event says why yet."""
+    only then), when a group lacks pods and no Event says why yet, or when a failed fetch of
+    its weights is due for its retry (`fetch_retry_at`: nothing else wakes it then)."""
     delays = [UNEXPLAINED_MISSING_PODS_RECHECK] if missing_pods_unexplained else []
+    if fetch_retry_at is not None:
+        delays.append((fetch_retry_at - now).total_seconds() + 1.0)
     if inventory_changed:
         delays.append(0.0)
     if recheck_at is not None:

@@ -27,7 +27,7 @@ from inferfleet.planning.groups import (
 )
 from inferfleet.planning.inventory import GpuNode, ProductCapacity
 from inferfleet.planning.known_models import lookup_known_model
-from inferfleet.planning.model_files import KnownFacts, ModelFacts
+from inferfleet.planning.model_files import KnownFacts, MetadataFetch, ModelFacts
 from inferfleet.planning.placement import (
     BoundPod,
     GroupPlacement,
@@ -38,6 +38,7 @@ from inferfleet.planning.placement import (
 )
 from inferfleet.planning.policy import TenantPolicy, compute_policy_violations
 from inferfleet.planning.spec_warnings import compute_model_mismatches
+from inferfleet.planning.weights_cache import compute_cacheable
 
 # Sizing needs a context length; an unset maxModelLen is budgeted as this many tokens.
 DEFAULT_SIZING_CONTEXT = 8192
@@ -147,14 +148,44 @@ def compute_known_facts(spec: InferenceServiceSpec, files: ModelFacts | None = N
     return KnownFacts(ModelFactsSource.KNOWN_MODELS, known.facts, known.repo) if known else None
 
 
-def _pending_message(spec: InferenceServiceSpec, known: KnownFacts | None) -> str:
-    if known is None:
-        why = f"{spec.model.source} is not one of inferfleet's known models and its files have not been read"
-    else:
+METADATA_REASONS = frozenset({ReadyReason.MODEL_METADATA_PENDING, ReadyReason.MODEL_METADATA_FAILED})
+"""A service blocked with these waits for its model's facts: the weights cache reads them."""
+_SET_IT = "set spec.model.parametersBillions (and spec.model.architecture from the model's config.json)"
+
+
+def _pending_message(
+    spec: InferenceServiceSpec, known: KnownFacts | None, metadata: MetadataFetch | None = None
+) -> str:
+    """Why sizing waits for the parameter count, and what ends the wait. `metadata`: the metadata
+    Job's progress (None: the node weights cache, which runs it, is off)."""
+    source = spec.model.source
+    if known is not None:
         why = f"{known.origin} do not give it (no safetensors index or header, no known config.json family)"
+    elif metadata is None:
+        why = f"{source} is not one of inferfleet's known models and its files have not been read"
+        if compute_cacheable(source):
+            return (
+                f"waiting for the model's parameter count: spec.model.parametersBillions is unset and {why}; "
+                f"{_SET_IT}, or turn on the node weights cache (chart value modelCache.root, operator flag "
+                "--model-cache-root), which reads them from the model's config.json and safetensors headers"
+            )
+    elif metadata.done:
+        why = f"the model's files ({source}, read by Job {metadata.job}) hold no config.json it could read"
+    elif metadata.error is not None:
+        return (
+            f"reading the facts of {source} from its files failed (Job {metadata.job}, {metadata.retry}): "
+            f"{metadata.error}; fix the source or its credentials (spec.engine.env), or {_SET_IT}"
+        )
+    else:
+        job = f"Job {metadata.job}" if metadata.job else "a Job"
+        return (
+            f"waiting for the model's parameter count: {job} is reading {source}'s config.json, safetensors "
+            f"index and safetensors headers (attempt {metadata.attempt}, no weights are downloaded); "
+            f"or {_SET_IT}"
+        )
     return (
         f"waiting for the model's parameter count: spec.model.parametersBillions is unset and {why}; "
-        "set spec.model.parametersBillions (and spec.model.architecture from the model's config.json)"
+        f"{_SET_IT}"
     )
 
 
@@ -223,12 +254,14 @@ def plan_service(
     scheduler_name: str | None = None,
     policy: TenantPolicy | None = None,
     model_files: ModelFacts | None = None,
+    metadata: MetadataFetch | None = None,
 ) -> ServicePlan:
     """`scheduler_name` applies to single-pod replicas; groups are placed here, whole. A spec the
     installation's `policy` refuses is planned no further (nothing of it is applied).
-    `model_files` are the facts of the model's files, once read (`model_files.build_model_facts`)."""
+    `model_files` are the facts of the model's files, once read (`model_files.build_model_facts`);
+    `metadata`: how reading them without the weights goes (None: the weights cache is off)."""
     known = compute_known_facts(spec, model_files)
-    plan = _plan_service(owner, spec, products, groups, scheduler_name, policy, known)
+    plan = _plan_service(owner, spec, products, groups, scheduler_name, policy, known, metadata)
     mismatches = tuple(compute_model_mismatches(spec, known))
     return replace(plan, model=build_model_status(spec, known), model_mismatches=mismatches)
 
@@ -241,13 +274,16 @@ def _plan_service(
     scheduler_name: str | None,
     policy: TenantPolicy | None,
     known: KnownFacts | None,
+    metadata: MetadataFetch | None = None,
 ) -> ServicePlan:
     violations = compute_policy_violations(spec, policy or TenantPolicy())
     if violations:
         return ServicePlan(blocked=Blocked(ReadyReason.POLICY_VIOLATION, "; ".join(violations)))
     if spec.model.parameters_billions is None and (known is None or known.facts.parameters is None):
         # Before the GPUs: no cluster change can end this wait.
-        return ServicePlan(blocked=Blocked(ReadyReason.MODEL_METADATA_PENDING, _pending_message(spec, known)))
+        failed = known is None and metadata is not None and metadata.error is not None
+        reason = ReadyReason.MODEL_METADATA_FAILED if failed else ReadyReason.MODEL_METADATA_PENDING
+        return ServicePlan(blocked=Blocked(reason, _pending_message(spec, known, metadata)))
     gpu = resolve_gpu(spec, products)
     if isinstance(gpu, Blocked):
         return ServicePlan(blocked=gpu)

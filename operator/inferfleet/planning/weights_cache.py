@@ -16,14 +16,14 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.api.limits import MAX_WEIGHTS_NODES
 from inferfleet.api.status import NodeWeights, WeightsReason, WeightsState
 from inferfleet.planning.conditions import bound_message
-from inferfleet.planning.model_files import ModelFacts, parse_facts_record
+from inferfleet.planning.model_files import MetadataFetch, ModelFacts, parse_facts_record
 from inferfleet.planning.names import SERVICE_LABEL
 
 CACHE_CLAIM = "inferfleet-model-cache"
@@ -32,13 +32,17 @@ CACHE_LABEL = "inferfleet.io/model-cache"
 MODEL_LABEL = "inferfleet.io/weights-model"
 """On fetch Jobs: a short hash of the model source (label values cannot hold a URI)."""
 ACTION_LABEL = "inferfleet.io/weights-action"
-"""`evict` on the Job (and its pod) that removes a model from one node's cache."""
+"""`evict` on the Job (and its pod) that removes a model from one node's cache; `metadata` on the
+Job that reads a model's facts (config.json, safetensors headers) without its weights."""
+METADATA_ACTION = "metadata"
 WARM_LABEL_PREFIX = "weights.inferfleet.io/"
 """Node labels `weights.inferfleet.io/<hash of namespace and source>`: the node's cache holds that
 namespace's copy of the model. Only the operator sets them; engine pods prefer such nodes."""
 WARM_PREFERENCE_WEIGHT = 100
 NODE_ANNOTATION = "inferfleet.io/weights-node"
 SOURCE_ANNOTATION = "inferfleet.io/weights-source"
+ATTEMPT_ANNOTATION = "inferfleet.io/weights-attempt"
+"""On a fetch or metadata Job: which attempt it is (a failed one is retried as the next, a new Job)."""
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 FETCH_MOUNT = "/cache"
@@ -51,6 +55,24 @@ PUBLISHED_MARKER = ".inferfleet-published.json"  # as inferfleet.weights.cache w
 CACHE_UID = 65532
 """The fetch's user and group: fsGroup makes the cache directory writable to it, without root."""
 FETCH_BACKOFF_LIMIT = 3
+SCRATCH_MOUNT = "/scratch"
+"""The metadata Job's emptyDir: its temporary directory and huggingface_hub's home."""
+METADATA_DEADLINE_SECONDS = 600
+"""A metadata read takes seconds; a source that hangs fails the Job (and it is retried) after this."""
+METADATA_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+RETRY_FIRST_SECONDS = 30.0
+RETRY_MAX_SECONDS = 600.0
+PERMANENT_ERRORS = frozenset(
+    {"NotFound", "Unsupported", "BadSource", "BadOptions", "BadEndpoint", "BadListing", "BadHeader",
+     "InsufficientSpace"}
+)  # fmt: skip
+"""Errors of `fetch-model` (its JSON `error`) that a rerun cannot heal: the source said 401/403/404
+(hf: RepositoryNotFound, Gated, RevisionNotFound; S3: NoSuchBucket, AccessDenied, no objects), the
+URI, options or listing are wrong, a header is broken, the node's disk is too small for the model.
+Everything else (SourceUnavailable, Incomplete, ChecksumMismatch, a pod killed before it wrote a
+result) is retried."""
+PERMANENT_EXIT_CODES = frozenset({2, 4})
+"""`fetch-model` exit codes of the same: 2 bad or unsupported URI or option, 4 not enough space."""
 CACHEABLE_SCHEMES = ("hf", "s3")
 SOURCE_ENV = {
     "hf": ("HF_TOKEN", "HF_ENDPOINT"),
@@ -127,8 +149,17 @@ def compute_volume_path(root: str, namespace: str, claim_uid: str) -> str:
     return f"{root.rstrip('/')}/{namespace}.{claim_uid}"
 
 
-def fetch_job_name(namespace: str, source: str, node: str) -> str:
-    return f"inferfleet-fetch-{_digest(namespace, source, node)}"
+def _attempt_suffix(attempt: int) -> str:
+    return f"-{attempt}" if attempt > 1 else ""
+
+
+def fetch_job_name(namespace: str, source: str, node: str, attempt: int = 1) -> str:
+    """One per (namespace, source, node); a retry is a new Job, its attempt number appended."""
+    return f"inferfleet-fetch-{_digest(namespace, source, node)}{_attempt_suffix(attempt)}"
+
+
+def metadata_job_name(namespace: str, source: str, attempt: int = 1) -> str:
+    return f"inferfleet-metadata-{_digest(namespace, source)}{_attempt_suffix(attempt)}"
 
 
 def evict_job_name(namespace: str, source: str, node: str) -> str:
@@ -145,9 +176,11 @@ def compute_warm_nodes(fetches: Iterable[ObservedFetch], source: str) -> frozens
 
 def compute_fetched_facts(observed: CacheObserved, source: str) -> ModelFacts | None:
     """The model's facts a finished fetch of `source` reported from its files, if any did (the
-    first such node's, by name: every node fetched the same revision of the same source)."""
+    first such node's, by name: every node fetched the same revision of the same source), else
+    those its metadata Job read."""
     results = observed.results or {}
-    for fetch in sorted(observed.fetches, key=lambda f: f.node):
+    fetches = sorted(observed.fetches, key=lambda f: f.node)
+    for fetch in [*fetches, *sorted(observed.metadata, key=lambda f: -f.attempt)]:
         result = results.get(fetch.name)
         if fetch.source == source and not fetch.evict and result is not None and result.model is not None:
             return result.model
@@ -305,6 +338,7 @@ def build_fetch_job(
     claim_uid: str,
     settings: CacheSettings,
     tolerations: Sequence[Mapping[str, Any]],
+    attempt: int = 1,
 ) -> dict[str, Any]:
     """`inferfleet fetch-model` on `node` into the namespace's cache, with the engine's own
     source credentials (its env entries for the source, Secrets of this namespace)."""
@@ -326,24 +360,73 @@ def build_fetch_job(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     pod = build_restricted_pod(node, tolerations, container)
+    annotations = {NODE_ANNOTATION: node, SOURCE_ANNOTATION: source, ATTEMPT_ANNOTATION: str(attempt)}
+    name = fetch_job_name(namespace, source, node, attempt)
+    return _claim_job(name, namespace, claim_uid, labels, annotations, {"template": {"spec": pod}})
+
+
+def _claim_job(
+    name: str,
+    namespace: str,
+    claim_uid: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    spec: dict[str, Any],
+) -> dict[str, Any]:
+    """A Job of the namespace's cache, owned by its claim: it goes with it (a Job outlives any one
+    service)."""
+    template = {**spec["template"], "metadata": {"labels": labels}}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": fetch_job_name(namespace, source, node),
+            "name": name,
             "namespace": namespace,
             "labels": labels,
-            "annotations": {NODE_ANNOTATION: node, SOURCE_ANNOTATION: source},
-            # The claim owns its fetches: they go with it (a Job outlives any one service).
+            "annotations": annotations,
             "ownerReferences": [
                 {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": CACHE_CLAIM, "uid": claim_uid}
             ],
         },
-        "spec": {
-            "backoffLimit": FETCH_BACKOFF_LIMIT,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
+        "spec": {"backoffLimit": FETCH_BACKOFF_LIMIT, **spec, "template": template},
     }
+
+
+def build_metadata_job(
+    spec: InferenceServiceSpec, namespace: str, claim_uid: str, settings: CacheSettings, attempt: int = 1
+) -> dict[str, Any]:
+    """`inferfleet fetch-model SOURCE --metadata-only`: the model's config.json, safetensors index
+    and headers (ranged reads), never its weights, for a model whose size nobody knows yet. Any
+    schedulable node: no node selector and no GPU toleration (GPU nodes are not needed, and are
+    usually tainted: it lands on a CPU node), no cache volume (an emptyDir for its scratch), the
+    engine's own source credentials, the `restricted` profile, small requests and a deadline."""
+    source = spec.model.source
+    labels = {CACHE_LABEL: "fetch", MODEL_LABEL: compute_model_id(source), ACTION_LABEL: METADATA_ACTION}
+    scratch_env = [
+        {"name": "TMPDIR", "value": SCRATCH_MOUNT},
+        {"name": "HF_HOME", "value": f"{SCRATCH_MOUNT}/hf"},
+    ]
+    container = {
+        "name": "metadata",
+        "image": settings.image,
+        "args": ["fetch-model", source, "--metadata-only", "--termination-log", "/dev/termination-log"],
+        "env": [*_source_env(spec), *scratch_env],
+        "resources": METADATA_RESOURCES,
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH_MOUNT}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [_restricted(container)],
+        "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "256Mi"}}],
+    }
+    annotations = {SOURCE_ANNOTATION: source, ATTEMPT_ANNOTATION: str(attempt)}
+    job_spec = {"activeDeadlineSeconds": METADATA_DEADLINE_SECONDS, "template": {"spec": pod}}
+    name = metadata_job_name(namespace, source, attempt)
+    return _claim_job(name, namespace, claim_uid, labels, annotations, job_spec)
 
 
 def build_directory_job(
@@ -387,7 +470,7 @@ def build_directory_job(
 
 @dataclass(frozen=True)
 class ObservedFetch:
-    """A fetch Job as watched."""
+    """A fetch Job as watched (or a metadata Job: `node` empty)."""
 
     name: str
     node: str
@@ -398,6 +481,9 @@ class ObservedFetch:
     """An eviction Job (its state: Present once the files are gone)."""
     completed: str | None = None
     """When the Job completed (RFC 3339): a fetch's weights count as used then."""
+    attempt: int = 1
+    failed_at: str | None = None
+    """When the Job failed (RFC 3339): its retry's backoff counts from then."""
 
 
 @dataclass(frozen=True)
@@ -410,42 +496,66 @@ class FetchResult:
     message: str | None = None
     model: ModelFacts | None = None
     """The facts of the fetched files (config.json, safetensors index and headers)."""
+    exit_code: int | None = None
 
 
-def build_observed_fetch(job: Mapping[str, Any]) -> ObservedFetch | None:
+def _attempt(annotations: Mapping[str, Any]) -> int:
+    raw = str(annotations.get(ATTEMPT_ANNOTATION) or "1")
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 10_000 else 1
+
+
+def _observed_job(job: Mapping[str, Any], node: str, source: str) -> ObservedFetch:
     meta, status = job.get("metadata") or {}, job.get("status") or {}
-    annotations = meta.get("annotations") or {}
-    node, source = annotations.get(NODE_ANNOTATION), annotations.get(SOURCE_ANNOTATION)
-    if not node or not source:
-        return None
     evict = (meta.get("labels") or {}).get(ACTION_LABEL) == "evict"
+    attempt = _attempt(meta.get("annotations") or {})
     conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    name = meta["name"]
     if "Complete" in conditions or (status.get("succeeded") or 0) > 0:
         completed = status.get("completionTime")
-        return ObservedFetch(meta["name"], node, source, WeightsState.PRESENT, None, evict, completed)
+        return ObservedFetch(name, node, source, WeightsState.PRESENT, None, evict, completed, attempt)
     failed = conditions.get("Failed")
     if failed is not None:
         message = f"{failed.get('reason') or 'Failed'}: {failed.get('message') or ''}".rstrip(": ")
-        return ObservedFetch(meta["name"], node, source, WeightsState.FAILED, message, evict)
-    return ObservedFetch(meta["name"], node, source, WeightsState.FETCHING, None, evict)
+        when = failed.get("lastTransitionTime")
+        return ObservedFetch(name, node, source, WeightsState.FAILED, message, evict, None, attempt, when)
+    return ObservedFetch(name, node, source, WeightsState.FETCHING, None, evict, None, attempt)
+
+
+def build_observed_fetch(job: Mapping[str, Any]) -> ObservedFetch | None:
+    """A fetch or eviction Job (on a node); None for anything else, a metadata Job included."""
+    annotations = (job.get("metadata") or {}).get("annotations") or {}
+    node, source = annotations.get(NODE_ANNOTATION), annotations.get(SOURCE_ANNOTATION)
+    if not node or not source:
+        return None
+    return _observed_job(job, str(node), str(source))
+
+
+def build_observed_metadata(job: Mapping[str, Any]) -> ObservedFetch | None:
+    """A metadata Job (no node); None for anything else."""
+    meta = job.get("metadata") or {}
+    source = (meta.get("annotations") or {}).get(SOURCE_ANNOTATION)
+    if (meta.get("labels") or {}).get(ACTION_LABEL) != METADATA_ACTION or not source:
+        return None
+    return _observed_job(job, "", str(source))
 
 
 def build_fetch_result(pod_status: Mapping[str, Any]) -> FetchResult | None:
     """The fetch's JSON result from a terminated pod's status, None when it left none."""
     for container in pod_status.get("containerStatuses") or []:
-        message = ((container.get("state") or {}).get("terminated") or {}).get("message")
+        terminated = (container.get("state") or {}).get("terminated") or {}
         try:
-            data = json.loads(message or "")
+            data = json.loads(terminated.get("message") or "")
         except ValueError:
             continue
         if isinstance(data, dict):
-            size = data.get("bytes")
+            size, code = data.get("bytes"), terminated.get("exitCode")
             return FetchResult(
                 bytes=size if isinstance(size, int) and size >= 0 else None,
                 revision=str(data["revision"]) if data.get("revision") else None,
                 error=str(data["error"]) if data.get("error") else None,
                 message=str(data["message"]) if data.get("message") else None,
                 model=parse_facts_record(data.get("model")),
+                exit_code=code if isinstance(code, int) else None,
             )
     return None
 
@@ -461,7 +571,9 @@ class CacheObserved:
     """Names of the directory Jobs in the operator's namespace."""
     fetches: tuple[ObservedFetch, ...] = ()
     results: Mapping[str, FetchResult] | None = None
-    """A fetch Job's result, by Job name, from its latest terminated pod."""
+    """A fetch (or metadata) Job's result, by Job name, from its latest terminated pod."""
+    metadata: tuple[ObservedFetch, ...] = ()
+    """The namespace's metadata Jobs (`build_observed_metadata`)."""
 
 
 @dataclass(frozen=True)
@@ -472,6 +584,11 @@ class WeightsPlan:
     volume: dict[str, Any] | None = None
     directory_jobs: tuple[dict[str, Any], ...] = ()
     fetch_jobs: tuple[dict[str, Any], ...] = ()
+    """Fetch and metadata Jobs: first attempts, and retries of failed ones."""
+    delete_jobs: tuple[str, ...] = ()
+    """Failed Jobs of the namespace a retry replaces (deleted once their retry is created)."""
+    retry_at: datetime | None = None
+    """When the next failed Job is due for its retry (look again then)."""
 
 
 def compute_tolerations(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
@@ -482,24 +599,122 @@ def compute_tolerations(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass(frozen=True)
+class FetchRetry:
+    """What follows a failed fetch or metadata Job."""
+
+    attempt: int
+    """The attempt that failed."""
+    at: datetime | None
+    """When the next attempt starts; None: not retried (a failure a rerun cannot heal)."""
+    error: str | None = None
+    """Why not: the fetch's error."""
+
+    def describe(self) -> str:
+        if self.at is None:
+            return f"attempt {self.attempt} failed and is not retried ({self.error} does not heal by itself)"
+        return f"attempt {self.attempt} failed; attempt {self.attempt + 1} at {_stamp(self.at)}"
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_stamp(stamp: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        return None
+
+
+def compute_retry_delay(attempt: int) -> float:
+    """Seconds after the `attempt`-th failure before the next: 30 s doubling, at most 10 min."""
+    doublings: int = min(max(0, attempt - 1), 32)
+    return min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * float(2**doublings))
+
+
+def compute_fetch_retry(fetch: ObservedFetch, result: FetchResult | None, now: datetime) -> FetchRetry | None:
+    """A failed fetch or metadata Job is retried after `compute_retry_delay` from its failure,
+    unless its result says the failure does not heal (PERMANENT_ERRORS, PERMANENT_EXIT_CODES).
+    A Job that left no result (killed, out of memory, past its deadline) is retried."""
+    if fetch.state != WeightsState.FAILED or fetch.evict:
+        return None
+    if result is not None and (result.error in PERMANENT_ERRORS or result.exit_code in PERMANENT_EXIT_CODES):
+        return FetchRetry(fetch.attempt, None, result.error or f"exit code {result.exit_code}")
+    failed = _parse_stamp(fetch.failed_at) or now
+    return FetchRetry(fetch.attempt, failed + timedelta(seconds=compute_retry_delay(fetch.attempt)))
+
+
+def compute_current_fetches(fetches: Iterable[ObservedFetch]) -> dict[str, ObservedFetch]:
+    """The latest attempt per node (a failed attempt its retry replaced may still be there)."""
+    latest: dict[str, ObservedFetch] = {}
+    for f in fetches:
+        if f.node not in latest or f.attempt > latest[f.node].attempt:
+            latest[f.node] = f
+    return latest
+
+
+@dataclass(frozen=True)
+class _Retries:
+    due: tuple[ObservedFetch, ...] = ()
+    superseded: tuple[str, ...] = ()
+    next_at: datetime | None = None
+
+
+def _plan_retries(
+    jobs: Sequence[ObservedFetch], wanted: Iterable[str], observed: CacheObserved, now: datetime | None
+) -> _Retries:
+    """Of `jobs` (one source's fetch Jobs, or its metadata Jobs under node ""), the latest attempts
+    on `wanted` nodes that are due for a retry, the earlier attempts to delete, the next retry."""
+    current = compute_current_fetches(jobs)
+    superseded = tuple(sorted(f.name for f in jobs if current[f.node] is not f))
+    if now is None:
+        return _Retries(superseded=superseded)
+    results = observed.results or {}
+    due: list[tuple[ObservedFetch, datetime]] = []
+    later: list[tuple[ObservedFetch, datetime]] = []
+    for node in sorted(set(wanted) & set(current)):
+        retry = compute_fetch_retry(current[node], results.get(current[node].name), now)
+        if retry is None or retry.at is None:
+            continue
+        (due if retry.at <= now else later).append((current[node], retry.at))
+    return _Retries(tuple(f for f, _ in due), superseded, min((at for _, at in later), default=None))
+
+
 def plan_weights(
     settings: CacheSettings,
     spec: InferenceServiceSpec,
     namespace: str,
     nodes: Iterable[str],
     observed: CacheObserved,
+    *,
+    now: datetime | None = None,
+    metadata: bool = False,
 ) -> WeightsPlan:
     """What the service's nodes lack: the claim first (the volume names its uid), then the volume,
     each node's directory and a fetch on each node without one for this source (one Job per
-    namespace, source and node: a failed one stays, with its reason, until it is deleted)."""
-    if not compute_cacheable(spec.model.source):
+    namespace, source and node). A failed fetch is retried (`compute_fetch_retry`) as a new Job
+    on a node the service still wants, and the failed one goes. `metadata`: the model's size is
+    unknown, so a metadata Job reads its facts (one per namespace and source, retried alike)."""
+    source = spec.model.source
+    if not compute_cacheable(source):
         return WeightsPlan()
     uid = observed.claim_uid
     if uid is None:
         return WeightsPlan(claim=build_cache_claim(namespace))
-    tolerations = compute_tolerations(spec)
-    fetched = {f.node for f in observed.fetches if f.source == spec.model.source and not f.evict}
-    wanted = sorted(set(nodes))
+    tolerations, wanted = compute_tolerations(spec), sorted(set(nodes))
+    fetches = [f for f in observed.fetches if f.source == source and not f.evict]
+    fetched = {f.node for f in fetches}
+    retries = _plan_retries(fetches, wanted, observed, now)
+    missing = [(node, 1) for node in wanted if node not in fetched]
+    retried = [(f.node, f.attempt + 1) for f in retries.due]
+    jobs = [build_fetch_job(spec, namespace, n, uid, settings, tolerations, a) for n, a in missing + retried]
+    reads = [m for m in observed.metadata if m.source == source]
+    meta = _plan_retries(reads, [""] if metadata else [], observed, now)
+    if metadata and not reads:
+        jobs.append(build_metadata_job(spec, namespace, uid, settings))
+    jobs += [build_metadata_job(spec, namespace, uid, settings, m.attempt + 1) for m in meta.due]
+    retry_at = min((at for at in (retries.next_at, meta.next_at) if at is not None), default=None)
     return WeightsPlan(
         volume=None if observed.volume_exists else build_cache_volume(settings.root, namespace, uid),
         directory_jobs=tuple(
@@ -507,12 +722,26 @@ def plan_weights(
             for node in wanted
             if directory_job_name(uid, node) not in observed.directory_jobs
         ),
-        fetch_jobs=tuple(
-            build_fetch_job(spec, namespace, node, uid, settings, tolerations)
-            for node in wanted
-            if node not in fetched
-        ),
+        fetch_jobs=tuple(jobs),
+        delete_jobs=(*retries.superseded, *meta.superseded, *(f.name for f in (*retries.due, *meta.due))),
+        retry_at=retry_at,
     )
+
+
+def compute_metadata_fetch(observed: CacheObserved, source: str, now: datetime) -> MetadataFetch:
+    """Where reading `source`'s facts without its weights stands (the cache is on)."""
+    current = compute_current_fetches(m for m in observed.metadata if m.source == source).get("")
+    if current is None:
+        return MetadataFetch()
+    if current.state == WeightsState.PRESENT:
+        return MetadataFetch(job=current.name, done=True)
+    if current.state != WeightsState.FAILED:
+        return MetadataFetch(job=current.name, attempt=current.attempt)
+    result = (observed.results or {}).get(current.name)
+    retry = compute_fetch_retry(current, result, now)
+    error = f"{result.error or 'Failed'}: {result.message}" if result and result.message else current.message
+    retry_text = retry.describe() if retry else None
+    return MetadataFetch(current.name, current.attempt, error or "Failed", retry_text)
 
 
 _ORDER = {WeightsState.FAILED: 0, WeightsState.EVICTING: 1, WeightsState.FETCHING: 1, WeightsState.PRESENT: 2}
@@ -525,11 +754,18 @@ _REASONS = {
 
 
 def _node_weights(
-    fetch: ObservedFetch, result: FetchResult | None, last_used: str | None, evicting: bool, prefetch: bool
+    fetch: ObservedFetch,
+    result: FetchResult | None,
+    last_used: str | None,
+    evicting: bool,
+    prefetch: bool,
+    retry: FetchRetry | None,
 ) -> NodeWeights:
     message = fetch.message
     if fetch.state == WeightsState.FAILED and result is not None and result.message:
         message = f"{result.error or 'Failed'}: {result.message}"
+    if fetch.state == WeightsState.FAILED and retry is not None:
+        message = f"{retry.describe()}: {message or 'Failed'}"  # first: a long error is cut at the end
     present = fetch.state == WeightsState.PRESENT and result is not None
     state = WeightsState.EVICTING if evicting and fetch.state == WeightsState.PRESENT else fetch.state
     return NodeWeights(
@@ -553,19 +789,27 @@ def compute_node_weights(
     now: datetime,
     prefetch: Iterable[str] = (),
 ) -> list[NodeWeights] | None:
-    """status.weights: each node's fetch of this source; failed and fetching first, then the most
-    recently used, at most MAX_WEIGHTS_NODES. `serving`: nodes the service's pods are on now;
-    `prefetch`: nodes kept warm for it beyond those."""
-    fetches = [f for f in observed.fetches if f.source == source and not f.evict]
+    """status.weights: each node's fetch of this source (its latest attempt); failed and fetching
+    first, then the most recently used, at most MAX_WEIGHTS_NODES. `serving`: nodes the service's
+    pods are on now; `prefetch`: nodes kept warm for it beyond those. A failed fetch on a node the
+    service wants says which attempt failed and when the next starts (or why none will)."""
+    ours = (f for f in observed.fetches if f.source == source and not f.evict)
+    fetches = list(compute_current_fetches(ours).values())
     if not fetches:
         return None
     evicting = {f.node for f in observed.fetches if f.source == source and f.evict}
     used = {w.node: w.last_used for w in previous or []}
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    used.update({node: stamp for node in serving})
-    results, kept = observed.results or {}, set(prefetch) - set(serving)
+    used.update({node: _stamp(now) for node in serving})
+    results, kept, wanted = observed.results or {}, set(prefetch) - set(serving), set(serving) | set(prefetch)
     entries = [
-        _node_weights(f, results.get(f.name), used.get(f.node), f.node in evicting, f.node in kept)
+        _node_weights(
+            f,
+            results.get(f.name),
+            used.get(f.node),
+            f.node in evicting,
+            f.node in kept,
+            compute_fetch_retry(f, results.get(f.name), now) if f.node in wanted else None,
+        )
         for f in fetches
     ]
     entries.sort(key=lambda w: (_ORDER[w.state], _negated(w.last_used), w.node))

@@ -75,17 +75,21 @@ class FetchResult:
         return asdict(self)
 
 
-def fetch_model(options: FetchOptions) -> FetchResult:
-    started = time.monotonic()
+def parse_uri(uri: str) -> ModelSource:
     try:
-        source = parse_source(options.uri)
+        return parse_source(uri)
     except SourceError as e:
         raise FetchError(EXIT_USAGE, "Unsupported" if e.unsupported else "BadSource", str(e)) from e
-    store = _open_store(source, options)
+
+
+def fetch_model(options: FetchOptions) -> FetchResult:
+    started = time.monotonic()
+    source = parse_uri(options.uri)
+    store = open_store(source, options)
     model = cache.ModelDir(options.cache_root, build_cache_key(source))
     with cache.hold_lock(model.lock_path, on_wait=lambda: _say(f"waiting for another fetch of {source.uri}")):
         try:
-            listing = _list(store)
+            listing = list_source(store)
         except FetchError as e:
             cached = _published_for_ref(model, source) if e.reason == "SourceUnavailable" else None
             if cached is None:
@@ -134,18 +138,18 @@ def _result(
         downloaded_bytes=downloaded,
         seconds=round(time.monotonic() - started, 3),
         from_cache=from_cache,
-        model=_facts_of(path),
+        model=facts_of(path),
     )
 
 
-def _facts_of(path: Path) -> dict[str, object] | None:
+def facts_of(path: Path) -> dict[str, object] | None:
     try:
         return build_facts_record(read_model_facts(path)) or None
     except ModelDirError:
         return None  # not every model is a transformers checkpoint; the fetch itself succeeded
 
 
-def _open_store(source: ModelSource, options: FetchOptions) -> Store:
+def open_store(source: ModelSource, options: FetchOptions) -> Store:
     try:
         if source.scheme == "hf":
             from inferfleet.weights.hub import HubStore
@@ -158,7 +162,7 @@ def _open_store(source: ModelSource, options: FetchOptions) -> Store:
         raise FetchError(EXIT_USAGE, e.reason, str(e)) from e
 
 
-def _list(store: Store) -> Listing:
+def list_source(store: Store) -> Listing:
     try:
         listing = store.list_files()
     except StoreError as e:

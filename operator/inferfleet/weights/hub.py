@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from typing import BinaryIO
 
 import httpx2
@@ -9,8 +11,10 @@ from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    NotASafetensorsRepoError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
+    SafetensorsParsingError,
 )
 from huggingface_hub.file_download import http_get
 
@@ -70,6 +74,35 @@ class HubStore:
             )
         except (HfHubHTTPError, httpx2.HTTPError) as e:
             raise StoreError("SourceUnavailable", f"{file.path}: {_first_line(e)}") from e
+
+    def read_headers(self, files: list[RemoteFile]) -> dict[str, bytes]:
+        """huggingface_hub's `get_safetensors_metadata` (ranged reads of each shard's first bytes
+        at the listed commit), written back as the headers they are."""
+        wanted = {f.path for f in files}
+        try:
+            found = self.api.get_safetensors_metadata(self.repo_id, revision=self.revision, token=self.token)
+        except NotASafetensorsRepoError:
+            return {}  # no model.safetensors nor an index: config.json alone speaks
+        except SafetensorsParsingError as e:
+            raise StoreError("BadHeader", f"hf://{self.repo_id}: {_first_line(e)}") from e
+        except (RepositoryNotFoundError, GatedRepoError) as e:
+            raise StoreError("NotFound", f"hf://{self.repo_id}: {_first_line(e)}") from e
+        except (HfHubHTTPError, httpx2.HTTPError) as e:
+            raise StoreError("SourceUnavailable", f"{self.api.endpoint}: {_first_line(e)}") from e
+        headers = {}
+        for name, meta in found.files_metadata.items():
+            if name not in wanted:
+                continue
+            header: dict[str, object] = {"__metadata__": meta.metadata} if meta.metadata else {}
+            for tensor, info in meta.tensors.items():
+                header[tensor] = {
+                    "dtype": info.dtype,
+                    "shape": info.shape,
+                    "data_offsets": list(info.data_offsets),
+                }
+            raw = json.dumps(header).encode()
+            headers[name] = struct.pack("<Q", len(raw)) + raw
+        return headers
 
 
 def _first_line(e: Exception) -> str:

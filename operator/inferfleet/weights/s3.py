@@ -12,6 +12,7 @@ from minio import Minio
 from minio.credentials.providers import EnvAWSProvider, IamAwsProvider, Provider
 from minio.error import MinioException, S3Error
 
+from inferfleet.planning.model_files import MAX_HEADER_BYTES
 from inferfleet.weights.plan import Listing, RemoteFile, compute_listing_revision
 from inferfleet.weights.sources import ModelSource
 from inferfleet.weights.stores import StoreError
@@ -68,6 +69,36 @@ class S3Store:
         try:
             for chunk in response.stream(_CHUNK):
                 out.write(chunk)
+        except urllib3.exceptions.HTTPError as e:
+            raise StoreError("SourceUnavailable", f"{file.path}: {e}") from e
+        finally:
+            response.close()
+            response.release_conn()
+
+    def read_headers(self, files: list[RemoteFile]) -> dict[str, bytes]:
+        """Each file's first 8 bytes (the header's length), then that many: two ranged GETs."""
+        headers = {}
+        for file in files:
+            if file.size < 8:
+                continue
+            head = self._read(file, 0, 8)
+            size = int.from_bytes(head, "little")
+            if len(head) < 8 or size > MAX_HEADER_BYTES or 8 + size > file.size:
+                raise StoreError("BadHeader", f"{file.path}: a safetensors header of {size} bytes")
+            headers[file.path] = head + self._read(file, 8, size)
+        return headers
+
+    def _read(self, file: RemoteFile, offset: int, length: int) -> bytes:
+        try:
+            response = self.client.get_object(
+                self.bucket, self.prefix + file.path, offset=offset, length=length
+            )
+        except S3Error as e:
+            raise StoreError("SourceUnavailable", f"{file.path}: {e.code}: {e.message}") from e
+        except (MinioException, urllib3.exceptions.HTTPError) as e:
+            raise StoreError("SourceUnavailable", f"{file.path}: {e}") from e
+        try:
+            return bytes(response.read())
         except urllib3.exceptions.HTTPError as e:
             raise StoreError("SourceUnavailable", f"{file.path}: {e}") from e
         finally:

@@ -20,3 +20,7 @@ class Store(Protocol):
 
     def download(self, file: RemoteFile, out: BinaryIO, have: int) -> None:
         """Append the file's bytes from offset `have` to `out`."""
+
+    def read_headers(self, files: list[RemoteFile]) -> dict[str, bytes]:
+        """The safetensors header of each of `files` (its 8-byte length and that much JSON), by
+        path, read with ranged requests; files that hold none are left out."""
