@@ -2,7 +2,8 @@
 
 The gateway runs as its own process with the chart's gateway RBAC and finds engines from the
 EndpointSlices the real controller-manager writes; every Ready pod has a real HTTP engine at its
-IP (tests/podengines.py). Nothing here talks to an engine except through the gateway.
+IP that answered the pod's readinessProbe (tests/podengines.py). Nothing here talks to an engine
+except through the gateway.
 """
 
 from __future__ import annotations
@@ -62,24 +63,14 @@ def ready_endpoints(cluster: Cluster, namespace: str, name: str) -> list[str]:
     ]
 
 
-def wait_endpoints(
-    cluster: Cluster,
-    namespace: str,
-    name: str,
-    count: int,
-    timeout: float = 90,
-    engines: PodEngines | None = None,
-) -> None:
-    """Until the service's EndpointSlices list `count` ready, non-terminating endpoints, and, with
-    `engines`, as many engines serve at them: KWOK marks a pod Ready without a readiness probe,
-    so the slice may list a pod a moment before its engine listens."""
-
-    def serving() -> bool:
-        if len(ready_endpoints(cluster, namespace, name)) != count:
-            return False
-        return engines is None or len([p for p in engines.engines(namespace, name) if p.engine]) == count
-
-    wait_for(serving, timeout=timeout, what=f"{count} ready endpoints of {name}")
+def wait_endpoints(cluster: Cluster, namespace: str, name: str, count: int, timeout: float = 90) -> None:
+    """Until the service's EndpointSlices list `count` ready, non-terminating endpoints. A pod is
+    Ready once its engine answered the readinessProbe (tests/podengines.py), so each one serves."""
+    wait_for(
+        lambda: len(ready_endpoints(cluster, namespace, name)) == count,
+        timeout=timeout,
+        what=f"{count} ready endpoints of {name}",
+    )
 
 
 def start_stack(
@@ -188,7 +179,7 @@ def test_a_replica_killed_mid_load_loses_no_request(
 ) -> None:
     gateway = start_stack(run_gateway, run_operator, namespace)
     create(cluster, namespace, served("pair", replicas=2))
-    wait_endpoints(cluster, namespace, "pair", 2, engines=pod_engines)
+    wait_endpoints(cluster, namespace, "pair", 2)
 
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
@@ -224,7 +215,7 @@ def test_scale_down_under_load_drains_the_replica_and_fails_nothing(
     body = served("shrink", replicas=2)
     body["spec"]["engine"]["drainSeconds"] = 30
     create(cluster, namespace, body)
-    wait_endpoints(cluster, namespace, "shrink", 2, engines=pod_engines)
+    wait_endpoints(cluster, namespace, "shrink", 2)
     engines = [p.engine for p in pod_engines.engines(namespace, "shrink") if p.engine]
     assert len(engines) == 2
 
@@ -260,7 +251,7 @@ def test_queue_bound_429_and_client_disconnects_free_engine_slots_curl_too(
 ) -> None:
     gateway = start_stack(run_gateway, run_operator, namespace)
     create(cluster, namespace, served("narrow", replicas=1, slots=1, gateway={"maxQueuedRequests": 1}))
-    wait_endpoints(cluster, namespace, "narrow", 1, engines=pod_engines)
+    wait_endpoints(cluster, namespace, "narrow", 1)
     [held] = pod_engines.engines(namespace, "narrow")
     engine = held.engine
     assert engine is not None
@@ -316,7 +307,7 @@ def test_a_thousand_concurrent_streams_through_one_gateway(
 ) -> None:
     gateway = start_stack(run_gateway, run_operator, namespace)
     create(cluster, namespace, served("wide", replicas=4, slots=256))
-    wait_endpoints(cluster, namespace, "wide", 4, engines=pod_engines)
+    wait_endpoints(cluster, namespace, "wide", 4)
 
     async def one(session: aiohttp.ClientSession) -> int:
         body = {"model": MODEL, "prompt": "x", "max_tokens": 10, "stream": True}
@@ -346,7 +337,7 @@ def test_sigterm_lets_requests_in_flight_finish(
 ) -> None:
     gateway = start_stack(run_gateway, run_operator, namespace)
     create(cluster, namespace, served("steady", replicas=1))
-    wait_endpoints(cluster, namespace, "steady", 1, engines=pod_engines)
+    wait_endpoints(cluster, namespace, "steady", 1)
     [held] = pod_engines.engines(namespace, "steady")
     assert held.engine is not None
 
@@ -380,7 +371,7 @@ def test_the_gateway_serves_through_an_api_server_restart_and_follows_changes_af
         pytest.skip("restarts the local cluster's API server; not on a cluster given by kubeconfig")
     gateway = start_stack(run_gateway, run_operator, namespace)
     create(cluster, namespace, served("calm", replicas=2))
-    wait_endpoints(cluster, namespace, "calm", 2, engines=pod_engines)
+    wait_endpoints(cluster, namespace, "calm", 2)
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0, timeout=60)
 
     cluster.local.stop()  # etcd and every control-plane component
@@ -395,7 +386,7 @@ def test_the_gateway_serves_through_an_api_server_restart_and_follows_changes_af
     # A change after the restart: one replica goes. (Not one added: a restarted kwok forgets which
     # pod IPs it handed out and may give a new pod one that is in use.)
     patch_spec(cluster, namespace, "calm", {"replicas": 1})
-    wait_endpoints(cluster, namespace, "calm", 1, timeout=120, engines=pod_engines)
+    wait_endpoints(cluster, namespace, "calm", 1, timeout=120)
     wait_for(lambda: not pod_engines.stopping(namespace, "calm"), timeout=120, what="the removed engine gone")
     retries_before = _gateway_retries(gateway)
 
@@ -431,7 +422,7 @@ def test_a_multi_node_replica_is_reached_through_its_group_leader_only(
     gateway = run_gateway(namespaces=[namespace])
     run_operator(extra_args=["--gateway-url", gateway.url])  # cluster-wide: placement counts every GPU
     create(cluster, namespace, service_405b("big"))
-    wait_endpoints(cluster, namespace, "big", 1, timeout=180, engines=pod_engines)
+    wait_endpoints(cluster, namespace, "big", 1, timeout=180)
     pods = {p.metadata.name: p for p in group_pods(cluster, namespace, "big")}
     assert len(pods) == 2  # one replica: a leader and a worker on two nodes
     [leader] = ready_endpoints(cluster, namespace, "big")
