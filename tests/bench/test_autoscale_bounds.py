@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.autoscale import policies as pol
 from bench.autoscale.frontier import ReactiveOracle
 from bench.autoscale.report import summarize
-from bench.autoscale.sim import Fleet, Plan, SimParams, simulate
+from bench.autoscale.sim import Fleet, Observation, Plan, SimParams, simulate
 from bench.autoscale.workload import Workload
 
 PARAMS = SimParams(seed=3, cold_start_min=60.0, cold_start_max=60.0)
@@ -42,3 +42,14 @@ def test_the_reactive_oracle_pays_the_cold_start_that_the_oracle_plans_around() 
     slo = [summarize(r, 2.0, burst.horizon, 1)["slo_attainment"] for r in (react, ahead)]
     assert slo[0] < 0.9 <= slo[1]
     assert max(after for _, _, after in react.replica_changes) == 6
+
+
+def test_without_hindsight_the_reactive_oracle_releases_as_a_scale_down_window_does() -> None:
+    need = [(0.0, 5), (100.0, 1), (400.0, 5)]  # a lull from 100 s to 400 s
+    calm = Observation(waiting=0.0, running=10.0, ready=5)
+    ahead = ReactiveOracle(need, 0, 8, bridge_s=150.0)
+    present = ReactiveOracle(need, 0, 8, bridge_s=150.0, hindsight=False)
+    assert present.decide(200.0, calm, 5, 5) == 5  # the need of 5 was seen 150 s ago
+    assert present.decide(300.0, calm, 5, 5) == 1  # not since 100 s: released
+    assert ahead.decide(300.0, calm, 5, 5) == 5  # it knows the need comes back at 400 s
+    assert present.decide(400.0, calm, 1, 1) == ahead.decide(400.0, calm, 1, 1) == 5
