@@ -653,6 +653,12 @@ def _add_fetch_model_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
         help="also write the JSON line here (a pod's terminationMessagePath, e.g. /dev/termination-log)",
     )
     fetch.add_argument(
+        "--metadata-only",
+        action="store_true",
+        help="read only config.json, the safetensors index and each safetensors header (ranged reads) into a "
+        "scratch directory and print the model's facts; no --cache-root needed, the cache is not touched",
+    )
+    fetch.add_argument(
         "--evict",
         action="store_true",
         help="remove the model from the cache instead (under its fetch lock; the operator's eviction Job)",
@@ -669,7 +675,7 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
     from inferfleet.weights.fetch import EXIT_USAGE, FetchError, FetchOptions, fetch_model
 
     outcome: dict[str, object]
-    if not args.cache_root or args.workers < 1 or args.reserve_bytes < 0:
+    if not (args.cache_root or args.metadata_only) or args.workers < 1 or args.reserve_bytes < 0:
         outcome, code = (
             {"error": "BadOptions", "message": "need --cache-root, --workers >= 1, --reserve-bytes >= 0"},
             EXIT_USAGE,
@@ -677,7 +683,7 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
     else:
         options = FetchOptions(
             uri=args.source,
-            cache_root=Path(args.cache_root),
+            cache_root=Path(args.cache_root or "."),
             workers=args.workers,
             reserve_bytes=args.reserve_bytes,
             s3_endpoint_url=args.s3_endpoint_url,
@@ -689,6 +695,10 @@ def _cmd_fetch_model(args: argparse.Namespace) -> int:
                 from inferfleet.weights.evict import evict_model
 
                 outcome, code = evict_model(args.source, options.cache_root).as_dict(), 0
+            elif args.metadata_only:
+                from inferfleet.weights.metadata import fetch_metadata
+
+                outcome, code = fetch_metadata(options).as_dict(), 0
             else:
                 outcome, code = fetch_model(options).as_dict(), 0
         except FetchError as e:
