@@ -21,9 +21,11 @@ from inferfleet.planning.weights_cache import (
     CACHE_CLAIM,
     CURRENT_MODEL,
     WAIT_CONTAINER,
+    cleanup_job_name,
     compute_volume_name,
     compute_volume_path,
     compute_warm_label,
+    directory_job_name,
     evict_job_name,
 )
 from tests.conftest import Cluster
@@ -392,3 +394,39 @@ def record_evictions(cluster: Cluster, namespace: str, done: threading.Event, se
             version = event["object"].metadata.resource_version
             if event["type"] == "ADDED":
                 seen.add(event["object"].metadata.name)
+
+
+def test_a_deleted_namespaces_volume_and_node_directories_go(
+    cluster: Cluster, cached_operator: OperatorProcess, chart_identity: ChartIdentity
+) -> None:
+    namespace = restricted_namespace(cluster.core, "weights-gone")
+    batch = client.BatchV1Api(cluster.api_client)
+    create(cluster, namespace, restricted_service("gone", replicas=2))
+    wait_ready(cluster, namespace, "gone")
+    nodes = {p.spec.node_name for p in engine_pods(cluster, namespace, "gone")}
+    uid = cluster.core.read_namespaced_persistent_volume_claim(CACHE_CLAIM, namespace).metadata.uid
+    volume = compute_volume_name(uid)
+    directories = {directory_job_name(uid, node) for node in nodes}
+
+    def made() -> bool:
+        names = {j.metadata.name for j in batch.list_namespaced_job(chart_identity.namespace).items}
+        assert directories <= names, names
+        return True
+
+    wait_for(made, timeout=60, what="the namespace's directory Job on each engine node")
+    assert cluster.core.read_persistent_volume(volume).spec.persistent_volume_reclaim_policy == "Retain"
+
+    cluster.core.delete_namespace(namespace)
+
+    def removed() -> set[str]:
+        names = [v.metadata.name for v in cluster.core.list_persistent_volume().items]
+        assert volume not in names, "the volume is still there"
+        return {j.metadata.name for j in batch.list_namespaced_job(chart_identity.namespace).items}
+
+    jobs = wait_for(removed, timeout=180, what="the deleted claim's volume removed")
+    # Its directory removed from each node that had one (by Jobs in the operator's namespace),
+    # and the Jobs that made them are gone with it.
+    assert {cleanup_job_name(uid, node) for node in nodes} <= jobs
+    assert directories & jobs == set()
+    cleanup = batch.read_namespaced_job(cleanup_job_name(uid, sorted(nodes)[0]), chart_identity.namespace)
+    assert cleanup.spec.template.spec.containers[0].command[-1] == compute_volume_path(ROOT, namespace, uid)

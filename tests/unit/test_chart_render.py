@@ -390,6 +390,8 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     "create_namespaced_persistent_volume_claim": {("", "persistentvolumeclaims", "create")},
     "read_namespaced_persistent_volume_claim": {("", "persistentvolumeclaims", "get")},
     "create_persistent_volume": {("", "persistentvolumes", "create")},
+    # A cache volume whose claim is gone (its namespace deleted), once its directories are removed.
+    "delete_persistent_volume": {("", "persistentvolumes", "delete")},
     "create_namespaced_job": {("batch", "jobs", "create")},
     # A finished eviction's Jobs (the fetch's too), and the warm labels on nodes holding a model.
     "delete_namespaced_job": {("batch", "jobs", "delete")},
@@ -407,6 +409,7 @@ MODEL_CACHE_WRITES: set[Grant] = {
     ("", "persistentvolumeclaims", "create"),
     ("", "persistentvolumeclaims", "get"),
     ("", "persistentvolumes", "create"),
+    ("", "persistentvolumes", "delete"),
     ("batch", "jobs", "create"),
     ("batch", "jobs", "delete"),
     ("", "nodes", "patch"),

@@ -23,12 +23,15 @@ from inferfleet.planning.weights_cache import (
     CacheSettings,
     FetchResult,
     ObservedFetch,
+    VolumeCleanup,
     WeightsPlan,
     build_cache_volume,
+    build_cleanup_job,
     build_fetch_result,
     build_metadata_job,
     build_observed_fetch,
     build_observed_metadata,
+    cleanup_job_name,
     compute_cache_key,
     compute_fetch_pod_wakes,
     compute_fetch_retry,
@@ -45,6 +48,7 @@ from inferfleet.planning.weights_cache import (
     directory_job_name,
     fetch_job_name,
     metadata_job_name,
+    plan_volume_cleanup,
     plan_weights,
 )
 from inferfleet.weights.sources import build_cache_key, parse_source
@@ -746,3 +750,65 @@ def test_once_the_metadata_job_read_the_files_the_model_is_placed() -> None:
     assert plan.shard_plan.gpus_per_pod >= 2  # 26 GB of bf16 on 24 GiB GPUs
     assert plan.model is not None
     assert plan.model.source == "Files"
+
+
+# --- The volume of a deleted claim ---
+
+
+def released(volume: dict[str, Any], phase: str = "Released") -> dict[str, Any]:
+    return {**volume, "metadata": {**volume["metadata"], "uid": "pv-uid"}, "status": {"phase": phase}}
+
+
+@pytest.mark.parametrize(
+    ("volume", "current_claim", "goes"),
+    [
+        pytest.param(
+            released(build_cache_volume(SETTINGS.root, "ml", "u1")), None, True, id="namespace gone"
+        ),
+        pytest.param(released(build_cache_volume(SETTINGS.root, "ml", "u1")), "u2", True, id="claim remade"),
+        pytest.param(
+            released(build_cache_volume(SETTINGS.root, "ml", "u1"), "Bound"), "u1", False, id="still bound"
+        ),
+        pytest.param(
+            released(build_cache_volume(SETTINGS.root, "ml", "u1")), "u1", False, id="its claim is back"
+        ),
+        pytest.param(
+            released(build_cache_volume("/elsewhere", "ml", "u1")), None, False, id="not under our root"
+        ),
+    ],
+)
+def test_a_released_cache_volume_of_ours_goes_with_its_directories(
+    volume: dict[str, Any], current_claim: str | None, goes: bool
+) -> None:
+    made = {directory_job_name("u1", "n1"), directory_job_name("u1", "n3"), directory_job_name("u2", "n2")}
+    cleanup = plan_volume_cleanup(SETTINGS, volume, current_claim, ["n1", "n2", "n3"], made)
+    if not goes:
+        assert cleanup == VolumeCleanup()
+        return
+    assert cleanup.volume == "inferfleet-cache-u1"
+    assert cleanup.directory_jobs == (directory_job_name("u1", "n1"), directory_job_name("u1", "n3"))
+    assert [j["metadata"]["name"] for j in cleanup.cleanup_jobs] == [
+        cleanup_job_name("u1", "n1"),
+        cleanup_job_name("u1", "n3"),
+    ]
+
+
+def test_a_hostpath_volume_with_our_name_is_never_ours_to_delete() -> None:
+    volume = released(build_cache_volume(SETTINGS.root, "ml", "u1"))
+    volume["spec"] = {**volume["spec"], "hostPath": {"path": "/"}}
+    assert (
+        plan_volume_cleanup(SETTINGS, volume, None, ["n1"], {directory_job_name("u1", "n1")})
+        == VolumeCleanup()
+    )
+
+
+def test_the_cleanup_job_removes_only_the_claims_directory_on_its_node() -> None:
+    job = build_cleanup_job(SETTINGS, "ml", "u1", "n1")
+    assert job["metadata"]["namespace"] == "ops"
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"kubernetes.io/hostname": "n1"}
+    assert pod["tolerations"] == [{"operator": "Exists"}]
+    [container] = pod["containers"]
+    assert container["command"][-1] == "/var/lib/inferfleet/models/ml.u1"
+    assert container["command"][:2] == ["rm", "-rf"]

@@ -133,7 +133,7 @@ def test_a_copy_whose_size_is_unknown_is_labelled_but_never_counted_or_evicted()
 
 
 def test_usage_from_status_weights_pods_and_prefetch_marks() -> None:
-    services = {
+    services: dict[tuple[str, str], dict[str, Any]] = {
         ("ml", "a"): {
             "spec": {"model": {"source": HF}},
             "status": {
@@ -239,3 +239,14 @@ def test_single_pod_replicas_prefer_warm_nodes_by_a_label_not_by_node_names() ->
         {"key": compute_warm_label("ml", HF), "operator": "Exists"}
     ]
     assert "affinity" not in build_pod_spec(spec(), shards, "llama")  # without the cache: as before
+
+
+def test_a_finished_eviction_takes_every_attempt_of_the_copys_fetch_away() -> None:
+    failed = ObservedFetch(fetch_job_name("ml", HF, "n1"), "n1", HF, WeightsState.FAILED)
+    retried = ObservedFetch(fetch_job_name("ml", HF, "n1", 2), "n1", HF, WeightsState.PRESENT, attempt=2)
+    fetches = [("ml", failed), ("ml", retried), fetch("n1", evict=True), fetch("n1", OTHER)]
+    evicted = evict_job_name("ml", HF, "n1")
+    assert compute_finished_evictions(fetches, ["n1"]) == [
+        ("ml", fetch_job_name("ml", HF, "n1"), evicted),
+        ("ml", fetch_job_name("ml", HF, "n1", 2), evicted),
+    ]

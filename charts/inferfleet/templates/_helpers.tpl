@@ -93,7 +93,10 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
   cache's claim and fetch Jobs (by label); with the cache on, the operator creates each
   namespace's claim (read back when it exists already), a fetch Job per model and node, and an
   eviction Job per copy a node's byte budget drops; once an eviction completed it deletes both
-  Jobs (delete), so that a later pod on the node fetches again.
+  Jobs (delete), so that a later pod on the node fetches again; a failed fetch is retried as a
+  new Job and the failed one deleted; a metadata Job reads an unknown model's facts. In its own
+  namespace: a Job per node making a namespace's directory, and one removing it once the
+  namespace's claim is gone (the directory Jobs are deleted then).
 - provisioningrequests, podtemplates: node autoscaling (docs/node-autoscaling.md): a replica
   group that cannot be placed for lack of nodes asks the cluster autoscaler for all of them in
   one ProvisioningRequest (autoscaling.x-k8s.io, watched by kopf where the cluster serves it)
@@ -165,7 +168,9 @@ Cluster-scoped reads, in every mode:
   the autoscaler reads (get).
 - persistentvolumes: kopf watches the node weights cache's volumes (by label); with the cache on
   the operator creates one `local` volume per namespace, and only one whose path is its claim's
-  directory under modelCache.root and whose claimRef is that claim (kube/weights.py checks it).
+  directory under modelCache.root and whose claimRef is that claim (kube/weights.py checks it);
+  once that claim is gone (its namespace deleted) and the volume Released, it deletes the volume
+  (delete), under the same check, after Jobs removed the claim's directory from the nodes.
 */}}
 {{- define "inferfleet.clusterRules" -}}
 - apiGroups: [""]
@@ -176,7 +181,7 @@ Cluster-scoped reads, in every mode:
   verbs: [list, watch]
 - apiGroups: [""]
   resources: [persistentvolumes]
-  verbs: [list, watch{{ if .Values.modelCache.root }}, create{{ end }}]
+  verbs: [list, watch{{ if .Values.modelCache.root }}, create, delete{{ end }}]
 {{- if .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: [namespaces]

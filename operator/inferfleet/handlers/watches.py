@@ -19,6 +19,7 @@ from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.handlers.memo import runtime_of
 from inferfleet.handlers.node_loss import replace_single_pods_on, restart_group_of
 from inferfleet.handlers.reconciler import SERVICE_TRIGGER, work
+from inferfleet.handlers.weights import clean_released_volume
 from inferfleet.planning.names import SERVICE_LABEL
 from inferfleet.planning.observed import is_controlled_by
 from inferfleet.planning.wake import (
@@ -183,6 +184,20 @@ async def on_event_fetch_job(
             and (snapshot.get("spec") or {}).get("model", {}).get("source") == source
         ):
             runtime.queue.enqueue(key, "weights")
+
+
+@kopf.on.event("", "v1", "persistentvolumes", labels={CACHE_LABEL: "volume"})
+async def on_event_cache_volume(
+    type: str | None, body: kopf.Body, status: kopf.Status, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A cache volume turned Released (its claim was deleted with its namespace): its files on the
+    nodes and the volume go (handlers/weights.py); also at startup, for those left then."""
+    runtime = runtime_of(memo)
+    cache = runtime.config.model_cache
+    if cache is None or type == DELETED or status.get("phase") != "Released":
+        return
+    view = ClusterView.from_kwargs(kwargs, runtime.config)
+    await asyncio.to_thread(clean_released_volume, runtime.api, cache, view, dict(body))
 
 
 @kopf.on.event(

@@ -22,6 +22,7 @@ from inferfleet.kube.weights import (
     apply_cache_volume,
     apply_job,
     apply_node_labels,
+    delete_cache_volume,
     delete_job,
 )
 from inferfleet.planning.children import build_cached_template
@@ -32,6 +33,7 @@ from inferfleet.planning.weights_cache import (
     compute_cacheable,
     compute_node_weights,
     compute_weights_events,
+    plan_volume_cleanup,
     plan_weights,
 )
 from inferfleet.planning.weights_nodes import (
@@ -205,3 +207,23 @@ def reconcile_weights(
     touched = nodes | prefetch | {f.node for f in observed.fetches if f.source == source}
     maintain_nodes(api, cache, view, touched, {(key[0], source, node) for node in prefetch})
     return retry_at
+
+
+def clean_released_volume(
+    api: Any, cache: CacheSettings, view: ClusterView, volume: Mapping[str, Any]
+) -> None:
+    """A cache volume whose claim is gone (its namespace deleted): remove the claim's directory
+    from each node that has one (a Job per node), its directory Jobs, then the volume object."""
+    claim = (volume.get("spec") or {}).get("claimRef") or {}
+    namespace = str(claim.get("namespace") or "")
+    directories = view.cache_of(namespace, cache.namespace).directory_jobs
+    nodes = [n.name for n in view.all_nodes()]
+    cleanup = plan_volume_cleanup(cache, volume, view.cache_claim_uid(namespace), nodes, directories)
+    if cleanup.volume is None:
+        return
+    log.info(f"the claim of PersistentVolume {cleanup.volume} is gone: removing its directories and it")
+    for job in cleanup.cleanup_jobs:
+        call(f"creating Job {job['metadata']['name']}", apply_job, api, job)
+    for name in cleanup.directory_jobs:
+        call(f"deleting Job {name}", delete_job, api, cache.namespace, name)
+    call(f"deleting PersistentVolume {cleanup.volume}", delete_cache_volume, api, dict(volume), cache.root)

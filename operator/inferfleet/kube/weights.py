@@ -43,6 +43,23 @@ def apply_cache_volume(api: client.ApiClient, volume: dict[str, Any], root: str)
             raise
 
 
+def delete_cache_volume(api: client.ApiClient, volume: dict[str, Any], root: str) -> None:
+    """Delete a cache volume whose claim is gone; only one this operator could have created
+    (`compute_volume_is_ours`, as for creating), and only as it was read (its uid: a volume of
+    that name made again since is not this one). A volume already gone is fine."""
+    if not compute_volume_is_ours(volume, root):
+        raise VolumeRefusedError(f"refusing to delete PersistentVolume {volume['metadata'].get('name')}")
+    meta = volume["metadata"]
+    WRITES.labels("delete", "PersistentVolume").inc()
+    try:
+        client.CoreV1Api(api).delete_persistent_volume(
+            meta["name"], body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=meta["uid"]))
+        )
+    except ApiException as e:
+        if e.status not in (404, 409):  # gone, or another volume of that name now
+            raise
+
+
 def apply_job(api: client.ApiClient, job: dict[str, Any]) -> bool:
     """Create a Job unless one of that name exists; whether it was created."""
     WRITES.labels("create", "Job").inc()

@@ -279,6 +279,87 @@ def compute_volume_is_ours(volume: Mapping[str, Any], root: str) -> bool:
     )
 
 
+CLEANUP_TTL_SECONDS = 86400
+"""A directory-removal Job deletes itself this long after it finished (nothing reads it)."""
+
+
+def cleanup_job_name(claim_uid: str, node: str) -> str:
+    return f"inferfleet-cacherm-{_digest(claim_uid, node)}"
+
+
+def build_cleanup_job(settings: CacheSettings, namespace: str, claim_uid: str, node: str) -> dict[str, Any]:
+    """Removes a deleted claim's directory `<root>/<namespace>.<claim uid>` from `node`, in the
+    operator's namespace (the root by hostPath, as the directory Job that made it). It tolerates
+    every taint: whatever keeps engine pods off the node now, the files must go."""
+    path = compute_volume_path(settings.root, namespace, claim_uid)
+    container = {
+        "name": "remove",
+        "image": settings.image,
+        "command": ["rm", "-rf", "--one-file-system", "--", path],
+        "volumeMounts": [{"name": "root", "mountPath": settings.root}],
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    pod = {
+        **_on_node(node, [{"operator": "Exists"}]),
+        "containers": [container],
+        "volumes": [{"name": "root", "hostPath": {"path": settings.root, "type": "Directory"}}],
+    }
+    labels = {CACHE_LABEL: "cleanup"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": cleanup_job_name(claim_uid, node),
+            "namespace": settings.namespace,
+            "labels": labels,
+            "annotations": {NODE_ANNOTATION: node},
+        },
+        "spec": {
+            "backoffLimit": FETCH_BACKOFF_LIMIT,
+            "ttlSecondsAfterFinished": CLEANUP_TTL_SECONDS,
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class VolumeCleanup:
+    """What goes once a cache volume's claim is gone: in this order."""
+
+    cleanup_jobs: tuple[dict[str, Any], ...] = ()
+    """One per node that has the claim's directory (its directory Job made it)."""
+    directory_jobs: tuple[str, ...] = ()
+    """The claim's directory Jobs (operator's namespace), replaced by the cleanup Jobs."""
+    volume: str | None = None
+    """The PersistentVolume to delete."""
+
+
+def plan_volume_cleanup(
+    settings: CacheSettings,
+    volume: Mapping[str, Any],
+    current_claim_uid: str | None,
+    nodes: Iterable[str],
+    directory_jobs: Iterable[str],
+) -> VolumeCleanup:
+    """A cache volume `Released` (its claim deleted: the namespace went, or someone deleted the
+    claim) and ours (`compute_volume_is_ours`): remove its directory on each of `nodes` whose
+    directory Job for the claim exists, those Jobs, then the volume. `current_claim_uid`: the
+    uid of the namespace's cache claim now (a new one, or None); the claim the volume names must
+    not be it. Anything else: nothing."""
+    claim = (volume.get("spec") or {}).get("claimRef") or {}
+    namespace, uid = str(claim.get("namespace") or ""), str(claim.get("uid") or "")
+    released = (volume.get("status") or {}).get("phase") == "Released"
+    if not released or uid == current_claim_uid or not compute_volume_is_ours(volume, settings.root):
+        return VolumeCleanup()
+    made = set(directory_jobs)
+    holding = sorted(node for node in set(nodes) if directory_job_name(uid, node) in made)
+    return VolumeCleanup(
+        cleanup_jobs=tuple(build_cleanup_job(settings, namespace, uid, node) for node in holding),
+        directory_jobs=tuple(directory_job_name(uid, node) for node in holding),
+        volume=str(volume["metadata"]["name"]),
+    )
+
+
 def _restricted(container: dict[str, Any]) -> dict[str, Any]:
     """A container the `restricted` Pod Security Standard admits."""
     return {

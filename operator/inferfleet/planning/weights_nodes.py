@@ -194,14 +194,18 @@ def plan_warm_labels(
 def compute_finished_evictions(
     fetches: Iterable[tuple[str, ObservedFetch]], nodes: Iterable[str]
 ) -> list[tuple[str, str, str]]:
-    """(namespace, fetch Job, eviction Job) of evictions on `nodes` that completed: both Jobs go,
-    so a later pod on the node fetches again."""
-    wanted = set(nodes)
-    return sorted(
-        (ns, fetch_job_name(ns, f.source, f.node), f.name)
-        for ns, f in fetches
-        if f.evict and f.state == WeightsState.PRESENT and f.node in wanted
-    )
+    """(namespace, fetch Job, eviction Job) of evictions on `nodes` that completed: the eviction
+    Job and every fetch Job of that copy (each attempt) go, so a later pod on the node fetches
+    again."""
+    wanted, seen = set(nodes), list(fetches)
+    finished = []
+    for ns, f in seen:
+        if not (f.evict and f.state == WeightsState.PRESENT and f.node in wanted):
+            continue
+        copies = [c.name for n, c in seen if (n, c.source, c.node) == (ns, f.source, f.node) and not c.evict]
+        for fetch_job in copies or [fetch_job_name(ns, f.source, f.node)]:
+            finished.append((ns, fetch_job, f.name))
+    return sorted(finished)
 
 
 def build_evict_job(copy: CachedCopy, claim_uid: str, settings: CacheSettings) -> dict[str, Any]:
