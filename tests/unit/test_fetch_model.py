@@ -276,3 +276,26 @@ def test_gs_and_oci_say_not_supported_yet(uri: str, tmp_path: Path) -> None:
     assert outcome.code == 2
     assert outcome.result["error"] == "Unsupported"
     assert "not supported yet" in outcome.result["message"]
+
+
+def test_an_object_uploaded_in_parts_is_verified_by_its_multipart_etag(tmp_path: Path) -> None:
+    """AWS CLI and boto3 upload files above 8 MiB in parts: the ETag is then no MD5 of the file."""
+    shard = "model-00001-of-00002.safetensors"
+    objects = {f"tiny-llama/{k}": v for k, v in BIG_MODEL.items()}
+    s3 = MotoS3("models", objects, access_key=AWS_KEY, multipart=frozenset({f"tiny-llama/{shard}"}))
+    env = {"AWS_ACCESS_KEY_ID": AWS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    store = Store(
+        "s3://models/tiny-llama", ["--s3-endpoint-url", s3.start()], env, s3.traffic, {}, "tiny-llama/"
+    )
+    try:
+        good = fetch(store, tmp_path / "good")
+        store.corrupt(shard)
+        bad = fetch(store, tmp_path / "bad")
+    finally:
+        s3.stop()
+    assert good.code == 0, good.stderr
+    assert good.result["checksums"] == {"md5": len(BIG_MODEL) - 1, "s3-multipart": 1}
+    assert published_files(Path(good.result["path"])) == BIG_MODEL
+    assert (bad.code, bad.result["error"]) == (3, "ChecksumMismatch"), bad.result
+    assert shard in bad.result["message"]
+    assert "s3-multipart" in bad.result["message"]

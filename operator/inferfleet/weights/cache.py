@@ -89,7 +89,10 @@ def list_staged(staging: Path, listing: Listing) -> dict[str, tuple[int, bool]]:
     return found
 
 
-def compute_file_digest(path: Path, kind: str, size: int) -> str:
+def compute_file_digest(path: Path, kind: str, size: int, part_size: int | None = None) -> str:
+    if kind == "s3-multipart":
+        assert part_size, "an S3 multipart ETag is checked with its part size"
+        return _multipart_etag(path, part_size)
     h = hashlib.sha1() if kind == "git-sha1" else hashlib.new(kind)
     if kind == "git-sha1":
         h.update(f"blob {size}\0".encode())
@@ -97,6 +100,21 @@ def compute_file_digest(path: Path, kind: str, size: int) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _multipart_etag(path: Path, part_size: int) -> str:
+    """What S3 answers as the ETag of this file uploaded in parts of `part_size` bytes."""
+    digests = []
+    with open(path, "rb") as f:
+        while True:
+            part, left = hashlib.md5(), part_size
+            while left and (chunk := f.read(min(_CHUNK, left))):
+                part.update(chunk)
+                left -= len(chunk)
+            if left == part_size:
+                break
+            digests.append(part.digest())
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
 
 
 def verify_file(path: Path, expected: RemoteFile) -> str | None:
@@ -107,7 +125,7 @@ def verify_file(path: Path, expected: RemoteFile) -> str | None:
     if expected.checksum is None:
         return None
     kind, want = expected.checksum
-    got = compute_file_digest(path, kind, size)
+    got = compute_file_digest(path, kind, size, expected.part_size)
     return None if got == want else f"{expected.path}: {kind} {got}, the source publishes {want}"
 
 

@@ -22,11 +22,21 @@ class RemoteFile:
     """A git blob id: sha1 of `blob <size>\\0` + content (Hub files not stored in LFS)."""
     md5: str | None = None
     """An S3 ETag that is an MD5 (single-part uploads)."""
+    multipart_etag: str | None = None
+    """An S3 ETag of an object uploaded in parts: the MD5 of the parts' MD5s, "-", the count."""
+    part_size: int | None = None
+    """The size of each part but the last (read from the store), which that ETag is checked with."""
 
     @property
     def checksum(self) -> tuple[str, str] | None:
         """(kind, hex digest) of the strongest checksum published, None when only the size is."""
-        for kind, value in (("sha256", self.sha256), ("git-sha1", self.git_sha1), ("md5", self.md5)):
+        multipart = self.multipart_etag if self.part_size else None
+        for kind, value in (
+            ("sha256", self.sha256),
+            ("git-sha1", self.git_sha1),
+            ("md5", self.md5),
+            ("s3-multipart", multipart),
+        ):
             if value:
                 return kind, value.lower()
         return None
@@ -116,7 +126,7 @@ def build_space_message(root: str, missing_bytes: int, reserve_bytes: int, free_
 def compute_listing_revision(files: Iterable[RemoteFile]) -> str:
     """A revision for a store without one (S3): a digest of what it lists, so changed objects are
     a new revision and never mix with the old ones."""
-    lines = sorted(f"{f.path}\t{f.size}\t{f.md5 or f.sha256 or ''}" for f in files)
+    lines = sorted(f"{f.path}\t{f.size}\t{f.md5 or f.sha256 or f.multipart_etag or ''}" for f in files)
     return "etag-" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 

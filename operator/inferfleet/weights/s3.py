@@ -18,6 +18,7 @@ from inferfleet.weights.sources import ModelSource
 from inferfleet.weights.stores import StoreError
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART = re.compile(r"^[0-9a-f]{32}-([1-9][0-9]*)$")
 _CHUNK = 1 << 20
 
 
@@ -33,7 +34,7 @@ class S3Store:
         )
 
     def list_files(self) -> Listing:
-        """Every object under the prefix; an ETag that is an MD5 (single-part upload) is its checksum."""
+        """Every object under the prefix, its ETag its checksum (`_remote_file`)."""
         try:
             objects = list(self.client.list_objects(self.bucket, prefix=self.prefix, recursive=True))
         except S3Error as e:
@@ -44,17 +45,43 @@ class S3Store:
         except (MinioException, urllib3.exceptions.HTTPError, ValueError) as e:
             raise StoreError("SourceUnavailable", f"{self.endpoint}: {e}") from e
         files = tuple(
-            RemoteFile(
-                path=(o.object_name or "")[len(self.prefix) :],
-                size=o.size or 0,
-                md5=etag if _MD5.match(etag := (o.etag or "").strip('"').lower()) else None,
-            )
+            self._remote_file(o.object_name, o.size or 0, (o.etag or "").strip('"').lower())
             for o in objects
             if o.object_name and not o.is_dir and not o.object_name.endswith("/")
         )
         if not files:
             raise StoreError("NotFound", f"s3://{self.bucket}/{self.prefix}: no objects")
         return Listing(revision=compute_listing_revision(files), files=files)
+
+    def _remote_file(self, name: str, size: int, etag: str) -> RemoteFile:
+        """The object with its ETag as a checksum: an MD5 (one part), or a multipart ETag with
+        the part size it is checked with."""
+        path = name[len(self.prefix) :]
+        if _MD5.match(etag):
+            return RemoteFile(path=path, size=size, md5=etag)
+        multipart = _MULTIPART.match(etag)
+        if multipart is None:
+            return RemoteFile(path=path, size=size)
+        parts = int(multipart.group(1))
+        return RemoteFile(path, size, multipart_etag=etag, part_size=self._part_size(name, size, parts))
+
+    def _part_size(self, name: str, size: int, parts: int) -> int | None:
+        """The size of the object's parts, from HEADs of its first and last part; None (size
+        checked only) when they do not show equal parts, or the store does not say. The parts
+        between are taken to be equal too: uploaders (AWS CLI, boto3, minio, rclone) use one size."""
+        try:
+            first = self._part_length(name, 1)
+            last = first if parts == 1 else self._part_length(name, parts)
+        except (S3Error, MinioException, urllib3.exceptions.HTTPError, ValueError):
+            return None
+        if first is None or last is None or first <= 0:
+            return None
+        equal = (parts - 1) * first + last == size and 0 < last <= first
+        return first if equal else None
+
+    def _part_length(self, name: str, number: int) -> int | None:
+        stat = self.client.stat_object(self.bucket, name, extra_query_params={"partNumber": str(number)})
+        return stat.size
 
     def download(self, file: RemoteFile, out: BinaryIO, have: int) -> None:
         """A ranged GET from `have` to the end."""
