@@ -58,6 +58,7 @@ def test_a_pod_is_ready_only_while_its_engine_answers_its_readiness_probe(
         lambda: (
             ready(cluster, namespace, pod)
             and slice_endpoints(cluster, namespace, NAME) == [(ip, True, True, False)]
+            and pod_engines.engine(namespace, pod) is not None  # PodEngines lists it (for crash below)
         ),
         timeout=30,
         what="the pod Ready and its endpoint ready once its engine answers",

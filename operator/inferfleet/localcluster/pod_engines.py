@@ -285,39 +285,49 @@ class PodEngines:
         held = PodEngine(namespace, name, meta["uid"], service, pod["status"]["podIP"], port)
         with self._lock:
             self._pods[held.uid] = held
-        if not self._add_finalizer(held):
-            return  # the pod is already going
         loading = self.loading.get((namespace, service))
-        if loading is None or loading.is_set():
-            self._listen(held)
-        else:
-            threading.Thread(
-                target=self._load, args=(held, loading), name=f"load-{name}", daemon=True
-            ).start()
+        if loading is not None and not loading.is_set():
+            if self._add_finalizer(held):  # else the pod is already going
+                threading.Thread(
+                    target=self._load, args=(held, loading), name=f"load-{name}", daemon=True
+                ).start()
+            return
+        engine = self._listen(held)  # listen first: where KWOK marks the pod Ready, it does not wait
+        if engine is None:
+            return
+        if not self._add_finalizer(held):
+            engine.kill()  # the pod is already going: no drain to hold it for
+            return
+        self._serve(held, engine)
 
     def _load(self, held: PodEngine, loaded: threading.Event) -> None:
         while not loaded.wait(0.1):
             if self._stop.is_set() or held.terminating:
                 return
-        self._listen(held)
+        engine = self._listen(held)
+        if engine is not None:
+            self._serve(held, engine)
 
-    def _listen(self, held: PodEngine) -> None:
-        name, namespace, service = held.pod, held.namespace, held.service
+    def _listen(self, held: PodEngine) -> SimEngine | None:
         try:
-            engine = SimEngine(self._engine_config(held)).start()
+            return SimEngine(self._engine_config(held)).start()
         except ApiException as e:
             if e.status != 404:  # 404: the InferenceService is gone, its pods are going
-                self._error(f"engine for pod {namespace}/{name}: reading its service: {e.status} {e.reason}")
-            return
+                self._error(
+                    f"engine for pod {held.namespace}/{held.pod}: reading its service: {e.status} {e.reason}"
+                )
         except Exception as e:  # reported through .errors; the watch goes on
-            self._error(f"engine for pod {namespace}/{name} at {held.url} did not start: {e!r}")
-            return
+            self._error(f"engine for pod {held.namespace}/{held.pod} at {held.url} did not start: {e!r}")
+        return None
+
+    def _serve(self, held: PodEngine, engine: SimEngine) -> None:
         with self._lock:  # whoever turns it terminating reads .engine after this
             going, held.engine = held.terminating, None if held.terminating else engine
         if going:
             engine.kill()  # the pod went while the engine started: no drain to hold it for
             return
         if self.prometheus is not None:
+            namespace, service, name = held.namespace, held.service, held.pod
             labels = {"namespace": namespace, "inferfleet_io_service": service, "pod": name}
             self.prometheus.add_target(self._target(held), f"{held.ip}:{held.port}", labels)
 
