@@ -65,10 +65,14 @@ def cache_kubeconfig(cluster: Cluster, chart_identity: ChartIdentity, tmp_path: 
 @pytest.fixture
 def cached_operator(
     run_operator: Callable[..., OperatorProcess], cache_kubeconfig: Path, chart_identity: ChartIdentity
-) -> OperatorProcess:
+) -> Iterator[OperatorProcess]:
     args = [f"--model-cache-root={ROOT}", "--model-cache-image=ghcr.io/inferfleet/inferfleet:test",
             f"--model-cache-namespace={chart_identity.namespace}"]  # fmt: skip
-    return run_operator(extra_args=args, kubeconfig=cache_kubeconfig)
+    operator = run_operator(extra_args=args, kubeconfig=cache_kubeconfig)
+    yield operator
+    # Stopped before its RBAC goes (cache_kubeconfig's teardown runs before run_operator's): a
+    # reconcile woken by the test namespace's deletion would otherwise be refused in between.
+    operator.stop()
 
 
 def restricted_service(name: str, replicas: int) -> dict[str, Any]:
@@ -188,11 +192,13 @@ BUDGET = 1000
 @pytest.fixture
 def budget_operator(
     run_operator: Callable[..., OperatorProcess], cache_kubeconfig: Path, chart_identity: ChartIdentity
-) -> OperatorProcess:
+) -> Iterator[OperatorProcess]:
     args = [f"--model-cache-root={ROOT}", "--model-cache-image=ghcr.io/inferfleet/inferfleet:test",
             f"--model-cache-namespace={chart_identity.namespace}",
             f"--model-cache-node-budget-bytes={BUDGET}"]  # fmt: skip
-    return run_operator(extra_args=args, kubeconfig=cache_kubeconfig)
+    operator = run_operator(extra_args=args, kubeconfig=cache_kubeconfig)
+    yield operator
+    operator.stop()  # before its RBAC goes, as cached_operator
 
 
 def weights_of(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
