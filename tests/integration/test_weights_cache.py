@@ -22,11 +22,13 @@ from inferfleet.planning.weights_cache import (
     CURRENT_MODEL,
     WAIT_CONTAINER,
     cleanup_job_name,
+    compute_model_id,
     compute_volume_name,
     compute_volume_path,
     compute_warm_label,
     directory_job_name,
     evict_job_name,
+    fetch_job_name,
 )
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import create, engine_pods, patch_spec, read, small_service, wait_ready
@@ -436,3 +438,74 @@ def test_a_deleted_namespaces_volume_and_node_directories_go(
     assert directories & jobs == set()
     cleanup = batch.read_namespaced_job(cleanup_job_name(uid, sorted(nodes)[0]), chart_identity.namespace)
     assert cleanup.spec.template.spec.containers[0].command[-1] == compute_volume_path(ROOT, namespace, uid)
+
+
+def failed_fetch_job(namespace: str, source: str, node: str) -> dict[str, Any]:
+    """A fetch Job of `source` on `node` that fails: KWOK completes every pod it runs, so this one's
+    pod names no node that exists and the Job's 1 s deadline fails it (as a fetch that ran out of
+    retries would be); the labels and annotations are the operator's own."""
+    labels = {"inferfleet.io/model-cache": "fetch", "inferfleet.io/weights-model": compute_model_id(source)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": fetch_job_name(namespace, source, node),
+            "labels": labels,
+            "annotations": {"inferfleet.io/weights-node": node, "inferfleet.io/weights-source": source},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 1,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"kubernetes.io/hostname": "no-such-node"},
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [
+                        {"name": "fetch", "image": "fetch:1", "securityContext": RESTRICTED_SECURITY_CONTEXT}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def test_a_failed_fetch_is_retried_after_its_backoff_as_a_new_job(
+    cluster: Cluster, cached_operator: OperatorProcess
+) -> None:
+    namespace, node, source = restricted_namespace(cluster.core, "weights-retry"), "l4-c-2", "hf://acme/flaky"
+    batch = client.BatchV1Api(cluster.api_client)
+    try:
+        batch.create_namespaced_job(namespace, failed_fetch_job(namespace, source, node))
+
+        def failed() -> str:
+            job = batch.read_namespaced_job(fetch_job_name(namespace, source, node), namespace)
+            [condition] = [
+                c for c in job.status.conditions or [] if c.type == "Failed" and c.status == "True"
+            ]
+            return str(condition.reason)
+
+        assert wait_for(failed, timeout=30, what="the fetch Job failed") == "DeadlineExceeded"
+        create(cluster, namespace, pinned_service("flaky", source, node))
+        wait_ready(cluster, namespace, "flaky")
+
+        def said() -> str:
+            [weights] = weights_of(cluster, namespace, "flaky")
+            assert weights["state"] == "Failed", weights
+            return str(weights["message"])
+
+        message = wait_for(said, timeout=30, what="status.weights saying the fetch failed")
+        assert message.startswith("attempt 1 failed; attempt 2 at "), message
+        # The requeue brings the retry when it is due, 30 s after the failure: a new Job, attempt 2.
+        retried = fetch_job_name(namespace, source, node, 2)
+        wait_weights_present(cluster, namespace, "flaky", {node})
+        [weights] = weights_of(cluster, namespace, "flaky")
+        assert weights["job"] == retried
+        [job] = fetch_jobs(cluster, namespace)
+        assert (job.metadata.name, job.metadata.annotations["inferfleet.io/weights-attempt"]) == (
+            retried,
+            "2",
+        )
+    finally:
+        cluster.core.delete_namespace(namespace)
