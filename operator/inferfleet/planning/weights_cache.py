@@ -230,8 +230,8 @@ def build_cache_volume(root: str, namespace: str, claim_uid: str) -> dict[str, A
     """The namespace's `local` volume: the same path on every node, each node's own directory.
 
     Node affinity is every node (engine pods of one Deployment land on many nodes and share one
-    claim). Retain: a local volume has no deleter; the directory outlives the claim until the
-    cache's eviction removes it (the next slice), and no other claim can bind this volume."""
+    claim). Retain: a local volume has no deleter, and no other claim can bind this volume; once
+    its claim is gone, `plan_volume_cleanup` removes its directories and the volume."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
