@@ -12,7 +12,7 @@ from kubernetes import client
 
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
-from inferfleet.planning.weights_cache import ACTION_LABEL
+from inferfleet.planning.weights_cache import ACTION_LABEL, metadata_job_name
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import (
     create,
@@ -27,6 +27,7 @@ from tests.integration.test_reconcile import (
 from tests.integration.test_weights_cache import (  # noqa: F401 (fixtures: the cache on, the chart's RBAC)
     cache_kubeconfig,
     cached_operator,
+    failed_fetch_job,
     fetch_jobs,
     report_result,
     restricted_service,
@@ -182,5 +183,53 @@ def test_a_model_nobody_knows_is_placed_once_its_metadata_job_read_its_files(clu
             if j.metadata.labels.get(ACTION_LABEL) != "metadata"
         }
         assert nodes == {engine.spec.node_name}
+    finally:
+        cluster.core.delete_namespace(namespace)
+
+
+@pytest.mark.usefixtures("cached_operator")
+def test_a_failed_metadata_read_says_why_with_a_warning_and_is_retried(cluster: Cluster) -> None:
+    namespace = restricted_namespace(cluster.core, "metadata-retry")
+    source = "hf://acme/flaky-13b"
+    batch = client.BatchV1Api(cluster.api_client)
+    try:
+        # A metadata Job of the operator's name and labels that fails by its deadline (KWOK
+        # completes every pod it runs) and leaves no result: a failure that may heal.
+        job = failed_fetch_job(namespace, source, "unused")
+        job["metadata"]["name"] = metadata_job_name(namespace, source)
+        job["metadata"]["labels"][ACTION_LABEL] = "metadata"
+        del job["metadata"]["annotations"]["inferfleet.io/weights-node"]
+        batch.create_namespaced_job(namespace, job)
+        body = restricted_service("flaky", replicas=1)
+        model = body["spec"]["model"]
+        del model["parametersBillions"], model["architecture"]
+        model["source"], model["name"] = source, "flaky"
+        create(cluster, namespace, body)
+
+        ready = wait_ready_reason(cluster, namespace, "flaky", "ModelMetadataFailed")
+        assert f"reading the facts of {source} from its files failed" in ready["message"], ready
+        assert "DeadlineExceeded" in ready["message"]
+        assert "attempt 1 failed; attempt 2 at " in ready["message"]
+        [event] = wait_event(cluster, namespace, "flaky", "ModelMetadataFailed")
+        assert (event.type, event.message) == ("Warning", ready["message"])
+
+        # 30 s after the failure, attempt 2 (the operator's own Job) runs, and its facts place it.
+        def second() -> client.V1Job:
+            job = batch.read_namespaced_job(metadata_job_name(namespace, source, 2), namespace)
+            assert job.status.succeeded == 1, job.status
+            return job
+
+        wait_for(second, timeout=90, what="attempt 2 of the metadata Job completed")
+        result = {
+            "bytes": 26_031_728_640,
+            "revision": "abc",
+            "model": PRIVATE_13B_FACTS,
+            "metadata_only": True,
+        }
+        report_result(cluster, namespace, metadata_job_name(namespace, source, 2), result)
+        status = wait_ready(cluster, namespace, "flaky")["status"]
+        assert status["model"]["parameters"] == 13_015_864_320
+        names = [j.metadata.name for j in batch.list_namespaced_job(namespace).items]
+        assert metadata_job_name(namespace, source) not in names, "the failed attempt is deleted"
     finally:
         cluster.core.delete_namespace(namespace)
