@@ -1,6 +1,7 @@
-"""`inferfleet fetch-model --metadata-only` as a process against the loopback Hub and S3 stand-ins:
-the facts of a model from config.json, its index and the safetensors headers (ranged reads),
-without its weights and without a cache."""
+"""`inferfleet fetch-model --metadata-only` as a process against the loopback Hub stand-in and
+moto's S3 server (the stores of tests/unit/test_fetch_model.py): the facts of a model from
+config.json, its index and the safetensors headers (ranged reads), without its weights and
+without a cache."""
 
 from __future__ import annotations
 
