@@ -27,6 +27,7 @@ from inferfleet.planning.weights_cache import (
     WeightsPlan,
     build_cache_volume,
     build_cleanup_job,
+    build_fetch_job,
     build_fetch_result,
     build_metadata_job,
     build_observed_fetch,
@@ -812,3 +813,16 @@ def test_the_cleanup_job_removes_only_the_claims_directory_on_its_node() -> None
     [container] = pod["containers"]
     assert container["command"][-1] == "/var/lib/inferfleet/models/ml.u1"
     assert container["command"][:2] == ["rm", "-rf"]
+
+
+@pytest.mark.parametrize("kind", ["fetch", "metadata"])
+def test_an_exit_code_no_rerun_heals_fails_the_job_without_more_pods(kind: str) -> None:
+    s = unknown_spec() if kind == "metadata" else spec()
+    job = (
+        build_metadata_job(s, "ml", "u", SETTINGS)
+        if kind == "metadata"
+        else build_fetch_job(s, "ml", "n1", "u", SETTINGS, [])
+    )
+    [rule] = job["spec"]["podFailurePolicy"]["rules"]
+    assert rule == {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2, 4]}}
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # what podFailurePolicy needs

@@ -469,7 +469,20 @@ def _claim_job(
                 {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": CACHE_CLAIM, "uid": claim_uid}
             ],
         },
-        "spec": {"backoffLimit": FETCH_BACKOFF_LIMIT, **spec, "template": template},
+        "spec": {
+            "backoffLimit": FETCH_BACKOFF_LIMIT,
+            # A failure no rerun heals ends the Job at once, not after backoffLimit more pods.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"operator": "In", "values": sorted(PERMANENT_EXIT_CODES)},
+                    }
+                ]
+            },
+            **spec,
+            "template": template,
+        },
     }
 
 
