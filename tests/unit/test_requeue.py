@@ -31,6 +31,11 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
         ),
         pytest.param({"fetch_retry_at": NOW - timedelta(seconds=5)}, 0.0, id="a retry already due: at once"),
         pytest.param(
+            {"provisioning_recheck_at": NOW + timedelta(seconds=30)},
+            31.0,
+            id="a failed ProvisioningRequest call is tried again",
+        ),
+        pytest.param(
             {"release_in": 120.0, "missing_pods_unexplained": True, "recheck_at": NOW + timedelta(seconds=5)},
             6.0,
             id="the soonest wins",

@@ -64,14 +64,6 @@ def reconcile_provisioning(
         return Provisioned(plan, now + RETRY_AFTER_ERROR)
 
 
-def sooner(again: float | None, recheck_at: datetime | None, now: datetime) -> float | None:
-    """The earlier of a requeue delay and a time to look again."""
-    if recheck_at is None:
-        return again
-    delay = max(0.0, (recheck_at - now).total_seconds())
-    return delay if again is None else min(again, delay)
-
-
 def _reconcile(
     api: Any,
     view: ClusterView,

@@ -22,7 +22,7 @@ from inferfleet.api.status import EventReason, PlacedReason, ReadyReason
 from inferfleet.handlers.calls import ApplyError, call
 from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.handlers.logs import service_logger
-from inferfleet.handlers.provisioning import reconcile_provisioning, sooner
+from inferfleet.handlers.provisioning import reconcile_provisioning
 from inferfleet.handlers.service_status import Reconciled, write_status
 from inferfleet.handlers.weights import build_cached_plan, reconcile_weights
 from inferfleet.kube.apply import NameConflictError, apply_child, delete_group
@@ -151,15 +151,15 @@ def reconcile(
         if trigger == SERVICE_TRIGGER:
             logger.info(f"reconciled generation {service.generation}")
     waiting = bool(plan.shortfalls) or (plan.blocked is not None and plan.blocked.reason in WAITING_REASONS)
-    again = compute_requeue_after(
+    return compute_requeue_after(
         now,
         lost.recheck_at,
         release_in=runtime.refused_nodes.seconds_to_next_release() if plan.shortfalls else None,
         missing_pods_unexplained=unexplained,
         inventory_changed=waiting and runtime.inventory.current() != inventory,
         fetch_retry_at=fetch_retry_at,
+        provisioning_recheck_at=asked.recheck_at,
     )
-    return sooner(again, asked.recheck_at, now)
 
 
 def _apply_and_report(

@@ -20,15 +20,19 @@ def compute_requeue_after(
     missing_pods_unexplained: bool = False,
     inventory_changed: bool = False,
     fetch_retry_at: datetime | None = None,
+    provisioning_recheck_at: datetime | None = None,
 ) -> float | None:
     """Seconds until the service must be reconciled again, or None: at once if it waits for GPUs
     and the inventory changed while it was planned, when a refused member's grace ends
     (`recheck_at`), when a node hold ends while a group waits for capacity (`release_in`, given
     only then), when a group lacks pods and no Event says why yet, or when a failed fetch of
-    its weights is due for its retry (`fetch_retry_at`: nothing else wakes it then)."""
+    its weights is due for its retry (`fetch_retry_at`: nothing else wakes it then), or when a
+    call about its ProvisioningRequests failed or a request's answer is due
+    (`provisioning_recheck_at`)."""
     delays = [UNEXPLAINED_MISSING_PODS_RECHECK] if missing_pods_unexplained else []
-    if fetch_retry_at is not None:
-        delays.append((fetch_retry_at - now).total_seconds() + 1.0)
+    for at in (fetch_retry_at, provisioning_recheck_at):
+        if at is not None:
+            delays.append((at - now).total_seconds() + 1.0)
     if inventory_changed:
         delays.append(0.0)
     if recheck_at is not None:
