@@ -621,7 +621,7 @@ def _add_fetch_model_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
         "fetch-model",
         help="download a model's weights once into a node-local cache: resumable, verified, published "
         "atomically; prints one JSON line (exit 0 ok, 1 failed, 2 bad or unsupported URI, 3 corrupt file, "
-        "4 not enough space)",
+        "4 not enough space, 5 no such model or no access)",
     )
     fetch.add_argument(
         "source", help="hf://ORG/NAME[@REVISION] or s3://BUCKET/PREFIX (gs://, oci://: not yet)"

@@ -88,7 +88,7 @@ def test_the_facts_come_from_the_headers_alone_and_match_what_the_files_say(
 def test_a_model_the_source_does_not_have_fails_as_not_found(store: Store, tmp_path: Path) -> None:
     missing = replace(store, uri=store.uri.replace("tiny-llama", "no-such-model"))
     code, result, _ = metadata(missing, tmp_path)
-    assert (code, result["error"]) == (1, "NotFound"), result
+    assert (code, result["error"]) == (5, "NotFound"), result
     assert store.traffic.total == 0
 
 
@@ -98,7 +98,7 @@ def test_a_wrong_hub_token_fails_as_not_found(tmp_path: Path) -> None:
         code, result, _ = metadata(running, tmp_path, env={"HF_TOKEN": "hf_wrong"})
     finally:
         server.stop()
-    assert (code, result["error"]) == (1, "NotFound"), result
+    assert (code, result["error"]) == (5, "NotFound"), result
     assert "no access" in result["message"]
 
 

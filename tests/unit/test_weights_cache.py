@@ -519,7 +519,7 @@ def test_retries_back_off_from_30_seconds_doubling_to_10_minutes(attempt: int, s
         pytest.param(FetchResult(error="SourceUnavailable", message="503", exit_code=1), True, id="503"),
         pytest.param(FetchResult(error="Incomplete", exit_code=1), True, id="a download ended early"),
         pytest.param(FetchResult(error="ChecksumMismatch", exit_code=3), True, id="corrupt transfer"),
-        pytest.param(FetchResult(error="NotFound", message="401", exit_code=1), False, id="401/404: not"),
+        pytest.param(FetchResult(error="NotFound", message="401", exit_code=5), False, id="401/404: not"),
         pytest.param(FetchResult(error="InsufficientSpace", exit_code=4), False, id="disk too small: not"),
         pytest.param(FetchResult(error="Unsupported", exit_code=2), False, id="unsupported URI: not"),
         pytest.param(FetchResult(error="BadHeader", exit_code=1), False, id="broken header: not"),
@@ -625,7 +625,7 @@ def test_status_weights_says_which_attempt_failed_and_when_the_next_starts() -> 
     assert elsewhere[0].message == "SourceUnavailable: the Hub answered 503"  # not wanted there: no retry
 
 
-NOT_FOUND = FetchResult(error="NotFound", message="hf://acme/private-13b: no access", exit_code=1)
+NOT_FOUND = FetchResult(error="NotFound", message="hf://acme/private-13b: no access", exit_code=5)
 NOT_RETRIED = "attempt 1 failed and is not retried (NotFound does not heal by itself)"
 
 
@@ -824,5 +824,5 @@ def test_an_exit_code_no_rerun_heals_fails_the_job_without_more_pods(kind: str) 
         else build_fetch_job(s, "ml", "n1", "u", SETTINGS, [])
     )
     [rule] = job["spec"]["podFailurePolicy"]["rules"]
-    assert rule == {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2, 4]}}
+    assert rule == {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2, 4, 5]}}
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # what podFailurePolicy needs

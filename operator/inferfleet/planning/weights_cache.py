@@ -71,8 +71,9 @@ PERMANENT_ERRORS = frozenset(
 URI, options or listing are wrong, a header is broken, the node's disk is too small for the model.
 Everything else (SourceUnavailable, Incomplete, ChecksumMismatch, a pod killed before it wrote a
 result) is retried."""
-PERMANENT_EXIT_CODES = frozenset({2, 4})
-"""`fetch-model` exit codes of the same: 2 bad or unsupported URI or option, 4 not enough space."""
+PERMANENT_EXIT_CODES = frozenset({2, 4, 5})
+"""`fetch-model` exit codes of the same: 2 bad or unsupported URI or option, 4 not enough space,
+5 not found or no access (the Job's podFailurePolicy then ends it without more pods)."""
 CACHEABLE_SCHEMES = ("hf", "s3")
 SOURCE_ENV = {
     "hf": ("HF_TOKEN", "HF_ENDPOINT"),

@@ -35,12 +35,19 @@ EXIT_CORRUPT = 3
 """A downloaded file differs from what the source publishes; it was deleted, nothing published."""
 EXIT_NO_SPACE = 4
 """The cache filesystem has not enough free space."""
+EXIT_NOT_FOUND = 5
+"""The source has no such model or refuses these credentials (401/403/404): a rerun cannot help."""
 
 
 class FetchError(Exception):
     def __init__(self, code: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.code, self.reason = code, reason
+
+
+def store_failure(e: StoreError) -> FetchError:
+    """A store's failure as the fetch reports it: not found apart, since only a fix heals it."""
+    return FetchError(EXIT_NOT_FOUND if e.reason == "NotFound" else EXIT_FAILED, e.reason, str(e))
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,7 @@ def list_source(store: Store) -> Listing:
     try:
         listing = store.list_files()
     except StoreError as e:
-        raise FetchError(EXIT_FAILED, e.reason, str(e)) from e
+        raise store_failure(e) from e
     problems = compute_path_problems(listing.files)
     if problems:
         raise FetchError(
@@ -205,7 +212,7 @@ def _fetch_file(store: Store, step: FileStep, staging: Path) -> None:
             out.seek(step.have)
             store.download(step.file, out, step.have)
     except StoreError as e:
-        raise FetchError(EXIT_FAILED, e.reason, str(e)) from e
+        raise store_failure(e) from e
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise FetchError(EXIT_NO_SPACE, "InsufficientSpace", f"{step.file.path}: {e}") from e

@@ -23,6 +23,7 @@ from inferfleet.weights.fetch import (
     list_source,
     open_store,
     parse_uri,
+    store_failure,
 )
 from inferfleet.weights.plan import Listing, RemoteFile
 from inferfleet.weights.stores import Store, StoreError
@@ -80,7 +81,7 @@ def fetch_metadata(options: FetchOptions, scratch_dir: Path | None = None) -> Me
         try:
             headers = store.read_headers(compute_header_files(listing))
         except StoreError as e:
-            raise FetchError(EXIT_FAILED, e.reason, str(e)) from e
+            raise store_failure(e) from e
         for name, raw in headers.items():
             (directory / name).write_bytes(raw)
         model = facts_of(directory)
@@ -109,7 +110,7 @@ def _read_small_files(store: Store, listing: Listing, directory: Path) -> int:
             try:
                 store.download(file, out, 0)
             except StoreError as e:
-                raise FetchError(EXIT_FAILED, e.reason, str(e)) from e
+                raise store_failure(e) from e
         problem = cache.verify_file(target, file)
         if problem:
             raise FetchError(EXIT_CORRUPT, "ChecksumMismatch", f"{problem}; nothing was read from it")
