@@ -39,6 +39,8 @@ DEFAULT_POD_CIDR = "198.18.0.0/16"
 """kwok-config.yaml's `cidr`: in RFC 2544's benchmarking range, routed nowhere on the internet."""
 NO_PROBED_NAMESPACE = '(.metadata.namespace | startswith("/"))'
 """kwok-config.yaml's pod-ready test for a namespace left to a prober: none ("/" starts no name)."""
+NO_FETCH_DELAY = 'then "0s" else empty end'
+"""kwok-config.yaml's pod-complete delay for a weights fetch's pod: none."""
 
 
 @dataclass
@@ -56,6 +58,11 @@ class LocalCluster:
     """A namespace-name prefix ("" for every namespace): there KWOK does not mark an InferenceService
     pod with a readinessProbe Ready; a prober playing the kubelet does once its probe passes
     (PodEngines(probed_namespaces=) the same prefix). None: KWOK marks every pod Ready on its timer."""
+    fetch_seconds: float = 0
+    """How long the pod of a weights fetch Job (planning/weights_cache.py: not a metadata read, not
+    an eviction) runs before KWOK completes it: a stand-in for the download, which no container
+    does here. 0: at once. In probed_namespaces PodEngines holds an engine pod whose
+    `wait-for-weights` init container waits for its node's copy until that fetch Job completed."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -129,6 +136,9 @@ class LocalCluster:
 
     def _kwok_config(self) -> str:
         text = kwok_config_path().read_text().replace(DEFAULT_POD_CIDR, self.pod_cidr)
+        if self.fetch_seconds < 0:
+            raise ValueError(f"fetch_seconds {self.fetch_seconds} < 0")
+        text = text.replace(NO_FETCH_DELAY, f'then "{round(self.fetch_seconds * 1000)}ms" else empty end')
         if self.probed_namespaces is None:
             return text
         if not re.fullmatch(r"[a-z0-9-]*", self.probed_namespaces):

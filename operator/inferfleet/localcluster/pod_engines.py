@@ -15,6 +15,9 @@ Readiness is the kubelet's too where the cluster leaves it to a prober (PodEngin
 LocalCluster given the same `probed_namespaces`): there a pod turns Ready only once the
 readinessProbe in its spec passes against its engine, and not Ready when it fails
 (readiness_probes.py). Elsewhere KWOK marks pods Ready on its timer, before their engine listens.
+There too a pod whose `wait-for-weights` init container waits for its node's copy of the model
+gets its engine, and its probes, only once that copy is there (weights_wait.py): its fetch Job,
+which KWOK completes after LocalCluster.fetch_seconds, is part of its start, as on a GPU node.
 
 The pod IPs must be local to this process: see kwok-config.yaml and tests/podengines.py.
 """
@@ -34,6 +37,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.localcluster.readiness_probes import ProbedPod, Prober, is_probed
+from inferfleet.localcluster.weights_wait import WeightsKey, WeightsWait
 from inferfleet.planning.groups import POD_INDEX_LABEL
 from inferfleet.planning.names import SERVICE_LABEL
 from inferfleet.sim.engine import EngineConfig, SimEngine
@@ -111,10 +115,14 @@ class PodEngines:
         self._response: Any = None
         self._thread = threading.Thread(target=self._run, name="pod-engines", daemon=True)
         self._prober = Prober(self._core, self._error)
+        self._handling = threading.RLock()
+        """One pod event at a time: the watch's, or a release from the weights wait."""
+        self._weights = WeightsWait(client.BatchV1Api(api), self._on_pod)
 
     def start(self) -> PodEngines:
         if self.probed_namespaces is not None:
             self._prober.start()
+            self._weights.start()
         self._thread.start()
         return self
 
@@ -122,6 +130,7 @@ class PodEngines:
         """Stop watching and probing, kill every engine and let go of every pod still held."""
         self._stop.set()
         self._prober.stop()
+        self._weights.stop()
         response = self._response
         if response is not None:
             with suppress(Exception):
@@ -162,6 +171,14 @@ class PodEngines:
     def probed(self, namespace: str, pod: str) -> ProbedPod | None:
         """What the readiness probes of a pod found so far, while it is probed."""
         return self._prober.pod(namespace, pod)
+
+    def waiting_for_weights(self, namespace: str, pod: str) -> WeightsKey | None:
+        """What a pod's `wait-for-weights` init container waits for, while it waits."""
+        return self._weights.waiting_for(namespace, pod)
+
+    def weights_on_nodes(self) -> frozenset[WeightsKey]:
+        """The nodes' copies of models as last read (while some pod waits)."""
+        return self._weights.present()
 
     def crash(self, namespace: str, pod: str) -> None:
         """The engine dies and the pod stays, as after a crash the local kubelet does not restart."""
@@ -208,6 +225,7 @@ class PodEngines:
             self._on_pod(pod)
         present = {p["metadata"]["uid"] for p in pods}
         self._prober.retain(present)
+        self._weights.retain(present)
         with self._lock:
             gone = [p for uid, p in self._pods.items() if uid not in present]
         for held in gone:
@@ -242,9 +260,21 @@ class PodEngines:
     # What the kubelet does for one pod.
 
     def _on_pod(self, pod: dict[str, Any]) -> None:
-        self._on_pod_engine(pod)
-        if is_probed(pod, self.probed_namespaces):  # after its engine started: probed from now on
-            self._prober.observe(pod, _engine_port(pod) if serves_http(pod) else None)
+        with self._handling:
+            if self._waits_for_weights(pod):
+                return
+            self._on_pod_engine(pod)
+            if is_probed(pod, self.probed_namespaces):  # after its engine started: probed from now on
+                self._prober.observe(pod, _engine_port(pod) if serves_http(pod) else None)
+
+    def _waits_for_weights(self, pod: dict[str, Any]) -> bool:
+        """A probed pod whose wait container waits for its node's copy: no engine, no probe yet
+        (a kubelet starts the containers, and their probes, after the init containers)."""
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            self._weights.forget(meta["uid"])
+            return False
+        return is_probed(pod, self.probed_namespaces) and self._weights.hold(pod)
 
     def _on_pod_engine(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -260,6 +290,7 @@ class PodEngines:
 
     def _on_deleted(self, pod: dict[str, Any]) -> None:
         self._prober.forget(pod["metadata"]["uid"])
+        self._weights.forget(pod["metadata"]["uid"])
         with self._lock:
             held = self._pods.get(pod["metadata"]["uid"])
         if held is not None:
