@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections import Counter
@@ -99,6 +100,21 @@ def test_the_report_marks_cold_and_warm_starts_and_a_warm_one_waited_for_no_fetc
         assert (cells[2], cells[4]) == (start["node"] or "-", f"**{start['kind']}**")
         if start["seconds"] is not None:
             assert cells[5] == f"{start['seconds']:.0f}"  # from the API's timestamps
+
+    # A cold start waited for its node's fetch (KWOK completes a fetch's pod after the demo's
+    # fetch_seconds; the engine starts once its node holds the weights), a warm one did not.
+    fetch_seconds = recorded["llama-3-1-8b"]["fetch_seconds"]
+    assert fetch_seconds is not None
+    assert fetch_seconds > 0
+    seconds = {
+        kind: [s["seconds"] for _, s in starts if s["kind"] == kind and s["seconds"] is not None]
+        for kind in ("cold", "warm")
+    }
+    assert seconds["cold"], seconds
+    assert seconds["warm"], seconds
+    gap = statistics.median(seconds["cold"]) - statistics.median(seconds["warm"])
+    assert gap >= fetch_seconds * 0.9, seconds
+    assert f"completes {fetch_seconds:g} s after it starts, a stand-in for the download" in markdown
 
     # Side by side with what the operator learned from the same pods (status.startup).
     learned = recorded["llama-3-1-8b"]["startup"]

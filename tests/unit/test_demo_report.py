@@ -14,6 +14,7 @@ from rich.console import Console
 from inferfleet.demo.door import DoorSample, GatewayCounts, parse_door_result, parse_gateway_counters
 from inferfleet.demo.report import ATTRIBUTION, RunRecorder, ServedTotals, summarize, write_report
 from inferfleet.demo.services import demo_body
+from inferfleet.demo.starts import StartLedger
 from inferfleet.demo.view import GpuUsage, StatusView, build_snapshot, render_table
 from inferfleet.gateway.metrics import GatewayMetrics
 
@@ -541,6 +542,29 @@ def test_cold_and_warm_starts_side_by_side_with_what_the_operator_learned(tmp_pa
     assert recorded["starts"][1]["fetch"]["completed"] == (START - timedelta(seconds=27)).isoformat()
     assert [f["job"] for f in recorded["fetches"]] == ["fetch-a", "fetch-b"]
     assert recorded["startup"]["coldSeconds"] == 3.0
+
+
+@pytest.mark.parametrize(
+    ("fetch_seconds", "says", "does_not_say"),
+    [
+        (None, "does not wait for a download", "a stand-in for the download"),
+        (16.0, "completes 16 s after it starts, a stand-in for the download (every model alike: the 8B's "
+         "16 GB at 1 GB/s)", "does not wait for a download"),
+        (0.0, "completes 0 s after it starts (no stand-in for a download)", "does not wait for a download"),
+    ],
+    ids=["kwok-at-once", "fetch-delay", "wait-without-delay"],
+)  # fmt: skip
+def test_the_footnote_says_whether_a_cold_start_here_waits_for_its_fetch(
+    fetch_seconds: float | None, says: str, does_not_say: str, tmp_path: Path
+) -> None:
+    recorder = RunRecorder(started=START, starts=StartLedger(fetch_seconds=fetch_seconds))
+    recorder.record(0, [cached_small()], NODES, [engine_pod("p", "a100-a-1", -20, -2)], {})
+    write_report(recorder, tmp_path, duration_seconds=5, sample_seconds=5)
+    markdown = (tmp_path / "report.md").read_text()
+    assert says in markdown
+    assert does_not_say not in markdown
+    assert "tests/unit/test_fetch_model.py" in markdown
+    assert json.loads((tmp_path / "samples.json").read_text())["llama-8b"]["fetch_seconds"] == fetch_seconds
 
 
 def test_a_start_keeps_its_ready_time_when_the_pod_turns_unready_later() -> None:

@@ -20,6 +20,15 @@ learned start times (demo.starts). The services' sources are the examples' own h
 this cluster KWOK runs no container, so no fetch contacts any Hub (the report's footnote says what
 that leaves out).
 
+A cold start here includes its fetch, as on a GPU node: KWOK completes a fetch Job's pod only
+after FETCH_SECONDS (LocalCluster.fetch_seconds, a stand-in for the download), and in the demo's
+namespace the engines play the kubelet's part (LocalCluster and PodEngines probed_namespaces): an
+engine pod's engine starts only once its node's fetch completed (its `wait-for-weights` init
+container), and the pod turns Ready only when its readinessProbe passes against that engine. With
+--keep neither is on (KWOK completes fetches at once and marks pods Ready on its timer), since
+nothing would play the kubelet for pods created after the demo exits: such a run's report says its
+cold starts did not wait for a download.
+
 The pod IPs are local only in a private network namespace (localcluster.private_network): the
 demo process enters one before it starts anything, so the cluster, Prometheus, the operator and
 the gateway all run in it, and nothing outside can reach them.
@@ -57,7 +66,7 @@ from inferfleet.demo.services import (
     load_of,
     scale_from_zero_body,
 )
-from inferfleet.demo.starts import FETCH_SELECTOR
+from inferfleet.demo.starts import FETCH_SELECTOR, StartLedger
 from inferfleet.demo.view import StatusView, build_snapshot
 from inferfleet.localcluster.binaries import ensure_binaries
 from inferfleet.localcluster.cluster import LocalCluster
@@ -90,6 +99,9 @@ CACHE_NAMESPACE = "inferfleet-system"
 CACHE_IMAGE = f"ghcr.io/inferfleet/inferfleet:{__version__}"
 """The chart's operator image, which the fetch Jobs and the engine pods' wait container run."""
 WEIGHTS_WAIT_SECONDS = 60.0
+FETCH_SECONDS = 16.0
+"""How long KWOK takes to complete a fetch Job's pod: the 8B's 16 GB of bf16 weights at 1 GB/s
+(8 Gbit/s from a nearby mirror), for every model alike (the 405B's 810 GB would take 13 minutes)."""
 
 
 def _say(msg: str) -> None:
@@ -343,9 +355,15 @@ class DemoStack:
     workdir: Path = field(default_factory=Path)
 
     @classmethod
-    def create(cls, name: str) -> DemoStack:
+    def create(cls, name: str, *, keep: bool = False) -> DemoStack:
+        """With `keep` the cluster outlives the demo's engines: KWOK decides readiness and fetches
+        at once (see the module's docstring)."""
         workdir = cache_dir() / "demo" / name
-        cluster = LocalCluster(name=name)
+        cluster = (
+            LocalCluster(name=name)
+            if keep
+            else LocalCluster(name=name, probed_namespaces=DEMO_NAMESPACE, fetch_seconds=FETCH_SECONDS)
+        )
         return cls(
             name, cluster, LocalPrometheus(workdir=workdir / "prometheus"),
             GatewayProcess(workdir / "gateway.kubeconfig", workdir / "gateway.log", [DEMO_NAMESPACE]),
@@ -371,8 +389,9 @@ class DemoStack:
     def start_serving(self, api: client.ApiClient) -> None:
         """The engines at pod IPs, the gateway (the chart's RBAC) and the operator pointing at it."""
         self.engines = PodEngines(
-            api, tokens_per_second=TOKENS_PER_SECOND, prometheus=self.prometheus
-        ).start()
+            api, tokens_per_second=TOKENS_PER_SECOND, prometheus=self.prometheus,
+            probed_namespaces=self.cluster.probed_namespaces,
+        ).start()  # fmt: skip
         install_gateway_identity(api, self.cluster.kubeconfig, [DEMO_NAMESPACE], self.gateway.kubeconfig)
         self.gateway.start()
         # The gateway's series carry each service's namespace and inferfleet_io_service labels,
@@ -421,7 +440,7 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_di
     find_prometheus()
     enter_private_network()  # before any thread starts
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    stack = DemoStack.create(name)
+    stack = DemoStack.create(name, keep=keep)
     recorder: RunRecorder | None = None
     try:
         api = stack.start_cluster()
@@ -433,7 +452,9 @@ def run_demo(*, duration_seconds: float | None, keep: bool, name: str, report_di
         wait_weights_fetched(api)
         if stop.is_set():
             return 0
-        recorder = RunRecorder(started=datetime.now(UTC))
+        waits = stack.cluster.probed_namespaces is not None  # PodEngines plays the weights wait
+        fetch_seconds = stack.cluster.fetch_seconds if waits else None
+        recorder = RunRecorder(started=datetime.now(UTC), starts=StartLedger(fetch_seconds=fetch_seconds))
         stack.load = start_load(stack.gateway.url, bodies)
         _say("Ctrl-C to stop" + (f"; stopping after {duration_seconds:.0f}s" if duration_seconds else ""))
         watch(stack, RecorderClock(recorder), stop, duration_seconds)
