@@ -101,7 +101,7 @@ def run_benchmark(
         metrics[name] = summarize(result, config.slo_s, workload.horizon, params.gpus_per_replica)
         if isinstance(policy, pol.InferfleetPolicy):
             metrics[name]["decision_reasons"] = dict(sorted(policy.reasons.items()))
-            metrics[name]["learned_start_s"] = policy.startup.to_status()
+            metrics[name]["learned_start_s"] = policy.startup.to_status().dump()
     add_ratios(metrics)
     report = {
         "trace": workload.name,
