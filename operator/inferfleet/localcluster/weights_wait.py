@@ -22,12 +22,12 @@ from typing import Any
 
 from kubernetes import client
 
+from inferfleet.api.status import WeightsState
 from inferfleet.planning.weights_cache import (
     CACHE_LABEL,
     WAIT_CONTAINER,
     WEIGHTS_MOUNT,
     WEIGHTS_VOLUME,
-    WeightsState,
     build_observed_fetch,
     compute_cache_key,
     compute_ref_file,
