@@ -532,6 +532,7 @@ def test_state_round_trips_through_status_json() -> None:
     assert set(raw) == {
         "recommendations",
         "lastActive",
+        "lastReplicas",
         "lastScaleTime",
         "lastScaleDown",
         "scaleDownWindowSeconds",
@@ -595,3 +596,31 @@ def test_a_scale_up_window_goes_to_the_lowest_recommendation_in_it() -> None:
     ]
     got, _, _ = run(slow_up, 3, ticks)
     assert got == expected(ticks)
+
+
+def test_a_fleet_the_gateway_woke_is_not_put_back_to_sleep_before_its_load_shows() -> None:
+    """The gateway raises replicas 0 -> 1 for a held request; the next tick may come before
+    Prometheus has scraped the gateway's queue, and must not read "idle" into that."""
+    ticks: list[Tick] = [(0, 0, 5, None, 1, "Steady")]
+    ticks += [(float(t), 0, 0, None, 1, "Steady") for t in range(15, 600, 15)]
+    ticks += [(600, 0, 0, None, 0, "ScaleToZero")]
+    _, state, _ = run(ZERO, 1, ticks)
+    for t in range(615, 900, 15):
+        d, state = compute_scaling_decision(ScalingSample(0, 0), ZERO, 0, 0, state, t)
+        assert d.replicas == 0
+    # the gateway woke it between ticks; its queue and in-flight request are not scraped yet
+    d, state = compute_scaling_decision(ScalingSample(0, 0), ZERO, 1, 0, state, 905)
+    assert (d.replicas, d.reason) == (1, "Steady")
+    # the wake starts the idle period: with no load at all it sleeps again 600 s later, not sooner
+    times = range(920, 1520, 15)
+    for t in times:
+        d, state = compute_scaling_decision(ScalingSample(0, 0), ZERO, 1, 1, state, t)
+        assert (d.replicas, t) == (0 if t >= 1505 else 1, t)
+    assert d.reason == "ScaleToZero"
+
+
+def test_the_replicas_the_last_tick_left_survive_an_operator_restart() -> None:
+    _, state, _ = run(ZERO, 1, [(0, 0, 0, None, 0, "")])
+    raw = json.loads(json.dumps(state.to_status()))
+    assert ScalerState.from_status(raw).last_replicas == state.last_replicas
+    assert ScalerState.from_status({"lastReplicas": True}).last_replicas is None

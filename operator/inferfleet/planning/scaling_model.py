@@ -176,7 +176,10 @@ class ScalerState:
     """(time, replicas to keep) inside the longest window in force, oldest first. A run of
     equal values is stored as its newest entry only (the window max/min are unchanged)."""
     last_active: float | None = None
-    """Last time the load (waiting + running) was > 0 (or the first observation)."""
+    """Last time the load (waiting + running) was > 0, the fleet was woken from zero by someone
+    else (a gateway holding a request), or the first observation."""
+    last_replicas: int | None = None
+    """The replicas the last tick left (its decision)."""
     last_scale_time: float | None = None
     last_scale_down: float | None = None
     scale_down_window: float | None = None
@@ -195,6 +198,7 @@ class ScalerState:
         return {
             "recommendations": [{"time": t, "replicas": r} for t, r in self.recommendations],
             "lastActive": self.last_active,
+            "lastReplicas": self.last_replicas,
             "lastScaleTime": self.last_scale_time,
             "lastScaleDown": self.last_scale_down,
             "scaleDownWindowSeconds": self.scale_down_window,
@@ -211,6 +215,7 @@ class ScalerState:
         return cls(
             recommendations=_recommendations(raw.get("recommendations")),
             last_active=finite(raw.get("lastActive")),
+            last_replicas=_replicas(raw.get("lastReplicas")),
             last_scale_time=finite(raw.get("lastScaleTime")),
             last_scale_down=finite(raw.get("lastScaleDown")),
             scale_down_window=window if window is not None and window >= 0 else None,
@@ -241,11 +246,15 @@ class ScalingDecision:
         return "up" if self.replicas > self.current_replicas else "down"
 
 
+def _replicas(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def _recommendations(value: object) -> Recommendations:
     recs: list[tuple[float, int]] = []
     for item in _list(value):
-        t, r = finite(item.get("time")), item.get("replicas")
-        if t is not None and isinstance(r, int) and not isinstance(r, bool) and r >= 0:
+        t, r = finite(item.get("time")), _replicas(item.get("replicas"))
+        if t is not None and r is not None:
             recs.append((t, r))
     return tuple(sorted(recs, key=lambda e: e[0]))
 

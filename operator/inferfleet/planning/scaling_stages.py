@@ -183,8 +183,9 @@ def observe(
         samples = (*kept, (now, running, waiting))
     trend = tuple((t, r) for t, r, _ in samples if now - t <= tuning.trend_window_seconds)
     last_active = state.last_active
-    if last_active is None or waiting + running > 0:
-        last_active = now
+    woken = state.last_replicas == 0 and fleet.current > 0  # by a gateway holding a request
+    if last_active is None or waiting + running > 0 or woken:
+        last_active = now  # a wake counts: its request may not be in the metrics yet
     kv = valid(sample.kv_cache_usage)
     kv = min(kv, 1.0) if kv is not None else None
     lookahead = lookahead_of(expected_start, policy)
@@ -374,7 +375,11 @@ def remember(
     shows the down window was too short for this load: lengthen it for `flap_memory_seconds`."""
     now, current, tuning = obs.now, obs.fleet.current, policy.tuning
     out = replace(
-        state, recommendations=win.history, last_active=obs.last_active, running_samples=obs.samples
+        state,
+        recommendations=win.history,
+        last_active=obs.last_active,
+        last_replicas=replicas,
+        running_samples=obs.samples,
     )
     if replicas != current:
         out = replace(out, last_scale_time=now)
