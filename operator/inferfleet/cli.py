@@ -385,7 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the local GPU cluster, Prometheus and the operator, end to end")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    demo.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the cluster running at the end; then KWOK marks pods Ready on its timer and cold "
+        "starts do not wait for a fetch (nothing plays the kubelet after the demo exits)",
+    )
     demo.add_argument("--name", default="inferfleet-demo")
     demo.add_argument(
         "--report-dir",
