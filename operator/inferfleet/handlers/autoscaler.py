@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from inferfleet.api import InferenceServiceSpec
@@ -278,7 +279,7 @@ def _decide(
 
 
 def _report_metrics_transition(
-    api: Any, snapshot: Any, previous: dict[str, Any], status: dict[str, Any]
+    api: client.ApiClient, snapshot: Any, previous: dict[str, Any], status: dict[str, Any]
 ) -> None:
     before = find_condition(list(previous.get("conditions") or []), METRICS_AVAILABLE) or {}
     after = find_condition(list(status.get("conditions") or []), METRICS_AVAILABLE) or {}
@@ -289,7 +290,7 @@ def _report_metrics_transition(
         post_event(api, snapshot, "Normal", EventReason.METRICS_AVAILABLE, "queue metrics are back")
 
 
-def _active(api: Any, peering: PeeringConfig | None) -> bool:
+def _active(api: client.ApiClient, peering: PeeringConfig | None) -> bool:
     """A standby never scales: with peering on, only the instance kopf lets work does."""
     if peering is None:
         return True

@@ -6,13 +6,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes import client
+
 from inferfleet.handlers.calls import ApplyError, call
 from inferfleet.handlers.indexes import ClusterView, Key
 from inferfleet.kube.apply import delete_group, delete_pod
 from inferfleet.planning.groups import group_name
 
 
-def replace_single_pods_on(api: Any, view: ClusterView, node: str, logger: logging.Logger) -> None:
+def replace_single_pods_on(
+    api: client.ApiClient, view: ClusterView, node: str, logger: logging.Logger
+) -> None:
     """A lost node's pods would wait out the 300 s eviction toleration: replace them now.
 
     Deleting the pod is enough: its Deployment schedules a new one on a healthy node. A cordoned
@@ -27,7 +31,12 @@ def replace_single_pods_on(api: Any, view: ClusterView, node: str, logger: loggi
 
 
 def restart_group_of(
-    api: Any, view: ClusterView, key: Key, replica: int, pod: Mapping[str, Any], logger: logging.Logger
+    api: client.ApiClient,
+    view: ClusterView,
+    key: Key,
+    replica: int,
+    pod: Mapping[str, Any],
+    logger: logging.Logger,
 ) -> None:
     """A group member that went away breaks the group (ranks cannot rejoin): restart it whole.
 

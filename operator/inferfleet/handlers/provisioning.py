@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+
+from kubernetes import client
 
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.handlers.calls import ApplyError, call
@@ -47,7 +48,7 @@ class Provisioned:
 
 
 def reconcile_provisioning(
-    api: Any,
+    api: client.ApiClient,
     view: ClusterView,
     owner: Owner,
     spec: InferenceServiceSpec | None,
@@ -65,7 +66,7 @@ def reconcile_provisioning(
 
 
 def _reconcile(
-    api: Any,
+    api: client.ApiClient,
     view: ClusterView,
     owner: Owner,
     spec: InferenceServiceSpec | None,
@@ -107,7 +108,7 @@ def _reconcile(
     return Provisioned(noted, decided.recheck_at)
 
 
-def _delete(api: Any, owner: Owner, requests: list[tuple[str, str]]) -> None:
+def _delete(api: client.ApiClient, owner: Owner, requests: list[tuple[str, str]]) -> None:
     for name, uid in requests:
         call(
             f"deleting ProvisioningRequest {name}",

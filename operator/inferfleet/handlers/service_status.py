@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from inferfleet.api import InferenceServiceSpec
@@ -81,7 +82,9 @@ def build_observation(view: ClusterView, reconciled: Reconciled, state: ServiceS
     )
 
 
-def write_status(api: Any, view: ClusterView, reconciled: Reconciled, state: ServiceState) -> None:
+def write_status(
+    api: client.ApiClient, view: ClusterView, reconciled: Reconciled, state: ServiceState
+) -> None:
     """Write the status computed from the newest observations, if it changed (call with the
     state's lock held); post an Event per transition a user cares about."""
     state.take_offered()

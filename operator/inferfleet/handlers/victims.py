@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from inferfleet.kube.apply import api_error_message, apply_pod_deletion_cost
@@ -26,7 +27,7 @@ log = logging.getLogger("inferfleet.autoscaler")
 
 
 def apply_scale_down_ranking(
-    api: Any, reader: QueueReader, pods: kopf.Index[Any, Any], key: tuple[str, str]
+    api: client.ApiClient, reader: QueueReader, pods: kopf.Index[Any, Any], key: tuple[str, str]
 ) -> dict[str, int]:
     """Set the deletion costs of one service's Deployment pods; the costs written, by pod."""
     current = {p.name: p.deletion_cost for p in pods.get(key, []) if p.replica_set and not p.terminating}

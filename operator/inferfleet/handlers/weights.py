@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from inferfleet.api import InferenceServiceSpec, ShardPlan
@@ -68,7 +69,7 @@ def serving_nodes(view: ClusterView, key: Key) -> set[str]:
 
 
 def apply_weights(
-    api: Any,
+    api: client.ApiClient,
     cache: CacheSettings,
     view: ClusterView,
     spec: InferenceServiceSpec,
@@ -98,7 +99,7 @@ def apply_weights(
 
 
 def write_weights_status(
-    api: Any,
+    api: client.ApiClient,
     body: Mapping[str, Any],
     state: ServiceState,
     source: str,
@@ -152,7 +153,7 @@ def prefetch_nodes(
 
 
 def maintain_nodes(
-    api: Any, cache: CacheSettings, view: ClusterView, nodes: set[str], kept: set[CopyKey]
+    api: client.ApiClient, cache: CacheSettings, view: ClusterView, nodes: set[str], kept: set[CopyKey]
 ) -> None:
     """On `nodes`, across namespaces: clear finished evictions (both Jobs, so a later pod there
     fetches again), evict the least recently used copies over the node budget, and make the warm
@@ -182,7 +183,7 @@ def maintain_nodes(
 
 
 def reconcile_weights(
-    api: Any,
+    api: client.ApiClient,
     cache: CacheSettings | None,
     view: ClusterView,
     body: Mapping[str, Any],
@@ -210,7 +211,7 @@ def reconcile_weights(
 
 
 def clean_released_volume(
-    api: Any, cache: CacheSettings, view: ClusterView, volume: Mapping[str, Any]
+    api: client.ApiClient, cache: CacheSettings, view: ClusterView, volume: Mapping[str, Any]
 ) -> None:
     """A cache volume whose claim is gone (its namespace deleted): remove the claim's directory
     from each node that has one (a Job per node), its directory Jobs, then the volume object."""
