@@ -86,7 +86,22 @@ def test_a_node_is_lost_when_deleted_or_not_ready(
             "MODIFIED", MEMBER, {}, REFUSED, PodWake(reconcile=("ml", "llama")), id="refused member"
         ),
         pytest.param("MODIFIED", MEMBER, {"nodeName": "a-1"}, REFUSED, PodWake(), id="bound member"),
-        pytest.param("MODIFIED", {"inferfleet.io/service": "llama"}, {}, REFUSED, PodWake(), id="single pod"),
+        pytest.param(
+            "MODIFIED",
+            {"inferfleet.io/service": "llama"},
+            {},
+            REFUSED,
+            PodWake(status_of=("ml", "llama")),
+            id="a single-pod replica's pod: its service's status, never a group's look",
+        ),
+        pytest.param(
+            "DELETED",
+            {"inferfleet.io/service": "llama"},
+            {"nodeName": "a-1"},
+            {},
+            PodWake(frees_gpus=True, status_of=("ml", "llama")),
+            id="a single-pod replica's pod gone: GPUs and its service's placement",
+        ),
         pytest.param("DELETED", {}, {"nodeName": "a-1"}, {}, PodWake(frees_gpus=True), id="any bound pod"),
         pytest.param("DELETED", {}, {}, {}, PodWake(), id="a pending pod frees nothing"),
         pytest.param(

@@ -144,7 +144,9 @@ def reconcile(
             service.body, service.owner, service.spec, plan, remaining, failures, runtime.config.gateway_url
         )
         weights_error, fetch_retry_at = _reconcile_weights(runtime, view, service, state, now, plan)
-        if _apply_and_report(runtime, view, reconciled, state):
+        conflict = _apply_and_report(runtime, view, reconciled, state)
+        state.reconciled = True
+        if conflict:
             return NAME_CONFLICT_RECHECK
         if weights_error is not None:
             raise weights_error  # the work queue retries with backoff
@@ -338,7 +340,8 @@ def _delete_groups(
 
 def refresh_status(runtime: OperatorRuntime, view: ClusterView, service: Service) -> None:
     """A child's status changed: write the service's status from the newest observations, apply nothing."""
-    if service.spec is None:
+    state = runtime.state(service.key, service.owner.uid)
+    if service.spec is None or not state.reconciled:
         return
     products = summarize_products(view.all_nodes(), service.spec.scheduling)
     observed = _cache_of(runtime, view, service)
@@ -347,7 +350,6 @@ def refresh_status(runtime: OperatorRuntime, view: ClusterView, service: Service
     plan = plan_service(
         service.owner, service.spec, products, policy=view.policy, model_files=facts, metadata=metadata
     )
-    state = runtime.state(service.key, service.owner.uid)
     with state.lock:
         write_status(
             runtime.api,

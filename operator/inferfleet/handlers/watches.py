@@ -110,10 +110,8 @@ async def on_event_pod(
     wake = compute_pod_wake(type, namespace, labels, body.get("spec"), body.get("status"))
     if wake.reconcile is not None:
         runtime.queue.enqueue(wake.reconcile, "unschedulable")
-    elif SERVICE_LABEL in labels:
-        # Status (placement, readiness) is read from the pod index, which may lag the Deployment
-        # event that asked for it: the pod's own event must recompute it too (written if changed).
-        runtime.queue.enqueue((namespace, labels[SERVICE_LABEL]), STATUS_ONLY)
+    if wake.status_of is not None:
+        runtime.queue.enqueue(wake.status_of, STATUS_ONLY)
     waiting = compute_weights_wake(namespace, labels, body.get("spec"), body.get("status"), type == DELETED)
     if waiting is not None and runtime.config.model_cache is not None:
         runtime.queue.enqueue(waiting, "weights")

@@ -94,6 +94,10 @@ class PodWake:
     """A bound pod went away: services waiting for GPUs try again."""
     member_gone: tuple[Key, int] | None = None
     """A group member went away: its group restarts whole (ranks cannot rejoin)."""
+    status_of: Key | None = None
+    """A single-pod replica's pod changed: its service's status (placement, readiness) is computed
+    again. The pod index may lag the Deployment event that asked for it, so the pod's own event
+    must ask too. Groups' status comes from their StatefulSets, whose events reconcile."""
 
 
 def compute_pod_wake(
@@ -105,8 +109,9 @@ def compute_pod_wake(
 ) -> PodWake:
     service, replica = labels.get(SERVICE_LABEL), str(labels.get(REPLICA_LABEL, ""))
     member = bool(service) and REPLICA_LABEL in labels
+    status_of = (namespace, str(service)) if service and not member else None
     if event_type != DELETED:
         refused = member and is_unschedulable(spec, status)
-        return PodWake(reconcile=(namespace, str(service)) if refused else None)
+        return PodWake(reconcile=(namespace, str(service)) if refused else None, status_of=status_of)
     gone = ((namespace, str(service)), int(replica)) if member and replica.isdigit() else None
-    return PodWake(frees_gpus=bool((spec or {}).get("nodeName")), member_gone=gone)
+    return PodWake(frees_gpus=bool((spec or {}).get("nodeName")), member_gone=gone, status_of=status_of)

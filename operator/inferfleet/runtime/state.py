@@ -47,6 +47,10 @@ class ServiceState:
     """The generation whose watch event last enqueued the service (a status write keeps it)."""
     warned_generation: int | None = None
     """The generation whose spec warnings (literal secrets) were posted as Events."""
+    reconciled: bool = False
+    """A full reconcile of this object ran its apply in this process. Until then a status-only
+    refresh writes nothing: without the Deployment or the apply's outcome it would regress the
+    status the previous process wrote (a restart's first pod events come before either)."""
     scaler: ScalerState | None = None
     """The autoscaler's window state (planning.scaling.ScalerState), newer than the one in status."""
 
