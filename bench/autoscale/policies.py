@@ -38,8 +38,9 @@ running at that size", so none pays for a cold start at t=0 or scales down in it
   same engine model; `oracle_plan` gives each replica slot k the times when at least k are
   needed, bridges a gap shorter than the cold start of the replica that would replace it
   (keeping the replica costs less than the new one's cold start), and requests each replica
-  exactly one cold start before it is needed. It may queue up to the SLO, so it is a lower
-  bound on GPU-hours at that SLO rather than a zero-queue fleet.
+  exactly one cold start before it is needed; a replica it adds while one it removed is still
+  finishing its requests is that one again (as in its search). It may queue up to the SLO, so it
+  is a lower bound on GPU-hours at that SLO rather than a zero-queue fleet.
 """
 
 from __future__ import annotations
@@ -460,4 +461,10 @@ def oracle_plan(need: list[tuple[float, int]], params: SimParams, horizon: float
                 adds.append((s - cold, cold))
             if e < horizon:
                 removals.append(e)
-    return Plan("oracle", initial_ready=initial, adds=tuple(sorted(adds)), removals=tuple(sorted(removals)))
+    return Plan(
+        "oracle",
+        initial_ready=initial,
+        adds=tuple(sorted(adds)),
+        removals=tuple(sorted(removals)),
+        take_back_draining=True,
+    )

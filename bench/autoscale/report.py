@@ -38,6 +38,7 @@ def summarize(result: RunResult, slo_s: float, horizon: float, gpus_per_replica:
     return {
         "slo_attainment": round(ok / n, 5) if n else 1.0,
         "gpu_hours": round(result.gpu_seconds / 3600.0, 3),
+        "draining_gpu_hours": round(result.draining_gpu_seconds / 3600.0, 3),
         "p95_queue_wait_s": round(percentile(waits, 0.95), 3),
         "scale_events": len(result.replica_changes),
         "reversals": reversals(result.replica_changes),

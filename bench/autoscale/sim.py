@@ -197,12 +197,16 @@ class Plan:
     """(time requested, cold start) of each replica added later."""
     removals: tuple[float, ...] = ()
     """Times at which one ready replica (the least loaded) is removed."""
+    take_back_draining: bool = False
+    """An add while a removed replica still finishes its requests serves with that one again
+    (weights loaded, no start) instead of starting another: the oracle's foresight. Without it,
+    on long decodes (ServeGen R1) a warm re-add next to a replica draining for minutes paid both."""
 
 
 class _Replica:
     __slots__ = (
-        "cache", "draining", "end", "gone", "kv", "name", "node", "ready", "ready_at", "requested", "running",
-        "warm",
+        "cache", "drained_at", "draining", "end", "gone", "kv", "name", "node", "ready", "ready_at",
+        "requested", "running", "warm",
     )  # fmt: skip
 
     def __init__(self, requested: float, name: str, cache: PrefixCache | None, node: int = -1) -> None:
@@ -210,6 +214,8 @@ class _Replica:
         self.name = name
         self.ready = False
         self.draining = False
+        self.drained_at: float | None = None
+        """When its last drain began (None while it serves)."""
         self.gone = False
         self.running = 0
         self.kv = 0
@@ -234,7 +240,7 @@ class _Replica:
             self.kv,
             self.end,
         )
-        r.ready_at, r.warm = self.ready_at, self.warm
+        r.ready_at, r.warm, r.drained_at = self.ready_at, self.warm, self.drained_at
         return r
 
 
@@ -266,6 +272,8 @@ class RunResult:
     slot: the fleet was out of KV cache, not out of slots."""
     starts: tuple[tuple[float, bool], ...] = ()
     """(seconds from request to Ready, warm) of every replica that started (not the initial ones)."""
+    draining_gpu_seconds: float = 0.0
+    """Of gpu_seconds, those of replicas draining: given back, finishing their running requests."""
 
 
 class Fleet:
@@ -451,7 +459,7 @@ class Fleet:
             return False
         r = min(self.serving, key=lambda x: x.running)
         self.serving.remove(r)
-        r.draining = True
+        r.draining, r.drained_at = True, now
         self.running_serving -= r.running
         if r.running == 0:
             self._release(r, now)
@@ -464,7 +472,7 @@ class Fleet:
         if not draining:
             return False
         r = draining[-1]
-        r.draining = False
+        r.draining, r.drained_at = False, None
         self.serving.append(r)
         self.running_serving += r.running
         self._dispatch(now)
@@ -658,7 +666,9 @@ class Fleet:
         elif self.changes and self.changes[-1][0] == now:
             self.changes.pop()
         if sign > 0:
-            self.add_replica(now, cold=cold)
+            plan = self.policy
+            if not (isinstance(plan, Plan) and plan.take_back_draining and self._undrain(now)):
+                self.add_replica(now, cold=cold)
         else:
             self.remove_ready(now)
         if self.active() != before:
@@ -673,10 +683,12 @@ class Fleet:
                 waits[k] = max(0.0, end - self.w.arrivals[k])
                 unserved += 1
         horizon = self.w.horizon
-        gpu = 0.0
+        gpu = draining = 0.0
         for r in self.replicas:
-            stop = r.end if r.end is not None else horizon
-            gpu += max(0.0, min(stop, horizon) - min(r.requested, horizon))
+            stop = min(r.end if r.end is not None else horizon, horizon)
+            gpu += max(0.0, stop - min(r.requested, horizon))
+            if r.drained_at is not None:
+                draining += max(0.0, stop - min(r.drained_at, horizon))
         return RunResult(
             name=name,
             waits=waits,
@@ -684,6 +696,7 @@ class Fleet:
             unserved=unserved,
             in_flight=self.n - self.completed - unserved - len(self.refused),
             gpu_seconds=gpu * self.p.gpus_per_replica,
+            draining_gpu_seconds=draining * self.p.gpus_per_replica,
             replica_changes=list(self.changes),
             timeline=list(self.timeline),
             end_time=end,

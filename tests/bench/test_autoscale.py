@@ -71,6 +71,33 @@ def test_unfinished_requests_at_the_drain_limit_are_counted_as_unserved() -> Non
     assert result.completed + result.in_flight + result.unserved == len(w)
 
 
+def test_a_replica_given_back_mid_request_counts_its_drain_apart() -> None:
+    # One 1000-token decode (20 s) on one replica, removed at t=5 s: it drains until the request ends.
+    w = Workload("one", (0.0,), (500,), (1000,), 100.0)
+    result = simulate(w, PARAMS, Plan("drain", initial_ready=1, removals=(5.0,)), initial_replicas=1)
+    assert result.completed == 1
+    end = PARAMS.service_time(500, 1000, 0.0)
+    assert result.gpu_seconds == pytest.approx(end * PARAMS.gpus_per_replica, rel=0.05)
+    assert result.draining_gpu_seconds == pytest.approx((end - 5.0) * PARAMS.gpus_per_replica, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("take_back", "second_wait", "replica_seconds"), [(True, 0.0, 100.0), (False, 58.0, 110.0)]
+)
+def test_the_oracle_adding_while_a_removed_replica_drains_serves_with_that_one_again(
+    take_back: bool, second_wait: float, replica_seconds: float
+) -> None:
+    # A 20 s decode from t=0; the replica is given back at 5 s and one is asked for at 10 s
+    # (60 s cold start) for a request at 12 s: the draining replica takes it at once.
+    w = Workload("two", (0.0, 12.0), (500, 100), (1000, 10), 100.0)
+    plan = Plan("p", initial_ready=1, adds=((10.0, 60.0),), removals=(5.0,), take_back_draining=take_back)
+    result = simulate(w, PARAMS, plan, initial_replicas=1)
+    assert result.waits[1] == pytest.approx(second_wait, abs=0.5)
+    # One replica for the whole 100 s, or the drained one until its decode ends (20 s) and the
+    # new one from 10 s.
+    assert result.gpu_seconds == pytest.approx(replica_seconds * PARAMS.gpus_per_replica, rel=0.02)
+
+
 def test_a_big_enough_static_fleet_never_queues() -> None:
     w = short_synthetic(load=2.0)
     result = simulate(w, PARAMS, Plan("big", initial_ready=30))
