@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,28 @@ def build_workload(
     return limit_duration(w, duration)
 
 
+def _better_oracle(
+    workload: Workload,
+    params: SimParams,
+    plan: Autoscaler | Plan,
+    result: RunResult,
+    initial: int,
+    slo_s: float,
+) -> RunResult:
+    """The oracle knows how its plan ends: with and without taking back the replicas it gave back
+    that still drain, it keeps the run that meets pol.SLO_TARGET cheaper (else the higher SLO).
+    Taking back saves a new replica next to a draining one, but the one taken back is busy with
+    its long requests, which on ServeGen cache-on cost the plan its SLO (0.93-0.98)."""
+    assert isinstance(plan, Plan)
+    other = simulate(workload, params, replace(plan, take_back_draining=False), initial_replicas=initial)
+
+    def rank(r: RunResult) -> tuple[bool, float]:
+        slo = summarize(r, slo_s, workload.horizon, params.gpus_per_replica)["slo_attainment"]
+        return (True, -r.gpu_seconds) if slo >= pol.SLO_TARGET else (False, slo)
+
+    return max((result, other), key=rank)
+
+
 def run_benchmark(
     workload: Workload, params: SimParams, config: BenchConfig = BenchConfig()
 ) -> tuple[dict[str, Any], dict[str, RunResult]]:
@@ -97,6 +119,8 @@ def run_benchmark(
     for name in config.policies:
         policy: Autoscaler | Plan = makers[name]()
         result = simulate(workload, params, policy, initial_replicas=initial)
+        if name == "oracle":
+            result = _better_oracle(workload, params, policy, result, initial, config.slo_s)
         runs[name] = result
         metrics[name] = summarize(result, config.slo_s, workload.horizon, params.gpus_per_replica)
         if isinstance(policy, pol.InferfleetPolicy):

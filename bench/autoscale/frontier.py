@@ -47,7 +47,7 @@ from bench.autoscale.report import summarize
 from bench.autoscale.sim import Observation, Plan, SimParams, simulate
 from bench.autoscale.workload import Workload
 
-SLO_TARGET = 0.99
+SLO_TARGET = pol.SLO_TARGET
 GPU_TARGET_VS_ORACLE = 1.25
 REACTIVE_HEADROOM = 3
 """The reactive oracle is run with 0..this many replicas above the need."""

@@ -352,6 +352,8 @@ class KubeAiPolicy:
 
 
 ORACLE_WINDOW_S = 10.0
+SLO_TARGET = 0.99
+"""The SLO attainment the targets ask for: where a fixed fleet reaches it cheaply, inferfleet must."""
 
 
 def oracle_needs(

@@ -98,6 +98,22 @@ def test_the_oracle_adding_while_a_removed_replica_drains_serves_with_that_one_a
     assert result.gpu_seconds == pytest.approx(replica_seconds * PARAMS.gpus_per_replica, rel=0.02)
 
 
+def test_the_oracle_keeps_the_plan_that_meets_the_slo_cheaper() -> None:
+    from bench.autoscale.cli import _better_oracle
+
+    # A full batch of 20 s decodes from t=0 on the one replica, given back at 5 s; one more is
+    # asked for at 10 s (ready at 11 s) for a request at 12 s. Taken back, the busy replica makes
+    # that request wait for a slot until 20 s; a new one serves it at once.
+    c = PARAMS.concurrency
+    w = Workload("busy", (0.0,) * c + (12.0,), (500,) * c + (100,), (1000,) * c + (10,), 100.0)
+    plan = Plan("oracle", initial_ready=1, adds=((10.0, 1.0),), removals=(5.0,), take_back_draining=True)
+    taken_back = simulate(w, PARAMS, plan, initial_replicas=1)
+    assert taken_back.waits[-1] > 2.0
+    kept = _better_oracle(w, PARAMS, plan, taken_back, 1, slo_s=2.0)
+    assert kept.waits[-1] < 2.0
+    assert kept is not taken_back
+
+
 def test_a_big_enough_static_fleet_never_queues() -> None:
     w = short_synthetic(load=2.0)
     result = simulate(w, PARAMS, Plan("big", initial_ready=30))
