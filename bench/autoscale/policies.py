@@ -432,7 +432,15 @@ def static_plan(need: list[tuple[float, int]]) -> Plan:
     return Plan("static-peak", initial_ready=peak_replicas(need))
 
 
-def oracle_plan(need: list[tuple[float, int]], params: SimParams, horizon: float) -> Plan:
+ORACLE_BRIDGES_S = (0.0, 120.0, 300.0)
+"""Gaps the oracle's candidate plans keep a replica through even when a start would be shorter:
+a replica given back keeps its GPUs while its long requests end, so a short warm restart does
+not make giving it back pay (ServeGen R1's decodes run for minutes)."""
+
+
+def oracle_plan(
+    need: list[tuple[float, int]], params: SimParams, horizon: float, bridge_s: float = 0.0
+) -> Plan:
     rng = random.Random(f"oracle-cold-start:{params.seed}")
     slots: dict[int, list[list[float]]] = {}
     level = 0
@@ -452,7 +460,7 @@ def oracle_plan(need: list[tuple[float, int]], params: SimParams, horizon: float
                 cold = slot_start(params.starts, rng, used=bool(merged))
             else:
                 cold = rng.uniform(params.cold_start_min, params.cold_start_max)
-            if merged and s - cold <= merged[-1][1]:
+            if merged and s - max(cold, bridge_s) <= merged[-1][1]:
                 merged[-1] = (merged[-1][0], e, merged[-1][2])
             else:
                 merged.append((s, e, cold))
