@@ -34,6 +34,7 @@ from inferfleet.planning.provisioning import (
     plan_provisioning,
 )
 from inferfleet.planning.service import ServicePlan
+from inferfleet.runtime.answer import CachedAnswer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Provisioned:
 
 def reconcile_provisioning(
     api: client.ApiClient,
+    served: CachedAnswer,
     view: ClusterView,
     owner: Owner,
     spec: InferenceServiceSpec | None,
@@ -59,7 +61,7 @@ def reconcile_provisioning(
     """The service's requests made and deleted; its plan as applied and reported. A failed call
     does not stop the reconcile: the plan is applied unchanged and tried again soon."""
     try:
-        return _reconcile(api, view, owner, spec, plan, groups, now)
+        return _reconcile(api, served, view, owner, spec, plan, groups, now)
     except ApplyError as e:
         log.warning(f"{owner.namespace}/{owner.name}: {e}")
         return Provisioned(plan, now + RETRY_AFTER_ERROR)
@@ -67,6 +69,7 @@ def reconcile_provisioning(
 
 def _reconcile(
     api: client.ApiClient,
+    discovery: CachedAnswer,
     view: ClusterView,
     owner: Owner,
     spec: InferenceServiceSpec | None,
@@ -80,8 +83,8 @@ def _reconcile(
         _delete(api, owner, [(r.name, r.uid) for r in requests])
         return Provisioned(plan)
     shortfalls = () if plan.blocked is not None else tuple(plan.shortfalls)
-    served = bool(shortfalls or requests) and call(
-        "discovering ProvisioningRequests", is_provisioning_served, api
+    served = bool(shortfalls or requests) and discovery.get(
+        lambda: call("discovering ProvisioningRequests", is_provisioning_served, api)
     )
     pods = plan.shard_plan.pods_per_replica
     ready = [g.replica for g in groups if g.ready]

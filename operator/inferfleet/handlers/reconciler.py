@@ -130,7 +130,9 @@ def reconcile(
         plan = build_cached_plan(
             _plan(runtime, view, service, lost.groups, now), service.spec, runtime.config.model_cache
         )
-        asked = reconcile_provisioning(runtime.api, view, service.owner, service.spec, plan, groups, now)
+        asked = reconcile_provisioning(
+            runtime.api, runtime.provisioning_served, view, service.owner, service.spec, plan, groups, now
+        )
         plan = asked.plan
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")

@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from inferfleet.runtime.answer import CachedAnswer
 from inferfleet.runtime.config import OperatorConfig
 from inferfleet.runtime.queue import Key, ReconcileQueue
 from inferfleet.runtime.state import InventoryVersion, RefusedNodes, ServiceState, ServiceStates
+
+PROVISIONING_DISCOVERY_TTL_SECONDS = 60.0
+"""How long a discovery answer is kept: installing the API is noticed within a minute."""
 
 
 class OperatorRuntime:
@@ -23,6 +27,9 @@ class OperatorRuntime:
         self.refused_nodes = RefusedNodes(config.refused_node_hold_seconds)
         self.inventory = InventoryVersion()
         self.queue = ReconcileQueue(config.workers, gone=self.forget)
+        self.provisioning_served = CachedAnswer(PROVISIONING_DISCOVERY_TTL_SECONDS)
+        """Whether the API server serves ProvisioningRequests (one discovery GET a minute at most,
+        not one per reconcile of every group waiting for nodes)."""
         self._forget_hooks: list[Callable[[Key], None]] = []
         self._cleanups: list[Callable[[], None]] = []
 
