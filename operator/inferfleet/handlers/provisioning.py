@@ -50,7 +50,7 @@ class Provisioned:
 
 def reconcile_provisioning(
     api: client.ApiClient,
-    served: CachedAnswer,
+    discovery: CachedAnswer,
     view: ClusterView,
     owner: Owner,
     spec: InferenceServiceSpec | None,
@@ -61,7 +61,7 @@ def reconcile_provisioning(
     """The service's requests made and deleted; its plan as applied and reported. A failed call
     does not stop the reconcile: the plan is applied unchanged and tried again soon."""
     try:
-        return _reconcile(api, served, view, owner, spec, plan, groups, now)
+        return _reconcile(api, discovery, view, owner, spec, plan, groups, now)
     except ApplyError as e:
         log.warning(f"{owner.namespace}/{owner.name}: {e}")
         return Provisioned(plan, now + RETRY_AFTER_ERROR)
