@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +76,10 @@ def run_oracle(
         return (True, -r.gpu_seconds) if slo >= pol.SLO_TARGET else (False, slo)
 
     runs = [
-        simulate(workload, params, replace(plan, take_back_draining=take_back), initial_replicas=initial)
+        simulate(
+            workload, params, pol.oracle_plan(need, params, workload.horizon, bridge, take_back), initial
+        )
         for bridge in pol.ORACLE_BRIDGES_S
-        for plan in [pol.oracle_plan(need, params, workload.horizon, bridge_s=bridge)]
         for take_back in (True, False)
     ]
     return max(runs, key=rank)
@@ -112,15 +113,15 @@ def run_benchmark(
         "keda": lambda: pol.KedaPolicy(limits, initial),
         "kubeai": lambda: pol.KubeAiPolicy(limits),
         "static-peak": lambda: pol.static_plan(need),
-        "oracle": lambda: pol.oracle_plan(need, params, workload.horizon),
     }
     runs: dict[str, RunResult] = {}
     metrics: dict[str, dict[str, Any]] = {}
     for name in config.policies:
-        policy: Autoscaler | Plan = makers[name]()
-        if name == "oracle":
+        policy: Autoscaler | Plan | None = None
+        if name == "oracle":  # the best of its candidate plans
             result = run_oracle(workload, params, need, initial, config.slo_s)
         else:
+            policy = makers[name]()
             result = simulate(workload, params, policy, initial_replicas=initial)
         runs[name] = result
         metrics[name] = summarize(result, config.slo_s, workload.horizon, params.gpus_per_replica)

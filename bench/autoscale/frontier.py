@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.autoscale import policies as pol
-from bench.autoscale.cli import ORACLE_CAP, build_workload
+from bench.autoscale.cli import ORACLE_CAP, build_workload, run_oracle
 from bench.autoscale.report import summarize
 from bench.autoscale.sim import Observation, Plan, SimParams, simulate
 from bench.autoscale.workload import Workload
@@ -127,7 +127,9 @@ def compute_frontier(
         result = simulate(workload, params, policy, initial_replicas=start)
         return summarize(result, slo_s, workload.horizon, params.gpus_per_replica)
 
-    oracle = run(pol.oracle_plan(need, params, workload.horizon), initial)
+    oracle = summarize(
+        run_oracle(workload, params, need, initial, slo_s), slo_s, workload.horizon, params.gpus_per_replica
+    )
     fixed = {n: run(Plan(f"fixed-{n}", initial_ready=n), n) for n in range(1, max_replicas + 1)}
     reactive = run(JumpToMax(max_replicas, initial), initial)
     bridge = expected_cold_start(params)

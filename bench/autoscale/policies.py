@@ -38,9 +38,10 @@ running at that size", so none pays for a cold start at t=0 or scales down in it
   same engine model; `oracle_plan` gives each replica slot k the times when at least k are
   needed, bridges a gap shorter than the cold start of the replica that would replace it
   (keeping the replica costs less than the new one's cold start), and requests each replica
-  exactly one cold start before it is needed; a replica it adds while one it removed is still
-  finishing its requests is that one again (as in its search). It may queue up to the SLO, so it
-  is a lower bound on GPU-hours at that SLO rather than a zero-queue fleet.
+  exactly one cold start before it is needed. `cli.run_oracle` runs such plans with longer gaps
+  bridged (ORACLE_BRIDGES_S) and with or without taking back a replica still finishing its
+  requests, and keeps the cheapest that meets the SLO. It may queue up to the SLO, so it is a
+  lower bound on GPU-hours at that SLO rather than a zero-queue fleet.
 """
 
 from __future__ import annotations
@@ -439,7 +440,11 @@ not make giving it back pay (ServeGen R1's decodes run for minutes)."""
 
 
 def oracle_plan(
-    need: list[tuple[float, int]], params: SimParams, horizon: float, bridge_s: float = 0.0
+    need: list[tuple[float, int]],
+    params: SimParams,
+    horizon: float,
+    bridge_s: float = 0.0,
+    take_back_draining: bool = True,
 ) -> Plan:
     rng = random.Random(f"oracle-cold-start:{params.seed}")
     slots: dict[int, list[list[float]]] = {}
@@ -476,5 +481,5 @@ def oracle_plan(
         initial_ready=initial,
         adds=tuple(sorted(adds)),
         removals=tuple(sorted(removals)),
-        take_back_draining=True,
+        take_back_draining=take_back_draining,
     )

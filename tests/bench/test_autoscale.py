@@ -105,9 +105,7 @@ def test_the_oracle_keeps_the_candidate_plan_that_meets_the_slo_cheapest() -> No
     need = pol.oracle_needs(w, PARAMS, 2.0, 1, cap=60)
     kept = run_oracle(w, PARAMS, need, pol.initial_replicas(need, 1), slo_s=2.0)
     candidates = [
-        simulate(
-            w, PARAMS, replace(pol.oracle_plan(need, PARAMS, w.horizon, bridge_s=b), take_back_draining=t)
-        )
+        simulate(w, PARAMS, pol.oracle_plan(need, PARAMS, w.horizon, b, t))
         for b in pol.ORACLE_BRIDGES_S
         for t in (True, False)
     ]
