@@ -1,12 +1,12 @@
 """Per-tick output of the inferfleet arm: what the policy saw and did, tick by tick.
 
 `python -m bench.autoscale.ticks [--trace FILE | --synthetic bursty] [--load-scale F] [--seed S]
-[--from SECONDS] [--to SECONDS] [--gateway] [--weights-cache off|on]` replays the workload as the
-benchmark does (same arrivals, cold starts, warm start) with the inferfleet policy alone and
-prints one line per tick: time, the sample (waiting, running, completion rate, KV usage), the
-fleet (current, ready, starting), the expected start passed to the policy, the decision and its
-message; and, at the end, SLO attainment and GPU-hours, and the SLO per minute inside the range.
-It is how a miss is read before the policy is changed.
+[--from SECONDS] [--to SECONDS] [--gateway] [--weights-cache off|on] [--prefetch-nodes N]`
+replays the workload as the benchmark does (same arrivals, cold starts, warm start) with the
+inferfleet policy alone and prints one line per tick: time, the sample (waiting, running,
+completion rate, KV usage), the fleet (current, ready, starting), the expected start passed to
+the policy, the decision and its message; and, at the end, SLO attainment and GPU-hours, and the
+SLO per minute inside the range. It is how a miss is read before the policy is changed.
 """
 
 from __future__ import annotations
@@ -86,7 +86,11 @@ def run_ticks(
     args: argparse.Namespace,
 ) -> tuple[TracingPolicy, dict[str, Any], Sequence[float], list[float]]:
     workload = build_workload(args.trace, args.synthetic, args.load_scale, 1.0, None, args.seed)
-    params = SimParams(seed=args.seed, starts=build_start_model(args.weights_cache), routing=args.routing)
+    params = SimParams(
+        seed=args.seed,
+        starts=build_start_model(args.weights_cache, args.prefetch_nodes),
+        routing=args.routing,
+    )
     need = pol.oracle_needs(workload, params, args.slo, 1, cap=ORACLE_CAP)
     max_replicas = pol.default_max_replicas(pol.peak_replicas(need))
     initial = min(pol.initial_replicas(need, 1), max_replicas)
@@ -108,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--to", dest="end", type=float, default=float("inf"))
     ap.add_argument("--gateway", action="store_true", help="the inferfleet-gateway arm")
     ap.add_argument("--weights-cache", choices=["off", "on"])
+    ap.add_argument("--prefetch-nodes", type=int, default=0, help="with --weights-cache on: warm nodes")
     ap.add_argument("--routing", default="least-load")
     args = ap.parse_args(argv)
     policy, metrics, arrivals, waits = run_ticks(args)
