@@ -399,6 +399,18 @@ def test_the_gateway_serves_through_an_api_server_restart_and_follows_changes_af
     assert asyncio.run(burst()) == [200] * 8
     assert _gateway_retries(gateway) == retries_before  # nothing was sent to the replica that left
 
+    # The restarted kwok may hand this test's pod IPs to later tests' pods: they go before it ends
+    # (the namespace's deletion alone would leave them to outlive it; two engines on one IP).
+    patch_spec(cluster, namespace, "calm", {"replicas": 0})
+    wait_for(
+        lambda: (
+            not cluster.core.list_namespaced_pod(namespace).items
+            and not pod_engines.stopping(namespace, "calm")
+        ),
+        timeout=120,
+        what="the service's pods gone",
+    )
+
 
 def _gateway_retries(gateway: GatewayProcess) -> float:
     return _gateway_metric(gateway, "inferfleet_gateway_retries_total")
