@@ -17,12 +17,15 @@ from kubernetes import client, config
 
 from inferfleet.localcluster.cluster import LocalCluster
 from inferfleet.localcluster.gateway_process import GatewayProcess
+from inferfleet.localcluster.job_pods import JobPods
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.paths import cache_dir
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from tests.rbac import RBAC_SETTLED_AT, ChartIdentity, rbac_denials
 
 TESTS = Path(__file__).parent
+JOBS_PREFIX = "jobs-"
+"""Namespaces whose weights cache Job pods run as real processes (the `job_pods` fixture)."""
 # Engines at KWOK pods' own IPs: moves the session into a private network when a test asks for them.
 pytest_plugins = ["tests.podengines"]
 
@@ -74,12 +77,28 @@ def cluster() -> Iterator[Cluster]:
     from tests.podengines import PROBED_PREFIX  # a plugin: imported here, after pytest loaded it
 
     # Pods in the namespaces of tests with PodEngines turn Ready by their probes (tests/podengines.py).
-    local = LocalCluster(name=f"inferfleet-test-{os.getpid()}", probed_namespaces=PROBED_PREFIX)
+    # And the weights cache's Job pods of namespaces named JOBS_PREFIX... run as processes (job_pods).
+    local = LocalCluster(
+        name=f"inferfleet-test-{os.getpid()}", probed_namespaces=PROBED_PREFIX, job_namespaces=JOBS_PREFIX
+    )
     local.create()
     try:
         yield Cluster(local.kubeconfig, local)
     finally:
         local.delete()
+
+
+@pytest.fixture
+def job_pods(cluster: Cluster, tmp_path: Path) -> Iterator[JobPods]:
+    """The kubelet's part for the weights cache's Job pods in namespaces named JOBS_PREFIX...: each
+    runs as a real `inferfleet` process, its nodes' disks under tmp_path/nodes (job_pods.py)."""
+    if cluster.local is None:
+        pytest.skip("the given cluster's KWOK completes Job pods itself")
+    pods = JobPods(cluster.api_client, JOBS_PREFIX, tmp_path / "nodes").start()
+    try:
+        yield pods
+    finally:
+        pods.stop()
 
 
 @pytest.fixture

@@ -120,3 +120,10 @@ def token_kubeconfig(
         user["user"] = {"token": token}
     path.write_text(yaml.safe_dump(kubeconfig))
     return path
+
+
+def kwok_stage_keys(cluster: Any, stage: str) -> list[str]:
+    """The selector keys of one stage of a LocalCluster's KWOK configuration."""
+    stages = [d for d in yaml.safe_load_all(cluster._kwok_config()) if d.get("kind") == "Stage"]
+    [found] = [s for s in stages if s["metadata"]["name"] == stage]
+    return [e["key"] for e in found["spec"]["selector"]["matchExpressions"]]

@@ -363,14 +363,7 @@ def test_eviction_over_the_node_budget_spares_weights_in_use(
         assert {compute_warm_label(namespace, s) for s in (first, second)} <= set(node_labels(cluster, node))
 
         # Its pod gone, the first copy goes (both Jobs with it), the second stays.
-        patch_spec(cluster, namespace, "first", {"replicas": 0})
-        wait_for(
-            lambda: (
-                weights_of(cluster, namespace, "first") == [] and not engine_pods(cluster, namespace, "first")
-            ),
-            timeout=90,
-            what="the first model evicted from the node",
-        )
+        scale_to_zero_until_evicted(cluster, namespace, "first")
         assert evictions == {evict_job_name(namespace, first, node)}
         assert [w["node"] for w in weights_of(cluster, namespace, "second")] == [node]
         labels = node_labels(cluster, node)
@@ -384,6 +377,16 @@ def test_eviction_over_the_node_budget_spares_weights_in_use(
         done.set()
         watcher.join()
         cluster.core.delete_namespace(namespace)
+
+
+def scale_to_zero_until_evicted(cluster: Cluster, namespace: str, name: str) -> None:
+    """The service's replicas to 0, then until its pods and its copies in status are gone."""
+    patch_spec(cluster, namespace, name, {"replicas": 0})
+    wait_for(
+        lambda: weights_of(cluster, namespace, name) == [] and not engine_pods(cluster, namespace, name),
+        timeout=90,
+        what=f"{name}'s model evicted from the node",
+    )
 
 
 def record_evictions(cluster: Cluster, namespace: str, done: threading.Event, seen: set[str]) -> None:

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import yaml
 
 from inferfleet.localcluster.cluster import NO_PROBED_NAMESPACE, LocalCluster
 from inferfleet.localcluster.readiness_probes import (
@@ -21,6 +20,7 @@ from inferfleet.localcluster.readiness_probes import (
     is_probed,
     run_probe,
 )
+from tests.support import kwok_stage_keys
 
 
 def engine_pod(namespace: str = "probed-a", probe: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -150,9 +150,7 @@ def test_nothing_listening_fails_every_handler() -> None:
 
 def test_the_kwok_config_leaves_a_prefix_to_the_prober_only_when_asked() -> None:
     def pod_ready_keys(cluster: LocalCluster) -> list[str]:
-        stages = [d for d in yaml.safe_load_all(cluster._kwok_config()) if d.get("kind") == "Stage"]
-        [stage] = [s for s in stages if s["metadata"]["name"] == "pod-ready"]
-        return [e["key"] for e in stage["spec"]["selector"]["matchExpressions"]]
+        return kwok_stage_keys(cluster, "pod-ready")
 
     assert any(NO_PROBED_NAMESPACE in key for key in pod_ready_keys(LocalCluster()))
     keys = pod_ready_keys(LocalCluster(probed_namespaces="probed-"))

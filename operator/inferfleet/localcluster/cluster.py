@@ -39,6 +39,8 @@ DEFAULT_POD_CIDR = "198.18.0.0/16"
 """kwok-config.yaml's `cidr`: in RFC 2544's benchmarking range, routed nowhere on the internet."""
 NO_PROBED_NAMESPACE = '(.metadata.namespace | startswith("/"))'
 """kwok-config.yaml's pod-ready test for a namespace left to a prober: none ("/" starts no name)."""
+NO_JOB_NAMESPACE = '(.metadata.namespace | startswith("//"))'
+"""kwok-config.yaml's pod-complete test for a namespace whose cache Job pods JobPods runs: none."""
 NO_FETCH_DELAY = 'then "0s" else empty end'
 """kwok-config.yaml's pod-complete delay for a weights fetch's pod: none."""
 
@@ -58,6 +60,9 @@ class LocalCluster:
     """A namespace-name prefix ("" for every namespace): there KWOK does not mark an InferenceService
     pod with a readinessProbe Ready; a prober playing the kubelet does once its probe passes
     (PodEngines(probed_namespaces=) the same prefix). None: KWOK marks every pod Ready on its timer."""
+    job_namespaces: str | None = None
+    """A namespace-name prefix: there KWOK leaves the pods of the weights cache's Jobs Running and
+    JobPods (the same prefix) runs them as real processes. None: KWOK completes them all."""
     fetch_seconds: float = 0
     """How long the pod of a weights fetch Job (planning/weights_cache.py: not a metadata read, not
     an eviction) runs before KWOK completes it: a stand-in for the download, which no container
@@ -139,13 +144,16 @@ class LocalCluster:
         if self.fetch_seconds < 0:
             raise ValueError(f"fetch_seconds {self.fetch_seconds} < 0")
         text = text.replace(NO_FETCH_DELAY, f'then "{round(self.fetch_seconds * 1000)}ms" else empty end')
-        if self.probed_namespaces is None:
-            return text
-        if not re.fullmatch(r"[a-z0-9-]*", self.probed_namespaces):
-            raise ValueError(f"probed_namespaces {self.probed_namespaces!r} is no namespace-name prefix")
-        return text.replace(
-            NO_PROBED_NAMESPACE, f'(.metadata.namespace | startswith("{self.probed_namespaces}"))'
-        )
+        for placeholder, prefix, what in (
+            (NO_PROBED_NAMESPACE, self.probed_namespaces, "probed_namespaces"),
+            (NO_JOB_NAMESPACE, self.job_namespaces, "job_namespaces"),
+        ):
+            if prefix is None:
+                continue
+            if not re.fullmatch(r"[a-z0-9-]*", prefix):
+                raise ValueError(f"{what} {prefix!r} is no namespace-name prefix")
+            text = text.replace(placeholder, f'(.metadata.namespace | startswith("{prefix}"))')
+        return text
 
     def register_nodes(self, *, timeout_seconds: float = 60) -> list[str]:
         api = client.CoreV1Api(self.api_client())

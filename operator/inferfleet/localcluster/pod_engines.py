@@ -24,17 +24,15 @@ The pod IPs must be local to this process: see kwok-config.yaml and tests/podeng
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
+from inferfleet.localcluster.pod_watch import PodWatch
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.localcluster.readiness_probes import ProbedPod, Prober, is_probed
 from inferfleet.localcluster.weights_wait import WeightsKey, WeightsWait
@@ -48,7 +46,6 @@ FINALIZER = "inferfleet.io/pod-engine"
 """Held on an engine pod until its engine stopped, as a kubelet holds a pod until it exits."""
 ENGINE_CONTAINER = "engine"
 GROUP, VERSION, PLURAL = "inferfleet.io", "v1alpha1", "inferenceservices"
-WATCH_SECONDS = 300
 
 
 @dataclass
@@ -112,8 +109,9 @@ class PodEngines:
         self._lock = threading.Lock()
         self._pods: dict[str, PodEngine] = {}  # by pod uid
         self._stop = threading.Event()
-        self._response: Any = None
-        self._thread = threading.Thread(target=self._run, name="pod-engines", daemon=True)
+        self._watch = PodWatch(
+            self._core, SERVICE_LABEL, self._on_pod, self._on_deleted, "pod-engines", self._on_listed
+        )
         self._prober = Prober(self._core, self._error)
         self._handling = threading.RLock()
         """One pod event at a time: the watch's, or a release from the weights wait."""
@@ -123,7 +121,7 @@ class PodEngines:
         if self.probed_namespaces is not None:
             self._prober.start()
             self._weights.start()
-        self._thread.start()
+        self._watch.start()
         return self
 
     def stop(self) -> None:
@@ -131,11 +129,7 @@ class PodEngines:
         self._stop.set()
         self._prober.stop()
         self._weights.stop()
-        response = self._response
-        if response is not None:
-            with suppress(Exception):
-                response.shutdown()
-        self._thread.join()
+        self._watch.stop()
         with self._lock:
             held = list(self._pods.values())
             serving = [p for p in held if not p.terminating]
@@ -206,23 +200,7 @@ class PodEngines:
             if e.status != 404:
                 raise
 
-    # The watch: list, then watch from the list's resourceVersion; on any error list again.
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._watch(self._sync())
-            except Exception as e:  # the API server restarting, a 410 Gone, ...
-                if not self._stop.is_set():
-                    log.warning("pod engines: watch failed, listing again: %s", e)
-                    self._stop.wait(0.5)
-
-    def _sync(self) -> str:
-        listing = self._core.list_pod_for_all_namespaces(label_selector=SERVICE_LABEL, _preload_content=False)
-        body = json.loads(listing.data)
-        pods = body["items"]
-        for pod in pods:
-            self._on_pod(pod)
+    def _on_listed(self, pods: list[dict[str, Any]]) -> None:
         present = {p["metadata"]["uid"] for p in pods}
         self._prober.retain(present)
         self._weights.retain(present)
@@ -230,32 +208,6 @@ class PodEngines:
             gone = [p for uid, p in self._pods.items() if uid not in present]
         for held in gone:
             self._on_gone(held)
-        return str(body["metadata"]["resourceVersion"])
-
-    def _watch(self, resource_version: str) -> None:
-        self._response = self._core.list_pod_for_all_namespaces(
-            label_selector=SERVICE_LABEL,
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-        )
-        try:
-            for line in iter_resp_lines(self._response):
-                if self._stop.is_set():
-                    return
-                event = json.loads(line)
-                kind, pod = event["type"], event["object"]
-                if kind == "ERROR":
-                    raise RuntimeError(f"watch error: {pod.get('message')}")
-                if kind in ("ADDED", "MODIFIED"):
-                    self._on_pod(pod)
-                elif kind == "DELETED":
-                    self._on_deleted(pod)
-        finally:
-            self._response.release_conn()
-            self._response = None
 
     # What the kubelet does for one pod.
 
