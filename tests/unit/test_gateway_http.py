@@ -156,6 +156,30 @@ def test_client_disconnects_free_the_slot_and_leave_the_queue(start_engine: Call
     asyncio.run(scenario())
 
 
+def test_answers_read_to_the_end_leave_their_engine_connection_open_for_the_next(
+    start_engine: Callable[..., SimEngine],
+) -> None:
+    engine = start_engine(tokens_per_second=200)
+
+    async def scenario() -> None:
+        async with gateway(route(), engine) as url, aiohttp.ClientSession() as session:
+            for stream in (False, True, False, True):
+                body = {"model": MODEL, "prompt": "x", "max_tokens": 3, "stream": stream}
+                async with session.post(f"{url}/v1/completions", json=body) as reply:
+                    assert reply.status == 200
+                    await reply.read()
+            assert engine.counts().connections == 1  # one kept-alive connection served all four
+            streaming = await session.post(
+                f"{url}/v1/completions", json={"model": MODEL, "max_tokens": 1000, "stream": True}
+            )
+            await streaming.content.readline()
+            streaming.close()  # a stream the client left is cut: the engine stops generating
+            await wait_until(lambda: engine.counts().running == 0)
+            assert engine.counts().cancelled == 1
+
+    asyncio.run(scenario())
+
+
 def test_killed_replica_non_streamed_requests_retried_streams_end_with_an_error(
     start_engine: Callable[..., SimEngine],
 ) -> None:
