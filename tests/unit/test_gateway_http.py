@@ -275,13 +275,14 @@ def test_prefix_affinity_keeps_a_conversation_on_one_replica_and_spreads_others(
 def test_prefix_affinity_looks_past_a_system_prompt_every_conversation_shares(
     start_engine: Callable[..., SimEngine],
 ) -> None:
-    """Conversations behind one long system prompt spread over the replicas, and each second turn
-    finds its first turn in the cache of the replica that served it."""
+    """Conversations behind one long system prompt, each longer than it, spread over the replicas,
+    and each second turn finds its first turn in the cache of the replica that served it. (A shared
+    run that is most of the prompt stays with its holders: tests/unit/test_prefix_routing.py.)"""
     replicas = [start_engine(tokens_per_second=500) for _ in range(3)]
     system = {"role": "system", "content": " ".join(f"rule{i}" for i in range(200))}
 
     def first_turn(c: int) -> list[dict[str, str]]:
-        return [system, {"role": "user", "content": " ".join(f"c{c}q{i}" for i in range(40))}]
+        return [system, {"role": "user", "content": " ".join(f"c{c}q{i}" for i in range(240))}]
 
     async def scenario() -> tuple[list[int], int, int]:
         async with (

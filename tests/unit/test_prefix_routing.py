@@ -86,16 +86,32 @@ def test_a_shared_run_teaches_nothing_the_next_block_picks_the_ring() -> None:
     def pick(blocks: tuple[int, ...], held: dict[str, int], shared: int) -> str | None:
         return pick_endpoint_by_match(IDLE, 8, (), blocks, held, shared, 0.25)
 
-    # A system prompt of two blocks where conversations part, so far sent only to E[0].
-    one = pick((1, 2, 30), {E[0]: 2}, 2)
+    # A system prompt of two blocks where conversations part, so far sent only to E[0]; each
+    # conversation is longer than it.
+    one = pick((1, 2, 30, 40, 50), {E[0]: 2}, 2)
     assert one == pick_endpoint_by_prefix(IDLE, 8, (), 30, 0.25)  # keyed on the first unshared block
-    assert pick((1, 2, 30, 31), {one: 3}, 2) == one  # its next turn, wherever the ring put it
-    spread = {pick((1, 2, k), {E[0]: 2}, 2) for k in range(100, 200)}
+    assert pick((1, 2, 30, 40, 50, 60), {one: 5}, 2) == one  # its next turn, wherever the ring put it
+    spread = {pick((1, 2, k, k + 1000, k + 2000), {E[0]: 2}, 2) for k in range(100, 200)}
     assert spread == set(E)
     # A run every endpoint holds is shared too, even where no prompt parted from it yet.
-    assert pick((1, 2, 30), dict.fromkeys(E, 2), 0) == one
+    assert pick((1, 2, 30, 40, 50), dict.fromkeys(E, 2), 0) == one
     assert pick((1, 2), {E[0]: 2}, 2) is None  # nothing to prefer: least load
     assert pick((), {}, 0) is None
+
+
+def test_a_shared_run_that_is_most_of_the_prompt_stays_where_it_is_held() -> None:
+    """A long document many short questions share: re-reading it costs more than the spread saves."""
+    document = (1, 2, 3, 4)
+    asked = {pick_endpoint_by_match(IDLE, 8, (), (*document, k), {E[1]: 4}, 4, 0.25) for k in range(100)}
+    assert asked == {E[1]}
+    # Held by two: keyed on the ring among those two.
+    both = {
+        pick_endpoint_by_match(IDLE, 8, (), (*document, k), {E[1]: 4, E[3]: 4}, 4, 0.25) for k in range(100)
+    }
+    assert both == {E[1], E[3]}
+    # The holder over the load bound: the question goes on the ring over every endpoint.
+    busy = {**IDLE, E[1]: 4}
+    assert pick_endpoint_by_match(busy, 8, (), (*document, 7), {E[1]: 4}, 4, 0.25) != E[1]
 
 
 def test_excluded_endpoints_are_not_picked_even_with_the_longest_match() -> None:
