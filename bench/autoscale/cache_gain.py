@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import multiprocessing
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.autoscale.cli import REPO, TRACES, BenchConfig, build_start_model, build_workload, run_benchmark
+from bench.autoscale.cli import TRACES, BenchConfig, build_start_model, build_workload, run_benchmark
 from bench.autoscale.sim import SimParams
-from bench.autoscale.sweep import RESULTS, WORKLOADS
+from bench.autoscale.sweep import RESULTS, WORKLOADS, run_jobs, save_results
 
 CACHE_WORKLOADS = ("code x10", "bursty x3")
 START_MODELS: tuple[tuple[str, str, int], ...] = (
@@ -156,17 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for m in range(first, last + 1)
     ]
     started = time.monotonic()
-    with multiprocessing.Pool(max(1, min(args.workers, 2))) as pool:
-        points = pool.map(run_point, jobs, chunksize=1)
-    results = compute_curves(points)
-    text = render(results)
+    results = compute_curves(run_jobs(run_point, jobs, args.workers))
     stem = args.out or RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-cache-gain"
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"wall_s": round(time.monotonic() - started, 1), "repo": str(REPO)}
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    stem.with_suffix(".txt").write_text(text + "\n")
-    print(text)
-    print(f"\n{len(points)} runs in {meta['wall_s']} s; {stem}.json, {stem}.txt")
+    save_results(stem, "results", results, render(results), started)
     return 0
 
 

@@ -29,10 +29,10 @@ import itertools
 import json
 import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.autoscale.cli import REPO, TRACES, BenchConfig, build_start_model, build_workload, run_benchmark
 from bench.autoscale.frontier import GPU_TARGET_VS_ORACLE, SLO_TARGET, compute_frontier
@@ -52,6 +52,7 @@ STARTS = ("uniform", "cache-off", "cache-on")
 """How replicas start: U(60, 300) s as before issue 17, or per node state (`bench.autoscale.nodes`)
 without and with the node weights cache."""
 RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
 
 
 def compute_dominates(arm: dict[str, Any], other: dict[str, Any]) -> bool:
@@ -210,17 +211,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in seeds
     ]
     started = time.monotonic()
-    with multiprocessing.Pool(max(1, min(args.workers, 2))) as pool:
-        runs = pool.map(run_one, jobs, chunksize=1)
-    text = render(runs)
-    stem = args.out or RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-sweep"
+    runs = run_jobs(run_one, jobs, args.workers)
+    save_results(
+        args.out or RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-sweep", "runs", runs, render(runs), started
+    )
+    return 0
+
+
+def run_jobs(worker: Callable[[Any], T], jobs: Sequence[Any], workers: int) -> list[T]:
+    """`worker` on every job, in at most 2 processes (this machine's cores), in order."""
+    with multiprocessing.Pool(max(1, min(workers, 2))) as pool:
+        return pool.map(worker, jobs, chunksize=1)
+
+
+def save_results(stem: Path, key: str, results: Sequence[Any], text: str, started: float) -> None:
+    """`stem`.json ({"meta", key: results}) and `stem`.txt (the table), and the table on stdout."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     meta = {"wall_s": round(time.monotonic() - started, 1), "repo": str(REPO)}
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, key: results}, indent=1) + "\n")
     stem.with_suffix(".txt").write_text(text + "\n")
     print(text)
-    print(f"\n{len(runs)} runs in {meta['wall_s']} s; {stem}.json, {stem}.txt")
-    return 0
+    print(f"\n{len(results)} {key} in {meta['wall_s']} s; {stem}.json, {stem}.txt")
 
 
 if __name__ == "__main__":
