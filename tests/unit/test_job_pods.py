@@ -3,13 +3,14 @@ a kubelet reports it. The process against the real Job controller: tests/integra
 
 from __future__ import annotations
 
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from inferfleet.localcluster.cluster import NO_JOB_NAMESPACE, LocalCluster
+from inferfleet.localcluster.cluster import NO_JOB_NAMESPACE, LocalCluster, is_port_free
 from inferfleet.localcluster.job_pods import (
     build_job_run,
     build_terminated_status,
@@ -127,3 +128,12 @@ def test_the_kwok_config_leaves_cache_job_pods_of_a_prefix_running_only_when_ask
     assert not any(NO_JOB_NAMESPACE in key for key in keys)
     with pytest.raises(ValueError, match="job_namespaces"):
         LocalCluster(job_namespaces='x") or true or ("')._kwok_config()
+
+
+def test_a_port_is_free_once_nothing_listens_on_it() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert not is_port_free("127.0.0.1", port)  # a server still listening holds it
+    assert is_port_free("127.0.0.1", port)

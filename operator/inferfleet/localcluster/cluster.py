@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -184,7 +186,13 @@ class LocalCluster:
         self._kwokctl("delete", "cluster", check=False)
 
     def stop(self) -> None:
+        """Stop every component; return once the API server let go of its port. kwokctl may return
+        while the old process still shuts down, and a start then fails to listen ("bind: address
+        already in use"), which left a CI run with no API server after a restart test."""
         self._kwokctl("stop", "cluster", check=False)
+        server = urlsplit(self.api_client().configuration.host)
+        host, port = server.hostname or "127.0.0.1", server.port or 443
+        wait_for(lambda: is_port_free(host, port), timeout=60, what=f"{host}:{port} let go after a stop")
 
     def start(self, *, timeout_seconds: float = 120) -> None:
         """Start a stopped cluster; return once kwok manages every node again (renewed its lease)."""
@@ -200,3 +208,15 @@ class LocalCluster:
 
     def component_logs(self) -> dict[str, Path]:
         return {p.stem: p for p in sorted(self.logs_dir.glob("*.log"))}
+
+
+def is_port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (with SO_REUSEADDR, as Go's listeners set
+    it: a connection left in TIME_WAIT does not count, a socket still listening does)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
