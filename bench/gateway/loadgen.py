@@ -27,11 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import uvloop
 
 from bench.gateway.sse import SSEFramer
 from bench.gateway.stats import Record
+from inferfleet.gateway.upstream import EngineClient, UpstreamError
 
+HEADERS = {"Content-Type": "application/json"}
 WORDS = ("the", "fleet", "of", "engines", "serves", "a", "model", "on", "many", "GPUs", "with", "queues")
 
 
@@ -51,43 +53,56 @@ class LoadGenerator:
         return time.monotonic() - self.t0
 
     async def run(self) -> None:
-        args = self.args
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
-        timeout = aiohttp.ClientTimeout(total=args.timeout)
-        headers = {"Content-Type": "application/json"}
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
-            self.t0 = time.monotonic()
-            await asyncio.gather(*(self.stream(session, k) for k in range(args.streams)))
+        client = EngineClient()
+        self.t0 = time.monotonic()
+        try:
+            await asyncio.gather(*(self.stream(client, k) for k in range(self.args.streams)))
+        finally:
+            client.close()
 
-    async def stream(self, session: aiohttp.ClientSession, k: int) -> None:
+    async def stream(self, client: EngineClient, k: int) -> None:
         args = self.args
         rng = random.Random(args.seed * 1_000_003 + k)
-        url = args.url[k % len(args.url)].rstrip("/") + "/v1/completions"
+        address = args.url[k % len(args.url)].removeprefix("http://").rstrip("/")
         await asyncio.sleep(rng.uniform(0, args.stagger))
         stop_at = args.warmup + args.duration
         while self.now() < stop_at:
             if args.jitter > 0:
                 await asyncio.sleep(rng.uniform(0, args.jitter))
             body = build_request(args.model, rng, args.prompt_words, args.max_tokens, args.stream)
-            self.records.append(await self.request(session, k, url, body))
+            self.records.append(await self.request(client, k, address, body))
 
-    async def request(self, session: aiohttp.ClientSession, k: int, url: str, body: bytes) -> Record:
-        start, first, status, chunks, complete = self.now(), None, 0, 0, False
+    async def request(self, client: EngineClient, k: int, address: str, body: bytes) -> Record:
+        start, status, framer = self.now(), 0, SSEFramer()
+        first: float | None = None
+
+        def take(piece: bytes) -> bool:
+            nonlocal first
+            first = self.now() if first is None else first
+            framer.feed(piece)
+            return True
+
+        async def take_later(piece: bytes) -> None:
+            take(piece)
+
+        complete = False
         try:
-            async with session.post(url, data=body) as resp:
-                status = resp.status
-                if self.args.stream and status == 200:
-                    framer = SSEFramer()
-                    async for piece in resp.content.iter_any():
-                        first = self.now() if first is None else first
-                        framer.feed(piece)
-                    chunks, complete = framer.chunks, framer.done
-                else:
-                    first = self.now()
-                    complete = bool(await resp.read()) and status == 200
-        except (aiohttp.ClientError, TimeoutError):
+            async with asyncio.timeout(self.args.timeout):
+                answer = await client.post(address, "/v1/completions", HEADERS, body)
+                try:
+                    await answer.head
+                    status = answer.status
+                    if self.args.stream and status == 200:
+                        await answer.relay(take, take_later)  # each piece counted as it comes off the socket
+                        complete = framer.done
+                    else:
+                        first = self.now()
+                        complete = bool(await answer.read()) and status == 200
+                finally:
+                    client.release(answer)
+        except (UpstreamError, TimeoutError):
             complete = False
-        return Record(k, start, first, self.now(), chunks, status, complete)
+        return Record(k, start, first, self.now(), framer.chunks, status, complete)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -112,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     generator = LoadGenerator(args)
     started = time.monotonic()
-    asyncio.run(generator.run())
+    uvloop.run(generator.run())
     times = os.times()
     result: dict[str, Any] = {
         "records": [list(r) for r in generator.records],

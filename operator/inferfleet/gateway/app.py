@@ -9,7 +9,6 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
 from inferfleet.gateway.activation import Activator
@@ -19,6 +18,7 @@ from inferfleet.gateway.forward import Forwarder
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.registry import Registry
 from inferfleet.gateway.server import Front, build_metrics_app
+from inferfleet.gateway.upstream import EngineClient
 from inferfleet.kube.apply import scale_from_zero
 from inferfleet.kube.connection import connect
 from inferfleet.planning.routing import RetryBudget, ServiceRoute
@@ -52,12 +52,10 @@ class Gateway:
     async def start(self) -> None:
         affinity = self.config.routing == "prefix-affinity"
         self.registry = Registry(self.metrics, self.config.prefix_load_bound if affinity else None)
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_seconds)
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False)
+        self.client = EngineClient(connect_timeout=self.config.connect_timeout_seconds, keepalive_seconds=30)
         activator = Activator(self._scale_from_zero, self.metrics)
         budget = RetryBudget(ratio=self.config.retry_budget)
-        forwarder = Forwarder(self.session, self.metrics, budget, activator, self.config.max_attempts)
+        forwarder = Forwarder(self.client, self.metrics, budget, activator, self.config.max_attempts)
         if self.config.static_endpoints:
             self._add_static()
         elif self.kubernetes:
@@ -104,7 +102,7 @@ class Gateway:
             self.discovery.stop()
         for runner in self.runners:
             await runner.cleanup()
-        await self.session.close()
+        self.client.close()
 
 
 GC_THRESHOLDS = (50_000, 50, 1000)

@@ -2,8 +2,9 @@
 
 A try that fails before the first byte reached the client (connect error, reset, the engine's
 502/503) is retried on another endpoint, within `max_attempts` and the retry budget. A streamed
-answer is passed through chunk by chunk as the engine writes it; the client's response starts only
-with the engine's first chunk, so a replica that dies before its first token is still retried.
+answer is passed through chunk by chunk as the engine writes it, each chunk written to the client's
+socket from the engine connection's callback (gateway/upstream.py); the client's response starts
+only with the engine's first chunk, so a replica that dies before its first token is still retried.
 Once bytes reached the client nothing is retried: a broken stream ends with an error event. A
 client that goes away cancels the handler; the engine connection is closed with it, so the engine
 stops generating and the slot is free at once.
@@ -22,10 +23,14 @@ from aiohttp import web
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.pool import ServicePool
 from inferfleet.gateway.slots import Activate, take_slot
+from inferfleet.gateway.upstream import Answer, EngineClient, Push, UpstreamError
 from inferfleet.planning.routing import RetryBudget, RouteError, compute_retry, compute_retry_backoff
 
 PASSED_REQUEST_HEADERS = ("Authorization", "Accept", "Content-Type")
-UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
+CLIENT_OR_UPSTREAM_ERRORS = (UpstreamError, aiohttp.ClientError, ConnectionError)
+"""A broken engine connection, or a client gone while its answer is written."""
+PUSH_BUFFER_LIMIT = 0x10000
+"""Bytes waiting for a client beyond which a piece goes through aiohttp's writer, which waits."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ def _stream_error_event(message: str) -> bytes:
 
 @dataclass
 class Forwarder:
-    session: aiohttp.ClientSession
+    client: EngineClient
     metrics: GatewayMetrics
     budget: RetryBudget
     activate: Activate
@@ -117,49 +122,68 @@ class Forwarder:
     ) -> web.StreamResponse | Failure:
         headers = {h: request.headers[h] for h in PASSED_REQUEST_HEADERS if h in request.headers}
         try:
-            upstream = await self.session.post(f"http://{endpoint}{path}", data=body, headers=headers)
-        except UPSTREAM_ERRORS as e:
-            return Failure(_reason(e))
+            answer = await self.client.post(endpoint, path, headers, body)
+        except UpstreamError as e:
+            return Failure(e.reason)
         try:
-            if upstream.status in (502, 503):
-                payload = await upstream.read()
-                return Failure(str(upstream.status), upstream.status, payload, upstream.content_type)
-            if upstream.content_type == "text/event-stream":
-                return await self._stream(request, upstream, labels, started)
-            payload = await upstream.read()
-        except UPSTREAM_ERRORS as e:
-            return Failure(_reason(e))
+            await answer.head
+            if answer.status in (502, 503):
+                payload = await answer.read()
+                return Failure(str(answer.status), answer.status, payload, answer.content_type)
+            if answer.content_type == "text/event-stream":
+                return await self._stream(request, answer, labels, started)
+            payload = await answer.read()
+        except UpstreamError as e:
+            return Failure(e.reason)
         finally:
-            upstream.close()  # a response not read to the end must not go back to the pool
+            self.client.release(answer)  # a connection whose answer was not read whole is closed
         self.metrics.first_byte.labels(*labels).observe(asyncio.get_running_loop().time() - started)
-        return web.Response(body=payload, status=upstream.status, content_type=upstream.content_type)
+        content_type = answer.content_type or "application/octet-stream"
+        return web.Response(body=payload, status=answer.status, content_type=content_type)
 
     async def _stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, labels: tuple[str, str], started: float
+        self, request: web.Request, answer: Answer, labels: tuple[str, str], started: float
     ) -> web.StreamResponse | Failure:
-        chunks = upstream.content.iter_any().__aiter__()
-        try:
-            first = await chunks.__anext__()
-        except StopAsyncIteration:
+        first = await answer.next_piece()
+        if first is None:
             return Failure("empty stream")
         response = web.StreamResponse(
-            status=upstream.status, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            status=answer.status, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
+        if request.version >= (1, 1):
+            response.enable_chunked_encoding()  # the framing _pusher writes; HTTP/1.0 ends at close
         await response.prepare(request)
         self.metrics.first_byte.labels(*labels).observe(asyncio.get_running_loop().time() - started)
         # From here bytes have reached the client: whatever happens, this try is the answer.
         try:
             await response.write(first)
-            async for chunk in chunks:
-                await response.write(chunk)
-        except UPSTREAM_ERRORS as e:
+            await answer.relay(_pusher(request, response), response.write)
+        except CLIENT_OR_UPSTREAM_ERRORS as e:
             if _client_gone(request):
                 return response
-            with contextlib.suppress(*UPSTREAM_ERRORS):
+            with contextlib.suppress(*CLIENT_OR_UPSTREAM_ERRORS):
                 await response.write(_stream_error_event(f"the replica failed mid-stream ({_reason(e)})"))
-        with contextlib.suppress(*UPSTREAM_ERRORS):
+        with contextlib.suppress(*CLIENT_OR_UPSTREAM_ERRORS):
             await response.write_eof()
         return response
+
+
+def _pusher(request: web.Request, response: web.StreamResponse) -> Push:
+    """Write a piece as one HTTP chunk straight to the client's socket, from the engine
+    connection's callback; refuse it when the client is slow, gone, or not chunked (HTTP/1.0),
+    so the handler writes it through aiohttp, which waits for the client. The framing is aiohttp's
+    own, whose writer sent the headers with the first piece and ends the body at write_eof."""
+    transport = request.transport
+    if transport is None or not response.chunked:
+        return lambda data: False
+
+    def push(data: bytes) -> bool:
+        if transport.is_closing() or transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
+            return False
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return True
+
+    return push
 
 
 def _client_gone(request: web.Request) -> bool:
@@ -167,8 +191,6 @@ def _client_gone(request: web.Request) -> bool:
 
 
 def _reason(error: BaseException) -> str:
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return "connect"
-    if isinstance(error, asyncio.TimeoutError):
-        return "timeout"
+    if isinstance(error, UpstreamError):
+        return error.reason
     return "reset"
