@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from inferfleet.api import Condition
-from inferfleet.planning.conditions import ConditionUpdate, merge_condition
+from inferfleet.planning.conditions import ConditionUpdate, find_true_condition, merge_condition
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -71,3 +71,22 @@ def test_a_misspelt_condition_field_is_refused() -> None:
         Condition.model_validate(
             {"type": "Ready", "status": "True", "lastTransitionTim": "2026-01-01T12:00:00Z"}
         )
+
+
+READY = {"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-06T10:00:00Z"}
+
+
+@pytest.mark.parametrize(
+    ("conditions", "found"),
+    [
+        ([{"type": "PodScheduled", "status": "True"}, READY], READY),
+        ([{**READY, "status": "False"}], None),  # present but not True
+        ([{**READY, "status": "Unknown"}], None),
+        ([{"type": "PodScheduled", "status": "True"}], None),
+        ([], None),
+        (None, None),  # a new pod has no conditions at all
+        (["not a condition", READY], READY),  # a malformed entry is skipped, not a crash
+    ],
+)
+def test_a_condition_counts_only_when_it_is_true(conditions: list | None, found: dict | None) -> None:
+    assert find_true_condition(conditions, "Ready") == found

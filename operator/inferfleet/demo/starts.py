@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from inferfleet.demo.view import parse_time
+from inferfleet.planning.conditions import find_true_condition
 from inferfleet.planning.names import SERVICE_LABEL
 from inferfleet.planning.weights_cache import CACHE_LABEL, NODE_ANNOTATION, SOURCE_ANNOTATION
 
@@ -173,10 +174,8 @@ def build_start_record(service: str, pod: Mapping[str, Any]) -> StartRecord | No
     created = parse_time(meta.get("creationTimestamp"))
     if created is None:
         return None
-    ready = None
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Ready" and cond.get("status") == "True":
-            ready = parse_time(cond.get("lastTransitionTime"))
+    condition = find_true_condition(status.get("conditions"), "Ready")
+    ready = parse_time(condition.get("lastTransitionTime")) if condition else None
     node = spec.get("nodeName")
     return StartRecord(service, str(meta["name"]), node if isinstance(node, str) else None, created, ready)
 

@@ -39,6 +39,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from inferfleet.localcluster.pod_watch import PodWatch
+from inferfleet.planning.conditions import find_true_condition
 from inferfleet.planning.weights_cache import CACHE_LABEL
 
 log = logging.getLogger(__name__)
@@ -134,9 +135,7 @@ def build_terminated_status(
 def is_started(pod: Mapping[str, Any]) -> bool:
     """Running and Ready: KWOK played every stage before completion, so none overwrites the end."""
     status = pod.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-    )
+    ready = find_true_condition(status.get("conditions"), "Ready") is not None
     return status.get("phase") == "Running" and ready and bool((pod.get("spec") or {}).get("nodeName"))
 
 

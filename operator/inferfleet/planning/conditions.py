@@ -6,7 +6,7 @@ observedGeneration are updated in place.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +36,15 @@ def bound_message(message: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
         return message
     cut = max(0, limit - len(f"… ({len(message)} more characters)"))
     return f"{message[:cut]}… ({len(message) - cut} more characters)"
+
+
+def find_true_condition(conditions: Iterable[Any] | None, type_: str) -> Mapping[str, Any] | None:
+    """The condition `type_` when its status is "True", among conditions as plain dicts (a pod's,
+    a node's, a Job's, as listed or watched); None when absent or not True."""
+    for condition in conditions or ():
+        if isinstance(condition, Mapping) and condition.get("type") == type_:
+            return condition if condition.get("status") == "True" else None
+    return None
 
 
 def find_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inferfleet.api import SchedulingSpec, Toleration
+from inferfleet.planning.conditions import find_true_condition
 from inferfleet.planning.names import GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL
 
 MIB_PER_GIB = 1024
@@ -96,10 +97,7 @@ def build_gpu_node(node: Mapping[str, Any], resource_name: str = "nvidia.com/gpu
     meta = node.get("metadata") or {}
     labels: Mapping[str, str] = meta.get("labels") or {}
     memory_mib = labels.get(GPU_MEMORY_LABEL)
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (node.get("status") or {}).get("conditions") or []
-    )
+    ready = find_true_condition((node.get("status") or {}).get("conditions"), "Ready") is not None
     return GpuNode(
         name=str(meta.get("name", "")),
         product=labels.get(GPU_PRODUCT_LABEL, "unknown"),

@@ -26,6 +26,7 @@ from typing import Any
 
 from inferfleet.api import InferenceServiceSpec, PlacedReason, ShardPlan
 from inferfleet.planning.children import Owner, owner_reference
+from inferfleet.planning.conditions import find_true_condition
 from inferfleet.planning.groups import (
     HOSTNAME_LABEL,
     build_group_statefulset,
@@ -72,11 +73,6 @@ class ObservedRequest:
     uid: str = ""
 
 
-def _condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
-    found = next((c for c in conditions if c.get("type") == type_), None)
-    return found if found is not None and found.get("status") == "True" else None
-
-
 def _words(condition: Mapping[str, Any] | None) -> str:
     if condition is None:
         return ""
@@ -95,7 +91,7 @@ def build_observed_request(body: Mapping[str, Any]) -> ObservedRequest | None:
     conditions = (body.get("status") or {}).get("conditions") or []
     state, deciding = RequestState.PENDING, None
     for candidate in (RequestState.FAILED, RequestState.BOOKING_EXPIRED, RequestState.PROVISIONED):
-        deciding = _condition(conditions, candidate.value)
+        deciding = find_true_condition(conditions, candidate.value)
         if deciding is not None:
             state = candidate
             break

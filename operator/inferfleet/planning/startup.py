@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from inferfleet.api.status import StartupStatus
+from inferfleet.planning.conditions import find_true_condition
 
 RECENT = 9
 """Durations kept per kind (warm, cold): the median of nine ignores up to four outliers."""
@@ -182,10 +183,8 @@ def build_pod_start(
     created = parse_timestamp(meta.get("creationTimestamp"))
     if created is None or meta.get("deletionTimestamp"):
         return None
-    ready = None
-    for cond in status.get("conditions") or []:
-        if isinstance(cond, Mapping) and cond.get("type") == "Ready" and cond.get("status") == "True":
-            ready = parse_timestamp(cond.get("lastTransitionTime"))
+    condition = find_true_condition(status.get("conditions"), "Ready")
+    ready = parse_timestamp(condition.get("lastTransitionTime")) if condition else None
     node = spec.get("nodeName")
     return PodStart(name, node if isinstance(node, str) else None, created, ready)
 

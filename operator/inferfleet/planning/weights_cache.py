@@ -22,7 +22,7 @@ from typing import Any
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.api.limits import MAX_WEIGHTS_NODES
 from inferfleet.api.status import NodeWeights, WeightsReason, WeightsState
-from inferfleet.planning.conditions import bound_message
+from inferfleet.planning.conditions import bound_message, find_true_condition
 from inferfleet.planning.model_files import MetadataFetch, ModelFacts, parse_facts_record
 from inferfleet.planning.names import SERVICE_LABEL
 
@@ -948,7 +948,7 @@ def compute_weights_wake(
         return None
     if not any(c.get("name") == WAIT_CONTAINER for c in spec.get("initContainers") or []):
         return None
-    done = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    done = find_true_condition(status.get("conditions"), "Ready") is not None
     return (namespace, str(service)) if deleted or not done else None
 
 
