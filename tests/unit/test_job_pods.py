@@ -4,14 +4,17 @@ a kubelet reports it. The process against the real Job controller: tests/integra
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from inferfleet.localcluster.cluster import NO_JOB_NAMESPACE, LocalCluster, is_port_free
 from inferfleet.localcluster.job_pods import (
+    JobPods,
     build_job_run,
     build_terminated_status,
     compute_mounted_path,
@@ -137,3 +140,19 @@ def test_a_port_is_free_once_nothing_listens_on_it() -> None:
         port = server.getsockname()[1]
         assert not is_port_free("127.0.0.1", port)  # a server still listening holds it
     assert is_port_free("127.0.0.1", port)
+
+
+def test_a_job_pod_missing_from_a_new_listing_has_its_process_killed(tmp_path: Path) -> None:
+    """A pod deleted while the watch was down sends no DELETED event; the next listing shows it."""
+    job_pods = JobPods(client.ApiClient(client.Configuration()), "jobs-", tmp_path)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    gone, kept = subprocess.Popen(sleeper), subprocess.Popen(sleeper)
+    try:
+        job_pods._running.update({"gone-uid": gone, "kept-uid": kept})
+        job_pods._on_listed([{"metadata": {"uid": "kept-uid", "namespace": "jobs-a", "name": "kept"}}])
+        assert gone.wait(timeout=10) == -9  # killed, as a kubelet kills a deleted pod's container
+        assert kept.poll() is None  # still listed: still running
+    finally:
+        gone.kill()
+        kept.kill()
+        kept.wait()

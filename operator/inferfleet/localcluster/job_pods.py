@@ -149,7 +149,10 @@ class JobPods:
         self._lock = threading.Lock()
         self._running: dict[str, subprocess.Popen[bytes] | None] = {}  # by pod uid; None: starting
         self._done: set[str] = set()
-        self._watch = PodWatch(self._core, JOB_POD_SELECTOR, self._on_pod, self._on_deleted, "job-pods")
+        self._killed: set[str] = set()  # pods gone while their process ran or was starting
+        self._watch = PodWatch(
+            self._core, JOB_POD_SELECTOR, self._on_pod, self._on_deleted, "job-pods", self._on_listed
+        )
 
     def start(self) -> JobPods:
         self._watch.start()
@@ -181,8 +184,22 @@ class JobPods:
         threading.Thread(target=self._run, args=(pod,), name=f"job-{meta['name']}", daemon=True).start()
 
     def _on_deleted(self, pod: dict[str, Any]) -> None:
+        self._kill(pod["metadata"]["uid"])
+
+    def _on_listed(self, pods: list[dict[str, Any]]) -> None:
+        """A pod deleted while the watch was down has no DELETED event: its absence says it."""
+        present = {p["metadata"]["uid"] for p in pods}
         with self._lock:
-            process = self._running.get(pod["metadata"]["uid"])
+            gone = [uid for uid in self._running if uid not in present]
+        for uid in gone:
+            self._kill(uid)
+
+    def _kill(self, uid: str) -> None:
+        with self._lock:
+            if uid not in self._running:
+                return
+            self._killed.add(uid)  # one still starting is killed as soon as it exists
+            process = self._running[uid]
         if process is not None:
             process.kill()
 
@@ -198,6 +215,9 @@ class JobPods:
                 )
                 with self._lock:
                     self._running[uid] = process
+                    killed = uid in self._killed
+                if killed:
+                    process.kill()
                 output, _ = process.communicate()
                 written = run.termination_log.read_bytes() if run.termination_log.exists() else b""
                 message = compute_termination_message(
@@ -212,6 +232,7 @@ class JobPods:
         finally:
             with self._lock:
                 self._running.pop(uid, None)
+                self._killed.discard(uid)
                 self._done.add(uid)
 
     def _build_run(self, pod: dict[str, Any], scratch: Path) -> JobRun:
