@@ -182,3 +182,30 @@ async def _talk_nonsense(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     writer.write(b"SMTP ready\r\n\r\n")
     await writer.drain()
     writer.close()
+
+
+def test_idle_connections_leave_the_pool_when_closed_by_either_side() -> None:
+    async def scenario() -> None:
+        engine = Engine()
+        brief, lasting = EngineClient(keepalive_seconds=0.2), EngineClient(keepalive_seconds=30)
+        async with serving(engine) as address:
+            for client in (brief, lasting):
+                answer = await client.post(address, "/json", {"Authorization": "Bearer t"}, b"x")
+                await answer.read()
+                client.release(answer)
+                assert client.idle_connections == 1
+            await _wait_until(lambda: brief.idle_connections == 0)  # idle past its keep-alive: closed
+            assert lasting.idle_connections == 1
+        # the engine went away (a replica deleted): the connection it closed leaves nothing behind
+        await _wait_until(lambda: lasting.idle_connections == 0)
+        brief.close()
+        lasting.close()
+
+    asyncio.run(scenario())
+
+
+async def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)

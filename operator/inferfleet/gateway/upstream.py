@@ -125,6 +125,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.keep_alive = False
         self.idle_since = 0.0
+        self.on_lost: Callable[[_Connection], None] | None = None
+        """Set while the connection waits in its client's idle pool."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -141,6 +143,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_lost is not None:
+            self.on_lost(self)
         if self.answer is not None and not self.answer.done.done():
             self.answer._finish(UpstreamError("reset", f"{self.address} closed the connection"))
 
@@ -170,6 +174,11 @@ class EngineClient:
         self.connect_timeout = connect_timeout
         self.keepalive_seconds = keepalive_seconds
         self._idle: dict[str, list[_Connection]] = defaultdict(list)
+        self._sweep: asyncio.TimerHandle | None = None
+
+    @property
+    def idle_connections(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
 
     async def post(self, address: str, path: str, headers: Mapping[str, str], body: bytes) -> Answer:
         """Send the request; the answer arrives on the returned Answer. Raises UpstreamError when
@@ -188,26 +197,59 @@ class EngineClient:
         whole = answer.done.done() and answer.done.exception() is None
         if whole and connection.keep_alive and not connection.closed:
             connection.transport.resume_reading()
-            connection.idle_since = connection.loop.time()
-            self._idle[connection.address].append(connection)
+            self._keep(connection)
         else:
             connection.transport.close()
 
-    def close(self) -> None:
-        for connections in self._idle.values():
-            for connection in connections:
+    def _keep(self, connection: _Connection) -> None:
+        connection.idle_since = connection.loop.time()
+        connection.on_lost = self._forget
+        self._idle[connection.address].append(connection)
+        if self._sweep is None:
+            self._sweep = connection.loop.call_later(self.keepalive_seconds, self._close_stale)
+
+    def _forget(self, connection: _Connection) -> None:
+        """A connection closed while idle leaves the pool (a replica gone leaves nothing behind)."""
+        connection.on_lost = None
+        idle = self._idle.get(connection.address)
+        if idle is not None and connection in idle:
+            idle.remove(connection)
+            if not idle:
+                del self._idle[connection.address]
+
+    def _close_stale(self) -> None:
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        for idle in list(self._idle.values()):
+            for connection in [c for c in idle if loop.time() - c.idle_since >= self.keepalive_seconds]:
+                self._forget(connection)
                 connection.transport.close()
-        self._idle.clear()
+        if self._idle:
+            self._sweep = loop.call_later(self.keepalive_seconds, self._close_stale)
+
+    def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for connections in list(self._idle.values()):
+            for connection in list(connections):
+                self._forget(connection)
+                connection.transport.close()
 
     def _take_idle(self, address: str) -> _Connection | None:
-        idle = self._idle.get(address)
-        while idle:
-            connection = idle.pop()
+        idle = self._idle.get(address, [])
+        found = None
+        while idle and found is None:
+            connection = idle.pop()  # the most recently used: the least likely to have been closed
+            connection.on_lost = None
             fresh = connection.loop.time() - connection.idle_since < self.keepalive_seconds
             if fresh and not connection.closed and not connection.transport.is_closing():
-                return connection
-            connection.transport.close()
-        return None
+                found = connection
+            else:
+                connection.transport.close()
+        if not idle:
+            self._idle.pop(address, None)
+        return found
 
     async def _connect(self, address: str) -> _Connection:
         loop = asyncio.get_running_loop()
