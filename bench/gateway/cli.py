@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
-import pstats
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +20,9 @@ from bench.gateway.arms import (
     ARMS,
     DIRECT,
     GATEWAY,
+    GATEWAY_PROFILED,
     INFERFLEET,
+    PY_SPY,
     VLLM_ROUTER,
     Arm,
     Ports,
@@ -37,6 +38,7 @@ from inferfleet.localcluster.paths import cache_dir, repo_root
 from inferfleet.localcluster.ports import free_ports
 
 MODEL = "bench-model"
+PROFILE_FILE = "gateway.py-spy.txt"
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -59,7 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--vllm-router-policy", default="round_robin", help="e.g. round_robin, power_of_two")
     ap.add_argument("--no-install", action="store_true", help="skip vllm-router unless already installed")
-    ap.add_argument("--profile", action="store_true", help="also run the gateway under cProfile (own arm)")
+    ap.add_argument("--profile", action="store_true", help="also run a gateway under py-spy (own arm)")
     ap.add_argument("--quick", action="store_true", help="levels 1,10, 3 s phases, 10 tokens: < 1 min")
     ap.add_argument("--workdir", type=Path, help="logs and records (default .cache/bench-gateway/<time>)")
     ap.add_argument("--save", action="store_true", help="also write results/<date>-<levels>.json/.txt")
@@ -94,9 +96,11 @@ def plan_arms(args: argparse.Namespace, urls: list[str], workdir: Path) -> tuple
     if GATEWAY in args.arms:
         if has_command([*INFERFLEET, "gateway"]):
             arms.append(gateway_arm(MODEL, urls, Ports(*free_ports(2)), args.engine_slots))
-            if args.profile:
-                profile = workdir / "gateway.prof"
+            if args.profile and PY_SPY.is_file():
+                profile = workdir / PROFILE_FILE
                 arms.append(gateway_arm(MODEL, urls, Ports(*free_ports(2)), args.engine_slots, profile))
+            elif args.profile:
+                status[GATEWAY_PROFILED] = {"ran": False, "reason": f"no py-spy at {PY_SPY}: make setup"}
         else:
             status[GATEWAY] = {"ran": False, "reason": "`inferfleet gateway` does not exist in this checkout"}
     if VLLM_ROUTER in args.arms:
@@ -149,13 +153,41 @@ def run_phases(
     return phases
 
 
-def profile_summary(path: Path, top: int = 30) -> str:
+def profile_summary(path: Path, top: int = 25) -> str:
     if not path.is_file():
-        return f"no profile written at {path} (the gateway did not exit through SIGINT cleanly)"
-    out = io.StringIO()
-    stats = pstats.Stats(str(path), stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    return f"gateway under cProfile, top {top} functions by own time ({path}):\n{out.getvalue()}"
+        return f"no profile written at {path} (py-spy did not stop through SIGINT cleanly)"
+    own, inclusive, total = summarize_samples(path.read_text())
+    if total == 0:
+        return f"no samples in {path}"
+    return profile_summary_text(own, inclusive, total, path, top)
+
+
+def profile_summary_text(own: Counter[str], inclusive: Counter[str], total: int, path: Path, top: int) -> str:
+    lines = [f"gateway under py-spy, {total} samples of its busy time ({path});",
+             "own: the line on top of the stack (a call into C or the kernel, a socket's send say, counts",
+             "for the line that made it); in: anywhere on the stack"]  # fmt: skip
+    lines += [f"{'own':>7}  {'in':>7}  function (file:line)"]
+    for frame, count in own.most_common(top):
+        lines.append(f"{count / total:7.1%}  {inclusive[frame] / total:7.1%}  {frame}")
+    return "\n".join(lines)
+
+
+def summarize_samples(raw: str) -> tuple[Counter[str], Counter[str], int]:
+    """py-spy's raw (folded) output, `frame;frame;...;frame count` per line, as samples per frame on
+    top of the stack (own), per frame anywhere on it (inclusive, once per sample), and in all."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count, frames = int(count_text), stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    return own, inclusive, total
 
 
 def say(message: str) -> None:
@@ -177,7 +209,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"params": params(args), "arms": status, "phases": phases, "notes": notes}
     report["targets"] = targets(phases)
     if args.profile:
-        report["profile"] = profile_summary(workdir / "gateway.prof")
+        report["profile"] = profile_summary(workdir / PROFILE_FILE)
     return report
 
 

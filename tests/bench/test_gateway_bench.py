@@ -146,9 +146,11 @@ def test_arm_commands() -> None:
     assert gw.command[gw.command.index("--static-endpoints") + 1] == "m=http://127.0.0.1:1,http://127.0.0.1:2"
     assert gw.command[gw.command.index("--static-slots") + 1] == "64"
     assert (gw.targets, gw.ready_url) == (["http://127.0.0.1:8080"], "http://127.0.0.1:8081/readyz")
-    profiled = gateway_arm("m", urls, Ports(8080, 8081), slots=64, profile=Path("/tmp/g.prof"))
-    assert profiled.command[1:5] == ["-m", "cProfile", "-o", "/tmp/g.prof"]
-    assert profiled.stop_signal == signal.SIGINT  # cProfile writes its file on KeyboardInterrupt
+    profiled = gateway_arm("m", urls, Ports(8080, 8081), slots=64, profile=Path("/tmp/g.txt"))
+    assert profiled.command[0].endswith("py-spy")
+    assert profiled.command[profiled.command.index("--output") + 1] == "/tmp/g.txt"
+    assert profiled.command[profiled.command.index("--") + 1 :][:3] == [sys.executable, "-m", "inferfleet"]
+    assert profiled.stop_signal == signal.SIGINT  # py-spy writes its samples when interrupted
     vr = vllm_router_arm(Path("/x/vllm-router"), urls, Ports(9000, 9001), "round_robin")
     assert vr.command[vr.command.index("--worker-urls") + 1 :][:2] == urls
     assert vr.command[vr.command.index("--policy") + 1] == "round_robin"
@@ -230,6 +232,26 @@ def test_targets_are_not_applicable_without_the_gateway() -> None:
     text = table(report)
     assert "arm gateway did not run: missing" in text
     assert "n/a   gateway added p99 latency at 100 streams <= 2 ms" in text
+
+
+def test_py_spy_samples_count_for_the_top_frame_and_once_for_every_frame_on_the_stack() -> None:
+    raw = "\n".join([
+        "run (uvloop:1);handle (app.py:9);push (forward.py:182) 30",
+        "run (uvloop:1);handle (app.py:9);push (forward.py:182) 10",
+        "run (uvloop:1);handle (app.py:9) 5",
+        "run (uvloop:1);recurse (r.py:2);recurse (r.py:2) 5",  # a frame twice on one stack counts once
+        "",
+        "not a sample line",
+    ])  # fmt: skip
+    own, inclusive, total = cli.summarize_samples(raw)
+    assert total == 50
+    assert own == {"push (forward.py:182)": 40, "handle (app.py:9)": 5, "recurse (r.py:2)": 5}
+    assert inclusive["run (uvloop:1)"] == 50
+    assert inclusive["handle (app.py:9)"] == 45
+    assert inclusive["recurse (r.py:2)"] == 5
+    text = cli.profile_summary_text(own, inclusive, total, Path("/w/g.txt"), top=2)
+    assert "  80.0%    80.0%  push (forward.py:182)" in text
+    assert "recurse" not in text  # beyond the top 2 (ties keep the order they were first seen)
 
 
 # --- the load generator against a real sim engine, and the whole harness -------------------------------
