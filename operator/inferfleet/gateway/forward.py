@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
+from inferfleet.gateway.chunked import push_chunk
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.pool import ServicePool
 from inferfleet.gateway.slots import Activate, take_slot
@@ -29,8 +31,6 @@ from inferfleet.planning.routing import RetryBudget, RouteError, compute_retry, 
 PASSED_REQUEST_HEADERS = ("Authorization", "Accept", "Content-Type")
 CLIENT_OR_UPSTREAM_ERRORS = (UpstreamError, aiohttp.ClientError, ConnectionError)
 """A broken engine connection, or a client gone while its answer is written."""
-PUSH_BUFFER_LIMIT = 0x10000
-"""Bytes waiting for a client beyond which a piece goes through aiohttp's writer, which waits."""
 
 
 @dataclass(frozen=True)
@@ -169,21 +169,13 @@ class Forwarder:
 
 
 def _pusher(request: web.Request, response: web.StreamResponse) -> Push:
-    """Write a piece as one HTTP chunk straight to the client's socket, from the engine
-    connection's callback; refuse it when the client is slow, gone, or not chunked (HTTP/1.0),
-    so the handler writes it through aiohttp, which waits for the client. The framing is aiohttp's
-    own, whose writer sent the headers with the first piece and ends the body at write_eof."""
+    """Each piece as one HTTP chunk straight to the client's socket, from the engine connection's
+    callback (gateway/chunked.py); none when the response is not chunked (HTTP/1.0): the handler
+    then writes every piece through aiohttp."""
     transport = request.transport
     if transport is None or not response.chunked:
         return lambda data: False
-
-    def push(data: bytes) -> bool:
-        if transport.is_closing() or transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
-            return False
-        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        return True
-
-    return push
+    return functools.partial(push_chunk, transport)
 
 
 def _client_gone(request: web.Request) -> bool:

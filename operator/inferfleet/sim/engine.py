@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from inferfleet.gateway.chunked import push_chunk
 from inferfleet.planning.prefix_routing import prompt_words
 from inferfleet.sim.exporter import TEXT_FORMAT
 
@@ -55,8 +56,6 @@ CUT_REPLY_SECONDS = 2.0
 LISTEN_BACKLOG = 2048
 """Load arrives in bursts: a thousand streams connect at once."""
 KEEPALIVE_SECONDS = 75.0
-PUSH_BUFFER_LIMIT = 0x10000
-"""Bytes a stream's connection may hold unsent before its tokens wait for the client (aiohttp's limit)."""
 
 T = TypeVar("T")
 
@@ -213,23 +212,15 @@ class _Request:
             waiter.set_result(None)
 
     def push(self) -> bool:
-        """Write the new tokens as one HTTP chunk straight to the connection, or False when the handler must.
-
-        Waking a handler task and going through aiohttp's writer for every token costs about
-        twice the CPU of this write; the handler still writes the first token (with the
-        headers), the last ones, and any token the client is too slow to take (backpressure).
-        """
+        """Write the new tokens as one HTTP chunk straight to the connection (gateway/chunked.py),
+        or False when the handler must: it still writes the first token (with the headers), the
+        last ones, and any token the client is too slow to take (backpressure)."""
         transport, chunks = self.transport, self.chunks
-        if (
-            transport is None
-            or chunks is None
-            or transport.is_closing()
-            or transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT
-        ):
+        if transport is None or chunks is None:
             return False
-        data = chunks.tokens(self.sent, self.produced)
+        if not push_chunk(transport, chunks.tokens(self.sent, self.produced)):
+            return False
         self.sent = self.produced
-        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
         return True
 
 

@@ -1,0 +1,23 @@
+"""One HTTP/1.1 chunk written straight to a connection's transport, outside aiohttp's writer.
+
+Waking a handler task and going through aiohttp's writer for every streamed piece costs about
+twice the CPU of this write (the sim engine's tokens, the gateway's relayed chunks). The response
+must be chunked and its headers already sent through aiohttp, which also writes the last chunk
+(`write_eof`); a connection holding too much unsent data refuses, and the caller then writes
+through aiohttp, which waits for the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+PUSH_BUFFER_LIMIT = 0x10000
+"""Bytes a connection may hold unsent before a piece must wait for the client (aiohttp's limit)."""
+
+
+def push_chunk(transport: asyncio.Transport, data: bytes) -> bool:
+    """Write `data` as one chunk now, or False when the connection is closing or already full."""
+    if transport.is_closing() or transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
+        return False
+    transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+    return True
