@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from inferfleet.localcluster.cluster import NO_JOB_NAMESPACE, LocalCluster, is_port_free
+from inferfleet.localcluster.cluster import NO_JOB_NAMESPACE, LocalCluster
 from inferfleet.localcluster.job_pods import (
     JobPods,
     build_job_run,
@@ -21,6 +21,7 @@ from inferfleet.localcluster.job_pods import (
     compute_termination_message,
     is_started,
 )
+from inferfleet.localcluster.ports import is_port_free
 from inferfleet.planning.weights_cache import CacheSettings
 from inferfleet.planning.weights_nodes import CachedCopy, build_evict_job
 from tests.support import kwok_stage_keys

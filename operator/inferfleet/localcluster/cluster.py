@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from kubernetes.client.rest import ApiException
 from inferfleet.localcluster.binaries import Binaries, ensure_binaries
 from inferfleet.localcluster.inventory import build_nodes, load_inventory
 from inferfleet.localcluster.paths import cache_dir
+from inferfleet.localcluster.ports import is_port_free
 from inferfleet.localcluster.waiting import wait_for
 
 
@@ -208,15 +208,3 @@ class LocalCluster:
 
     def component_logs(self) -> dict[str, Path]:
         return {p.stem: p for p in sorted(self.logs_dir.glob("*.log"))}
-
-
-def is_port_free(host: str, port: int) -> bool:
-    """Whether a server could listen on host:port now (with SO_REUSEADDR, as Go's listeners set
-    it: a connection left in TIME_WAIT does not count, a socket still listening does)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True

@@ -21,3 +21,15 @@ def free_ports(count: int) -> list[int]:
 def free_port() -> int:
     [port] = free_ports(1)
     return port
+
+
+def is_port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (with SO_REUSEADDR, as Go's listeners set
+    it: a connection left in TIME_WAIT does not count, a socket still listening does)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
