@@ -180,9 +180,12 @@ class NodeAutoscalerStandIn:
         for group in fitting:
             size = len(self._nodes_of(group))
             if size + count <= group.max_size:
-                self._add_nodes(group, count, _key(request))
+                # Provisioned first, then the nodes, as cluster-autoscaler marks a request once its
+                # scale-up is under way and the nodes register later. The other order let the
+                # operator see free nodes before the answer and place the group without consuming it.
                 self._set_conditions(request, provisioned=True, reason="CapacityIsProvisioned",
-                                     message=f"{count} nodes added to node group {group.name}")  # fmt: skip
+                                     message=f"{count} nodes coming in group {group.name}")  # fmt: skip
+                self._add_nodes(group, count, _key(request))
                 return
         why = (
             f"no node group offers {product} nodes with {gpus} GPUs"
