@@ -174,6 +174,7 @@ def test_a_fetch_killed_mid_file_resumes_from_what_is_on_disk_and_was_never_visi
     assert on_disk >= 10 << 20, "part of a shard was on disk when the fetch was killed"
 
     big_store.traffic.bytes_per_second = None
+    wait_for(lambda: big_store.traffic.open_streams == 0, timeout=10, what="the killed fetch's streams ended")
     before = big_store.traffic.total
     rerun = fetch(big_store, root)
     assert rerun.code == 0, rerun.stderr

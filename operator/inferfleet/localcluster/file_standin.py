@@ -10,7 +10,8 @@ import random
 import struct
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 from aiohttp import web
 
@@ -27,10 +28,21 @@ class Traffic:
         """Throttle each file stream to this rate (None: as fast as it goes)."""
         self.corrupt: set[str] = set()
         """Files served with flipped bytes (same length) while their listed checksum stays."""
+        self.open_streams = 0
+        """File streams still being written: a client killed mid-file leaves its stream open
+        until the stand-in's next write fails, and that write may still be counted."""
 
     @property
     def total(self) -> int:
         return sum(self.served.values())
+
+    @contextmanager
+    def streaming(self) -> Iterator[None]:
+        self.open_streams += 1
+        try:
+            yield
+        finally:
+            self.open_streams -= 1
 
 
 class ThreadedServer:
@@ -90,12 +102,13 @@ async def stream_file(
     await response.prepare(request)
     if request.method == "HEAD":
         return response
-    for offset in range(start, end + 1, _CHUNK):
-        chunk = data[offset : min(offset + _CHUNK, end + 1)]
-        await response.write(chunk)
-        traffic.served[name] += len(chunk)
-        if traffic.bytes_per_second:
-            await asyncio.sleep(len(chunk) / traffic.bytes_per_second)
+    with traffic.streaming():
+        for offset in range(start, end + 1, _CHUNK):
+            chunk = data[offset : min(offset + _CHUNK, end + 1)]
+            await response.write(chunk)
+            traffic.served[name] += len(chunk)
+            if traffic.bytes_per_second:
+                await asyncio.sleep(len(chunk) / traffic.bytes_per_second)
     await response.write_eof()
     return response
 

@@ -116,9 +116,10 @@ class MotoS3:
             await out.prepare(request)
             key = self._object_key(request, upstream.status)
             offset = _range_start(upstream.headers.get("Content-Range"))
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
-                await self._write(out, key, offset, chunk)
-                offset += len(chunk)
+            with self.traffic.streaming():
+                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    await self._write(out, key, offset, chunk)
+                    offset += len(chunk)
             await out.write_eof()
             return out
 
