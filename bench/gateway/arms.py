@@ -45,18 +45,25 @@ def direct_arm(engine_urls: list[str]) -> Arm:
 
 
 def gateway_arm(
-    model: str, engine_urls: list[str], ports: Ports, slots: int, profile: Path | None = None
+    model: str,
+    engine_urls: list[str],
+    ports: Ports,
+    slots: int,
+    profile: Path | None = None,
+    workers: int = 1,
 ) -> Arm:
-    """`inferfleet gateway` with static endpoints; when `profile` is given, started by py-spy, which
-    samples its stacks from outside the process (so it runs at full speed, and time in a system call
-    counts for the Python line that made it) and writes them to `profile` when stopped by SIGINT."""
+    """`inferfleet gateway` with static endpoints and `workers` processes; when `profile` is given,
+    started by py-spy, which samples its stacks (every worker's) from outside the process (so it runs
+    at full speed, and time in a system call counts for the Python line that made it) and writes
+    them to `profile` when stopped by SIGINT."""
     launcher = INFERFLEET
     if profile is not None:
         launcher = [str(PY_SPY), "record", "--format", "raw", "--rate", str(PY_SPY_RATE),
-                    "--output", str(profile), "--", *INFERFLEET]  # fmt: skip
+                    "--subprocesses", "--output", str(profile), "--", *INFERFLEET]  # fmt: skip
     command = [*launcher, "gateway", "--static-endpoints", f"{model}={','.join(engine_urls)}",
                "--static-slots", str(slots), "--host", "127.0.0.1", "--port", str(ports.api),
-               "--metrics-address", "127.0.0.1", "--metrics-port", str(ports.metrics)]  # fmt: skip
+               "--metrics-address", "127.0.0.1", "--metrics-port", str(ports.metrics),
+               "--workers", str(workers)]  # fmt: skip
     return Arm(
         GATEWAY_PROFILED if profile is not None else GATEWAY,
         targets=[f"http://127.0.0.1:{ports.api}"],

@@ -59,6 +59,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="gateway processes (default: one per CPU, as vllm-router runs one thread per CPU)",
+    )
     ap.add_argument("--vllm-router-policy", default="round_robin", help="e.g. round_robin, power_of_two")
     ap.add_argument("--no-install", action="store_true", help="skip vllm-router unless already installed")
     ap.add_argument("--profile", action="store_true", help="also run a gateway under py-spy (own arm)")
@@ -95,10 +101,11 @@ def plan_arms(args: argparse.Namespace, urls: list[str], workdir: Path) -> tuple
     status: dict[str, Any] = {DIRECT: {"ran": True}}
     if GATEWAY in args.arms:
         if has_command([*INFERFLEET, "gateway"]):
-            arms.append(gateway_arm(MODEL, urls, Ports(*free_ports(2)), args.engine_slots))
+            ports, workers = Ports(*free_ports(2)), args.gateway_workers
+            arms.append(gateway_arm(MODEL, urls, ports, args.engine_slots, workers=workers))
             if args.profile and PY_SPY.is_file():
-                profile = workdir / PROFILE_FILE
-                arms.append(gateway_arm(MODEL, urls, Ports(*free_ports(2)), args.engine_slots, profile))
+                ports, profile = Ports(*free_ports(2)), workdir / PROFILE_FILE
+                arms.append(gateway_arm(MODEL, urls, ports, args.engine_slots, profile, workers))
             elif args.profile:
                 status[GATEWAY_PROFILED] = {"ran": False, "reason": f"no py-spy at {PY_SPY}: make setup"}
         else:
@@ -215,7 +222,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("levels", "modes", "engines", "engine_slots", "tokens_per_second", "max_tokens", "prompt_words",
-            "warmup", "duration", "timeout", "seed", "quick")  # fmt: skip
+            "warmup", "duration", "timeout", "seed", "quick", "gateway_workers")  # fmt: skip
     return {k: getattr(args, k, None) for k in keys} | {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "commit": source_version(),

@@ -108,6 +108,10 @@ def _align(column: int, cell: str, width: int) -> str:
     return cell.ljust(width) if column < 3 else cell.rjust(width)
 
 
+def _workers(report: dict[str, Any]) -> int:
+    return int(report.get("params", {}).get("gateway_workers") or 1)
+
+
 def table(report: dict[str, Any]) -> str:
     rows = [list(COLUMNS), *table_rows(report["phases"])]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
@@ -118,6 +122,7 @@ def table(report: dict[str, Any]) -> str:
         "p50/p99: whole request when non-streamed, time to first event (TTFT) when streamed;",
         "+p50/+p99: minus the direct arm's at the same streams and mode (this run);",
         "loadgen/machine: share of all cores used by the load generator / by everything.",
+        f"gateway: {_workers(report)} worker process(es) (--gateway-workers).",
         "",
     ]
     for name, arm in report["arms"].items():

@@ -1,3 +1,4 @@
 from inferfleet.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned process (gateway --workers) imports it
+    main()

@@ -491,6 +491,13 @@ def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--static-slots", type=int, default=default.static_slots, help="slots per static URL"
     )
     gateway.add_argument(
+        "--workers",
+        type=int,
+        default=default.workers,
+        help="gateway processes sharing the API port, e.g. one per CPU the pod has; slots and the "
+        "queue bound count per process",
+    )
+    gateway.add_argument(
         "--event-loop",
         choices=["uvloop", "asyncio"],
         default="uvloop",
@@ -532,16 +539,18 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     from inferfleet.gateway.app import parse_static, serve
     from inferfleet.gateway.config import GatewayConfig
+    from inferfleet.gateway.workers import WorkerSettings, supervise
 
     if (
         args.max_attempts < 1
         or not 0 <= args.retry_budget <= 1
         or args.static_slots < 1
         or not (0 <= args.prefix_load_bound <= 10)
+        or not 1 <= args.workers <= 64
     ):
         print(
             "error: need --max-attempts >= 1, 0 <= --retry-budget <= 1, --static-slots >= 1, "
-            "0 <= --prefix-load-bound <= 10",
+            "0 <= --prefix-load-bound <= 10, 1 <= --workers <= 64",
             file=sys.stderr,
         )
         return 2
@@ -565,14 +574,16 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         static_slots=args.static_slots,
         routing=args.routing,
         prefix_load_bound=args.prefix_load_bound,
+        workers=args.workers,
+    )
+    gateway = (
+        supervise(config, WorkerSettings(args.event_loop, level)) if config.workers > 1 else serve(config)
     )
     if args.event_loop == "uvloop":
         import uvloop
 
-        uvloop.run(serve(config))
-    else:
-        asyncio.run(serve(config))
-    return 0
+        return uvloop.run(gateway) or 0
+    return asyncio.run(gateway) or 0
 
 
 def _add_model_cache_arguments(run: argparse.ArgumentParser) -> None:

@@ -146,9 +146,12 @@ def test_arm_commands() -> None:
     assert gw.command[gw.command.index("--static-endpoints") + 1] == "m=http://127.0.0.1:1,http://127.0.0.1:2"
     assert gw.command[gw.command.index("--static-slots") + 1] == "64"
     assert (gw.targets, gw.ready_url) == (["http://127.0.0.1:8080"], "http://127.0.0.1:8081/readyz")
+    assert gw.command[gw.command.index("--workers") + 1] == "1"
+    assert gateway_arm("m", urls, Ports(8080, 8081), slots=64, workers=2).command[-2:] == ["--workers", "2"]
     profiled = gateway_arm("m", urls, Ports(8080, 8081), slots=64, profile=Path("/tmp/g.txt"))
     assert profiled.command[0].endswith("py-spy")
     assert profiled.command[profiled.command.index("--output") + 1] == "/tmp/g.txt"
+    assert "--subprocesses" in profiled.command  # every worker's stacks
     assert profiled.command[profiled.command.index("--") + 1 :][:3] == [sys.executable, "-m", "inferfleet"]
     assert profiled.stop_signal == signal.SIGINT  # py-spy writes its samples when interrupted
     vr = vllm_router_arm(Path("/x/vllm-router"), urls, Ports(9000, 9001), "round_robin")

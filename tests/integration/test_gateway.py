@@ -78,8 +78,9 @@ def start_stack(
     run_operator: Callable[..., OperatorProcess],
     namespace: str,
     prometheus: LocalPrometheus | None = None,
+    gateway_args: list[str] | None = None,
 ) -> GatewayProcess:
-    gateway = run_gateway(namespaces=[namespace])
+    gateway = run_gateway(namespaces=[namespace], extra_args=gateway_args)
     args = ["--gateway-url", gateway.url, "--autoscale-interval", str(TICK)]
     if prometheus is not None:
         prometheus.add_target(f"gateway-{namespace}", gateway.metrics_address)
@@ -127,7 +128,8 @@ def test_scale_from_zero_answers_once_a_replica_is_ready_then_returns_to_zero(
     prometheus = LocalPrometheus(workdir=tmp_path / "prometheus")
     prometheus.start()
     try:
-        gateway = start_stack(run_gateway, run_operator, namespace, prometheus)
+        # Two gateway workers: each discovers and may activate; Prometheus scrapes their summed series.
+        gateway = start_stack(run_gateway, run_operator, namespace, prometheus, ["--workers", "2"])
         scaling = {"minReplicas": 0, "maxReplicas": 2, "scaleToZeroAfterSeconds": 15,
                    "scaleDownStabilizationSeconds": 0, "activationTimeoutSeconds": 120}  # fmt: skip
         create(cluster, namespace, served("idle", replicas=0, scaling=scaling))
@@ -140,6 +142,7 @@ def test_scale_from_zero_answers_once_a_replica_is_ready_then_returns_to_zero(
         reply = client.completions.create(model=MODEL, prompt="wake up", max_tokens=4)
         assert reply.choices[0].text == "tok0 tok1 tok2 tok3"
         assert read(cluster, namespace, "idle")["spec"]["replicas"] == 1
+        assert _gateway_metric(gateway, "inferfleet_gateway_arrivals_total") == 1  # the supervisor serves it
 
         def back_at_zero() -> bool:
             obj = read(cluster, namespace, "idle")

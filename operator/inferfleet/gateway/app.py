@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -22,6 +25,9 @@ from inferfleet.gateway.upstream import EngineClient
 from inferfleet.kube.apply import scale_from_zero
 from inferfleet.kube.connection import connect
 from inferfleet.planning.routing import RetryBudget, ServiceRoute
+
+if TYPE_CHECKING:
+    from inferfleet.gateway.workers import WorkerLink
 
 log = logging.getLogger("inferfleet.gateway")
 
@@ -48,6 +54,8 @@ class Gateway:
     runners: list[web.AppRunner] = field(default_factory=list)
     kubernetes: bool = True
     """Discover services in the cluster; False: only what is added to `registry` (tests)."""
+    link: WorkerLink | None = None
+    """Set in a worker of `--workers N`: it shares the API port and its supervisor serves /metrics."""
 
     async def start(self) -> None:
         affinity = self.config.routing == "prefix-affinity"
@@ -64,11 +72,9 @@ class Gateway:
             self.synced.set()
         front = Front(self.registry, forwarder, self.metrics)
         await self._serve(front.build_app(), self.config.host, self.config.port)
-        await self._serve(
-            build_metrics_app(self.metrics, self.synced),
-            self.config.metrics_address,
-            self.config.metrics_port,
-        )
+        if self.link is None:
+            metrics_app = build_metrics_app(self.metrics.registry, self.synced.is_set)
+            await self._serve(metrics_app, self.config.metrics_address, self.config.metrics_port)
 
     def _add_static(self) -> None:
         for model, endpoints in self.config.static_endpoints:
@@ -89,7 +95,7 @@ class Gateway:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=self.config.shutdown_seconds
         )
         await runner.setup()
-        await web.TCPSite(runner, host, port, backlog=1024).start()
+        await web.TCPSite(runner, host, port, backlog=1024, reuse_port=self.link is not None).start()
         self.runners.append(runner)
 
     @property
@@ -117,21 +123,41 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def serve(config: GatewayConfig) -> None:
-    """Run until SIGTERM or SIGINT; then stop taking connections and let requests in flight finish."""
+async def serve(config: GatewayConfig, link: WorkerLink | None = None) -> None:
+    """Run until SIGTERM or SIGINT (or, in a worker, until its supervisor is gone); then stop taking
+    connections and let requests in flight finish."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    gateway = Gateway(config)
+    gateway = Gateway(config, link=link)
     await gateway.start()
     tune_garbage_collector()
-    where = (
-        "static endpoints" if config.static_endpoints else f"namespaces {list(config.namespaces) or 'all'}"
-    )
-    log.info(
-        "gateway serving %s on %s:%s (metrics on :%s)", where, config.host, gateway.ports[0], gateway.ports[1]
-    )
-    await stop.wait()
+    if link is None:
+        where = (
+            "static endpoints"
+            if config.static_endpoints
+            else f"namespaces {list(config.namespaces) or 'all'}"
+        )
+        host, (port, metrics_port) = config.host, gateway.ports
+        log.info("gateway serving %s on %s:%s (metrics on :%s)", where, host, port, metrics_port)
+        await stop.wait()
+    else:
+        await _serve_as_worker(gateway, link, stop)
     log.info("gateway stopping: finishing requests in flight for up to %ss", config.shutdown_seconds)
     await gateway.stop()
+
+
+async def _serve_as_worker(gateway: Gateway, link: WorkerLink, stop: asyncio.Event) -> None:
+    """Tell the supervisor once synced; stop on a signal or when the supervisor is gone (a
+    supervisor killed outright must not leave its workers serving)."""
+
+    async def report_ready() -> None:
+        await gateway.synced.wait()
+        link.ready.set()
+
+    reporting = asyncio.create_task(report_ready())
+    while not stop.is_set() and os.getppid() == link.supervisor_pid:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+    reporting.cancel()

@@ -27,3 +27,6 @@ class GatewayConfig:
     replica (its prefix cache) while its load stays within the bound."""
     prefix_load_bound: float = 0.25
     """Prefix affinity skips a replica above (1 + this) x the mean load."""
+    workers: int = 1
+    """Gateway processes sharing the API port (gateway/workers.py); more than one when the pod
+    has more than one CPU."""

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inferfleet.planning.queue_queries import SERVICE_SERIES_LABEL
 
 SERVICE = ("namespace", SERVICE_SERIES_LABEL)
+LIVE_SUM: Final = "livesum"
+"""With `--workers N` a gauge is the sum over the workers alive (prometheus_client's multiprocess
+mode; one process ignores it)."""
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -28,13 +32,18 @@ class GatewayMetrics:
             "inferfleet_gateway_arrivals", "Requests that named this service.", SERVICE, registry=r
         )
         self.queued = Gauge(
-            "inferfleet_gateway_queued_requests", "Requests waiting for a slot.", SERVICE, registry=r
+            "inferfleet_gateway_queued_requests",
+            "Requests waiting for a slot.",
+            SERVICE,
+            registry=r,
+            multiprocess_mode=LIVE_SUM,
         )
         self.in_flight = Gauge(
             "inferfleet_gateway_in_flight_requests",
             "Requests holding a slot of an endpoint.",
             (*SERVICE, "endpoint"),
             registry=r,
+            multiprocess_mode=LIVE_SUM,
         )
         self.responses = Counter(
             "inferfleet_gateway_responses", "Answers by HTTP status.", (*SERVICE, "code"), registry=r
@@ -83,5 +92,8 @@ class GatewayMetrics:
 
 
 def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
+    if isinstance(metric, Gauge):
+        # A worker's series outlive remove() in its multiprocess file: leave it at 0 in the sum.
+        metric.labels(*labels).set(0)
     with contextlib.suppress(KeyError):
         metric.remove(*labels)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from inferfleet.gateway.forward import Forwarder, error_response
 from inferfleet.gateway.metrics import GatewayMetrics
@@ -115,9 +116,11 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
     return response
 
 
-def build_metrics_app(metrics: GatewayMetrics, synced: asyncio.Event) -> web.Application:
+def build_metrics_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> web.Application:
+    """/metrics, /healthz, and /readyz: 200 once `ready()` (the caches synced)."""
+
     async def serve_metrics(request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(metrics.registry))
+        response = web.Response(body=generate_latest(registry))
         response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return response
 
@@ -125,7 +128,7 @@ def build_metrics_app(metrics: GatewayMetrics, synced: asyncio.Event) -> web.App
         return web.Response(text="ok")
 
     async def readyz(request: web.Request) -> web.Response:
-        if synced.is_set():
+        if ready():
             return web.Response(text="ok")
         return web.Response(status=503, text="the InferenceService and EndpointSlice caches are not synced")
 
