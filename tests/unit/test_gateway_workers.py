@@ -195,6 +195,36 @@ def test_a_worker_that_cannot_start_ends_the_supervisor_with_the_reason(
     assert "exited with code 1 before it was ready" in running.log_text()
 
 
+def test_a_worker_takes_no_connection_before_its_caches_are_synced(tmp_path: Path) -> None:
+    """The kernel hands a listening worker connections whatever /readyz says: one that has not
+    listed the services yet would answer 404 for every model. Here the API server never answers."""
+    [nothing_there] = free_ports(1)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{nothing_there}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }))  # fmt: skip
+    _, metrics = free_ports(2)
+    running = start(tmp_path, "gateway", "gateway", "--workers", "2", "--kubeconfig", str(kubeconfig),
+                    "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics))  # fmt: skip
+    running.metrics_port = metrics
+    try:
+        # Each worker's lists failed twice, RELIST_BACKOFF_SECONDS apart: long past the point where
+        # a worker that listens at start would listen.
+        wait_for(
+            lambda: all(running.log_text().count(f"worker {i}: watch of") >= 4 for i in (0, 1)),
+            timeout=60,
+            what="both workers' lists failing twice",
+        )
+        assert not running.ready()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", running.port), timeout=5).close()
+    finally:
+        stop(running)
+
+
 def test_a_taken_port_is_refused_at_once(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

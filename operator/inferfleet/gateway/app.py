@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import os
@@ -70,11 +69,15 @@ class Gateway:
             self._start_discovery()
         else:
             self.synced.set()
-        front = Front(self.registry, forwarder, self.metrics)
-        await self._serve(front.build_app(), self.config.host, self.config.port)
-        if self.link is None:
+        self.front = Front(self.registry, forwarder, self.metrics)
+        if self.link is None:  # a worker listens once synced (_serve_as_worker)
+            await self.listen()
             metrics_app = build_metrics_app(self.metrics.registry, self.synced.is_set)
             await self._serve(metrics_app, self.config.metrics_address, self.config.metrics_port)
+
+    async def listen(self) -> None:
+        """Serve the OpenAI API on the configured address."""
+        await self._serve(self.front.build_app(), self.config.host, self.config.port)
 
     def _add_static(self) -> None:
         for model, endpoints in self.config.static_endpoints:
@@ -149,15 +152,19 @@ async def serve(config: GatewayConfig, link: WorkerLink | None = None) -> None:
 
 
 async def _serve_as_worker(gateway: Gateway, link: WorkerLink, stop: asyncio.Event) -> None:
-    """Tell the supervisor once synced; stop on a signal or when the supervisor is gone (a
-    supervisor killed outright must not leave its workers serving)."""
-
-    async def report_ready() -> None:
-        await gateway.synced.wait()
-        link.ready.set()
-
-    reporting = asyncio.create_task(report_ready())
+    """Listen once synced, then tell the supervisor; stop on a signal or when the supervisor is gone
+    (one killed outright must not leave its workers serving). The kernel hands a worker connections
+    as soon as it listens, whatever /readyz says: a worker (re)started beside serving ones must not
+    answer 404 for services it has not listed yet."""
     while not stop.is_set() and os.getppid() == link.supervisor_pid:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=1.0)
-    reporting.cancel()
+        if gateway.synced.is_set() and not link.ready.is_set():
+            await gateway.listen()
+            link.ready.set()
+        await _wait_any([stop] if link.ready.is_set() else [stop, gateway.synced], timeout=1.0)
+
+
+async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
