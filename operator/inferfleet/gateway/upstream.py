@@ -217,11 +217,14 @@ class EngineClient:
             if not idle:
                 del self._idle[connection.address]
 
+    def _stale(self, connection: _Connection) -> bool:
+        return connection.loop.time() - connection.idle_since >= self.keepalive_seconds
+
     def _close_stale(self) -> None:
         self._sweep = None
         loop = asyncio.get_running_loop()
         for idle in list(self._idle.values()):
-            for connection in [c for c in idle if loop.time() - c.idle_since >= self.keepalive_seconds]:
+            for connection in [c for c in idle if self._stale(c)]:
                 self._forget(connection)
                 connection.transport.close()
         if self._idle:
@@ -242,8 +245,11 @@ class EngineClient:
         while idle and found is None:
             connection = idle.pop()  # the most recently used: the least likely to have been closed
             connection.on_lost = None
-            fresh = connection.loop.time() - connection.idle_since < self.keepalive_seconds
-            if fresh and not connection.closed and not connection.transport.is_closing():
+            if (
+                not self._stale(connection)
+                and not connection.closed
+                and not connection.transport.is_closing()
+            ):
                 found = connection
             else:
                 connection.transport.close()
