@@ -31,7 +31,7 @@ import uvloop
 
 from bench.gateway.sse import SSEFramer
 from bench.gateway.stats import Record
-from inferfleet.gateway.upstream import EngineClient, UpstreamError
+from inferfleet.gateway.upstream import EngineClient, UpstreamError, address_of
 
 HEADERS = {"Content-Type": "application/json"}
 WORDS = ("the", "fleet", "of", "engines", "serves", "a", "model", "on", "many", "GPUs", "with", "queues")
@@ -63,7 +63,7 @@ class LoadGenerator:
     async def stream(self, client: EngineClient, k: int) -> None:
         args = self.args
         rng = random.Random(args.seed * 1_000_003 + k)
-        address = args.url[k % len(args.url)].removeprefix("http://").rstrip("/")
+        address = address_of(args.url[k % len(args.url)])
         await asyncio.sleep(rng.uniform(0, args.stagger))
         stop_at = args.warmup + args.duration
         while self.now() < stop_at:

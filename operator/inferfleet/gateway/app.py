@@ -20,7 +20,7 @@ from inferfleet.gateway.forward import Forwarder
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.registry import Registry
 from inferfleet.gateway.server import Front, build_metrics_app
-from inferfleet.gateway.upstream import EngineClient
+from inferfleet.gateway.upstream import EngineClient, address_of
 from inferfleet.kube.apply import scale_from_zero
 from inferfleet.kube.connection import connect
 from inferfleet.planning.routing import RetryBudget, ServiceRoute
@@ -38,7 +38,7 @@ def parse_static(values: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ..
     parsed = []
     for value in values:
         model, sep, urls = value.partition("=")
-        endpoints = tuple(u.strip().removeprefix("http://").rstrip("/") for u in urls.split(",") if u.strip())
+        endpoints = tuple(address_of(u) for u in urls.split(",") if u.strip())
         if not sep or not model or not endpoints:
             raise ValueError(f"--static-endpoints wants MODEL=URL[,URL...], not {value!r}")
         parsed.append((model, endpoints))

@@ -20,6 +20,11 @@ Push = Callable[[bytes], bool]
 """Takes a piece now and says True, or says False: the piece must wait for the handler."""
 
 
+def address_of(url: str) -> str:
+    """The `host:port` an engine client connects to, from an `http://host:port[/]` URL."""
+    return url.strip().removeprefix("http://").rstrip("/")
+
+
 class UpstreamError(Exception):
     """No whole answer: `reason` is "connect", "timeout" (connecting) or "reset" (broken after)."""
 
