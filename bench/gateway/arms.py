@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DIRECT, GATEWAY, VLLM_ROUTER, GATEWAY_PROFILED = "direct", "gateway", "vllm-router", "gateway-py-spy"
-ARMS = (DIRECT, GATEWAY, VLLM_ROUTER)
+NGINX = "nginx"
+ARMS = (DIRECT, GATEWAY, VLLM_ROUTER, NGINX)
 INFERFLEET = [sys.executable, "-m", "inferfleet"]
 PY_SPY = Path(sys.executable).parent / "py-spy"
 """The sampling profiler of the `bench` extra, beside this Python."""

@@ -22,6 +22,7 @@ from bench.gateway.arms import (
     GATEWAY,
     GATEWAY_PROFILED,
     INFERFLEET,
+    NGINX,
     PY_SPY,
     VLLM_ROUTER,
     Arm,
@@ -31,6 +32,7 @@ from bench.gateway.arms import (
     gateway_arm,
     vllm_router_arm,
 )
+from bench.gateway.nginx import find_nginx, nginx_arm
 from bench.gateway.procs import Process, has_command, streams
 from bench.gateway.report import table, targets, with_added
 from bench.gateway.run import MODES, STREAMED, Load, run_phase
@@ -122,6 +124,12 @@ def plan_arms(args: argparse.Namespace, urls: list[str], workdir: Path) -> tuple
                 status[VLLM_ROUTER] = {"ran": False, "reason": f"not installed ({exe}) and --no-install"}
         except Exception as e:  # the other arms still run; the table says why this one did not
             status[VLLM_ROUTER] = {"ran": False, "reason": f"install failed: {e!r}"}
+    if NGINX in args.arms:
+        executable = find_nginx()
+        if executable is None:
+            status[NGINX] = {"ran": False, "reason": "no nginx on PATH (Debian: apt-get install nginx-light)"}
+        else:
+            arms.append(nginx_arm(executable, urls, Ports(*free_ports(2)), workdir))
     return arms, status
 
 

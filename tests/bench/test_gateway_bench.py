@@ -297,3 +297,19 @@ def test_a_tiny_run_of_the_direct_arm(tmp_path: Path, capsys: pytest.CaptureFixt
     assert streamed["chunks"] % 5 == 0  # whole streams of 5 tokens each
     assert streamed["ttfb_p50_ms"] < streamed["latency_p50_ms"]
     assert (tmp_path / "report.txt").read_text().startswith("streams")
+
+
+def test_nginx_config_relays_unbuffered_to_every_engine_over_kept_alive_connections(tmp_path: Path) -> None:
+    from bench.gateway.nginx import build_nginx_config, nginx_arm
+
+    urls = ["http://127.0.0.1:1", "http://127.0.0.1:2/"]
+    config = build_nginx_config(urls, 8080, tmp_path)
+    assert "server 127.0.0.1:1;" in config
+    assert "server 127.0.0.1:2;" in config
+    assert "listen 127.0.0.1:8080" in config
+    for directive in ("proxy_buffering off;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";'):
+        assert directive in config
+    arm = nginx_arm(Path("/usr/sbin/nginx"), urls, Ports(8080, 8081), tmp_path)
+    written = Path(arm.command[arm.command.index("-c") + 1])
+    assert written.read_text() == build_nginx_config(urls, 8080, tmp_path / "nginx")
+    assert arm.ready_url == "http://127.0.0.1:8080/nginx-health"
