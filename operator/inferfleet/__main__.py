@@ -1,4 +1,4 @@
 from inferfleet.cli import main
 
-if __name__ == "__main__":  # not when a spawned process (gateway --workers) imports it
+if __name__ == "__main__":  # importable without running the command line
     main()

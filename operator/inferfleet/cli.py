@@ -576,14 +576,13 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         prefix_load_bound=args.prefix_load_bound,
         workers=args.workers,
     )
-    gateway = (
-        supervise(config, WorkerSettings(args.event_loop, level)) if config.workers > 1 else serve(config)
-    )
+    run = asyncio.run
     if args.event_loop == "uvloop":
         import uvloop
 
-        return uvloop.run(gateway) or 0
-    return asyncio.run(gateway) or 0
+        run = uvloop.run
+    settings = WorkerSettings(args.event_loop, level)
+    return run(supervise(config, settings) if config.workers > 1 else serve(config)) or 0
 
 
 def _add_model_cache_arguments(run: argparse.ArgumentParser) -> None:

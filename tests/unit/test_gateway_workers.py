@@ -21,6 +21,7 @@ from inferfleet.localcluster.ports import free_ports
 from inferfleet.localcluster.waiting import wait_for
 
 MODEL = "tiny"
+TOKENS_PER_SECOND = 50
 
 
 @dataclass
@@ -45,6 +46,10 @@ class Running:
         except OSError:
             return False
 
+    def serving(self) -> int:
+        """Workers the supervisor has heard `serving` from, restarts included."""
+        return self.log_text().count(") serving")
+
     def metric(self, name: str) -> float:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
             lines = r.read().decode().splitlines()
@@ -65,14 +70,27 @@ class Running:
         return found
 
 
-def start(tmp_path: Path, name: str, *args: str) -> Running:
-    port, metrics = free_ports(2)
+def running_process(pid: int) -> bool:
+    """Alive and not a zombie waiting for a parent to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def sockets(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+def start(tmp_path: Path, name: str, args: list[str], port: int, metrics: int = 0) -> Running:
     log = tmp_path / f"{name}.log"
+    command = [sys.executable, "-m", "inferfleet", *args, "--host", "127.0.0.1", "--port", str(port)]
+    if metrics:
+        command += ["--metrics-address", "127.0.0.1", "--metrics-port", str(metrics)]
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "inferfleet", *args, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     return Running(process, port, metrics, log)
 
 
@@ -84,8 +102,17 @@ def stop(running: Running) -> None:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Running]:
-    running = start(tmp_path, "engine", "sim-engine", "--model", MODEL, "--tokens-per-second", "50",
-                    "--max-concurrent", "64")  # fmt: skip
+    [port] = free_ports(1)
+    args = [
+        "sim-engine",
+        "--model",
+        MODEL,
+        "--tokens-per-second",
+        str(TOKENS_PER_SECOND),
+        "--max-concurrent",
+        "64",
+    ]
+    running = start(tmp_path, "engine", args, port)
     wait_for(lambda: _answers(running.url + "/health"), timeout=30, what="the sim engine")
     yield running
     stop(running)
@@ -93,19 +120,20 @@ def engine(tmp_path: Path) -> Iterator[Running]:
 
 @pytest.fixture
 def gateway(engine: Running, tmp_path: Path) -> Iterator[Running]:
-    running = start_gateway(tmp_path, engine)
-    wait_for(running.ready, timeout=60, what="both workers ready (/readyz)")
+    port, metrics = free_ports(2)  # one call: never the same port twice
+    args = [
+        "gateway",
+        "--workers",
+        "2",
+        "--static-endpoints",
+        f"{MODEL}={engine.url}",
+        "--shutdown-seconds",
+        "20",
+    ]
+    running = start(tmp_path, "gateway", args, port, metrics)
+    wait_for(lambda: running.ready() and running.serving() == 2, timeout=60, what="both workers serving")
     yield running
     stop(running)
-
-
-def start_gateway(tmp_path: Path, engine: Running, *extra: str) -> Running:
-    _, metrics = free_ports(2)
-    running = start(tmp_path, "gateway", "gateway", "--workers", "2", "--metrics-address", "127.0.0.1",
-                    "--metrics-port", str(metrics), "--static-endpoints", f"{MODEL}={engine.url}",
-                    "--shutdown-seconds", "20", *extra)  # fmt: skip
-    running.metrics_port = metrics
-    return running
 
 
 def _answers(url: str) -> bool:
@@ -124,70 +152,82 @@ def complete(url: str) -> int:
         return int(r.status)
 
 
+async def _read_stream(url: str, tokens: int, started: asyncio.Event) -> list[str]:
+    """A stream on its own connection: its data events, or [] when the connection broke."""
+    body = {"model": MODEL, "prompt": "hello", "max_tokens": tokens, "stream": True}
+    events = []
+    try:
+        async with aiohttp.ClientSession() as session, session.post(url + "/v1/completions", json=body) as r:
+            assert r.status == 200
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    events.append(line[6:].strip().decode())
+                    started.set()
+    except aiohttp.ClientError:
+        return []
+    return events
+
+
 def test_workers_share_the_port_sum_their_counts_and_a_killed_one_comes_back(gateway: Running) -> None:
-    assert len(gateway.workers()) == 2
     assert [complete(gateway.url) for _ in range(40)] == [200] * 40
     assert gateway.metric("inferfleet_gateway_arrivals_total") == 40
 
-    killed = gateway.workers().pop()
-    os.kill(killed, signal.SIGKILL)
-    wait_for(
-        lambda: len(gateway.workers() - {killed}) == 2 and gateway.ready(),
-        timeout=60,
-        what="the killed worker started again and ready",
-    )
-    assert [complete(gateway.url) for _ in range(40)] == [200] * 40
-    # The killed worker's counts stay in the sum (a counter never goes back); its gauges leave it.
-    assert gateway.metric("inferfleet_gateway_arrivals_total") == 80
+    async def kill_one_mid_stream() -> list[list[str]]:
+        starts = [asyncio.Event() for _ in range(16)]
+        tokens = 5 * TOKENS_PER_SECOND  # 5 s each: still running when a worker is killed
+        streams = [asyncio.create_task(_read_stream(gateway.url, tokens, s)) for s in starts]
+        await asyncio.wait_for(asyncio.gather(*(s.wait() for s in starts)), timeout=30)
+        assert gateway.metric("inferfleet_gateway_in_flight_requests") == 16
+        os.kill(min(gateway.workers()), signal.SIGKILL)
+        return await asyncio.wait_for(asyncio.gather(*streams), timeout=60)
+
+    ended = asyncio.run(kill_one_mid_stream())
+    whole = [e for e in ended if e and e[-1] == "[DONE]"]
+    # The kernel spread the 16 connections over both workers: the killed one's streams broke.
+    assert 0 < len(whole) < 16
+    # The dead worker's in-flight requests left the sum with it; its counts stayed.
     assert gateway.metric("inferfleet_gateway_in_flight_requests") == 0
-    assert "starting it again" in gateway.log_text()
-
-
-async def _read_stream(url: str, started: asyncio.Event) -> list[str]:
-    body = {"model": MODEL, "prompt": "hello", "max_tokens": 50, "stream": True}
-    async with aiohttp.ClientSession() as session, session.post(url + "/v1/completions", json=body) as r:
-        assert r.status == 200
-        events = []
-        async for line in r.content:
-            if line.startswith(b"data: "):
-                events.append(line[6:].strip().decode())
-                started.set()
-        return events
+    wait_for(lambda: gateway.serving() == 3 and len(gateway.workers()) == 2, timeout=60,
+             what="the killed worker started again and serving")  # fmt: skip
+    assert [complete(gateway.url) for _ in range(40)] == [200] * 40
+    assert gateway.metric("inferfleet_gateway_arrivals_total") == 40 + 16 + 40
 
 
 def test_sigterm_lets_every_workers_streams_finish(gateway: Running) -> None:
+    workers = gateway.workers()
+    idle = {pid: sockets(pid) for pid in workers}
+
     async def scenario() -> list[list[str]]:
-        # Each stream on its own connection: the kernel spreads them over both workers.
-        starts = [asyncio.Event() for _ in range(8)]
-        streams = [asyncio.create_task(_read_stream(gateway.url, s)) for s in starts]
+        starts = [asyncio.Event() for _ in range(32)]
+        streams = [asyncio.create_task(_read_stream(gateway.url, 50, s)) for s in starts]
         await asyncio.wait_for(asyncio.gather(*(s.wait() for s in starts)), timeout=30)
+        assert all(sockets(pid) > idle[pid] for pid in workers), "each worker holds some streams"
         gateway.process.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(asyncio.gather(*streams), timeout=60)
 
     for events in asyncio.run(scenario()):
-        assert events[-1] == "[DONE]"
-        assert len(events) == 51  # 50 tokens, each its own event, then [DONE]
+        assert len(events) == 51  # 50 tokens, each its own event,
+        assert events[-1] == "[DONE]"  # then the end
     assert gateway.process.wait(timeout=30) == 0
-    assert gateway.workers() == set()
+    assert not any(running_process(pid) for pid in workers)
 
 
 def test_workers_stop_when_their_supervisor_is_killed(gateway: Running) -> None:
     workers = gateway.workers()
+    assert len(workers) == 2
     gateway.process.kill()
     gateway.process.wait()
-
-    def gone() -> bool:
-        return not any(Path(f"/proc/{pid}").exists() for pid in workers)
-
-    wait_for(gone, timeout=30, what="the orphaned workers to stop")
+    wait_for(lambda: not any(running_process(pid) for pid in workers), timeout=30,
+             what="the orphaned workers to stop")  # fmt: skip
 
 
-def test_a_worker_that_cannot_start_ends_the_supervisor_with_the_reason(
-    engine: Running, tmp_path: Path
-) -> None:
+def test_a_worker_that_cannot_start_ends_the_supervisor_with_the_reason(tmp_path: Path) -> None:
     """Not a restart loop inside the pod: the pod restarts, and its log says why."""
+    port, metrics = free_ports(2)
     missing = tmp_path / "no-such-kubeconfig"
-    running = start(tmp_path, "gateway", "gateway", "--workers", "2", "--kubeconfig", str(missing))
+    running = start(
+        tmp_path, "gateway", ["gateway", "--workers", "2", "--kubeconfig", str(missing)], port, metrics
+    )
     try:
         assert running.process.wait(timeout=60) == 1
     finally:
@@ -198,7 +238,7 @@ def test_a_worker_that_cannot_start_ends_the_supervisor_with_the_reason(
 def test_a_worker_takes_no_connection_before_its_caches_are_synced(tmp_path: Path) -> None:
     """The kernel hands a listening worker connections whatever /readyz says: one that has not
     listed the services yet would answer 404 for every model. Here the API server never answers."""
-    [nothing_there] = free_ports(1)
+    port, metrics, nothing_there = free_ports(3)
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
@@ -206,10 +246,9 @@ def test_a_worker_takes_no_connection_before_its_caches_are_synced(tmp_path: Pat
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
         "users": [{"name": "u", "user": {"token": "t"}}],
     }))  # fmt: skip
-    _, metrics = free_ports(2)
-    running = start(tmp_path, "gateway", "gateway", "--workers", "2", "--kubeconfig", str(kubeconfig),
-                    "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics))  # fmt: skip
-    running.metrics_port = metrics
+    running = start(
+        tmp_path, "gateway", ["gateway", "--workers", "2", "--kubeconfig", str(kubeconfig)], port, metrics
+    )
     try:
         # Each worker's lists failed twice, RELIST_BACKOFF_SECONDS apart: long past the point where
         # a worker that listens at start would listen.
@@ -226,14 +265,16 @@ def test_a_worker_takes_no_connection_before_its_caches_are_synced(tmp_path: Pat
 
 
 def test_a_taken_port_is_refused_at_once(tmp_path: Path) -> None:
+    [metrics] = free_ports(1)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "inferfleet", "gateway", "--workers", "2", "--host", "127.0.0.1",
-             "--port", str(port), "--static-endpoints", f"{MODEL}=http://127.0.0.1:9"],
+             "--port", str(port), "--metrics-address", "127.0.0.1", "--metrics-port", str(metrics),
+             "--static-endpoints", f"{MODEL}=http://127.0.0.1:9"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert result.returncode == 1
-    assert f"cannot bind 127.0.0.1:{port}" in result.stderr
+    assert f"cannot bind 127.0.0.1:{port}: Address already in use" in result.stderr

@@ -156,11 +156,13 @@ async def _serve_as_worker(gateway: Gateway, link: WorkerLink, stop: asyncio.Eve
     (one killed outright must not leave its workers serving). The kernel hands a worker connections
     as soon as it listens, whatever /readyz says: a worker (re)started beside serving ones must not
     answer 404 for services it has not listed yet."""
+    listening = False
     while not stop.is_set() and os.getppid() == link.supervisor_pid:
-        if gateway.synced.is_set() and not link.ready.is_set():
+        if gateway.synced.is_set() and not listening:
             await gateway.listen()
-            link.ready.set()
-        await _wait_any([stop] if link.ready.is_set() else [stop, gateway.synced], timeout=1.0)
+            link.serving.send_bytes(b"serving")
+            listening = True
+        await _wait_any([stop] if listening else [stop, gateway.synced], timeout=1.0)
 
 
 async def _wait_any(events: list[asyncio.Event], timeout: float) -> None:

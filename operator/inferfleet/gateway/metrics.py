@@ -8,6 +8,7 @@ the door, before any queue: unlike an engine's completions they are not capped b
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -95,5 +96,6 @@ def _remove(metric: Counter | Gauge | Histogram, *labels: str) -> None:
     if isinstance(metric, Gauge):
         # A worker's series outlive remove() in its multiprocess file: leave it at 0 in the sum.
         metric.labels(*labels).set(0)
-    with contextlib.suppress(KeyError):
+    with contextlib.suppress(KeyError), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # multiprocess mode: the series stays in its file
         metric.remove(*labels)
