@@ -498,6 +498,12 @@ def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "queue bound count per process",
     )
     gateway.add_argument(
+        "--worker-timeout-seconds",
+        type=float,
+        default=default.worker_timeout_seconds,
+        help="with --workers: a worker silent this long (its loop stuck) is killed and started again",
+    )
+    gateway.add_argument(
         "--event-loop",
         choices=["uvloop", "asyncio"],
         default="uvloop",
@@ -547,10 +553,11 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         or args.static_slots < 1
         or not (0 <= args.prefix_load_bound <= 10)
         or not 1 <= args.workers <= 64
+        or args.worker_timeout_seconds <= 0
     ):
         print(
             "error: need --max-attempts >= 1, 0 <= --retry-budget <= 1, --static-slots >= 1, "
-            "0 <= --prefix-load-bound <= 10, 1 <= --workers <= 64",
+            "0 <= --prefix-load-bound <= 10, 1 <= --workers <= 64, --worker-timeout-seconds > 0",
             file=sys.stderr,
         )
         return 2
@@ -575,6 +582,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         routing=args.routing,
         prefix_load_bound=args.prefix_load_bound,
         workers=args.workers,
+        worker_timeout_seconds=args.worker_timeout_seconds,
     )
     run = asyncio.run
     if args.event_loop == "uvloop":

@@ -193,6 +193,25 @@ def test_workers_share_the_port_sum_their_counts_and_a_killed_one_comes_back(gat
     assert gateway.metric("inferfleet_gateway_arrivals_total") == 40 + 16 + 40
 
 
+def test_a_worker_whose_loop_is_stuck_is_killed_and_started_again(engine: Running, tmp_path: Path) -> None:
+    """A stopped process stands for a stuck loop: it keeps its listener, and the connections the
+    kernel hands it would hang."""
+    port, metrics = free_ports(2)
+    args = ["gateway", "--workers", "2", "--static-endpoints", f"{MODEL}={engine.url}",
+            "--worker-timeout-seconds", "2"]  # fmt: skip
+    running = start(tmp_path, "gateway", args, port, metrics)
+    try:
+        wait_for(lambda: running.serving() == 2, timeout=60, what="both workers serving")
+        stuck = min(running.workers())
+        os.kill(stuck, signal.SIGSTOP)
+        wait_for(lambda: running.serving() == 3 and stuck not in running.workers(), timeout=60,
+                 what="the stuck worker killed and another serving")  # fmt: skip
+        assert f"(pid {stuck}) silent for" in running.log_text()
+        assert [complete(running.url) for _ in range(40)] == [200] * 40  # none hangs on the stuck one
+    finally:
+        stop(running)
+
+
 def test_sigterm_lets_every_workers_streams_finish(gateway: Running) -> None:
     workers = gateway.workers()
     idle = {pid: sockets(pid) for pid in workers}

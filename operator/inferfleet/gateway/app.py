@@ -152,16 +152,18 @@ async def serve(config: GatewayConfig, link: WorkerLink | None = None) -> None:
 
 
 async def _serve_as_worker(gateway: Gateway, link: WorkerLink, stop: asyncio.Event) -> None:
-    """Listen once synced, then tell the supervisor; stop on a signal or when the supervisor is gone
-    (one killed outright must not leave its workers serving). The kernel hands a worker connections
-    as soon as it listens, whatever /readyz says: a worker (re)started beside serving ones must not
+    """Listen once synced, then tell the supervisor, and keep telling it (one message a second: a
+    worker whose loop is stuck falls silent); stop on a signal or when the supervisor is gone (one
+    killed outright must not leave its workers serving). The kernel hands a worker connections as
+    soon as it listens, whatever /readyz says: a worker (re)started beside serving ones must not
     answer 404 for services it has not listed yet."""
     listening = False
     while not stop.is_set() and os.getppid() == link.supervisor_pid:
         if gateway.synced.is_set() and not listening:
             await gateway.listen()
-            link.serving.send_bytes(b"serving")
             listening = True
+        if listening:
+            link.serving.send_bytes(b"serving")
         await _wait_any([stop] if listening else [stop, gateway.synced], timeout=1.0)
 
 

@@ -30,3 +30,6 @@ class GatewayConfig:
     workers: int = 1
     """Gateway processes sharing the API port (gateway/workers.py); more than one when the pod
     has more than one CPU."""
+    worker_timeout_seconds: float = 30.0
+    """With workers: one that serves but has not said so for this long (its loop is stuck) is
+    killed and started again."""

@@ -107,6 +107,8 @@ class Worker:
     serving_pipe: Connection
     started_at: float
     serving: bool = False
+    heard_at: float = 0.0
+    """When it last said it serves (once a second while its loop runs)."""
 
 
 @dataclass
@@ -144,8 +146,29 @@ class Supervisor:
         except (EOFError, OSError):  # the worker is gone: _exited handles it
             asyncio.get_running_loop().remove_reader(worker.serving_pipe.fileno())
             return
-        worker.serving = True
-        log.info("gateway worker %d (pid %s) serving", index, worker.process.pid)
+        worker.heard_at = time.monotonic()
+        if not worker.serving:
+            worker.serving = True
+            log.info("gateway worker %d (pid %s) serving", index, worker.process.pid)
+
+    def kill_silent(self) -> None:
+        """Kill each serving worker silent past the timeout (its loop is stuck: the connections the
+        kernel hands it would hang); it is started again like any dead worker. Runs every second."""
+        loop = asyncio.get_running_loop()
+        if self.stop.is_set():
+            return
+        limit = self.config.worker_timeout_seconds
+        for index, worker in self.workers.items():
+            silent = time.monotonic() - worker.heard_at
+            if worker.serving and worker.process.is_alive() and silent > limit:
+                log.error(
+                    "gateway worker %d (pid %s) silent for %.0fs: killing it",
+                    index,
+                    worker.process.pid,
+                    silent,
+                )
+                worker.process.kill()
+        loop.call_later(1.0, self.kill_silent)
 
     def _take_late_report(self, index: int) -> None:
         """A report and the exit can come in one turn of the loop: read the report first."""
@@ -247,6 +270,7 @@ async def supervise(config: GatewayConfig, settings: WorkerSettings) -> int:
     try:
         for index in range(config.workers):
             supervisor.start_worker(index)
+        supervisor.kill_silent()
         log.info(
             "gateway: %d workers on %s:%s (metrics on :%s)",
             config.workers, config.host, supervisor.config.port, runner.addresses[0][1],
