@@ -490,6 +490,21 @@ def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     gateway.add_argument(
         "--static-slots", type=int, default=default.static_slots, help="slots per static URL"
     )
+    _add_gateway_worker_arguments(gateway, default)
+    gateway.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="uvloop cut the p99 added TTFT at 300 streams from ~100 ms to ~3 ms (bench/gateway)",
+    )
+    gateway.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
+    )
+    gateway.add_argument("-v", "--verbose", action="store_true")
+    gateway.set_defaults(func=_cmd_gateway)
+
+
+def _add_gateway_worker_arguments(gateway: argparse.ArgumentParser, default: GatewayConfig) -> None:
     gateway.add_argument(
         "--workers",
         type=int,
@@ -503,17 +518,6 @@ def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=default.worker_timeout_seconds,
         help="with --workers: a worker silent this long (its loop stuck) is killed and started again",
     )
-    gateway.add_argument(
-        "--event-loop",
-        choices=["uvloop", "asyncio"],
-        default="uvloop",
-        help="uvloop cut the p99 added TTFT at 300 streams from ~100 ms to ~3 ms (bench/gateway)",
-    )
-    gateway.add_argument(
-        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
-    )
-    gateway.add_argument("-v", "--verbose", action="store_true")
-    gateway.set_defaults(func=_cmd_gateway)
 
 
 def _add_gateway_routing_arguments(gateway: argparse.ArgumentParser, default: GatewayConfig) -> None:
