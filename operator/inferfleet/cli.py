@@ -541,7 +541,6 @@ def _add_gateway_routing_arguments(gateway: argparse.ArgumentParser, default: Ga
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
 
     if args.kubeconfig:
@@ -549,7 +548,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     from inferfleet.gateway.app import parse_static, serve
     from inferfleet.gateway.config import GatewayConfig
-    from inferfleet.gateway.workers import WorkerSettings, supervise
+    from inferfleet.gateway.workers import WorkerSettings, run_on, supervise
 
     if (
         args.max_attempts < 1
@@ -588,13 +587,8 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         workers=args.workers,
         worker_timeout_seconds=args.worker_timeout_seconds,
     )
-    run = asyncio.run
-    if args.event_loop == "uvloop":
-        import uvloop
-
-        run = uvloop.run
     settings = WorkerSettings(args.event_loop, level)
-    return run(supervise(config, settings) if config.workers > 1 else serve(config)) or 0
+    return run_on(args.event_loop, supervise(config, settings) if config.workers > 1 else serve(config)) or 0
 
 
 def _add_model_cache_arguments(run: argparse.ArgumentParser) -> None:

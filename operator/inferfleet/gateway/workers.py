@@ -29,10 +29,12 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -42,6 +44,7 @@ from inferfleet.gateway.config import GatewayConfig
 from inferfleet.gateway.server import build_metrics_app
 
 log = logging.getLogger("inferfleet.gateway")
+T = TypeVar("T")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_DIR_PREFIX = "inferfleet-gateway-metrics-"
@@ -59,8 +62,9 @@ class WorkerLink:
 
     index: int
     serving: Connection
-    """The worker sends one message on it once its caches are synced and it listens. A pipe, not
-    a shared lock: a worker killed at any moment cannot leave its supervisor blocked."""
+    """Once its caches are synced and it listens, the worker says so on it, then once a second
+    while its loop runs. A pipe, not a shared lock: a worker killed at any moment cannot leave its
+    supervisor blocked."""
     supervisor_pid: int
     """The worker stops when its parent is no longer this process."""
 
@@ -93,12 +97,16 @@ def run_worker(config: GatewayConfig, link: WorkerLink, settings: WorkerSettings
     logging.basicConfig(
         level=settings.log_level, format=f"[%(asctime)s] %(levelname)s worker {link.index}: %(message)s"
     )
-    if settings.event_loop == "uvloop":
+    run_on(settings.event_loop, serve(config, link))
+
+
+def run_on(event_loop: str, main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on a new loop of `--event-loop`'s kind (uvloop or asyncio's own)."""
+    if event_loop == "uvloop":
         import uvloop
 
-        uvloop.run(serve(config, link))
-    else:
-        asyncio.run(serve(config, link))
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 @dataclass
