@@ -62,6 +62,7 @@ def phase_figures(
     wall, (start, end) = data["wall_seconds"], data["window"]
     return summary.to_json() | {
         "errors_by_kind": count_errors(r for r in records if start <= r.start < end),
+        "requests_sent": len(records),  # warm-up and tail too, as the CPU and chunk counts
         "proxy_cpu_s": None if proxy_cpu is None else round(proxy_cpu, 3),
         "proxy_cpu_per_1k_chunks_s": cpu_per_1k_chunks(proxy_cpu, summary.chunks),
         "engines_cpu_s": round(engines_cpu, 3),

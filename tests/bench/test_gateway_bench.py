@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from bench.gateway import cli, cpu, loadgen, vllm_router
 from bench.gateway.arms import Ports, gateway_arm, vllm_router_arm
+from bench.gateway.cost_split import CostSplit, compute_cost_split
 from bench.gateway.report import table, targets, with_added
 from bench.gateway.run import Load, loadgen_command
 from bench.gateway.sse import SSEFramer
@@ -96,6 +97,30 @@ def test_cpu_per_1k_chunks() -> None:
 
 
 # --- CPU accounting ------------------------------------------------------------------------------
+
+
+def _phase(requests: int, chunks: int, per_request_us: float, per_chunk_us: float) -> dict[str, Any]:
+    cpu = (requests * per_request_us + chunks * per_chunk_us) / 1e6
+    return {"requests_sent": requests, "chunks": chunks, "proxy_cpu_s": cpu}
+
+
+@pytest.mark.parametrize(
+    ("long", "short", "expected"),
+    [
+        # 50 and 2 chunks a request; 500 µs a request and 20 µs a chunk come back out
+        (_phase(800, 40_000, 500, 20), _phase(8_000, 16_000, 500, 20), CostSplit("x", 500.0, 20.0)),
+        # a proxy that costs nothing per request
+        (_phase(800, 40_000, 0, 12.5), _phase(8_000, 16_000, 0, 12.5), CostSplit("x", 0.0, 12.5)),
+        # the same chunks per request in both runs: two equations that are one
+        (_phase(800, 40_000, 500, 20), _phase(1_600, 80_000, 500, 20), None),
+        # the direct arm has no proxy CPU
+        ({"requests_sent": 800, "chunks": 40_000, "proxy_cpu_s": None}, _phase(8_000, 16_000, 1, 1), None),
+    ],
+)
+def test_cost_split_solves_per_request_and_per_chunk_cpu(
+    long: dict[str, Any], short: dict[str, Any], expected: CostSplit | None
+) -> None:
+    assert compute_cost_split("x", long, short) == expected
 
 
 def test_parse_stat_with_spaces_and_parentheses_in_the_name() -> None:
