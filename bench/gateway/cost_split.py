@@ -62,8 +62,10 @@ def run_bench(args: argparse.Namespace, max_tokens: int) -> dict[str, dict[str, 
                "--levels", str(args.streams), "--tokens-per-second", f"{args.tokens_per_second:g}",
                "--max-tokens", str(max_tokens), "--arms", args.arms, "--duration", f"{args.duration:g}",
                *(["--no-install"] if args.no_install else [])]  # fmt: skip
-    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return {phase["arm"]: phase for phase in json.loads(out)["phases"]}
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    if done.returncode not in (0, 1):  # 1: the run finished, some requests failed (its table says)
+        raise SystemExit(f"python -m bench.gateway exited with {done.returncode}")
+    return {phase["arm"]: phase for phase in json.loads(done.stdout)["phases"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from prometheus_client.metrics import MetricWrapperBase
 import inferfleet.kube.apply
 import inferfleet.metrics.operator
 import inferfleet.metrics.prometheus
+from inferfleet.gateway.metrics import Series
 from tests.unit.test_chart_render import BINARIES, CHART, HELM, NS, helm, render
 
 DASHBOARD = CHART / "dashboards" / "inferfleet.json"
@@ -31,7 +32,8 @@ def series_of(holders: list[Any]) -> dict[str, set[str]]:
     names them) -> its label names."""
     series: dict[str, set[str]] = {}
     for holder in holders:
-        for metric in vars(holder).values():
+        for held in vars(holder).values():
+            metric = held.family if isinstance(held, Series) else held
             if isinstance(metric, MetricWrapperBase):
                 [family] = metric.describe()
                 labels = set(metric._labelnames)
