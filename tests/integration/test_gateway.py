@@ -444,9 +444,10 @@ def test_a_multi_node_replica_is_reached_through_its_group_leader_only(
     assert pods[leader].metadata.labels["apps.kubernetes.io/pod-index"] == "0"
 
     model = read(cluster, namespace, "big")["spec"]["model"]["name"]
-    client = openai.OpenAI(
-        base_url=read(cluster, namespace, "big")["status"]["endpoint"], api_key="x", max_retries=0
-    )
+    # KWOK can make the pods Ready before the operator's first status write lands.
+    endpoint = wait_for(lambda: read(cluster, namespace, "big").get("status", {}).get("endpoint"),
+                        timeout=60, what="status.endpoint of big")  # fmt: skip
+    client = openai.OpenAI(base_url=endpoint, api_key="x", max_retries=0)
     assert (
         client.completions.create(model=model, prompt="hi", max_tokens=3).choices[0].text == "tok0 tok1 tok2"
     )
