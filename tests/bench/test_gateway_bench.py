@@ -338,3 +338,12 @@ def test_nginx_config_relays_unbuffered_to_every_engine_over_kept_alive_connecti
     written = Path(arm.command[arm.command.index("-c") + 1])
     assert written.read_text() == build_nginx_config(urls, 8080, tmp_path / "nginx")
     assert arm.ready_url == "http://127.0.0.1:8080/nginx-health"
+
+
+def test_front_overhead_measures_both_servers_answering(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.gateway import front_overhead
+
+    assert front_overhead.main(["--seconds", "0.3", "--connections", "4", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["server"] for row in rows] == ["aiohttp", "httptools"]
+    assert all(row["requests"] > 0 and row["cpu_us_per_request"] is not None for row in rows)
