@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -24,9 +22,10 @@ import uvloop
 from aiohttp import web
 
 from bench.gateway.cpu import process_cpu_seconds
+from bench.gateway.procs import Process
 from inferfleet.gateway.upstream import EngineClient
+from inferfleet.localcluster.paths import cache_dir
 from inferfleet.localcluster.ports import free_ports
-from inferfleet.localcluster.waiting import wait_for
 
 SERVERS = ("aiohttp", "httptools")
 BODY = json.dumps({"model": "m", "prompt": "hello " * 32, "max_tokens": 2}).encode()
@@ -39,9 +38,15 @@ async def _aiohttp_handler(request: web.Request) -> web.Response:
     return web.Response(body=REPLY, content_type="application/json")
 
 
+async def _ready(request: web.Request) -> web.Response:
+    """procs.Process's readiness check, before any measuring."""
+    return web.Response()
+
+
 async def serve_aiohttp(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/{api:(chat/)?completions}", _aiohttp_handler)
+    app.router.add_get("/ready", _ready)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -49,7 +54,8 @@ async def serve_aiohttp(port: int) -> None:
 
 
 class _BareProtocol(asyncio.Protocol):
-    """HTTP/1.1 on httptools' callbacks, kept alive, one fixed answer per request."""
+    """HTTP/1.1 on httptools' callbacks, kept alive, one fixed answer per request (a GET without a
+    body too: procs.Process's readiness check)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -63,7 +69,8 @@ class _BareProtocol(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        json.loads(b"".join(self.body))
+        if self.body:
+            json.loads(b"".join(self.body))
         self.body = []
         head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(REPLY)
         self.transport.write(head + REPLY)  # type: ignore[attr-defined]
@@ -97,23 +104,16 @@ async def send_load(port: int, connections: int, seconds: float) -> int:
 def measure(server: str, connections: int, seconds: float) -> dict[str, float | int | str | None]:
     [port] = free_ports(1)
     command = [sys.executable, "-m", "bench.gateway.front_overhead", "--serve", server, "--port", str(port)]
-    process = subprocess.Popen(command)
+    log = cache_dir() / "bench-gateway" / "front-overhead" / f"{server}.log"
+    process = Process(server, command, f"http://127.0.0.1:{port}/ready", log).start()
     try:
-        wait_for(lambda: _answers(port), timeout=30, what=f"the {server} server on :{port}")
         before = process_cpu_seconds([process.pid])
         answered = uvloop.run(send_load(port, connections, seconds))
         cpu = process_cpu_seconds([process.pid]) - before
     finally:
-        process.kill()
-        process.wait()
+        process.stop()
     per_request = round(cpu / answered * 1e6, 1) if answered else None
     return {"server": server, "requests": answered, "cpu_s": round(cpu, 3), "cpu_us_per_request": per_request}
-
-
-def _answers(port: int) -> bool:
-    """True once the server listens (a refused connection raises: "not yet" to wait_for)."""
-    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
