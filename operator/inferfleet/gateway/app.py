@@ -17,9 +17,10 @@ from inferfleet.gateway.activation import Activator
 from inferfleet.gateway.config import GatewayConfig
 from inferfleet.gateway.discovery import Discovery
 from inferfleet.gateway.forward import Forwarder
+from inferfleet.gateway.http1 import FrontServer
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.registry import Registry
-from inferfleet.gateway.server import Front, build_metrics_app
+from inferfleet.gateway.server import MAX_BODY_BYTES, Front, build_metrics_app, refusal_body
 from inferfleet.gateway.upstream import EngineClient, address_of
 from inferfleet.kube.apply import scale_from_zero
 from inferfleet.kube.connection import connect
@@ -51,6 +52,9 @@ class Gateway:
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     runners: list[web.AppRunner] = field(default_factory=list)
+    """The metrics and probes' server (not in a worker)."""
+    servers: list[FrontServer] = field(default_factory=list)
+    """The OpenAI API's."""
     kubernetes: bool = True
     """Discover services in the cluster; False: only what is added to `registry` (tests)."""
     link: WorkerLink | None = None
@@ -77,7 +81,9 @@ class Gateway:
 
     async def listen(self) -> None:
         """Serve the OpenAI API on the configured address."""
-        await self._serve(self.front.build_app(), self.config.host, self.config.port)
+        server = FrontServer(self.front.handle, refusal_body, MAX_BODY_BYTES)
+        await server.listen(self.config.host, self.config.port, reuse_port=self.link is not None)
+        self.servers.append(server)
 
     def _add_static(self) -> None:
         for model, endpoints in self.config.static_endpoints:
@@ -94,21 +100,21 @@ class Gateway:
         return scale_from_zero(self.api, namespace, name)
 
     async def _serve(self, app: web.Application, host: str, port: int) -> None:
-        runner = web.AppRunner(
-            app, handler_cancellation=True, access_log=None, shutdown_timeout=self.config.shutdown_seconds
-        )
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.shutdown_seconds)
         await runner.setup()
-        await web.TCPSite(runner, host, port, backlog=1024, reuse_port=self.link is not None).start()
+        await web.TCPSite(runner, host, port).start()
         self.runners.append(runner)
 
     @property
     def ports(self) -> list[int]:
         """The bound ports (API first), useful when configured as 0."""
-        return [int(r.addresses[0][1]) for r in self.runners]
+        return [s.port for s in self.servers] + [int(r.addresses[0][1]) for r in self.runners]
 
     async def stop(self) -> None:
         if hasattr(self, "discovery"):
             self.discovery.stop()
+        for server in self.servers:
+            await server.shutdown(self.config.shutdown_seconds)
         for runner in self.runners:
             await runner.cleanup()
         self.client.close()

@@ -1,10 +1,10 @@
-"""One HTTP/1.1 chunk written straight to a connection's transport, outside aiohttp's writer.
+"""One HTTP/1.1 chunk written straight to a connection's transport, outside any server's writer.
 
 Waking a handler task and going through aiohttp's writer for every streamed piece costs about
 twice the CPU of this write (the sim engine's tokens, the gateway's relayed chunks). The response
-must be chunked and its headers already sent through aiohttp, which also writes the last chunk
-(`write_eof`); a connection holding too much unsent data refuses, and the caller then writes
-through aiohttp, which waits for the client.
+must be chunked and its headers already sent (by aiohttp in the sim engine, by gateway/http1.py in
+the gateway), which also writes the last chunk; a connection holding too much unsent data refuses,
+and the caller then writes through a writer that waits for the client.
 """
 
 from __future__ import annotations

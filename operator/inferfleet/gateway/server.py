@@ -4,12 +4,14 @@
     the same under /namespaces/{namespace}/v1/ and /namespaces/{namespace}/services/{service}/v1/
 
 Every refusal is in OpenAI's error shape with the status its client maps to its own exception.
+The server under it is gateway/http1.py; /metrics and the probes are on aiohttp, on their own port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +19,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from inferfleet.gateway.forward import Forwarder, error_response
+from inferfleet.gateway.forward import Forwarder, send_error
+from inferfleet.gateway.http1 import Exchange
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.registry import Registry
 from inferfleet.gateway.slots import RefusedError
@@ -31,8 +34,11 @@ from inferfleet.planning.routing import (
 )
 
 MAX_BODY_BYTES = 8 << 20
-PREFIXES = ("/v1", "/namespaces/{namespace}/v1", "/namespaces/{namespace}/services/{service}/v1")
-COMPLETIONS = "/{api:(chat/)?completions}"
+ROUTE = re.compile(
+    r"(?:/namespaces/(?P<namespace>[^/]+)(?:/services/(?P<service>[^/]+))?)?"
+    r"/v1/(?P<api>chat/completions|completions|models)"
+)
+METHODS = {"completions": ("POST",), "chat/completions": ("POST",), "models": ("GET", "HEAD")}
 
 
 @dataclass
@@ -41,38 +47,52 @@ class Front:
     forwarder: Forwarder
     metrics: GatewayMetrics
 
-    def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
-        for prefix in PREFIXES:
-            app.router.add_post(prefix + COMPLETIONS, self.completions)
-            app.router.add_get(prefix + "/models", self.models)
-        return app
+    async def handle(self, exchange: Exchange) -> None:
+        """Every request the front server reads: a route, or OpenAI's 404 or 405."""
+        request = exchange.request
+        match = ROUTE.fullmatch(request.path)
+        if match is None:
+            error = RouteError(
+                404, "invalid_request_error", "not_found", f"There is no route {request.path}."
+            )
+            send_error(exchange, error)
+            return
+        api, allowed = match["api"], METHODS[match["api"]]
+        if request.method not in allowed:
+            message = f"{request.path} takes {' or '.join(allowed)}, not {request.method}."
+            error = RouteError(405, "invalid_request_error", "method_not_allowed", message)
+            send_error(exchange, error, (("Allow", ", ".join(allowed)),))
+            return
+        scope = Scope(match["namespace"], match["service"])
+        if api == "models":
+            self.models(exchange, scope)
+        else:
+            await self.completions(exchange, scope, api)
 
-    async def completions(self, request: web.Request) -> web.StreamResponse:
+    async def completions(self, exchange: Exchange, scope: Scope, api: str) -> None:
         started = asyncio.get_running_loop().time()
-        body = _parse(await request.read())
+        raw = exchange.request.body
+        body = _parse(raw)
         if isinstance(body, RouteError):
-            return error_response(body)
-        route = resolve_route(self.registry.routes(), body.get("model"), _scope(request))
+            send_error(exchange, body)
+            return
+        route = resolve_route(self.registry.routes(), body.get("model"), scope)
         if isinstance(route, RouteError):
-            return error_response(route)
+            send_error(exchange, route)
+            return
         self.metrics.arrivals.labels(*route.key).inc()
-        raw = await request.read()
         if body.get("model") is None:
             raw = json.dumps({**body, "model": route.model}).encode()
         try:
-            api = request.match_info["api"]
             pool = self.registry.pools[route.key]
             blocks = prefix_blocks(body, chat=api == "chat/completions") if pool.prefix_affinity else ()
-            response = await self.forwarder.forward(request, pool, f"/v1/{api}", raw, blocks)
+            await self.forwarder.forward(exchange, pool, f"/v1/{api}", raw, blocks)
         except RefusedError as refused:
-            response = error_response(refused.error)
-        self.metrics.responses.labels(*route.key, str(response.status)).inc()
+            send_error(exchange, refused.error)
+        self.metrics.responses.labels(*route.key, str(exchange.status)).inc()
         self.metrics.duration.labels(*route.key).observe(asyncio.get_running_loop().time() - started)
-        return response
 
-    async def models(self, request: web.Request) -> web.Response:
-        scope = _scope(request)
+    def models(self, exchange: Exchange, scope: Scope) -> None:
         routes = sorted(
             (r for r in self.registry.routes() if _in_scope(r, scope)), key=lambda r: (r.model, r.key)
         )
@@ -80,11 +100,14 @@ class Front:
             {"id": r.model, "object": "model", "created": 0, "owned_by": f"{r.namespace}/{r.name}"}
             for r in routes
         ]
-        return web.json_response({"object": "list", "data": data})
+        exchange.reply(200, json.dumps({"object": "list", "data": data}).encode(), "application/json")
 
 
-def _scope(request: web.Request) -> Scope:
-    return Scope(request.match_info.get("namespace"), request.match_info.get("service"))
+def refusal_body(status: int, message: str) -> bytes:
+    """The front server's own refusals (malformed HTTP, a body too large) in OpenAI's error shape."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    code = {400: "bad_request", 413: "request_entity_too_large"}.get(status, "server_error")
+    return json.dumps(RouteError(status, kind, code, message).body()).encode()
 
 
 def _in_scope(route: ServiceRoute, scope: Scope) -> bool:
@@ -99,21 +122,6 @@ def _parse(raw: bytes) -> dict[str, Any] | RouteError:
     if not isinstance(body, dict):
         return bad_request("The body must be a JSON object.")
     return body
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """aiohttp's own refusals (no route, wrong method, body too large) in OpenAI's error shape."""
-    try:
-        response: web.StreamResponse = await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        error = RouteError(
-            e.status, "invalid_request_error", e.reason.lower().replace(" ", "_"), e.text or e.reason
-        )
-        return error_response(error)
-    return response
 
 
 def build_metrics_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> web.Application:
