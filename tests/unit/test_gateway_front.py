@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from inferfleet.gateway.http1 import Exchange, FrontServer
+from inferfleet.gateway.front_server import MAX_HEAD_BYTES, FrontServer
+from inferfleet.gateway.http1 import Exchange
 from inferfleet.gateway.server import MAX_BODY_BYTES, refusal_body
 from inferfleet.sim.engine import SimEngine
 from tests.unit.test_gateway_http import MODEL, gateway, route, wait_until
@@ -204,34 +208,185 @@ def test_models_are_listed_in_the_scope_of_the_path(start_engine: Callable[..., 
     asyncio.run(scenario())
 
 
+class _Recorder:
+    """A handler for the server alone: answers each path, `/slow` once `release` is set, `/stream`
+    as two events around `go`, and records what it was asked."""
+
+    def __init__(self, answer: bytes = b"ok") -> None:
+        self.answer = answer
+        self.asked: list[str] = []
+        self.release = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def __call__(self, exchange: Exchange) -> None:
+        self.asked.append(exchange.request.path)
+        if exchange.request.path == "/slow":
+            await self.release.wait()
+        if exchange.request.path == "/stream":
+            exchange.open_stream(200, b"data: 1\n\n")
+            await self.go.wait()
+            await exchange.write(b"data: 2\n\n")
+            exchange.end_stream()
+            return
+        body = self.answer if exchange.request.path != "/echo" else b"got %d" % len(exchange.request.body)
+        exchange.reply(200, body, "text/plain")
+
+
+@asynccontextmanager
+async def serving(handler: _Recorder, **settings: Any) -> AsyncIterator[FrontServer]:
+    server = FrontServer(handler, refusal_body, settings.pop("max_body_bytes", 1024), **settings)
+    await server.listen("127.0.0.1", 0)
+    try:
+        yield server
+    finally:
+        await server.shutdown(timeout=1)
+
+
+def _get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: gw\r\n{extra}\r\n".encode()
+
+
+def _statuses(raw: bytes) -> list[int]:
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+
+
+def test_a_refusal_comes_after_the_requests_read_before_it() -> None:
+    async def scenario() -> None:
+        handler = _Recorder()
+        async with serving(handler) as server:
+            too_large = b"POST /c HTTP/1.1\r\nHost: gw\r\nContent-Length: 999999\r\n\r\n"
+            talk = asyncio.ensure_future(
+                _talk(f"http://127.0.0.1:{server.port}", _get("/slow") + _get("/b") + too_large)
+            )
+            await wait_until(lambda: handler.asked == ["/slow"])
+            handler.release.set()
+            raw = await talk
+        assert _statuses(raw) == [200, 200, 413]
+        assert handler.asked == ["/slow", "/b"]
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_never_reads_gets_no_more_answers_made_for_it() -> None:
+    """Pipelined requests from a client that reads nothing: the server stops at the first answer
+    the client does not take, instead of making and holding every answer."""
+
+    async def scenario() -> None:
+        answer = b"x" * 65536
+        handler = _Recorder(answer)
+        async with serving(handler) as server:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+            await asyncio.get_running_loop().sock_sendall(sock, _get("/models") * 2000)  # 128 MiB of answers
+            await wait_until(lambda: len(server.connections) == 1)
+            [connection] = server.connections
+            # its answer task waits for the client to take what it holds
+            await wait_until(lambda: connection._paused and connection.task is not None)
+            held = connection.transport.get_write_buffer_size()
+            assert held <= 2 * len(answer) + 4096
+            assert len(handler.asked) < 2000
+            sock.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_head_over_the_limit_is_refused_with_431() -> None:
+    async def scenario() -> None:
+        async with serving(_Recorder()) as server:
+            head = b"GET /x HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * (2 * MAX_HEAD_BYTES)
+            raw = await _talk(f"http://127.0.0.1:{server.port}", head)
+        assert _statuses(raw) == [431]
+
+    asyncio.run(scenario())
+
+
+def test_100_continue_waits_for_the_answer_before_it() -> None:
+    async def scenario() -> None:
+        handler = _Recorder()
+        async with serving(handler) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(_get("/stream"))
+            await reader.readuntil(b"data: 1\n\n\r\n")
+            writer.write(
+                b"POST /echo HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+            )
+            [connection] = server.connections
+            await wait_until(lambda: connection.receiving)
+            handler.go.set()
+            async with asyncio.timeout(5):
+                assert (await reader.readuntil(b"0\r\n\r\n")).endswith(b"data: 2\n\n\r\n0\r\n\r\n")
+                assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+                writer.write(b"x")
+                assert (await reader.readuntil(b"got 1")).startswith(b"HTTP/1.1 200 OK")
+            writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_upload_slower_than_the_idle_time_is_read_and_a_stalled_one_cut() -> None:
+    async def scenario() -> None:
+        async with serving(_Recorder(), keepalive_seconds=0.4) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 8\r\n\r\n")
+            for _ in range(8):  # a byte every 0.15 s: 1.2 s in all, each gap under the idle time
+                await asyncio.sleep(0.15)
+                writer.write(b"x")
+            async with asyncio.timeout(5):
+                assert (await reader.readuntil(b"got 8")).startswith(b"HTTP/1.1 200 OK")
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 8\r\n\r\nx")  # then silence
+            async with asyncio.timeout(5):
+                assert await reader.read() == b""  # cut once silent for the idle time
+            writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_upgrade_pipelined_or_chunked_is_answered_in_http_1_1() -> None:
+    upgrade = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n"
+
+    async def scenario() -> None:
+        handler = _Recorder()
+        async with serving(handler) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            post = f"POST /echo HTTP/1.1\r\nHost: gw\r\n{upgrade}Content-Length: 2\r\n\r\n{{}}".encode()
+            talk = asyncio.ensure_future(_talk(url, _get("/slow") + post))
+            await wait_until(lambda: handler.asked == ["/slow"])
+            handler.release.set()
+            raw = await talk
+            assert _statuses(raw) == [200, 200]
+            assert raw.endswith(b"got 2")
+            chunked = (
+                f"POST /echo HTTP/1.1\r\nHost: gw\r\n{upgrade}Transfer-Encoding: chunked\r\n\r\n2\r\n{{}}"
+            )
+            assert _statuses(await _talk(url, chunked.encode())) == [400]
+
+    asyncio.run(scenario())
+
+
 def test_idle_connections_close_and_shutdown_lets_requests_in_flight_finish() -> None:
     async def scenario() -> None:
-        release = asyncio.Event()
-
-        async def handler(exchange: Exchange) -> None:
-            if exchange.request.path == "/slow":
-                await release.wait()
-            exchange.reply(200, b"ok", "text/plain")
-
-        server = FrontServer(handler, refusal_body, 1024, keepalive_seconds=0.4)
-        await server.listen("127.0.0.1", 0)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"GET /fast HTTP/1.1\r\nHost: gw\r\n\r\n")
-        async with asyncio.timeout(5):
-            assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200 OK")
-            assert await reader.read() == b""  # kept alive, then closed once idle for 0.4 s
-        writer.close()
-        slow = asyncio.ensure_future(
-            _talk(f"http://127.0.0.1:{server.port}", b"GET /slow HTTP/1.1\r\nHost: gw\r\n\r\n")
-        )
-        await wait_until(lambda: any(c.task is not None for c in server.connections))
-        stopping = asyncio.ensure_future(server.shutdown(timeout=10))
-        await wait_until(lambda: server.closing)
-        with pytest.raises(ConnectionRefusedError):
-            await asyncio.open_connection("127.0.0.1", server.port)
-        release.set()
-        status, headers, body = _split(await slow)
-        assert (status, headers["connection"], body) == (200, "close", b"ok")
-        await stopping
+        handler = _Recorder()
+        async with serving(handler, keepalive_seconds=0.4) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(_get("/fast"))
+            async with asyncio.timeout(5):
+                assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200 OK")
+                assert await reader.read() == b""  # kept alive, then closed once idle for 0.4 s
+            writer.close()
+            slow = asyncio.ensure_future(
+                _talk(f"http://127.0.0.1:{server.port}", _get("/slow") + _get("/after"))
+            )
+            await wait_until(lambda: "/slow" in handler.asked)
+            stopping = asyncio.ensure_future(server.shutdown(timeout=10))
+            await wait_until(lambda: server.closing)
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection("127.0.0.1", server.port)
+            handler.release.set()
+            status, headers, body = _split(await slow)
+            assert (status, headers["connection"], body) == (200, "close", b"ok")
+            await stopping
+        assert handler.asked == ["/fast", "/slow"]  # nothing after the last answer is processed
 
     asyncio.run(scenario())

@@ -17,7 +17,7 @@ from inferfleet.gateway.activation import Activator
 from inferfleet.gateway.config import GatewayConfig
 from inferfleet.gateway.discovery import Discovery
 from inferfleet.gateway.forward import Forwarder
-from inferfleet.gateway.http1 import FrontServer
+from inferfleet.gateway.front_server import FrontServer
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.registry import Registry
 from inferfleet.gateway.server import MAX_BODY_BYTES, Front, build_metrics_app, refusal_body

@@ -2,7 +2,7 @@
 
 Waking a handler task and going through aiohttp's writer for every streamed piece costs about
 twice the CPU of this write (the sim engine's tokens, the gateway's relayed chunks). The response
-must be chunked and its headers already sent (by aiohttp in the sim engine, by gateway/http1.py in
+must be chunked and its headers already sent (by aiohttp in the sim engine, by gateway/front_server.py in
 the gateway), which also writes the last chunk; a connection holding too much unsent data refuses,
 and the caller then writes through a writer that waits for the client.
 """

@@ -126,7 +126,9 @@ class Forwarder:
             await answer.head
             if answer.status in (502, 503):
                 payload = await answer.read()
-                return Failure(str(answer.status), answer.status, payload, answer.content_type)
+                return Failure(
+                    str(answer.status), answer.status, payload, answer.content_type or "application/json"
+                )
             if answer.content_type == "text/event-stream":
                 return await self._stream(exchange, answer, labels, started)
             payload = await answer.read()

@@ -4,7 +4,7 @@
     the same under /namespaces/{namespace}/v1/ and /namespaces/{namespace}/services/{service}/v1/
 
 Every refusal is in OpenAI's error shape with the status its client maps to its own exception.
-The server under it is gateway/http1.py; /metrics and the probes are on aiohttp, on their own port.
+The server under it is gateway/front_server.py; /metrics and the probes are on aiohttp, on their own port.
 """
 
 from __future__ import annotations
