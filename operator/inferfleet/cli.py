@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from inferfleet.gateway.config import GatewayConfig
+    from inferfleet.planning.inference_pool import EndpointPicker
     from inferfleet.planning.weights_cache import CacheSettings
     from inferfleet.runtime.config import OperatorConfig
 
@@ -267,6 +268,8 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
         peering=peering if args.peering else None,
         peering_lifetime_seconds=args.peering_lifetime,
         model_cache=_model_cache(args),
+        inference_pools=args.inference_pools == "auto",
+        endpoint_picker=_endpoint_picker(args),
         prometheus=PrometheusConfig(
             url=args.prometheus_url,
             ca_file=args.prometheus_ca_file,
@@ -359,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prometheus_arguments(run)
     _add_policy_arguments(run)
     _add_model_cache_arguments(run)
+    _add_inference_pool_arguments(run)
     run.add_argument("--log-json", action="store_true", help="structured JSON logs")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
@@ -614,6 +618,39 @@ def _add_model_cache_arguments(run: argparse.ArgumentParser) -> None:
         default=None,
         help="bytes of weights one node's cache may hold (all namespaces); beyond, the least recently "
         "used weights no pod uses are evicted (default: no budget)",
+    )
+
+
+def _add_inference_pool_arguments(run: argparse.ArgumentParser) -> None:
+    from inferfleet.planning.inference_pool import FAILURE_MODES, EndpointPicker
+
+    default = EndpointPicker()
+    run.add_argument(
+        "--inference-pools",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: an InferencePool (Gateway API Inference Extension) per service where the cluster "
+        "serves inferencepools.inference.networking.k8s.io/v1; off: never",
+    )
+    run.add_argument(
+        "--endpoint-picker-service",
+        default=default.service,
+        help="the endpoint picker's Service each InferencePool names; {service} is the service's name",
+    )
+    run.add_argument("--endpoint-picker-port", type=int, default=default.port)
+    run.add_argument("--endpoint-picker-failure-mode", choices=FAILURE_MODES, default=default.failure_mode)
+
+
+def _endpoint_picker(args: argparse.Namespace) -> EndpointPicker:
+    from inferfleet.api.resource import is_valid_service_name
+    from inferfleet.planning.inference_pool import EndpointPicker
+
+    if not 1 <= args.endpoint_picker_port <= 65535:
+        raise SystemExit("--endpoint-picker-port must be a port number (1-65535)")
+    if not is_valid_service_name(args.endpoint_picker_service.replace("{service}", "x")):
+        raise SystemExit("--endpoint-picker-service must be a Service name ({service}: the service's name)")
+    return EndpointPicker(
+        args.endpoint_picker_service, args.endpoint_picker_port, args.endpoint_picker_failure_mode
     )
 
 

@@ -83,7 +83,15 @@ class FakeKube:
         self.refuse: dict[str, ApiException] = {}
         self.taken: set[str] = set()
         self.failed_create: str | None = None
-        for module in ("reconciler", "service_status", "node_loss", "autoscaler"):
+        self.pools_served = False
+        """Whether the fake API server serves InferencePools (asked by discovery)."""
+        self.discovery_error: ApiException | None = None
+        self.discoveries = 0
+        self.taken_pools: set[str] = set()
+        monkeypatch.setattr(
+            "inferfleet.handlers.inference_pools.is_inference_pool_served", self.discover_pools
+        )
+        for module in ("reconciler", "service_status", "node_loss", "autoscaler", "inference_pools"):
             target = f"inferfleet.handlers.{module}"
             for name, fake in (
                 ("apply_child", self.apply_child),
@@ -100,7 +108,7 @@ class FakeKube:
         kind, name = obj["kind"], obj["metadata"]["name"]
         if kind in self.refuse:
             raise self.refuse[kind]
-        if name in self.taken:
+        if name in self.taken or (kind == "InferencePool" and name in self.taken_pools):
             raise NameConflictError(kind, name)
         self.applied.append((kind, name))
         stored = copy.deepcopy(obj)
@@ -109,6 +117,12 @@ class FakeKube:
 
     def delete_group(self, api: Any, namespace: str, service: str, replica: int, *_: Any) -> None:
         self.deleted_groups.append(replica)
+
+    def discover_pools(self, api: Any) -> bool:
+        self.discoveries += 1
+        if self.discovery_error is not None:
+            raise self.discovery_error
+        return self.pools_served
 
     def delete_pod(self, api: Any, namespace: str, name: str) -> None:
         self.deleted_pods.append(name)

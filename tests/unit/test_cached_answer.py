@@ -43,3 +43,13 @@ def test_a_failed_ask_keeps_nothing() -> None:
     with pytest.raises(RuntimeError):
         answer.get(fails)
     assert answer.get(lambda: True) is True  # asked at once, not after the TTL
+
+
+def test_a_forgotten_answer_is_asked_again_at_once() -> None:
+    """A call found the answer wrong (the InferencePool API gone since it was discovered)."""
+    clock, answers = Clock(), [True, False]
+    answer = CachedAnswer(60.0, clock)
+    assert answer.get(lambda: answers.pop(0)) is True
+    answer.forget()
+    assert answer.get(lambda: answers.pop(0)) is False  # within the minute: asked again
+    assert answers == []

@@ -18,6 +18,7 @@ from kubernetes import client as kube_client
 import inferfleet.api
 from inferfleet.cli import build_config, build_parser
 from inferfleet.localcluster.binaries import locate_binaries
+from inferfleet.planning.inference_pool import EndpointPicker
 
 CHART = Path(__file__).parents[2] / "charts" / "inferfleet"
 BINARIES = locate_binaries()
@@ -128,6 +129,10 @@ NAMESPACED = {
     ("", "podtemplates", "get"),
     ("", "podtemplates", "create"),
     ("", "podtemplates", "delete"),
+    # A service's InferencePool (inferencePools.enabled, the default), applied as a child.
+    ("inference.networking.k8s.io", "inferencepools", "get"),
+    ("inference.networking.k8s.io", "inferencepools", "create"),
+    ("inference.networking.k8s.io", "inferencepools", "patch"),
 }
 CLUSTER_READS = {
     ("", "nodes", "list"),
@@ -184,6 +189,10 @@ def test_defaults_run_one_standalone_cluster_wide_operator() -> None:
         "--allowed-capabilities=",
         "--allowed-priority-classes=",
         "--gpu-resource-names=nvidia.com/gpu,amd.com/gpu",
+        # each InferencePool names the picker `<service>-epp:9002` (tests/integration/test_inference_pool.py)
+        "--endpoint-picker-service={service}-epp",
+        "--endpoint-picker-port=9002",
+        "--endpoint-picker-failure-mode=FailClose",
         # status.endpoint names the gateway (tests/unit/test_chart_gateway.py)
         "--gateway-url=http://fleet-inferfleet-gateway.inferfleet-system.svc:80",
         "--log-json",
@@ -363,6 +372,7 @@ CHILDREN = [
     ("apps", "statefulsets"),
     ("", "services"),
     ("policy", "poddisruptionbudgets"),
+    ("inference.networking.k8s.io", "inferencepools"),
 ]
 
 # Each Kubernetes API call of the operator and the grants it needs. The source is searched for
@@ -385,6 +395,10 @@ CLIENT_CALLS: dict[str, set[Grant]] = {
     # The autoscaler reads the peering record: only the active instance scales.
     "get_cluster_custom_object": {("kopf.dev", f"clusterkopfpeerings@{FULLNAME}", "get")},
     "get_namespaced_custom_object": {("kopf.dev", f"kopfpeerings@{FULLNAME}", "get")},
+    # InferencePools are a custom resource: kube/apply.py's _InferencePools names these client
+    # methods for `_verb(patch)` and `_verb(read)`, whose grants CHILDREN lists (it also reads a
+    # pool with get_namespaced_custom_object, above).
+    "patch_namespaced_custom_object": set(),
     # The node weights cache (modelCache.root only): a namespace's claim (read back when it
     # exists), its `local` volume, and the Jobs that make its directories and fetch the models.
     "create_namespaced_persistent_volume_claim": {("", "persistentvolumeclaims", "create")},
@@ -569,8 +583,16 @@ def test_no_combination_grants_secrets_or_wildcards() -> None:
         ("kubeClient.qps=0", "at '/kubeClient/qps': exclusiveMinimum"),
         ("schedulerName=Bin_Pack", "at '/schedulerName': 'Bin_Pack' does not match pattern"),
         ("watchNamespaces[0]=Team_A", "at '/watchNamespaces/0': 'Team_A' does not match pattern"),
+        (
+            "inferencePools.endpointPicker.failureMode=Open",
+            "at '/inferencePools/endpointPicker/failureMode': value must be one of 'FailOpen', 'FailClose'",
+        ),
         # Unknown keys are refused: a typo is not silently ignored.
         ("replicaCount=2", "at '': additional properties 'replicaCount' not allowed"),
+        (
+            "inferencePools.endpointPicker.service=A_B",
+            "at '/inferencePools/endpointPicker/service': 'A_B' does not match",
+        ),
     ],
 )
 def test_schema_rejects_wrong_values(flag: str, complaint: str) -> None:
@@ -578,6 +600,33 @@ def test_schema_rejects_wrong_values(flag: str, complaint: str) -> None:
     assert result.returncode == 1
     assert "values don't meet the specifications of the schema" in result.stderr
     assert complaint in result.stderr
+
+
+@pytest.mark.parametrize("cluster_wide", [True, False], ids=["cluster-wide", "namespaced"])
+def test_inference_pools_off_grants_nothing_for_them_and_tells_the_operator(cluster_wide: bool) -> None:
+    docs = render("inferencePools.enabled=false", *([] if cluster_wide else ["watchNamespaces={a}"]))
+    assert "--inference-pools=off" in container(docs)["args"]
+    granted = set().union(*(grants(d["rules"]) for d in of(docs, "operator") if "rules" in d))
+    assert {g[1] for g in granted} >= {"deployments", "services"}
+    assert {g for g in granted if g[1] == "inferencepools"} == set()
+    assert not [a for a in container(docs)["args"] if a.startswith("--endpoint-picker")]
+
+
+def test_the_endpoint_picker_reaches_the_operator_and_a_bad_one_is_refused() -> None:
+    args = container(
+        render("inferencePools.endpointPicker.service=shared-epp", "inferencePools.endpointPicker.port=9100")
+    )["args"]
+    config = build_config(build_parser().parse_args(args))
+    assert (config.inference_pools, config.endpoint_picker) == (
+        True,
+        EndpointPicker("shared-epp", 9100, "FailClose"),
+    )
+    assert (
+        build_config(build_parser().parse_args(container(render())["args"])).endpoint_picker
+        == EndpointPicker()
+    )
+    with pytest.raises(SystemExit, match="must be a Service name"):
+        build_config(build_parser().parse_args(["run", "--endpoint-picker-service={service}_EPP"]))
 
 
 def test_the_model_cache_reaches_the_operator_only_when_a_root_is_set() -> None:

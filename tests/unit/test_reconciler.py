@@ -11,7 +11,7 @@ from inferfleet.handlers.calls import ApplyError
 from inferfleet.handlers.logs import service_logger
 from inferfleet.handlers.reconciler import SERVICE_TRIGGER, Service, reconcile, work
 from inferfleet.planning.observed import ObservedGroup
-from inferfleet.planning.requeue import NAME_CONFLICT_RECHECK
+from inferfleet.planning.requeue import NAME_CONFLICT_RECHECK, POOL_CONFLICT_RECHECK
 from inferfleet.runtime.queue import GONE, STATUS_ONLY, Outcome
 from tests.unit.kube_fakes import SMALL_SPEC, FakeKube, a100, ready_condition, refused, runtime, service, view
 
@@ -75,6 +75,65 @@ def test_an_apply_the_api_server_refuses_is_reported_with_its_words_and_retried(
     status, reason, message = ready_condition(kube.statuses[-1])
     assert (status, reason) == ("False", "ApplyFailed")
     assert "spec.template: Invalid value" in message
+
+
+def test_where_pools_are_served_the_pool_is_applied_last(kube: FakeKube) -> None:
+    rt, body = runtime(), service()
+    kube.pools_served = True
+    assert run(rt, view([body], [a100("a-1")]), body) is None
+    assert kube.applied == [
+        ("Service", "llama"),
+        ("PodDisruptionBudget", "llama"),
+        ("Deployment", "llama"),
+        ("InferencePool", "llama"),
+    ]
+    run(rt, view([body], [a100("a-1")]), body)
+    assert kube.discoveries == 1  # asked once a minute, not per reconcile
+
+
+def test_a_pool_refused_never_fails_the_service_and_is_warned_about_once(kube: FakeKube) -> None:
+    rt, body = runtime(), service()
+    kube.pools_served = True
+    kube.refuse["InferencePool"] = refused(422, "spec.endpointPickerRef: Required value")
+    for _ in range(2):
+        assert run(rt, view([body], [a100("a-1")]), body) is None
+    assert ("Deployment", "llama") in kube.applied
+    assert ready_condition(kube.statuses[-1])[1] != "ApplyFailed"
+    warnings = [e for e in kube.events if e[1] == "InferencePoolNotApplied"]
+    assert len(warnings) == 1
+    assert "spec.endpointPickerRef: Required value" in warnings[0][2]
+
+
+def test_a_pool_api_gone_since_discovery_is_asked_about_again(kube: FakeKube) -> None:
+    rt, body = runtime(), service()
+    kube.pools_served = True
+    kube.refuse["InferencePool"] = refused(404, "the server could not find the requested resource")
+    assert run(rt, view([body], [a100("a-1")]), body) is None
+    kube.pools_served = False  # its CRD was deleted
+    run(rt, view([body], [a100("a-1")]), body)
+    assert kube.discoveries == 2
+    assert not [e for e in kube.events if e[1] == "InferencePoolNotApplied"]
+
+
+def test_a_pool_name_held_by_another_object_is_left_and_looked_at_again_later(kube: FakeKube) -> None:
+    rt, body = runtime(), service()
+    kube.pools_served = True
+    kube.taken_pools.add("llama")
+    assert run(rt, view([body], [a100("a-1")]), body) == POOL_CONFLICT_RECHECK
+    assert ("Deployment", "llama") in kube.applied
+    assert ready_condition(kube.statuses[-1])[1] != "NameConflict"  # the service itself serves
+    [warning] = [e for e in kube.events if e[1] == "InferencePoolNotApplied"]
+    assert "already exists and is not controlled" in warning[2]
+
+
+def test_a_failed_pool_discovery_leaves_the_pool_out_and_fails_nothing(kube: FakeKube) -> None:
+    rt, body = runtime(), service()
+    kube.discovery_error = refused(500, "etcd leader changed")
+    assert run(rt, view([body], [a100("a-1")]), body) is None
+    assert [kind for kind, _ in kube.applied] == ["Service", "PodDisruptionBudget", "Deployment"]
+    kube.discovery_error, kube.pools_served = None, True
+    run(rt, view([body], [a100("a-1")]), body)  # a failed ask is not kept: asked again
+    assert ("InferencePool", "llama") in kube.applied
 
 
 def test_a_literal_secret_in_the_spec_is_warned_about_once_per_generation(kube: FakeKube) -> None:

@@ -6,7 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from inferfleet.planning.requeue import UNEXPLAINED_MISSING_PODS_RECHECK, compute_requeue_after
+from inferfleet.planning.requeue import (
+    POOL_CONFLICT_RECHECK,
+    UNEXPLAINED_MISSING_PODS_RECHECK,
+    compute_requeue_after,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -35,6 +39,7 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
             31.0,
             id="a failed ProvisioningRequest call is tried again",
         ),
+        pytest.param({"pool_conflict": True}, POOL_CONFLICT_RECHECK, id="its InferencePool's name was taken"),
         pytest.param(
             {"release_in": 120.0, "missing_pods_unexplained": True, "recheck_at": NOW + timedelta(seconds=5)},
             6.0,

@@ -103,6 +103,9 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
   that references a PodTemplate of the group's pods; both are created (the template read back
   when its name is taken, to use only one this service controls) and deleted once the group
   runs or is no longer wanted.
+- inferencepools (inferencePools.enabled): a service's InferencePool for a cluster's own inference
+  gateway, applied as its other children are (create-only first, read back when its name is
+  taken); the garbage collector deletes it with the service.
 - kopfpeerings (HA, namespaced mode): kopf's peering records, one per watched namespace; kopf
   patches its own record, and the autoscaler reads (get) it so that only the active instance scales.
 */}}
@@ -146,6 +149,11 @@ tests/unit/test_chart_render.py maps each API call of the operator to the rule t
 - apiGroups: [""]
   resources: [podtemplates]
   verbs: [get, create, delete]
+{{- if .Values.inferencePools.enabled }}
+- apiGroups: [inference.networking.k8s.io]
+  resources: [inferencepools]
+  verbs: [get, create, patch]
+{{- end }}
 {{- if and .Values.ha.enabled .Values.watchNamespaces }}
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]

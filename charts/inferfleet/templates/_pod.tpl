@@ -73,6 +73,15 @@ spec:
         - --model-cache-node-budget-bytes={{ int64 . }}
         {{- end }}
         {{- end }}
+        {{- if .Values.inferencePools.enabled }}
+        {{- with .Values.inferencePools.endpointPicker }}
+        - {{ printf "--endpoint-picker-service=%s" .service | quote }}
+        - --endpoint-picker-port={{ int .port }}
+        - --endpoint-picker-failure-mode={{ .failureMode }}
+        {{- end }}
+        {{- else }}
+        - --inference-pools=off
+        {{- end }}
         {{- with .Values.schedulerName }}
         - --scheduler-name={{ . }}
         {{- end }}

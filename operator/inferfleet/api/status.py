@@ -170,6 +170,9 @@ class EventReason(StrEnum):
     LITERAL_SECRET_IN_SPEC = "LiteralSecretInSpec"
     METRICS_AVAILABLE = "MetricsAvailable"
     """Queue metrics are back (the MetricsAvailable condition turned True)."""
+    INFERENCE_POOL_NOT_APPLIED = "InferencePoolNotApplied"
+    """Its InferencePool (for a cluster's own inference gateway) could not be applied; the
+    service itself is unaffected."""
 
 
 class StatusModel(KubeModel):

@@ -21,6 +21,7 @@ from inferfleet.api.resource import NAME_MAKES_VALID_CHILDREN, is_valid_service_
 from inferfleet.api.status import EventReason, PlacedReason, ReadyReason
 from inferfleet.handlers.calls import ApplyError, call
 from inferfleet.handlers.indexes import ClusterView, Key
+from inferfleet.handlers.inference_pools import apply_inference_pool, plan_with_inference_pool
 from inferfleet.handlers.logs import service_logger
 from inferfleet.handlers.provisioning import reconcile_provisioning
 from inferfleet.handlers.service_status import Reconciled, write_status
@@ -30,6 +31,7 @@ from inferfleet.kube.events import latest_failed_create, post_event
 from inferfleet.metrics.operator import PLACEMENT_FAILURES, track_reconcile
 from inferfleet.planning.children import Owner
 from inferfleet.planning.groups import group_key, group_name
+from inferfleet.planning.inference_pool import KIND as POOL_KIND
 from inferfleet.planning.inventory import summarize_products
 from inferfleet.planning.lost import LostGroups, compute_lost_groups
 from inferfleet.planning.model_files import MetadataFetch
@@ -55,9 +57,10 @@ log = logging.getLogger(__name__)
 
 SERVICE_TRIGGER = "inferenceservice"
 """The trigger of the service's own events: created, its spec changed, or listed at startup."""
-APPLY_ORDER = {"Service": 0, "PodDisruptionBudget": 1}
+APPLY_ORDER = {"Service": 0, "PodDisruptionBudget": 1, POOL_KIND: 3}
 """Objects that start nothing go first: a name conflict found there stops the apply before any
-engine pod is created for a service that could not be reached."""
+engine pod is created for a service that could not be reached. The InferencePool goes last: it is
+for other gateways, and nothing of the service waits for it."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ def reconcile(
         asked = reconcile_provisioning(
             runtime.api, runtime.provisioning_served, view, service.owner, service.spec, plan, groups, now
         )
-        plan = asked.plan
+        plan = plan_with_inference_pool(runtime, service.owner.name, asked.plan)
         if plan.blocked:
             logger.info(f"not deployable: {plan.blocked.reason}: {plan.blocked.message}")
         if plan.shortfalls:
@@ -163,6 +166,7 @@ def reconcile(
         inventory_changed=waiting and runtime.inventory.current() != inventory,
         fetch_retry_at=fetch_retry_at,
         provisioning_recheck_at=asked.recheck_at,
+        pool_conflict=state.pool_conflict,
     )
 
 
@@ -273,9 +277,15 @@ def _cache_of(runtime: OperatorRuntime, view: ClusterView, service: Service) -> 
 
 
 def _apply(runtime: OperatorRuntime, reconciled: Reconciled, state: ServiceState) -> None:
+    state.pool_conflict = False
+    if not any(obj["kind"] == POOL_KIND for obj in reconciled.plan.children):
+        state.forget_child(POOL_KIND, reconciled.owner.name)  # its API gone: the name may be another's next
     for group in reconciled.groups:  # controlled by this service (the index says so): no create needed
         state.children.setdefault(("StatefulSet", group_name(group.service, group.replica)), group.uid)
     for obj in sorted(reconciled.plan.children, key=lambda o: APPLY_ORDER.get(o["kind"], 2)):
+        if obj["kind"] == POOL_KIND:
+            state.pool_conflict = not apply_inference_pool(runtime, reconciled.body, state, obj)
+            continue
         known = (obj["kind"], obj["metadata"]["name"]) in state.children
         what = f"applying {obj['kind']} {obj['metadata']['name']}"
         applied = call(what, apply_child, runtime.api, obj, reconciled.owner.uid, known)

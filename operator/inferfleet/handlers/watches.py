@@ -20,6 +20,7 @@ from inferfleet.handlers.memo import runtime_of
 from inferfleet.handlers.node_loss import replace_single_pods_on, restart_group_of
 from inferfleet.handlers.reconciler import SERVICE_TRIGGER, work
 from inferfleet.handlers.weights import clean_released_volume
+from inferfleet.planning.inference_pool import CRD_NAME as POOL_CRD_NAME
 from inferfleet.planning.names import SERVICE_LABEL
 from inferfleet.planning.observed import is_controlled_by
 from inferfleet.planning.wake import (
@@ -200,6 +201,24 @@ async def on_event_cache_volume(
         return
     view = ClusterView.from_kwargs(kwargs, runtime.config)
     await asyncio.to_thread(clean_released_volume, runtime.api, cache, view, dict(body))
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    when=lambda name, **_: name == POOL_CRD_NAME,
+)
+async def on_event_inference_pool_crd(memo: kopf.Memo, **kwargs: Any) -> None:
+    """The InferencePool API was installed, became established, or went: every service looks again
+    (its pool planned, or no longer), instead of after the discovery answer's minute."""
+    runtime = runtime_of(memo)
+    runtime.inference_pools_served.forget()
+    if not runtime.config.inference_pools:
+        return
+    view = ClusterView.from_kwargs(kwargs, runtime.config)
+    for key in list(view.services):
+        runtime.queue.enqueue(key, "inferencepool-api")
 
 
 @kopf.on.event(

@@ -20,6 +20,10 @@ from prometheus_client import Counter
 
 from inferfleet.api import GROUP, PLURAL, VERSION
 from inferfleet.planning.groups import group_name
+from inferfleet.planning.inference_pool import API_GROUP as POOL_GROUP
+from inferfleet.planning.inference_pool import API_VERSION as POOL_VERSION
+from inferfleet.planning.inference_pool import KIND as POOL_KIND
+from inferfleet.planning.inference_pool import PLURAL as POOL_PLURAL
 from inferfleet.planning.names import FIELD_MANAGER
 from inferfleet.planning.observed import is_controlled_by
 from inferfleet.planning.victims import DELETION_COST_ANNOTATION
@@ -65,12 +69,28 @@ def api_error_message(e: ApiException) -> str:
     return str(message) if message else f"{e.status} {e.reason}"
 
 
+class _InferencePools:
+    """InferencePools (a custom resource) behind the typed clients' `<verb>_namespaced_<resource>`."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = client.CustomObjectsApi(api)
+
+    def patch_namespaced_pool(self, name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+        return self.api.patch_namespaced_custom_object(
+            POOL_GROUP, POOL_VERSION, namespace, POOL_PLURAL, name, body, **kwargs
+        )
+
+    def read_namespaced_pool(self, name: str, namespace: str) -> Any:
+        return self.api.get_namespaced_custom_object(POOL_GROUP, POOL_VERSION, namespace, POOL_PLURAL, name)
+
+
 def _verb(api: client.ApiClient, kind: str, verb: str) -> Callable[..., Any]:
     apis: dict[str, tuple[Any, str]] = {
         "Deployment": (client.AppsV1Api(api), "deployment"),
         "StatefulSet": (client.AppsV1Api(api), "stateful_set"),
         "Service": (client.CoreV1Api(api), "service"),
         "PodDisruptionBudget": (client.PolicyV1Api(api), "pod_disruption_budget"),
+        POOL_KIND: (_InferencePools(api), "pool"),
     }
     target, resource = apis[kind]
     fn: Callable[..., Any] = getattr(target, f"{verb}_namespaced_{resource}")
@@ -95,6 +115,23 @@ def apply_object(api: client.ApiClient, obj: dict[str, Any]) -> dict[str, Any]:
     )
     applied: dict[str, Any] = api.sanitize_for_serialization(result)
     return applied
+
+
+def is_served(api: client.ApiClient, group: str, version: str, plural: str) -> bool:
+    """Whether the API server serves `plural` in `group/version` (discovery: any identity may
+    read it)."""
+    try:
+        resources = client.CustomObjectsApi(api).get_api_resources(group, version)
+    except ApiException as e:
+        if e.status in (403, 404, 503):
+            return False
+        raise
+    return any(r.name == plural for r in (resources.resources if resources else []) or [])
+
+
+def is_inference_pool_served(api: client.ApiClient) -> bool:
+    """Whether the API server serves InferencePools (planning/inference_pool.py)."""
+    return is_served(api, POOL_GROUP, POOL_VERSION, POOL_PLURAL)
 
 
 def read_object(api: client.ApiClient, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

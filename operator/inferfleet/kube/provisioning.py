@@ -12,21 +12,15 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from inferfleet.kube.apply import WRITES
+from inferfleet.kube.apply import WRITES, is_served
 from inferfleet.planning.names import FIELD_MANAGER
 from inferfleet.planning.observed import is_controlled_by
 from inferfleet.planning.provisioning import API_GROUP, API_VERSION, KIND, PLURAL
 
 
 def is_provisioning_served(api: client.ApiClient) -> bool:
-    """Whether the API server serves ProvisioningRequests (discovery: any identity may read it)."""
-    try:
-        resources = client.CustomObjectsApi(api).get_api_resources(API_GROUP, API_VERSION)
-    except ApiException as e:
-        if e.status in (403, 404, 503):
-            return False
-        raise
-    return any(r.name == PLURAL for r in (resources.resources if resources else []) or [])
+    """Whether the API server serves ProvisioningRequests."""
+    return is_served(api, API_GROUP, API_VERSION, PLURAL)
 
 
 def _template_is_ours(api: client.ApiClient, namespace: str, name: str, owner_uid: str) -> bool:

@@ -16,9 +16,14 @@ from inferfleet.localcluster.waiting import wait_for
 def install_crds(
     api: client.ApiClient, crd_dir: Path = DEFAULT_CRD_DIR, timeout_seconds: float = 60
 ) -> list[str]:
+    return install_crd_files(api, sorted(crd_dir.glob("*.yaml")), timeout_seconds)
+
+
+def install_crd_files(api: client.ApiClient, paths: list[Path], timeout_seconds: float = 60) -> list[str]:
+    """Apply each CRD file and wait until every one is established; their names."""
     ext = client.ApiextensionsV1Api(api)
     names = []
-    for path in sorted(crd_dir.glob("*.yaml")):
+    for path in paths:
         crd = yaml.safe_load(path.read_text())
         name = crd["metadata"]["name"]
         ext.patch_custom_resource_definition(

@@ -39,13 +39,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from inferfleet.kube.apply import APPLY_PATCH
+from inferfleet.localcluster.crds import install_crd_files
 from inferfleet.localcluster.inventory import GPU_RESOURCE, Inventory, build_node, load_inventory
-from inferfleet.localcluster.waiting import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -388,16 +386,5 @@ def _answered(request: dict[str, Any]) -> bool:
 
 def install_provisioning_crd(api: client.ApiClient, timeout_seconds: float = 60) -> str:
     """The ProvisioningRequest CRD (cluster-autoscaler installs it on a real cluster), established."""
-    crd = yaml.safe_load(CRD_PATH.read_text())
-    name = str(crd["metadata"]["name"])
-    ext = client.ApiextensionsV1Api(api)
-    ext.patch_custom_resource_definition(
-        name, crd, field_manager="inferfleet-dev", force=True, _content_type=APPLY_PATCH
-    )
-
-    def established() -> bool:
-        conditions = ext.read_custom_resource_definition(name).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-    wait_for(established, timeout=timeout_seconds, what=f"CRD {name} established")
+    [name] = install_crd_files(api, [CRD_PATH], timeout_seconds)
     return name

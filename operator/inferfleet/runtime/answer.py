@@ -26,3 +26,8 @@ class CachedAnswer:
         with self._lock:
             self._value, self._expires = value, self._clock() + self._ttl
         return value
+
+    def forget(self) -> None:
+        """Ask again next time: a call found the answer wrong (the API was removed since, say)."""
+        with self._lock:
+            self._value = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from inferfleet.planning.inference_pool import EndpointPicker
 from inferfleet.planning.policy import TenantPolicy
 from inferfleet.planning.weights_cache import CacheSettings
 
@@ -75,6 +76,11 @@ class OperatorConfig:
     """A standby takes over once the active instance's peering record is this old (kill -9 leaves it)."""
     refused_node_hold_seconds: float = 300.0
     """How long new placements avoid a node where the scheduler refused a planned group member."""
+    inference_pools: bool = True
+    """Emit an InferencePool per service where the cluster serves the Gateway API Inference
+    Extension's API (handlers/inference_pools.py); False: never."""
+    endpoint_picker: EndpointPicker = field(default_factory=EndpointPicker)
+    """The endpoint picker each InferencePool names."""
     model_cache: CacheSettings | None = None
     """The node weights cache (root, the image of its Jobs, the operator's namespace); None: off,
     every engine pod downloads its weights into its own emptyDir."""

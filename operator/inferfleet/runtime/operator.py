@@ -14,7 +14,7 @@ from inferfleet.runtime.config import OperatorConfig
 from inferfleet.runtime.queue import Key, ReconcileQueue
 from inferfleet.runtime.state import InventoryVersion, RefusedNodes, ServiceState, ServiceStates
 
-PROVISIONING_DISCOVERY_TTL_SECONDS = 60.0
+DISCOVERY_TTL_SECONDS = 60.0
 """How long a discovery answer is kept: installing the API is noticed within a minute."""
 
 
@@ -27,9 +27,11 @@ class OperatorRuntime:
         self.refused_nodes = RefusedNodes(config.refused_node_hold_seconds)
         self.inventory = InventoryVersion()
         self.queue = ReconcileQueue(config.workers, gone=self.forget)
-        self.provisioning_served = CachedAnswer(PROVISIONING_DISCOVERY_TTL_SECONDS)
+        self.provisioning_served = CachedAnswer(DISCOVERY_TTL_SECONDS)
         """Whether the API server serves ProvisioningRequests (one discovery GET a minute at most,
         not one per reconcile of every group waiting for nodes)."""
+        self.inference_pools_served = CachedAnswer(DISCOVERY_TTL_SECONDS)
+        """Whether it serves InferencePools (planning/inference_pool.py), asked the same way."""
         self._forget_hooks: list[Callable[[Key], None]] = []
         self._cleanups: list[Callable[[], None]] = []
 

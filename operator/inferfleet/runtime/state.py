@@ -47,6 +47,10 @@ class ServiceState:
     """The generation whose watch event last enqueued the service (a status write keeps it)."""
     warned_generation: int | None = None
     """The generation whose spec warnings (literal secrets) were posted as Events."""
+    pool_warning: str | None = None
+    """The last reason its InferencePool was not applied, posted once as a Warning Event."""
+    pool_conflict: bool = False
+    """Its last apply found its InferencePool's name held by another object."""
     reconciled: bool = False
     """A full reconcile of this object ran its apply in this process. Until then a status-only
     refresh writes nothing: without the Deployment or the apply's outcome it would regress the
