@@ -21,7 +21,9 @@ from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
 from inferfleet.planning.inference_pool import API_GROUP, API_VERSION, CRD_NAME, PLURAL
 from tests.conftest import Cluster
+from tests.integration.test_groups import group_pods, service_405b
 from tests.integration.test_reconcile import create, engine_pods, events_for, read, small_service, wait_ready
+from tests.support import wait_for_idle_h100
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
 CRD = Path(inferfleet.localcluster.__file__).with_name("inferencepool-crd.yaml")
@@ -144,3 +146,22 @@ def test_a_pool_of_that_name_not_ours_is_left_alone_and_the_service_serves(
         assert pool["spec"]["selector"] == {"matchLabels": {"app": "their-vllm"}}
         assert "ownerReferences" not in pool["metadata"]
         assert read(cluster, namespace, "chat")["status"]["phase"] == "Ready"
+
+
+def test_a_multi_node_replica_is_in_its_pool_by_its_leader_only(
+    cluster: Cluster, namespace: str, run_operator: Callable[..., OperatorProcess]
+) -> None:
+    """Workers of a group serve no HTTP: a gateway routing by the pool must reach the leader."""
+    wait_for_idle_h100(cluster.core, cluster.apps)
+    with pool_api(cluster):
+        run_operator()  # cluster-wide: placement counts every GPU
+        create(cluster, namespace, service_405b("big"))
+        wait_ready(cluster, namespace, "big", timeout=120)
+        pool = wait_for(lambda: read_pool(cluster, namespace, "big"), timeout=60, what="the InferencePool")
+        selector = ",".join(f"{k}={v}" for k, v in pool["spec"]["selector"]["matchLabels"].items())
+        selected = [
+            p for p in cluster.core.list_namespaced_pod(namespace, label_selector=selector).items
+            if p.metadata.deletion_timestamp is None
+        ]  # fmt: skip
+        assert len(group_pods(cluster, namespace, "big")) == 2  # a leader and a worker on two nodes
+        assert [p.metadata.labels["apps.kubernetes.io/pod-index"] for p in selected] == ["0"]
