@@ -17,7 +17,13 @@ PUSH_BUFFER_LIMIT = 0x10000
 
 def push_chunk(transport: asyncio.Transport, data: bytes) -> bool:
     """Write `data` as one chunk now, or False when the connection is closing or already full."""
+    return push_framed(transport, b"%x\r\n%b\r\n" % (len(data), data))
+
+
+def push_framed(transport: asyncio.Transport, framed: bytes) -> bool:
+    """Write `framed` (a chunk, or a piece of an HTTP/1.0 stream, which has none) now, or False
+    when the connection is closing or already full."""
     if transport.is_closing() or transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
         return False
-    transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+    transport.write(framed)
     return True

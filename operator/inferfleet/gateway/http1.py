@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from inferfleet.gateway.chunked import PUSH_BUFFER_LIMIT, push_chunk
+from inferfleet.gateway.chunked import push_framed
 
 if TYPE_CHECKING:
     from inferfleet.gateway.front_server import FrontConnection
@@ -77,15 +77,9 @@ class Exchange:
 
     def push(self, data: bytes) -> bool:
         """Write `data` now, or False when the client is gone or holds too much unsent."""
-        transport = self.connection.transport
         if not data:
             return True  # an empty chunk would end the stream
-        if self.chunked:
-            return push_chunk(transport, data)
-        if transport.is_closing() or transport.get_write_buffer_size() > PUSH_BUFFER_LIMIT:
-            return False
-        transport.write(data)
-        return True
+        return push_framed(self.connection.transport, self._frame(data))
 
     async def write(self, data: bytes) -> None:
         """Write `data` and wait until the client takes it: ConnectionResetError when it is gone
