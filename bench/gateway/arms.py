@@ -34,10 +34,13 @@ class Arm:
     stop_signal: int = signal.SIGTERM
 
 
-def engine_command(model: str, port: int, max_concurrent: int, tokens_per_second: float) -> list[str]:
+def engine_command(
+    model: str, port: int, max_concurrent: int, tokens_per_second: float, step_phase: float | None = None
+) -> list[str]:
+    phase = [] if step_phase is None else ["--step-phase", f"{step_phase:g}"]
     return [*INFERFLEET, "sim-engine", "--model", model, "--host", "127.0.0.1", "--port", str(port),
             "--max-concurrent", str(max_concurrent), "--tokens-per-second", f"{tokens_per_second:g}",
-            "--drain-seconds", "2"]  # fmt: skip
+            "--drain-seconds", "2", *phase]  # fmt: skip
 
 
 def direct_arm(engine_urls: list[str]) -> Arm:

@@ -41,6 +41,8 @@ from inferfleet.localcluster.ports import free_ports
 
 MODEL = "bench-model"
 PROFILE_FILE = "gateway.py-spy.txt"
+SPREAD, FIRST_REQUEST = "spread", "first-request"
+ENGINE_CLOCKS = (SPREAD, FIRST_REQUEST)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -57,6 +59,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--tokens-per-second", type=float, default=50.0, help="per stream (default 50)")
     ap.add_argument("--max-tokens", type=int, default=50, help="tokens per request (default 50: 1 s)")
     ap.add_argument("--prompt-words", type=int, default=32)
+    ap.add_argument(
+        "--engine-clocks",
+        choices=ENGINE_CLOCKS,
+        default=SPREAD,
+        help="spread: engine k of n ticks at phase k/n of each decode step, as independent servers do; "
+        "first-request: each clock starts at its engine's first request (all about at once)",
+    )
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds not measured per phase")
     ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per phase")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
@@ -88,7 +97,8 @@ def start_engines(args: argparse.Namespace, stack: ExitStack, workdir: Path) -> 
     slots = max(args.levels)
     engines = []
     for i, port in enumerate(free_ports(args.engines)):
-        command = engine_command(MODEL, port, slots, args.tokens_per_second)
+        phase = i / args.engines if args.engine_clocks == SPREAD else None
+        command = engine_command(MODEL, port, slots, args.tokens_per_second, phase)
         health = f"http://127.0.0.1:{port}/health"
         engine = Process(f"engine-{i}", command, health, workdir / f"engine-{i}.log").start()
         stack.callback(engine.stop)
@@ -230,7 +240,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def params(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("levels", "modes", "engines", "engine_slots", "tokens_per_second", "max_tokens", "prompt_words",
-            "warmup", "duration", "timeout", "seed", "quick", "gateway_workers")  # fmt: skip
+            "warmup", "duration", "timeout", "seed", "quick", "gateway_workers", "engine_clocks")  # fmt: skip
     return {k: getattr(args, k, None) for k in keys} | {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "commit": source_version(),

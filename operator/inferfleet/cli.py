@@ -124,11 +124,12 @@ def _cmd_sim_engine(args: argparse.Namespace) -> int:
         or args.cache_blocks < 0
         or args.prefill_tokens_per_second < 0
         or (args.kv_cache_tokens is not None and args.kv_cache_tokens < 1)
+        or (args.step_phase is not None and not 0 <= args.step_phase < 1)
     ):
         print(
             "error: need --max-concurrent >= 1, --tokens-per-second > 0, --drain-seconds >= 0, "
             "--block-tokens >= 1, --cache-blocks >= 0, --prefill-tokens-per-second >= 0, "
-            "--kv-cache-tokens >= 1",
+            "--kv-cache-tokens >= 1, 0 <= --step-phase < 1",
             file=sys.stderr,
         )
         return 2
@@ -143,6 +144,7 @@ def _cmd_sim_engine(args: argparse.Namespace) -> int:
         cache_blocks=args.cache_blocks,
         prefill_tokens_per_second=args.prefill_tokens_per_second,
         kv_cache_tokens=args.kv_cache_tokens,
+        step_phase=args.step_phase,
     )
     return serve(config)
 
@@ -434,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="KV-cache capacity for running requests' prompt and output tokens; a prompt that does "
         "not fit waits (default: --cache-blocks x --block-tokens)",
+    )
+    engine.add_argument(
+        "--step-phase",
+        type=float,
+        help="tick at this fraction of each decode step on the machine's monotonic clock (engines "
+        "given k/n tick evenly spread); default: one step after a request reaches an idle engine",
     )
     engine.set_defaults(func=_cmd_sim_engine)
 

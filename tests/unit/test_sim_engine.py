@@ -20,7 +20,7 @@ from inferfleet.api import EngineKind
 from inferfleet.cli import main
 from inferfleet.localcluster.waiting import wait_for
 from inferfleet.planning.drain import BUSY_METRICS, DRAIN_SCRIPT
-from inferfleet.sim.engine import SimEngine
+from inferfleet.sim.engine import EngineConfig, SimEngine, first_tick
 from inferfleet.sim.load import LoadSummary, completions_url, run_load
 
 MODEL = "tiny"
@@ -271,3 +271,26 @@ def test_the_command_refuses_a_kv_cache_of_no_tokens() -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--kv-cache-tokens >= 1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("monotonic", "phase", "expected_wait"),
+    [
+        pytest.param(10.0, None, 0.1, id="no-phase-a-step-from-now"),
+        pytest.param(10.0, 0.25, 0.025, id="next-tick-of-the-phase"),
+        pytest.param(10.03, 0.25, 0.095, id="past-this-steps-tick-the-next-steps"),
+        pytest.param(10.0, 0.0, 0.1, id="on-a-tick-the-next-one"),
+        pytest.param(10.099, 0.0, 0.001, id="just-before-a-tick"),
+    ],
+)
+def test_an_idle_clock_starts_at_its_phase_on_the_machines_clock(
+    monotonic: float, phase: float | None, expected_wait: float
+) -> None:
+    # 10 tokens/s: a step of 0.1 s; the loop's clock reads 500 at that moment
+    assert first_tick(500.0, monotonic, 0.1, phase) == pytest.approx(500.0 + expected_wait, abs=1e-9)
+
+
+@pytest.mark.parametrize("phase", [-0.1, 1.0])
+def test_a_step_phase_outside_a_step_is_refused(phase: float) -> None:
+    with pytest.raises(ValueError, match="step_phase"):
+        SimEngine(EngineConfig(model="m", step_phase=phase))

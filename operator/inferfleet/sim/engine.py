@@ -78,6 +78,10 @@ class EngineConfig:
     """The KV cache's size in tokens (words): running requests hold their prompt and output so
     far in blocks of `block_tokens`; a request whose prompt does not fit waits. None: the
     prefix cache's size, `cache_blocks * block_tokens` (vLLM's one pool of KV blocks)."""
+    step_phase: float | None = None
+    """Where in each decode step the clock ticks, as a fraction of a step on the machine's monotonic
+    clock: engines given phases k/n tick at evenly spread moments, as independent servers' steps
+    fall. None: the clock starts one step after a request reaches an idle engine."""
 
 
 class RequestError(Exception):
@@ -224,6 +228,16 @@ class _Request:
         return True
 
 
+def first_tick(now: float, monotonic: float, step: float, phase: float | None) -> float:
+    """Loop time of the first step of an idle clock (the loop's clock reads `now` when the
+    machine's monotonic clock reads `monotonic`): a step from now, or the next tick of `phase`."""
+    if phase is None:
+        return now + step
+    offset = phase * step
+    steps = math.floor((monotonic - offset) / step) + 1
+    return now + (offset + steps * step - monotonic)
+
+
 class _Batch:
     """The running batch, the FIFO queue and the decode-step clock of one engine (its loop only)."""
 
@@ -234,8 +248,10 @@ class _Batch:
         cache: PrefixCache | None = None,
         prefill_tokens_per_second: float = 0.0,
         kv_blocks: int | None = None,
+        step_phase: float | None = None,
     ) -> None:
         self.max_concurrent = max_concurrent
+        self.step_phase = step_phase
         self.kv_blocks = kv_blocks
         """KV-cache blocks for running requests; None: unlimited."""
         self.step = 1.0 / tokens_per_second
@@ -281,7 +297,8 @@ class _Batch:
         self._fill_slots()
         if self.running and self._tick is None:
             loop = asyncio.get_running_loop()
-            self._schedule(loop, loop.time() + self.step)
+            start = first_tick(loop.time(), time.monotonic(), self.step, self.step_phase)
+            self._schedule(loop, start)
 
     def held_blocks(self, request: _Request) -> int:
         """KV blocks a running request holds: its prompt and its output so far."""
@@ -386,6 +403,8 @@ class SimEngine:
         self.registry.register(_EngineCollector(self))
         if config.kv_cache_tokens is not None and config.kv_cache_tokens < 1:
             raise ValueError("kv_cache_tokens must be >= 1")
+        if config.step_phase is not None and not 0 <= config.step_phase < 1:
+            raise ValueError("step_phase must be in [0, 1)")
         cache = PrefixCache(config.cache_blocks, config.block_tokens)
         kv_tokens = config.kv_cache_tokens or config.cache_blocks * config.block_tokens
         self._batch = _Batch(
@@ -394,6 +413,7 @@ class SimEngine:
             cache,
             config.prefill_tokens_per_second,
             max(1, kv_tokens // config.block_tokens),
+            config.step_phase,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: _HttpServer | None = None
