@@ -103,6 +103,15 @@ def test_build_endpoints(slices: list[dict[str, Any]], expected: tuple[str, ...]
         pytest.param({"a": 4, "b": 4}, 4, (), 0, None, id="all-slots-taken"),
         pytest.param({"a": 0, "b": 2}, 4, ("a",), 0, "b", id="excluded-after-failure"),
         pytest.param({}, 4, (), 0, None, id="no-endpoints"),
+        # below 8 outstanding the least is strict: one request more is a real difference
+        pytest.param({"a": 7, "b": 8}, 64, (), 1, "a", id="small-loads-strict"),
+        # 250 against 245: within an eighth, a tie taken in turn, so no replica is picked for
+        # having just finished a decode step
+        pytest.param({"a": 250, "b": 245, "c": 300}, 1000, (), 0, "a", id="near-least-tie-first-turn"),
+        pytest.param({"a": 250, "b": 245, "c": 300}, 1000, (), 1, "b", id="near-least-tie-next-turn"),
+        pytest.param({"a": 250, "b": 245, "c": 300}, 1000, (), 2, "a", id="far-above-least-never"),
+        pytest.param({"a": 276, "b": 245}, 1000, (), 0, "b", id="beyond-an-eighth-not-a-tie"),
+        pytest.param({"a": 250, "b": 245}, 250, (), 0, "b", id="a-full-replica-is-no-tie"),
     ],
 )
 def test_pick_endpoint(
