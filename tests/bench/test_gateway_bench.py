@@ -15,6 +15,7 @@ import pytest
 from bench.gateway import cli, cpu, loadgen, vllm_router
 from bench.gateway.arms import Ports, gateway_arm, vllm_router_arm
 from bench.gateway.cost_split import CostSplit, compute_cost_split
+from bench.gateway.rates import MACHINE_BOUND, MET, MISSED, compute_rate_verdict, summary_line
 from bench.gateway.report import table, targets, with_added
 from bench.gateway.run import Load, loadgen_command
 from bench.gateway.sse import SSEFramer
@@ -121,6 +122,56 @@ def test_cost_split_solves_per_request_and_per_chunk_cpu(
     long: dict[str, Any], short: dict[str, Any], expected: CostSplit | None
 ) -> None:
     assert compute_cost_split("x", long, short) == expected
+
+
+def _streamed(arm: str, added_p99_ms: float | None, cpu_s: float | None, busy: float = 0.5) -> dict[str, Any]:
+    return {"arm": arm, "added_p99_ms": added_p99_ms, "proxy_cpu_s": cpu_s, "chunks": 100_000,
+            "wall_s": 10.0, "machine_busy_share": busy}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("relays", "verdict", "need"),
+    [
+        # the gateway within 10 ms: met, whatever the others do
+        ([("gateway", 6.0, 2.5), ("nginx", 12.0, 1.5)], MET, 0.6 + 0.075),
+        # the gateway out, nginx within: the gateway missed a target the machine allows
+        ([("gateway", 14.0, 2.5), ("nginx", 8.0, 1.5)], MISSED, 0.6 + 0.075),
+        # nobody within: machine-bound; the cheapest relay prices the need (15 µs x 10k/s on 2 cores)
+        ([("gateway", 400.0, 2.5), ("vllm-router", 300.0, 2.0), ("nginx", 150.0, 1.5)], MACHINE_BOUND, 0.675),
+        # exactly at the target is within it
+        ([("gateway", 10.0, 2.5)], MET, 0.6 + 0.125),
+    ],
+)
+def test_rate_verdict_names_who_is_within_the_target_and_what_the_machine_needs(
+    relays: list[tuple[str, float, float]], verdict: str, need: float
+) -> None:
+    phases = [_streamed("direct", None, None, busy=0.6)] + [_streamed(a, p99, cpu) for a, p99, cpu in relays]
+    got = compute_rate_verdict(50, phases, target_ms=10.0, cores=2)
+    assert got is not None
+    assert (got.verdict, got.need_share, got.direct_chunks_per_second) == (verdict, round(need, 3), 10_000)
+    assert got.cheapest_relay == min(relays, key=lambda r: r[2])[0]
+
+
+def test_rate_verdict_needs_the_direct_arm_and_the_gateway() -> None:
+    assert compute_rate_verdict(50, [_streamed("gateway", 5.0, 1.0)], 10.0, 2) is None
+    assert (
+        compute_rate_verdict(50, [_streamed("direct", None, None), _streamed("nginx", 5.0, 1.0)], 10.0, 2)
+        is None
+    )
+
+
+def test_rates_summary_calls_out_a_rate_the_gateway_missed() -> None:
+    def at(rate: float, relays: list[tuple[str, float, float]]) -> Any:
+        phases = [_streamed("direct", None, None)] + [_streamed(a, p99, cpu) for a, p99, cpu in relays]
+        return compute_rate_verdict(rate, phases, 10.0, 2)
+
+    good = [
+        at(20, [("gateway", 6.0, 2.5), ("nginx", 12.0, 1.5)]),
+        at(50, [("gateway", 400.0, 2.5), ("nginx", 90.0, 1.5)]),
+    ]
+    assert summary_line(good).startswith("the gateway is within the target at every rate where any relay is")
+    bad = [*good, at(30, [("gateway", 40.0, 2.5), ("nginx", 9.0, 1.5)])]
+    assert summary_line(bad).startswith("MISSED at 30 tokens/s")
 
 
 def test_parse_stat_with_spaces_and_parentheses_in_the_name() -> None:
