@@ -173,3 +173,19 @@ def test_when_every_endpoint_is_failing_one_is_still_tried() -> None:
     pool.set_endpoints(("b:1",))
     pool.set_endpoints(("a:1", "b:1"))
     assert set(picks(pool, 2)) == {"a:1", "b:1"}  # a:1 left and came back: its failures forgotten
+
+
+def test_least_load_takes_near_least_endpoints_in_turn_between_prefix_picks() -> None:
+    route = ServiceRoute("ns", "svc", "m", slots_per_replica=1000, max_queued=3, queue_timeout=5)
+    pool = ServicePool(route, ("a:1", "b:1"), load_bound=0.25)
+    pool.in_flight.update({"a:1": 100, "b:1": 100})  # within an eighth of each other: ties
+    least_load_picks = []
+    for _ in range(4):
+        prefixed = pool.try_acquire(blocks=(11, 12))  # a conversation's turn: prefix affinity
+        assert prefixed is not None
+        pool.release(prefixed)
+        picked = pool.try_acquire()  # no prompt blocks: least load
+        assert picked is not None
+        least_load_picks.append(picked)
+        pool.release(picked)
+    assert least_load_picks == ["a:1", "b:1", "a:1", "b:1"]

@@ -109,7 +109,7 @@ def test_build_endpoints(slices: list[dict[str, Any]], expected: tuple[str, ...]
         # having just finished a decode step
         pytest.param({"a": 250, "b": 245, "c": 300}, 1000, (), 0, "a", id="near-least-tie-first-turn"),
         pytest.param({"a": 250, "b": 245, "c": 300}, 1000, (), 1, "b", id="near-least-tie-next-turn"),
-        pytest.param({"a": 250, "b": 245, "c": 300}, 1000, (), 2, "a", id="far-above-least-never"),
+        pytest.param({"a": 8, "b": 9}, 64, (), 1, "b", id="from-8-outstanding-one-more-ties"),
         pytest.param({"a": 276, "b": 245}, 1000, (), 0, "b", id="beyond-an-eighth-not-a-tie"),
         pytest.param({"a": 250, "b": 245}, 250, (), 0, "b", id="a-full-replica-is-no-tie"),
     ],
@@ -118,6 +118,11 @@ def test_pick_endpoint(
     in_flight: dict[str, int], slots: int, exclude: tuple[str, ...], turn: int, expected: str | None
 ) -> None:
     assert pick_endpoint(in_flight, slots, frozenset(exclude), turn) == expected
+
+
+def test_an_endpoint_beyond_the_tie_band_is_never_taken_in_turn() -> None:
+    picks = {pick_endpoint({"a": 250, "b": 245, "c": 300}, 1000, frozenset(), turn) for turn in range(6)}
+    assert picks == {"a", "b"}
 
 
 ZERO = ServiceRoute("ns", "s", "m", replicas=0, may_activate=True, queue_timeout=60, activation_timeout=300)

@@ -119,8 +119,8 @@ class ServicePool:
             )
         if endpoint is None:
             endpoint = pick_endpoint(counts, slots, exclude, self._turn)
+            self._turn += 1  # least load's own turn: prefix picks between must not fix its choice
         if endpoint is not None:
-            self._turn += 1
             self._count(endpoint, +1)
             if blocks and self.load_bound is not None:
                 self.prefix_index.record(blocks, endpoint)
