@@ -405,6 +405,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
 
+    _add_sim_engine_parser(sub)
+
+    _add_gateway_parser(sub)
+    _add_fetch_model_parser(sub)
+
+    load = sub.add_parser("sim-load", help="open-loop Poisson load against a completions endpoint")
+    load.add_argument("--url", required=True, help="server URL, e.g. http://NAME.NAMESPACE.svc:8000")
+    load.add_argument("--rps", type=float, required=True, help="mean requests per second")
+    load.add_argument("--duration", type=float, required=True, help="seconds of arrivals")
+    load.add_argument("--max-tokens", type=int, default=16)
+    load.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        help="outstanding requests at most; later arrivals are skipped",
+    )
+    load.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
+    load.add_argument("--seed", type=int, default=None, help="seed of the arrival times")
+    load.set_defaults(func=_cmd_sim_load)
+    return parser
+
+
+def _add_sim_engine_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     engine = sub.add_parser(
         "sim-engine",
         help="a simulated inference engine: OpenAI-style API (streamed and not), a prefix cache and vLLM's "
@@ -444,25 +467,6 @@ def build_parser() -> argparse.ArgumentParser:
         "given k/n tick evenly spread); default: one step after a request reaches an idle engine",
     )
     engine.set_defaults(func=_cmd_sim_engine)
-
-    _add_gateway_parser(sub)
-    _add_fetch_model_parser(sub)
-
-    load = sub.add_parser("sim-load", help="open-loop Poisson load against a completions endpoint")
-    load.add_argument("--url", required=True, help="server URL, e.g. http://NAME.NAMESPACE.svc:8000")
-    load.add_argument("--rps", type=float, required=True, help="mean requests per second")
-    load.add_argument("--duration", type=float, required=True, help="seconds of arrivals")
-    load.add_argument("--max-tokens", type=int, default=16)
-    load.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=64,
-        help="outstanding requests at most; later arrivals are skipped",
-    )
-    load.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
-    load.add_argument("--seed", type=int, default=None, help="seed of the arrival times")
-    load.set_defaults(func=_cmd_sim_load)
-    return parser
 
 
 def _add_gateway_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

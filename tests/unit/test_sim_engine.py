@@ -266,11 +266,20 @@ def test_the_command_stops_cleanly_on_sigterm_cutting_requests_at_the_drain_boun
             process.wait()
 
 
-def test_the_command_refuses_a_kv_cache_of_no_tokens() -> None:
-    command = [sys.executable, "-m", "inferfleet", "sim-engine", "--model", MODEL, "--kv-cache-tokens", "0"]
+@pytest.mark.parametrize(
+    ("argument", "said"),
+    [
+        (["--kv-cache-tokens", "0"], "--kv-cache-tokens >= 1"),
+        (["--step-phase", "1"], "0 <= --step-phase < 1"),
+    ],
+)
+def test_the_command_refuses_a_kv_cache_of_no_tokens_and_a_phase_outside_a_step(
+    argument: list[str], said: str
+) -> None:
+    command = [sys.executable, "-m", "inferfleet", "sim-engine", "--model", MODEL, *argument]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "--kv-cache-tokens >= 1" in result.stderr
+    assert said in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -281,6 +290,7 @@ def test_the_command_refuses_a_kv_cache_of_no_tokens() -> None:
         pytest.param(10.03, 0.25, 0.095, id="past-this-steps-tick-the-next-steps"),
         pytest.param(10.0, 0.0, 0.1, id="on-a-tick-the-next-one"),
         pytest.param(10.099, 0.0, 0.001, id="just-before-a-tick"),
+        pytest.param(0.3, 0.0, 0.1, id="on-a-tick-the-division-rounds-below"),  # 0.3 / 0.1 = 2.999...
     ],
 )
 def test_an_idle_clock_starts_at_its_phase_on_the_machines_clock(

@@ -234,7 +234,8 @@ def first_tick(now: float, monotonic: float, step: float, phase: float | None) -
     if phase is None:
         return now + step
     offset = phase * step
-    steps = math.floor((monotonic - offset) / step) + 1
+    # The slack makes a moment on a tick, however the division rounds, wait for the next one.
+    steps = math.floor((monotonic - offset) / step + 1e-9) + 1
     return now + (offset + steps * step - monotonic)
 
 
