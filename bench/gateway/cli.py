@@ -242,9 +242,13 @@ def params(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("levels", "modes", "engines", "engine_slots", "tokens_per_second", "max_tokens", "prompt_words",
             "warmup", "duration", "timeout", "seed", "quick", "gateway_workers", "engine_clocks")  # fmt: skip
     return {k: getattr(args, k, None) for k in keys} | {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "commit": source_version(),
     }
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def source_version() -> str:

@@ -5,16 +5,21 @@ machine that also runs the engines and the load generator, each token's chunk co
 times (the engine's send, the relay, the client's read), so past some rate the machine has no
 room for any relay, however cheap. This runs the bench at one stream count over a list of rates,
 each arm in the same run (direct, the gateway, vllm-router and nginx where they run), and prints
-per rate: the machine's busy share with the direct arm alone, each relay's added p99 TTFT, its CPU
-per chunk and the busy share with it, and a verdict:
+per rate: the machine's busy share with the direct arm alone, its chunks a second over the
+measured window, each relay's added p99 TTFT, its CPU per chunk and the busy share with it, and
+`need`: the direct arm's busy share plus what the cheapest relay measured would take to relay the
+direct arm's chunks at its own CPU per chunk, over the cores. It is a lower bound: the busy share
+is over the whole phase, the streams' staggered start included. The verdict:
 
 * **met**: the gateway's added p99 is within the target;
-* **missed**: it is not, while another relay in the same run is within it;
-* **machine-bound**: no relay measured is within it. `need` then says why: the share of the
-  machine the direct arm's engines and client take plus what the cheapest relay measured would
-  need to relay the direct arm's chunks at its own CPU per chunk.
+* **missed**: it is not, while another relay in the same run is;
+* **machine-bound**: no relay is, and `need` is 100 % or more: the machine cannot carry the
+  engines, the client and even the cheapest relay;
+* **unmet by all**: no relay is, though `need` is under 100 %: every relay's tail is queueing on
+  a busy machine, the gateway's no less than the others';
+* **unknown**: the gateway is not within it and no other relay ran to compare.
 
-The last line says whether the gateway meets the target at every rate at which any relay does.
+The exit code is 1 when some rate is missed or unknown.
 """
 
 from __future__ import annotations
@@ -29,8 +34,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.gateway.arms import DIRECT, GATEWAY
+from bench.gateway.cli import machine, source_version
 
-MET, MISSED, MACHINE_BOUND = "met", "missed", "machine-bound"
+MET, MISSED, MACHINE_BOUND, UNMET_BY_ALL, UNKNOWN = (
+    "met",
+    "missed",
+    "machine-bound",
+    "unmet by all",
+    "unknown",
+)
+FAILED = (MISSED, UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -69,33 +82,38 @@ def compute_rate_verdict(
     """The verdict of one rate's run (its streamed phases by arm); None without the direct arm or
     the gateway."""
     by_arm = {p["arm"]: p for p in phases}
-    direct, gateway = by_arm.get(DIRECT), by_arm.get(GATEWAY)
-    if direct is None or gateway is None:
+    direct = by_arm.get(DIRECT)
+    if direct is None or GATEWAY not in by_arm:
         return None
     relays = tuple(_relay(p) for p in phases if p["arm"] != DIRECT)
-    chunk_rate = direct["chunks"] / direct["wall_s"] if direct.get("wall_s") else 0.0
-    priced = [r for r in relays if r.cpu_per_chunk_us is not None]
-    cheapest = min(priced, key=lambda r: r.cpu_per_chunk_us or 0.0, default=None)
+    chunk_rate = float(direct.get("window_chunks_per_s") or 0.0)
+    priced = [(r.cpu_per_chunk_us, r.arm) for r in relays if r.cpu_per_chunk_us is not None]
+    cheapest = min(priced, default=None)
     busy = direct.get("machine_busy_share")
     need = None
-    if cheapest is not None and cheapest.cpu_per_chunk_us is not None and busy is not None:
-        need = round(busy + chunk_rate * cheapest.cpu_per_chunk_us / 1e6 / cores, 3)
-    ours = next(r for r in relays if r.arm == GATEWAY)
-    if _within(ours, target_ms):
-        verdict = MET
-    elif any(_within(r, target_ms) for r in relays):
-        verdict = MISSED
-    else:
-        verdict = MACHINE_BOUND
+    if cheapest is not None and busy is not None:
+        need = round(busy + chunk_rate * cheapest[0] / 1e6 / cores, 3)
     return RateVerdict(
         tokens_per_second,
         busy,
         round(chunk_rate),
         relays,
-        None if cheapest is None else cheapest.arm,
+        None if cheapest is None else cheapest[1],
         need,
-        verdict,
+        compute_verdict(relays, target_ms, need),
     )
+
+
+def compute_verdict(relays: Sequence[RelayFigures], target_ms: float, need: float | None) -> str:
+    ours = next(r for r in relays if r.arm == GATEWAY)
+    others = [r for r in relays if r.arm != GATEWAY]
+    if _within(ours, target_ms):
+        return MET
+    if any(_within(r, target_ms) for r in others):
+        return MISSED
+    if not others:
+        return UNKNOWN
+    return MACHINE_BOUND if need is not None and need >= 1.0 else UNMET_BY_ALL
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -156,12 +174,14 @@ def summary_line(verdicts: Sequence[RateVerdict]) -> str:
         return ", ".join(f"{v.tokens_per_second:g}" for v in verdicts if v.verdict == verdict)
 
     said = "; ".join(
-        f"{what} at {rates(verdict)} tokens/s"
-        for verdict, what in ((MET, "met"), (MACHINE_BOUND, "no relay within it"))
+        f"{verdict} at {rates(verdict)} tokens/s"
+        for verdict in (MET, UNMET_BY_ALL, MACHINE_BOUND, UNKNOWN)
         if rates(verdict)
     )
     if rates(MISSED):
         return f"MISSED at {rates(MISSED)} tokens/s, where another relay is within the target; {said}"
+    if rates(UNKNOWN):
+        return f"UNKNOWN: no other relay ran to compare; {said}"
     return f"the gateway is within the target at every rate where any relay is: {said}"
 
 
@@ -174,10 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verdict is not None:
             verdicts.append(verdict)
     if args.json:
-        print(json.dumps({"params": vars(args), "rates": [asdict(v) for v in verdicts]}))
+        params = vars(args) | {"commit": source_version(), "machine": machine()}
+        print(json.dumps({"params": params, "rates": [asdict(v) for v in verdicts]}))
     else:
         print(render(verdicts, args.streams, args.target_ms))
-    return 1 if any(v.verdict == MISSED for v in verdicts) else 0
+    return 1 if any(v.verdict in FAILED for v in verdicts) else 0
 
 
 if __name__ == "__main__":

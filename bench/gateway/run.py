@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gateway.cpu import machine_times, process_cpu_seconds
-from bench.gateway.stats import Record, count_errors, cpu_per_1k_chunks, summarize
+from bench.gateway.stats import Record, count_errors, cpu_per_1k_chunks, summarize, window_chunk_rate
 
 NON_STREAMED, STREAMED = "non-streamed", "streamed"
 MODES = (NON_STREAMED, STREAMED)
@@ -63,6 +63,7 @@ def phase_figures(
     return summary.to_json() | {
         "errors_by_kind": count_errors(r for r in records if start <= r.start < end),
         "requests_sent": len(records),  # warm-up and tail too, as the CPU and chunk counts
+        "window_chunks_per_s": round(window_chunk_rate(records, (start, end)), 1),
         "proxy_cpu_s": None if proxy_cpu is None else round(proxy_cpu, 3),
         "proxy_cpu_per_1k_chunks_s": cpu_per_1k_chunks(proxy_cpu, summary.chunks),
         "engines_cpu_s": round(engines_cpu, 3),

@@ -74,6 +74,15 @@ def summarize(records: Iterable[Record], window: tuple[float, float]) -> Summary
     )
 
 
+def window_chunk_rate(records: Iterable[Record], window: tuple[float, float]) -> float:
+    """Chunks a second in the steady state: those of the requests started inside `window`, over
+    its length (a request running past its end stands for one that began before its start)."""
+    length = window[1] - window[0]
+    if length <= 0:
+        return 0.0
+    return sum(r.chunks for r in records if window[0] <= r.start < window[1]) / length
+
+
 def added_ms(arm: float | None, direct: float | None) -> float | None:
     """What the proxy adds to a percentile measured directly in the same run (may be < 0: noise)."""
     if arm is None or direct is None:

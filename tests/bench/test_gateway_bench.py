@@ -15,11 +15,26 @@ import pytest
 from bench.gateway import cli, cpu, loadgen, vllm_router
 from bench.gateway.arms import Ports, gateway_arm, vllm_router_arm
 from bench.gateway.cost_split import CostSplit, compute_cost_split
-from bench.gateway.rates import MACHINE_BOUND, MET, MISSED, compute_rate_verdict, summary_line
+from bench.gateway.rates import (
+    MACHINE_BOUND,
+    MET,
+    MISSED,
+    UNKNOWN,
+    UNMET_BY_ALL,
+    compute_rate_verdict,
+    summary_line,
+)
 from bench.gateway.report import table, targets, with_added
 from bench.gateway.run import Load, loadgen_command
 from bench.gateway.sse import SSEFramer
-from bench.gateway.stats import Record, count_errors, cpu_per_1k_chunks, percentile, summarize
+from bench.gateway.stats import (
+    Record,
+    count_errors,
+    cpu_per_1k_chunks,
+    percentile,
+    summarize,
+    window_chunk_rate,
+)
 
 from inferfleet.sim.engine import EngineConfig, SimEngine
 
@@ -125,30 +140,41 @@ def test_cost_split_solves_per_request_and_per_chunk_cpu(
 
 
 def _streamed(arm: str, added_p99_ms: float | None, cpu_s: float | None, busy: float = 0.5) -> dict[str, Any]:
+    # 100,000 chunks over the phase; 12,000 a second in the measured window (the steady state)
     return {"arm": arm, "added_p99_ms": added_p99_ms, "proxy_cpu_s": cpu_s, "chunks": 100_000,
-            "wall_s": 10.0, "machine_busy_share": busy}  # fmt: skip
+            "window_chunks_per_s": 12_000.0, "machine_busy_share": busy}  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("relays", "verdict", "need"),
+    ("direct_busy", "relays", "verdict", "need"),
     [
-        # the gateway within 10 ms: met, whatever the others do
-        ([("gateway", 6.0, 2.5), ("nginx", 12.0, 1.5)], MET, 0.6 + 0.075),
-        # the gateway out, nginx within: the gateway missed a target the machine allows
-        ([("gateway", 14.0, 2.5), ("nginx", 8.0, 1.5)], MISSED, 0.6 + 0.075),
-        # nobody within: machine-bound; the cheapest relay prices the need (15 µs x 10k/s on 2 cores)
-        ([("gateway", 400.0, 2.5), ("vllm-router", 300.0, 2.0), ("nginx", 150.0, 1.5)], MACHINE_BOUND, 0.675),
+        # the gateway within 10 ms: met, whatever the others do; nginx's 15 µs x 12k/s on 2 cores
+        (0.6, [("gateway", 6.0, 2.5), ("nginx", 12.0, 1.5)], MET, 0.6 + 0.09),
         # exactly at the target is within it
-        ([("gateway", 10.0, 2.5)], MET, 0.6 + 0.125),
+        (0.6, [("gateway", 10.0, 2.5), ("nginx", 12.0, 1.5)], MET, 0.6 + 0.09),
+        # the gateway out, nginx within: the gateway missed a target the machine allows
+        (0.6, [("gateway", 14.0, 2.5), ("nginx", 8.0, 1.5)], MISSED, 0.6 + 0.09),
+        # nobody within and the machine cannot carry even the cheapest relay: machine-bound
+        (
+            0.95,
+            [("gateway", 400.0, 2.5), ("vllm-router", 300.0, 2.0), ("nginx", 150.0, 1.5)],
+            MACHINE_BOUND,
+            1.04,
+        ),
+        # nobody within, but the machine had room on average: not called machine-bound
+        (0.6, [("gateway", 40.0, 2.5), ("vllm-router", 30.0, 2.0), ("nginx", 15.0, 1.5)], UNMET_BY_ALL, 0.69),
+        # the gateway out and nobody to compare with: unknown, not machine-bound
+        (0.95, [("gateway", 400.0, 2.5)], UNKNOWN, 0.95 + 0.15),
     ],
 )
 def test_rate_verdict_names_who_is_within_the_target_and_what_the_machine_needs(
-    relays: list[tuple[str, float, float]], verdict: str, need: float
+    direct_busy: float, relays: list[tuple[str, float, float]], verdict: str, need: float
 ) -> None:
-    phases = [_streamed("direct", None, None, busy=0.6)] + [_streamed(a, p99, cpu) for a, p99, cpu in relays]
+    phases = [_streamed("direct", None, None, busy=direct_busy)]
+    phases += [_streamed(arm, p99, cpu) for arm, p99, cpu in relays]
     got = compute_rate_verdict(50, phases, target_ms=10.0, cores=2)
     assert got is not None
-    assert (got.verdict, got.need_share, got.direct_chunks_per_second) == (verdict, round(need, 3), 10_000)
+    assert (got.verdict, got.need_share, got.direct_chunks_per_second) == (verdict, round(need, 3), 12_000)
     assert got.cheapest_relay == min(relays, key=lambda r: r[2])[0]
 
 
@@ -160,18 +186,33 @@ def test_rate_verdict_needs_the_direct_arm_and_the_gateway() -> None:
     )
 
 
-def test_rates_summary_calls_out_a_rate_the_gateway_missed() -> None:
-    def at(rate: float, relays: list[tuple[str, float, float]]) -> Any:
-        phases = [_streamed("direct", None, None)] + [_streamed(a, p99, cpu) for a, p99, cpu in relays]
+def test_rates_summary_calls_out_a_rate_the_gateway_missed_or_could_not_compare() -> None:
+    def at(rate: float, relays: list[tuple[str, float, float]], busy: float = 0.5) -> Any:
+        phases = [_streamed("direct", None, None, busy)] + [_streamed(a, p99, cpu) for a, p99, cpu in relays]
         return compute_rate_verdict(rate, phases, 10.0, 2)
 
     good = [
         at(20, [("gateway", 6.0, 2.5), ("nginx", 12.0, 1.5)]),
-        at(50, [("gateway", 400.0, 2.5), ("nginx", 90.0, 1.5)]),
+        at(50, [("gateway", 400.0, 2.5), ("nginx", 90.0, 1.5)], busy=0.95),
     ]
-    assert summary_line(good).startswith("the gateway is within the target at every rate where any relay is")
-    bad = [*good, at(30, [("gateway", 40.0, 2.5), ("nginx", 9.0, 1.5)])]
-    assert summary_line(bad).startswith("MISSED at 30 tokens/s")
+    line = summary_line(good)
+    assert line.startswith("the gateway is within the target at every rate where any relay is")
+    assert "machine-bound at 50 tokens/s" in line
+    missed = [*good, at(30, [("gateway", 40.0, 2.5), ("nginx", 9.0, 1.5)])]
+    assert summary_line(missed).startswith("MISSED at 30 tokens/s")
+    alone = [*good, at(30, [("gateway", 40.0, 2.5)])]
+    assert summary_line(alone).startswith("UNKNOWN")
+
+
+def test_window_chunk_rate_counts_the_requests_started_in_the_window() -> None:
+    records = [
+        Record(0, 0.5, 0.51, 1.5, 10, 200, True),  # warm-up: left out
+        Record(0, 2.0, 2.02, 3.0, 10, 200, True),
+        Record(1, 4.5, 4.53, 5.6, 30, 200, True),  # ends past the window: counted whole
+        Record(0, 9.0, 9.01, 10.0, 10, 200, True),  # started after the window
+    ]
+    assert window_chunk_rate(records, (1.0, 5.0)) == 10.0
+    assert window_chunk_rate(records, (5.0, 5.0)) == 0.0
 
 
 def test_parse_stat_with_spaces_and_parentheses_in_the_name() -> None:
