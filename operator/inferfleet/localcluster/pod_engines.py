@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from inferfleet.localcluster.pod_watch import PodWatch
 from inferfleet.localcluster.prometheus import LocalPrometheus
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 
 FINALIZER = "inferfleet.io/pod-engine"
 """Held on an engine pod until its engine stopped, as a kubelet holds a pod until it exits."""
+API_OUTAGE_SECONDS = 60.0
+"""How long a pod is asked to let go of its finalizer while the API server does not answer."""
+API_RETRY_SECONDS = 0.5
 ENGINE_CONTAINER = "engine"
 GROUP, VERSION, PLURAL = "inferfleet.io", "v1alpha1", "inferenceservices"
 
@@ -346,11 +351,13 @@ class PodEngines:
         """The engine is gone: forget it and let the pod (and its IP) go."""
         if self.prometheus is not None:
             self.prometheus.remove_target(self._target(held))
-        if finalizer:
-            self._remove_finalizer(held.namespace, held.pod)
-        with self._lock:
-            self._pods.pop(held.uid, None)
-        held.stopped.set()
+        try:
+            if finalizer:
+                self._remove_finalizer(held.namespace, held.pod)
+        finally:
+            with self._lock:
+                self._pods.pop(held.uid, None)
+            held.stopped.set()
 
     def _target(self, held: PodEngine) -> str:
         return f"pod-engine-{held.namespace}-{held.pod}"
@@ -369,12 +376,25 @@ class PodEngines:
         return True
 
     def _remove_finalizer(self, namespace: str, pod: str) -> None:
+        """Let the pod go; through an API server restart too, as a kubelet would (a pod left with
+        the finalizer would stay terminating for the rest of the test)."""
         patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [FINALIZER]}}
-        try:
-            self._core.patch_namespaced_pod(pod, namespace, patch)
-        except ApiException as e:
-            if e.status != 404:
-                self._error(f"could not let go of pod {namespace}/{pod}: {e.status} {e.reason}")
+        deadline = time.monotonic() + API_OUTAGE_SECONDS
+        while True:
+            try:
+                self._core.patch_namespaced_pod(pod, namespace, patch)
+                return
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                if e.status < 500 or time.monotonic() > deadline:
+                    self._error(f"could not let go of pod {namespace}/{pod}: {e.status} {e.reason}")
+                    return
+            except (HTTPError, OSError) as e:  # the API server is restarting: ask again
+                if time.monotonic() > deadline:
+                    self._error(f"could not let go of pod {namespace}/{pod}: {e}")
+                    return
+            time.sleep(API_RETRY_SECONDS)
 
     def _error(self, message: str) -> None:
         log.warning("pod engines: %s", message)
