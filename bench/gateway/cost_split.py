@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from bench.gateway.subrun import run_streamed_report
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run_bench(args: argparse.Namespace, max_tokens: int) -> dict[str, dict[str, Any]]:
     """One run of `python -m bench.gateway`, its phases by arm."""
-    command = [sys.executable, "-m", "bench.gateway", "--json", "--modes", "streamed",
-               "--levels", str(args.streams), "--tokens-per-second", f"{args.tokens_per_second:g}",
-               "--max-tokens", str(max_tokens), "--arms", args.arms, "--duration", f"{args.duration:g}",
-               *(["--no-install"] if args.no_install else [])]  # fmt: skip
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-    if done.returncode not in (0, 1):  # 1: the run finished, some requests failed (its table says)
-        raise SystemExit(f"python -m bench.gateway exited with {done.returncode}")
-    return {phase["arm"]: phase for phase in json.loads(done.stdout)["phases"]}
+    report = run_streamed_report(
+        args.streams, args.tokens_per_second, args.arms, args.duration, args.no_install, max_tokens
+    )
+    return {phase["arm"]: phase for phase in report["phases"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

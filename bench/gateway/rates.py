@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ from typing import Any
 
 from bench.gateway.arms import DIRECT, GATEWAY
 from bench.gateway.cli import machine, source_version
+from bench.gateway.subrun import run_streamed_report
 
 MET, MISSED, MACHINE_BOUND, UNMET_BY_ALL, UNKNOWN = (
     "met",
@@ -130,15 +130,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run_bench(args: argparse.Namespace, tokens_per_second: float) -> dict[str, Any]:
     """One run of `python -m bench.gateway` at this rate: its report."""
-    command = [sys.executable, "-m", "bench.gateway", "--json", "--modes", "streamed",
-               "--levels", str(args.streams), "--tokens-per-second", f"{tokens_per_second:g}",
-               "--arms", args.arms, "--duration", f"{args.duration:g}",
-               *(["--no-install"] if args.no_install else [])]  # fmt: skip
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
-    if done.returncode not in (0, 1):  # 1: the run finished, some requests failed (its table says)
-        raise SystemExit(f"python -m bench.gateway exited with {done.returncode}")
-    report: dict[str, Any] = json.loads(done.stdout)
-    return report
+    return run_streamed_report(args.streams, tokens_per_second, args.arms, args.duration, args.no_install)
 
 
 def _pct(share: float | None) -> str:
