@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from inferfleet.gateway.config import GatewayConfig
     from inferfleet.planning.inference_pool import EndpointPicker
     from inferfleet.planning.weights_cache import CacheSettings
-    from inferfleet.runtime.config import OperatorConfig
+    from inferfleet.runtime.config import ClientLimits, OperatorConfig
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -293,12 +293,21 @@ def build_config(args: argparse.Namespace) -> OperatorConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inferfleet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
+    _add_tool_parsers(sub)
+    _add_sim_engine_parser(sub)
+    _add_gateway_parser(sub)
+    _add_fetch_model_parser(sub)
+    _add_sim_load_parser(sub)
+    return parser
+
+
+def _add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from inferfleet.runtime.config import ClientLimits, OperatorConfig, PeeringConfig
 
     DEFAULT, LIMITS = OperatorConfig(), ClientLimits()  # noqa: N806 - each default is defined there, once
-    parser = argparse.ArgumentParser(prog="inferfleet", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
     run = sub.add_parser("run", help="run the operator against the current kubeconfig's cluster")
     run.add_argument(
         "-n",
@@ -322,39 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT.autoscale_interval_seconds,
         help="seconds between autoscaler ticks",
     )
-    run.add_argument(
-        "--peering",
-        default=None,
-        help="KopfPeering name for leader election between replicas; default: standalone",
-    )
-    run.add_argument(
-        "--priority", type=int, default=PeeringConfig.priority, help="peering priority of this instance"
-    )
-    run.add_argument(
-        "--peering-lifetime",
-        type=int,
-        default=DEFAULT.peering_lifetime_seconds,
-        help="seconds after its last keepalive that a silent peer is taken for dead (the handover time)",
-    )
-    run.add_argument("--kube-qps", type=float, default=LIMITS.qps, help="Kubernetes API requests per second")
-    run.add_argument(
-        "--kube-burst", type=int, default=LIMITS.burst, help="Kubernetes API requests in a burst"
-    )
-    run.add_argument(
-        "--kube-concurrency",
-        type=int,
-        default=LIMITS.concurrency,
-        help="Kubernetes API requests in flight at most",
-    )
+    _add_peering_arguments(run, DEFAULT.peering_lifetime_seconds, PeeringConfig.priority)
+    _add_kube_client_arguments(run, LIMITS)
     run.add_argument("--workers", type=int, default=DEFAULT.workers, help="threads running reconciles")
     run.add_argument(
         "--scheduler-name",
         default=os.environ.get("INFERFLEET_SCHEDULER_NAME"),
         help="kube-scheduler profile for single-pod replicas, e.g. one scoring GPUs MostAllocated "
         "to bin-pack them (default $INFERFLEET_SCHEDULER_NAME, else the cluster's default scheduler)",
-    )
-    run.add_argument(
-        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
     )
     run.add_argument(
         "--gateway-url",
@@ -369,6 +353,42 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_cmd_run)
 
+
+def _add_peering_arguments(parser: argparse.ArgumentParser, lifetime: int, priority: int) -> None:
+    parser.add_argument(
+        "--peering",
+        default=None,
+        help="KopfPeering name for leader election between replicas; default: standalone",
+    )
+    parser.add_argument("--priority", type=int, default=priority, help="peering priority of this instance")
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=lifetime,
+        help="seconds after its last keepalive that a silent peer is taken for dead (the handover time)",
+    )
+
+
+def _add_kube_client_arguments(parser: argparse.ArgumentParser, limits: ClientLimits) -> None:
+    parser.add_argument(
+        "--kube-qps", type=float, default=limits.qps, help="Kubernetes API requests per second"
+    )
+    parser.add_argument(
+        "--kube-burst", type=int, default=limits.burst, help="Kubernetes API requests in a burst"
+    )
+    parser.add_argument(
+        "--kube-concurrency",
+        type=int,
+        default=limits.concurrency,
+        help="Kubernetes API requests in flight at most",
+    )
+    parser.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file (default: in-cluster or $KUBECONFIG)"
+    )
+
+
+def _add_tool_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands that need no operator: CRDs, a plan, the local cluster and the demo."""
     crds = sub.add_parser("crds", help="generate the CRD YAML from the API models")
     crds.add_argument("--output-dir", default=None, help="where to write (default: the repo's crds/)")
     crds.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
@@ -405,11 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
 
-    _add_sim_engine_parser(sub)
 
-    _add_gateway_parser(sub)
-    _add_fetch_model_parser(sub)
-
+def _add_sim_load_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     load = sub.add_parser("sim-load", help="open-loop Poisson load against a completions endpoint")
     load.add_argument("--url", required=True, help="server URL, e.g. http://NAME.NAMESPACE.svc:8000")
     load.add_argument("--rps", type=float, required=True, help="mean requests per second")
@@ -424,7 +441,6 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
     load.add_argument("--seed", type=int, default=None, help="seed of the arrival times")
     load.set_defaults(func=_cmd_sim_load)
-    return parser
 
 
 def _add_sim_engine_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
