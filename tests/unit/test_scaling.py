@@ -377,12 +377,16 @@ def test_an_oscillating_queue_scales_up_once_and_holds() -> None:
     assert sum(1 for d in decisions if d.direction != "none") == 1
 
 
+QUEUED_BEFORE = ScalerState(last_overload=-60.0)
+"""A service whose queue was above target a minute before the ticks: flap damping applies."""
+
+
 def test_flapping_between_two_levels_lengthens_the_scale_down_window() -> None:
     ticks: list[Tick] = [(0, 0, 20, None, 3, "Steady"), (15, 0, 45, None, 5, "LoadAboveCapacity")]
     ticks += [(float(t), 0, 20, None, 5, "StabilizingScaleDown") for t in range(30, 315, 15)]
     ticks += [(315, 0, 20, None, 4, "LoadBelowCapacity")]  # the peak at t=15 leaves the window
     ticks += [(330, 0, 45, None, 5, "LoadAboveCapacity")]  # and back up 15 s later: a reversal
-    got, state, _ = run(NO_TREND, 3, ticks)
+    got, state, _ = run(NO_TREND, 3, ticks, QUEUED_BEFORE)
     assert got == expected(ticks)
     assert state.scale_down_window == 600  # the spec's 300 s, doubled ...
     assert state.scale_down_window_until == 330 + 1800  # ... for the next 30 minutes
@@ -408,13 +412,31 @@ def test_a_scale_up_within_ten_minutes_of_a_scale_down_is_a_reversal() -> None:
     ticks += [(300, 0, 30, None, 4, "LoadBelowCapacity")]  # 30 running keep 4 (30 / 8.5)
     ticks += [(float(t), 0, 30, None, 4, "Steady") for t in range(315, 870, 15)]
     ticks += [(870, 0, 45, None, 5, "LoadAboveCapacity")]  # 570 s after the scale-down
-    got, state, _ = run(NO_TREND, 3, ticks)
+    got, state, _ = run(NO_TREND, 3, ticks, QUEUED_BEFORE)
     assert got == expected(ticks)
     assert (state.scale_down_window, state.scale_down_window_until) == (600, 870 + 1800)
     # 615 s after the scale-down it is a new level, not a reversal
     ticks[-1] = (915, 0, 45, None, 5, "LoadAboveCapacity")
-    _, state, _ = run(NO_TREND, 3, ticks)
+    _, state, _ = run(NO_TREND, 3, ticks, QUEUED_BEFORE)
     assert state.scale_down_window is None
+
+
+def test_a_reversal_damps_only_where_the_queue_has_built_up_within_the_hour() -> None:
+    # the same reversal as above; the trend asked the replica back before anyone waited
+    ticks: list[Tick] = [(0, 0, 45, None, 5, "LoadAboveCapacity")]
+    ticks += [(float(t), 0, 30, None, 5, "StabilizingScaleDown") for t in range(15, 300, 15)]
+    ticks += [(300, 0, 30, None, 4, "LoadBelowCapacity")]
+    ticks += [(float(t), 0, 30, None, 4, "Steady") for t in range(315, 870, 15)]
+    ticks += [(870, 0, 45, None, 5, "LoadAboveCapacity")]
+    _, never, _ = run(NO_TREND, 3, ticks)
+    assert never.scale_down_window is None  # releasing the replica cost no one a wait
+    _, long_ago, _ = run(NO_TREND, 3, ticks, ScalerState(last_overload=870.0 - 3601))
+    assert long_ago.scale_down_window is None
+    # a queue above target (more than 2 per ready replica) in the ticks themselves counts
+    queued = [(0, 11, 40, None, 5, "QueueAboveTarget"), *ticks[1:]]
+    got, state, _ = run(NO_TREND, 4, queued)
+    assert got == expected(queued)
+    assert (state.last_overload, state.scale_down_window) == (0, 600)
 
 
 def test_missing_data_holds_never_scales_down_and_keeps_the_state() -> None:
@@ -527,7 +549,13 @@ def test_decisions_are_deterministic_and_pure() -> None:
 def test_state_round_trips_through_status_json() -> None:
     _, state, _ = run(P, 3, [(float(t), 0, 20 + t / 15, None, 0, "") for t in range(0, 400, 15)])
     _, state, _ = run(P, 3, [(400, 0, 45, None, 0, ""), (415, 0, 10, None, 0, "")], state)
-    state = replace(state, scale_down_window=600.0, scale_down_window_until=2000.0, last_scale_down=330.0)
+    state = replace(
+        state,
+        scale_down_window=600.0,
+        scale_down_window_until=2000.0,
+        last_scale_down=330.0,
+        last_overload=45.0,
+    )
     raw = json.loads(json.dumps(state.to_status()))
     assert set(raw) == {
         "recommendations",
@@ -537,6 +565,7 @@ def test_state_round_trips_through_status_json() -> None:
         "lastScaleDown",
         "scaleDownWindowSeconds",
         "scaleDownWindowUntil",
+        "lastOverload",
         "runningSamples",
     }
     assert ScalerState.from_status(raw) == state

@@ -625,6 +625,9 @@ def test_reasons_serialise_as_plain_strings() -> None:
 
 SEEN = ScalerState(recommendations=((NOW, 3),), last_active=NOW, running_samples=((NOW, 20.0, 0.0),))
 
+QUEUED = ScalerState(last_scale_down=400.0, last_overload=NOW - 3600)
+"""A scale-down at t = 400 in a service whose queue was above target an hour ago."""
+
 # (replicas decided from 5, policy, state, down window) -> the next state
 REMEMBER_CASES: dict[str, tuple[int, ScalingPolicy, ScalerState, float, ScalerState]] = {
     "a hold records the windows only": (5, P, FRESH, 300, SEEN),
@@ -632,12 +635,13 @@ REMEMBER_CASES: dict[str, tuple[int, ScalingPolicy, ScalerState, float, ScalerSt
     "a scale-up soon after a scale-down doubles the down window": (
         6,
         P,
-        ScalerState(last_scale_down=400.0),
+        QUEUED,
         300,
         replace(
             SEEN,
             last_scale_time=NOW,
             last_scale_down=400.0,
+            last_overload=NOW - 3600,
             scale_down_window=600,
             scale_down_window_until=NOW + 1800,
         ),
@@ -645,12 +649,13 @@ REMEMBER_CASES: dict[str, tuple[int, ScalingPolicy, ScalerState, float, ScalerSt
     "up to the longest damped window": (
         6,
         P,
-        ScalerState(last_scale_down=400.0),
+        QUEUED,
         600,
         replace(
             SEEN,
             last_scale_time=NOW,
             last_scale_down=400.0,
+            last_overload=NOW - 3600,
             scale_down_window=900,
             scale_down_window_until=NOW + 1800,
         ),
@@ -658,16 +663,30 @@ REMEMBER_CASES: dict[str, tuple[int, ScalingPolicy, ScalerState, float, ScalerSt
     "a scale-up long after a scale-down": (
         6,
         P,
-        ScalerState(last_scale_down=399.0),
+        replace(QUEUED, last_scale_down=399.0),
         300,
-        replace(SEEN, last_scale_time=NOW, last_scale_down=399.0),
+        replace(SEEN, last_scale_time=NOW, last_scale_down=399.0, last_overload=NOW - 3600),
     ),
     "no damping with factor 1": (
         6,
         replace(P, flap_damping_factor=1),
+        QUEUED,
+        300,
+        replace(SEEN, last_scale_time=NOW, last_scale_down=400.0, last_overload=NOW - 3600),
+    ),
+    "no damping where the queue never built up": (
+        6,
+        P,
         ScalerState(last_scale_down=400.0),
         300,
         replace(SEEN, last_scale_time=NOW, last_scale_down=400.0),
+    ),
+    "no damping where it last built up more than an hour ago": (
+        6,
+        P,
+        replace(QUEUED, last_overload=NOW - 3601),
+        300,
+        replace(SEEN, last_scale_time=NOW, last_scale_down=400.0, last_overload=NOW - 3601),
     ),
 }
 
@@ -678,6 +697,13 @@ def test_remember(case: str) -> None:
     stabilized = Stabilized(3, 3, 3, window, ((NOW, 3),))
     got = remember(obs(0, 20, 5), stabilized, replicas, policy, state)
     assert got == replace(expected, last_replicas=replicas)  # what the tick left: a wake shows next tick
+
+
+@pytest.mark.parametrize(("waiting", "remembered"), [(10, None), (10.5, NOW)])
+def test_remember_when_the_queue_was_above_target(waiting: float, remembered: float | None) -> None:
+    # target_queue_depth 2 on 5 ready replicas: more than 10 waiting is above target
+    stabilized = Stabilized(5, 5, 5, 300, ((NOW, 5),))
+    assert remember(obs(waiting, 50, 5), stabilized, 5, P, FRESH).last_overload == remembered
 
 
 # ------------------------------------------------------------------------------------- policy

@@ -91,7 +91,12 @@ class ScalingTuning:
     flap_max_window_seconds: float = 900
     """...up to this window..."""
     flap_memory_seconds: float = 1800
-    """...for this long after the reversal; then the spec's window applies again."""
+    """...for this long after the reversal; then the spec's window applies again..."""
+    flap_evidence_seconds: float = 3600
+    """...and only when requests queued above `target_queue_depth` within this long: a service
+    whose queue never built up lost nothing by releasing a replica the trend then asked back
+    (on conv x5, seed 0, a +1 at t = 1,260 s with no one waiting doubled the window and held 9
+    replicas for over 9 minutes while the load asked for 5-7: 0.27 GPU-hours)."""
     arrival_window_seconds: float = 60
     """The completion rate's window (`rate(...[1m])`); arrivals = completions + load growth over it."""
     backlog_drain_seconds: float = 120
@@ -185,6 +190,8 @@ class ScalerState:
     scale_down_window: float | None = None
     """A damped scale-down window (seconds), in force until `scale_down_window_until`."""
     scale_down_window_until: float | None = None
+    last_overload: float | None = None
+    """Last time more requests waited than `target_queue_depth` per ready replica."""
     running_samples: LoadSamples = ()
     """(time, running, waiting requests) of the trend window."""
     startup: StartupStats = field(default_factory=StartupStats)
@@ -203,6 +210,7 @@ class ScalerState:
             "lastScaleDown": self.last_scale_down,
             "scaleDownWindowSeconds": self.scale_down_window,
             "scaleDownWindowUntil": self.scale_down_window_until,
+            "lastOverload": self.last_overload,
             "runningSamples": [{"time": t, "running": v, "waiting": w} for t, v, w in self.running_samples],
         }
 
@@ -220,6 +228,7 @@ class ScalerState:
             last_scale_down=finite(raw.get("lastScaleDown")),
             scale_down_window=window if window is not None and window >= 0 else None,
             scale_down_window_until=finite(raw.get("scaleDownWindowUntil")),
+            last_overload=finite(raw.get("lastOverload")),
             running_samples=_load_samples(raw.get("runningSamples")),
         )
 

@@ -371,8 +371,9 @@ def decide(fleet: Fleet, verdict: Verdict, recommendation: int | None) -> Scalin
 def remember(
     obs: Observation, win: Stabilized, replicas: int, policy: ScalingPolicy, state: ScalerState
 ) -> ScalerState:
-    """The state for the next tick. A scale-up within `flap_reversal_seconds` of a scale-down
-    shows the down window was too short for this load: lengthen it for `flap_memory_seconds`."""
+    """The state for the next tick. A scale-up within `flap_reversal_seconds` of a scale-down,
+    in a service whose queue has built up within `flap_evidence_seconds`, shows the down window
+    was too short for this load: lengthen it for `flap_memory_seconds`."""
     now, current, tuning = obs.now, obs.fleet.current, policy.tuning
     out = replace(
         state,
@@ -380,6 +381,7 @@ def remember(
         last_active=obs.last_active,
         last_replicas=replicas,
         running_samples=obs.samples,
+        last_overload=now if obs.queue_high else state.last_overload,
     )
     if replicas != current:
         out = replace(out, last_scale_time=now)
@@ -387,7 +389,8 @@ def remember(
         return replace(out, last_scale_down=now)
     last_down = state.last_scale_down
     reversal = last_down is not None and now - last_down <= tuning.flap_reversal_seconds
-    if replicas > current and tuning.flap_damping_factor > 1 and reversal:
+    queued = out.last_overload is not None and now - out.last_overload <= tuning.flap_evidence_seconds
+    if replicas > current and tuning.flap_damping_factor > 1 and reversal and queued:
         window = min(tuning.flap_max_window_seconds, win.down_window * tuning.flap_damping_factor)
         out = replace(out, scale_down_window=window, scale_down_window_until=now + tuning.flap_memory_seconds)
     return out
