@@ -387,13 +387,12 @@ class PodEngines:
             except ApiException as e:
                 if e.status == 404:
                     return
-                if e.status < 500 or time.monotonic() > deadline:
-                    self._error(f"could not let go of pod {namespace}/{pod}: {e.status} {e.reason}")
-                    return
+                error, transient = f"{e.status} {e.reason}", e.status >= 500
             except (HTTPError, OSError) as e:  # the API server is restarting: ask again
-                if time.monotonic() > deadline:
-                    self._error(f"could not let go of pod {namespace}/{pod}: {e}")
-                    return
+                error, transient = str(e), True
+            if not transient or time.monotonic() > deadline:
+                self._error(f"could not let go of pod {namespace}/{pod}: {error}")
+                return
             time.sleep(API_RETRY_SECONDS)
 
     def _error(self, message: str) -> None:
