@@ -437,6 +437,12 @@ def test_a_reversal_damps_only_where_the_queue_has_built_up_within_the_hour() ->
     got, state, _ = run(NO_TREND, 4, queued)
     assert got == expected(queued)
     assert (state.last_overload, state.scale_down_window) == (0, 600)
+    # a queue that the replicas already starting were sized for is the start-up's: 10 waiting
+    # is above 2 per ready replica (3) but not per replica of the fleet (5)
+    starting = [(0, 10, 40, 3, 5, "ReplicasStarting"), *ticks[1:]]
+    got, state, _ = run(NO_TREND, 5, starting)
+    assert got == expected(starting)
+    assert (state.last_overload, state.scale_down_window) == (None, None)
 
 
 def test_missing_data_holds_never_scales_down_and_keeps_the_state() -> None:

@@ -68,6 +68,7 @@ def obs(
         last_active=NOW - idle_for,
         samples=((NOW, running, waiting),),
         queue_high=waiting > policy.target_queue_depth * max(f.ready, 1),
+        queue_outran=waiting > policy.target_queue_depth * max(f.current, 1),
     )
 
 
@@ -699,11 +700,21 @@ def test_remember(case: str) -> None:
     assert got == replace(expected, last_replicas=replicas)  # what the tick left: a wake shows next tick
 
 
-@pytest.mark.parametrize(("waiting", "remembered"), [(10, None), (10.5, NOW)])
-def test_remember_when_the_queue_was_above_target(waiting: float, remembered: float | None) -> None:
-    # target_queue_depth 2 on 5 ready replicas: more than 10 waiting is above target
-    stabilized = Stabilized(5, 5, 5, 300, ((NOW, 5),))
-    assert remember(obs(waiting, 50, 5), stabilized, 5, P, FRESH).last_overload == remembered
+@pytest.mark.parametrize(
+    ("waiting", "current", "ready", "remembered"),
+    [
+        (10, 5, 5, None),  # target_queue_depth 2 on 5 replicas: 10 waiting is on target
+        (10.5, 5, 5, NOW),
+        (16, 8, 5, None),  # above target on the 5 ready, but the 3 starting were sized for it
+        (16.5, 8, 5, NOW),  # it outran the whole fleet, the replicas on their way included
+    ],
+)
+def test_remember_when_the_queue_outran_the_fleet(
+    waiting: float, current: int, ready: int, remembered: float | None
+) -> None:
+    stabilized = Stabilized(current, current, current, 300, ((NOW, current),))
+    got = remember(obs(waiting, 50, current, ready), stabilized, current, P, FRESH)
+    assert got.last_overload == remembered
 
 
 # ------------------------------------------------------------------------------------- policy

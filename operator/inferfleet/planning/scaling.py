@@ -67,12 +67,13 @@ does not flip 7-8-7-8. Then:
   one decision per `scale_down_interval_seconds`: capacity is released gradually, so a rebound
   finds part of it still there;
 * flap damping: a scale-up within `flap_reversal_seconds` (ten minutes, two of the longest cold
-  starts) of a scale-down, in a service whose queue has been above target within
-  `flap_evidence_seconds` (an hour), shows the window was too short for this load, so the
-  window is multiplied by `flap_damping_factor` (up to `flap_max_window_seconds`) for the next
-  `flap_memory_seconds`. Recurring bursts then keep their capacity instead of paying a cold
-  start, a queue and a reversal each time; steady load keeps the spec's window, and so does a
-  load whose replica came back before anyone waited.
+  starts) of a scale-down, in a service whose queue has outrun its whole fleet (above target
+  per replica, starting ones included) within `flap_evidence_seconds` (an hour), shows the
+  window was too short for this load, so the window is multiplied by `flap_damping_factor` (up
+  to `flap_max_window_seconds`) for the next `flap_memory_seconds`. Recurring bursts then
+  keep their capacity instead of paying a cold start, a queue and a reversal each time; steady
+  load keeps the spec's window, and so does a load whose replica came back before anyone
+  waited, or whose only queue was one that the replicas already starting were sized for.
 
 Scale-up stabilization is HPA's: with `scale_up_stabilization_seconds` > 0 a scale-up goes to
 the lowest recommendation of that window (0, the default, scales up at once).

@@ -93,10 +93,12 @@ class ScalingTuning:
     flap_memory_seconds: float = 1800
     """...for this long after the reversal; then the spec's window applies again..."""
     flap_evidence_seconds: float = 3600
-    """...and only when requests queued above `target_queue_depth` within this long: a service
-    whose queue never built up lost nothing by releasing a replica the trend then asked back
-    (on conv x5, seed 0, a +1 at t = 1,260 s with no one waiting doubled the window and held 9
-    replicas for over 9 minutes while the load asked for 5-7: 0.27 GPU-hours)."""
+    """...and only when requests queued above `target_queue_depth` per replica, starting ones
+    included, within this long: a service whose queue never outran its fleet lost nothing by
+    releasing a replica the trend then asked back (on conv x5, seed 0, a +1 at t = 1,260 s with
+    no one waiting doubled the window and held 9 replicas for over 9 minutes while the load
+    asked for 5-7: 0.27 GPU-hours; on seed 2 a queue of 29 at t = 285 s, above 4 per ready
+    replica but met by the 5 starting ones, did the same: 0.26 GPU-hours)."""
     arrival_window_seconds: float = 60
     """The completion rate's window (`rate(...[1m])`); arrivals = completions + load growth over it."""
     backlog_drain_seconds: float = 120
@@ -191,7 +193,7 @@ class ScalerState:
     """A damped scale-down window (seconds), in force until `scale_down_window_until`."""
     scale_down_window_until: float | None = None
     last_overload: float | None = None
-    """Last time more requests waited than `target_queue_depth` per ready replica."""
+    """Last time more requests waited than `target_queue_depth` per replica (ready or starting)."""
     running_samples: LoadSamples = ()
     """(time, running, waiting requests) of the trend window."""
     startup: StartupStats = field(default_factory=StartupStats)

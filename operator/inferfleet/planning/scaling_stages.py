@@ -86,6 +86,9 @@ class Observation:
     """The load samples to remember: the kept window and this tick's."""
     queue_high: bool
     """More waiting requests than `target_queue_depth` per ready replica."""
+    queue_outran: bool
+    """...and per replica of the whole fleet, starting ones included: a queue that even the
+    replicas on their way were not sized for (the evidence flap damping asks for)."""
     kv: float | None = None
     """Mean KV-cache usage (0..1) of the ready replicas; None when not reported."""
     limits: Limits | None = None
@@ -202,6 +205,7 @@ def observe(
         last_active=last_active,
         samples=samples,
         queue_high=waiting > policy.target_queue_depth * max(fleet.ready, 1),
+        queue_outran=waiting > policy.target_queue_depth * max(fleet.current, 1),
         kv=kv,
         limits=limits,
         saturation=saturation,
@@ -372,8 +376,8 @@ def remember(
     obs: Observation, win: Stabilized, replicas: int, policy: ScalingPolicy, state: ScalerState
 ) -> ScalerState:
     """The state for the next tick. A scale-up within `flap_reversal_seconds` of a scale-down,
-    in a service whose queue has built up within `flap_evidence_seconds`, shows the down window
-    was too short for this load: lengthen it for `flap_memory_seconds`."""
+    in a service whose queue has outrun its whole fleet within `flap_evidence_seconds`, shows
+    the down window was too short for this load: lengthen it for `flap_memory_seconds`."""
     now, current, tuning = obs.now, obs.fleet.current, policy.tuning
     out = replace(
         state,
@@ -381,7 +385,7 @@ def remember(
         last_active=obs.last_active,
         last_replicas=replicas,
         running_samples=obs.samples,
-        last_overload=now if obs.queue_high else state.last_overload,
+        last_overload=now if obs.queue_outran else state.last_overload,
     )
     if replicas != current:
         out = replace(out, last_scale_time=now)
