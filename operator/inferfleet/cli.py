@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from inferfleet.gateway.config import GatewayConfig
     from inferfleet.planning.inference_pool import EndpointPicker
-    from inferfleet.planning.weights_cache import CacheSettings
+    from inferfleet.planning.weights_jobs import CacheSettings
     from inferfleet.runtime.config import ClientLimits, OperatorConfig
 
 
@@ -683,7 +683,7 @@ def _endpoint_picker(args: argparse.Namespace) -> EndpointPicker:
 
 
 def _model_cache(args: argparse.Namespace) -> CacheSettings | None:
-    from inferfleet.planning.weights_cache import CacheSettings
+    from inferfleet.planning.weights_jobs import CacheSettings
 
     if not args.model_cache_root:
         return None

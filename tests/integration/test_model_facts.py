@@ -12,7 +12,7 @@ from kubernetes import client
 
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
-from inferfleet.planning.weights_cache import ACTION_LABEL, metadata_job_name
+from inferfleet.planning.weights_naming import ACTION_LABEL, metadata_job_name
 from tests.conftest import Cluster
 from tests.integration.test_reconcile import (
     create,

@@ -22,14 +22,9 @@ from inferfleet.localcluster.pod_engines import PodEngines
 from inferfleet.localcluster.waiting import wait_for
 from inferfleet.planning.children import build_cached_pod
 from inferfleet.planning.names import SERVICE_LABEL
-from inferfleet.planning.weights_cache import (
-    CacheSettings,
-    build_cache_claim,
-    build_cache_volume,
-    build_fetch_job,
-    compute_cache_key,
-    compute_ref_file,
-)
+from inferfleet.planning.weights_jobs import CacheSettings, build_fetch_job
+from inferfleet.planning.weights_naming import compute_cache_key, compute_ref_file
+from inferfleet.planning.weights_volume import build_cache_claim, build_cache_volume
 from tests.conftest import Cluster
 from tests.integration.test_pod_engines import GROUP, PLURAL, VERSION, complete, service_body, slice_endpoints
 from tests.support import condition, gpu_pod_spec
@@ -115,7 +110,7 @@ GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "No
 
 def waiting_pod(body: dict[str, Any]) -> dict[str, Any]:
     """An engine pod as the operator writes it for a cached model: its `wait-for-weights` init
-    container waits for the node's copy (planning/weights_cache.build_cached_pod)."""
+    container waits for the node's copy (planning/children.build_cached_pod)."""
     engine = {
         "name": "engine",
         "image": "registry.example/engine:1",

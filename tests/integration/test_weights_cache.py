@@ -16,7 +16,7 @@ from kubernetes import client, watch
 
 from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.waiting import wait_for
-from inferfleet.planning.weights_cache import (
+from inferfleet.planning.weights_naming import (
     ACTION_LABEL,
     CACHE_CLAIM,
     CURRENT_MODEL,

@@ -19,7 +19,7 @@ from inferfleet.localcluster.file_standin import build_fake_model
 from inferfleet.localcluster.hf_standin import HubStandin
 from inferfleet.localcluster.job_pods import JobPods
 from inferfleet.localcluster.waiting import wait_for
-from inferfleet.planning.weights_cache import (
+from inferfleet.planning.weights_naming import (
     CACHE_CLAIM,
     compute_cache_key,
     compute_ref_file,

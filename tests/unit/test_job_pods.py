@@ -22,7 +22,7 @@ from inferfleet.localcluster.job_pods import (
     is_started,
 )
 from inferfleet.localcluster.ports import is_port_free
-from inferfleet.planning.weights_cache import CacheSettings
+from inferfleet.planning.weights_jobs import CacheSettings
 from inferfleet.planning.weights_nodes import CachedCopy, build_evict_job
 from tests.support import kwok_stage_keys
 

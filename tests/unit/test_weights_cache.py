@@ -16,41 +16,49 @@ from inferfleet.planning.model_files import MetadataFetch, ModelFacts
 from inferfleet.planning.placement import GroupPlacement
 from inferfleet.planning.service import plan_service
 from inferfleet.planning.weights_cache import (
-    CACHE_CLAIM,
-    CURRENT_MODEL,
-    WAIT_CONTAINER,
-    CacheObserved,
-    CacheSettings,
-    FetchResult,
-    ObservedFetch,
-    VolumeCleanup,
     WeightsPlan,
-    build_cache_volume,
-    build_cleanup_job,
-    build_fetch_job,
-    build_fetch_result,
-    build_metadata_job,
-    build_observed_fetch,
-    build_observed_metadata,
-    cleanup_job_name,
-    compute_cache_key,
     compute_fetch_pod_wakes,
-    compute_fetch_retry,
     compute_fetched_facts,
     compute_metadata_fetch,
-    compute_model_id,
     compute_node_weights,
-    compute_ref_file,
-    compute_retry_delay,
-    compute_volume_is_ours,
     compute_warm_nodes,
     compute_weights_events,
     compute_weights_wake,
+    plan_weights,
+)
+from inferfleet.planning.weights_jobs import (
+    CacheSettings,
+    build_cleanup_job,
+    build_fetch_job,
+    build_metadata_job,
+)
+from inferfleet.planning.weights_naming import (
+    CACHE_CLAIM,
+    CURRENT_MODEL,
+    WAIT_CONTAINER,
+    cleanup_job_name,
+    compute_cache_key,
+    compute_model_id,
+    compute_ref_file,
     directory_job_name,
     fetch_job_name,
     metadata_job_name,
+)
+from inferfleet.planning.weights_observed import (
+    CacheObserved,
+    FetchResult,
+    ObservedFetch,
+    build_fetch_result,
+    build_observed_fetch,
+    build_observed_metadata,
+    compute_fetch_retry,
+    compute_retry_delay,
+)
+from inferfleet.planning.weights_volume import (
+    VolumeCleanup,
+    build_cache_volume,
+    compute_volume_is_ours,
     plan_volume_cleanup,
-    plan_weights,
 )
 from inferfleet.weights.sources import build_cache_key, parse_source
 

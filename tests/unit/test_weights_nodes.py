@@ -11,15 +11,8 @@ from inferfleet.api.status import WeightsState
 from inferfleet.planning.children import Owner, build_cached_template, build_deployment, build_pod_spec
 from inferfleet.planning.inventory import GpuNode, Taint
 from inferfleet.planning.placement import BoundPod
-from inferfleet.planning.weights_cache import (
-    CacheSettings,
-    FetchResult,
-    ObservedFetch,
-    build_observed_fetch,
-    compute_warm_label,
-    evict_job_name,
-    fetch_job_name,
-)
+from inferfleet.planning.weights_jobs import CacheSettings
+from inferfleet.planning.weights_naming import compute_warm_label, evict_job_name, fetch_job_name
 from inferfleet.planning.weights_nodes import (
     CachedCopy,
     build_evict_job,
@@ -30,6 +23,7 @@ from inferfleet.planning.weights_nodes import (
     plan_evictions,
     plan_warm_labels,
 )
+from inferfleet.planning.weights_observed import FetchResult, ObservedFetch, build_observed_fetch
 
 L4 = "NVIDIA-L4"
 HF = "hf://org/llama"

@@ -11,13 +11,8 @@ from inferfleet.api import InferenceServiceSpec
 from inferfleet.localcluster.cluster import LocalCluster
 from inferfleet.localcluster.weights_wait import build_wait_key, compute_present
 from inferfleet.planning.children import build_cached_pod
-from inferfleet.planning.weights_cache import (
-    CacheSettings,
-    build_fetch_job,
-    build_metadata_job,
-    compute_cache_key,
-    compute_ref_file,
-)
+from inferfleet.planning.weights_jobs import CacheSettings, build_fetch_job, build_metadata_job
+from inferfleet.planning.weights_naming import compute_cache_key, compute_ref_file
 from inferfleet.planning.weights_nodes import CachedCopy, build_evict_job
 
 SOURCE, OTHER = "hf://meta-llama/Llama-3.1-8B-Instruct", "hf://other/model"

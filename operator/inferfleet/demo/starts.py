@@ -32,7 +32,7 @@ from typing import Any
 from inferfleet.demo.view import parse_time
 from inferfleet.planning.conditions import find_true_condition
 from inferfleet.planning.names import SERVICE_LABEL
-from inferfleet.planning.weights_cache import CACHE_LABEL, NODE_ANNOTATION, SOURCE_ANNOTATION
+from inferfleet.planning.weights_naming import CACHE_LABEL, NODE_ANNOTATION, SOURCE_ANNOTATION
 
 FETCH_SELECTOR = f"{CACHE_LABEL}=fetch"
 """The operator's fetch Jobs (label selector)."""

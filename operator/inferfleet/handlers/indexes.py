@@ -17,11 +17,8 @@ from inferfleet.planning.policy import TenantPolicy
 from inferfleet.planning.provisioning import ObservedRequest, build_observed_request, consumed_request
 from inferfleet.planning.stuck import UnschedulableMember, build_unschedulable_member, is_unschedulable
 from inferfleet.planning.victims import DELETION_COST_ANNOTATION
-from inferfleet.planning.weights_cache import (
-    ACTION_LABEL,
-    CACHE_CLAIM,
-    CACHE_LABEL,
-    METADATA_ACTION,
+from inferfleet.planning.weights_naming import ACTION_LABEL, CACHE_CLAIM, CACHE_LABEL, METADATA_ACTION
+from inferfleet.planning.weights_observed import (
     CacheObserved,
     FetchResult,
     ObservedFetch,

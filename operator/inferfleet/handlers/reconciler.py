@@ -43,12 +43,12 @@ from inferfleet.planning.spec_warnings import compute_spec_warnings
 from inferfleet.planning.status import ObservedDeployment
 from inferfleet.planning.wake import WAITING_REASONS
 from inferfleet.planning.weights_cache import (
-    CacheObserved,
-    compute_cacheable,
     compute_fetched_facts,
     compute_metadata_fetch,
     compute_warm_nodes,
 )
+from inferfleet.planning.weights_naming import compute_cacheable
+from inferfleet.planning.weights_observed import CacheObserved
 from inferfleet.runtime.operator import OperatorRuntime
 from inferfleet.runtime.queue import GONE, STATUS_ONLY, Outcome
 from inferfleet.runtime.state import ServiceState

@@ -30,12 +30,8 @@ from inferfleet.planning.wake import (
     compute_pod_wake,
     compute_waiting_services,
 )
-from inferfleet.planning.weights_cache import (
-    CACHE_LABEL,
-    SOURCE_ANNOTATION,
-    compute_fetch_pod_wakes,
-    compute_weights_wake,
-)
+from inferfleet.planning.weights_cache import compute_fetch_pod_wakes, compute_weights_wake
+from inferfleet.planning.weights_naming import CACHE_LABEL, SOURCE_ANNOTATION
 from inferfleet.runtime.operator import OperatorRuntime
 from inferfleet.runtime.queue import STATUS_ONLY
 

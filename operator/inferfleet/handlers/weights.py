@@ -1,5 +1,6 @@
 """The node weights cache of one service, within its reconcile: create what its nodes lack,
-then write status.weights and an Event per failed fetch (the decisions: planning/weights_cache.py)."""
+then write status.weights and an Event per failed fetch (the decisions: planning/weights_cache.py,
+and planning/weights_volume.py for a released volume)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,9 @@ from inferfleet.kube.weights import (
 )
 from inferfleet.planning.children import build_cached_template
 from inferfleet.planning.service import ServicePlan
-from inferfleet.planning.weights_cache import (
-    CacheObserved,
-    CacheSettings,
-    compute_cacheable,
-    compute_node_weights,
-    compute_weights_events,
-    plan_volume_cleanup,
-    plan_weights,
-)
+from inferfleet.planning.weights_cache import compute_node_weights, compute_weights_events, plan_weights
+from inferfleet.planning.weights_jobs import CacheSettings
+from inferfleet.planning.weights_naming import compute_cacheable
 from inferfleet.planning.weights_nodes import (
     CopyKey,
     build_evict_job,
@@ -47,6 +42,8 @@ from inferfleet.planning.weights_nodes import (
     plan_evictions,
     plan_warm_labels,
 )
+from inferfleet.planning.weights_observed import CacheObserved
+from inferfleet.planning.weights_volume import plan_volume_cleanup
 from inferfleet.runtime.state import ServiceState
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from inferfleet.kube.apply import WRITES
-from inferfleet.planning.weights_cache import CACHE_CLAIM, WARM_LABEL_PREFIX, compute_volume_is_ours
+from inferfleet.planning.weights_naming import CACHE_CLAIM, WARM_LABEL_PREFIX
+from inferfleet.planning.weights_volume import compute_volume_is_ours
 
 
 class VolumeRefusedError(Exception):

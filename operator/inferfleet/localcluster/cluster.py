@@ -66,7 +66,7 @@ class LocalCluster:
     """A namespace-name prefix: there KWOK leaves the pods of the weights cache's Jobs Running and
     JobPods (the same prefix) runs them as real processes. None: KWOK completes them all."""
     fetch_seconds: float = 0
-    """How long the pod of a weights fetch Job (planning/weights_cache.py: not a metadata read, not
+    """How long the pod of a weights fetch Job (planning/weights_jobs.py: not a metadata read, not
     an eviction) runs before KWOK completes it: a stand-in for the download, which no container
     does here. 0: at once. In probed_namespaces PodEngines holds an engine pod whose
     `wait-for-weights` init container waits for its node's copy until that fetch Job completed."""

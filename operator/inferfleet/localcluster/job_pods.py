@@ -40,7 +40,7 @@ from kubernetes.client.rest import ApiException
 
 from inferfleet.localcluster.pod_watch import PodWatch
 from inferfleet.planning.conditions import find_true_condition
-from inferfleet.planning.weights_cache import CACHE_LABEL
+from inferfleet.planning.weights_naming import CACHE_LABEL
 
 log = logging.getLogger(__name__)
 

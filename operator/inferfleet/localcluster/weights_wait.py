@@ -23,15 +23,15 @@ from typing import Any
 from kubernetes import client
 
 from inferfleet.api.status import WeightsState
-from inferfleet.planning.weights_cache import (
+from inferfleet.planning.weights_naming import (
     CACHE_LABEL,
     WAIT_CONTAINER,
     WEIGHTS_MOUNT,
     WEIGHTS_VOLUME,
-    build_observed_fetch,
     compute_cache_key,
     compute_ref_file,
 )
+from inferfleet.planning.weights_observed import build_observed_fetch
 
 log = logging.getLogger(__name__)
 

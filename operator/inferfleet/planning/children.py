@@ -10,7 +10,8 @@ from inferfleet.api import API_VERSION, KIND, EngineKind, InferenceServiceSpec, 
 from inferfleet.planning.drain import termination_grace_seconds
 from inferfleet.planning.engines import MODEL_CACHE_DIR, build_engine_container, build_engine_volumes
 from inferfleet.planning.names import GPU_PRODUCT_LABEL, ZONE_LABEL, child_labels, selector_labels
-from inferfleet.planning.weights_cache import (
+from inferfleet.planning.weights_jobs import build_warm_affinity
+from inferfleet.planning.weights_naming import (
     CACHE_CLAIM,
     CACHE_UID,
     CURRENT_MODEL,
@@ -19,7 +20,6 @@ from inferfleet.planning.weights_cache import (
     WAIT_CONTAINER,
     WEIGHTS_MOUNT,
     WEIGHTS_VOLUME,
-    build_warm_affinity,
     compute_cache_key,
     compute_cacheable,
     compute_ref_file,

@@ -38,7 +38,7 @@ from inferfleet.planning.placement import (
 )
 from inferfleet.planning.policy import TenantPolicy, compute_policy_violations
 from inferfleet.planning.spec_warnings import compute_model_mismatches
-from inferfleet.planning.weights_cache import compute_cacheable
+from inferfleet.planning.weights_naming import compute_cacheable
 
 # Sizing needs a context length; an unset maxModelLen is budgeted as this many tokens.
 DEFAULT_SIZING_CONTEXT = 8192

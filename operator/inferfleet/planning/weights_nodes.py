@@ -17,7 +17,8 @@ from inferfleet.api import InferenceServiceSpec
 from inferfleet.api.status import WeightsState
 from inferfleet.planning.inventory import GpuNode
 from inferfleet.planning.placement import BoundPod
-from inferfleet.planning.weights_cache import (
+from inferfleet.planning.weights_jobs import CacheSettings, build_restricted_pod
+from inferfleet.planning.weights_naming import (
     ACTION_LABEL,
     CACHE_CLAIM,
     CACHE_LABEL,
@@ -26,15 +27,12 @@ from inferfleet.planning.weights_cache import (
     NODE_ANNOTATION,
     SOURCE_ANNOTATION,
     WARM_LABEL_PREFIX,
-    CacheSettings,
-    FetchResult,
-    ObservedFetch,
-    build_restricted_pod,
     compute_model_id,
     compute_warm_label,
     evict_job_name,
     fetch_job_name,
 )
+from inferfleet.planning.weights_observed import FetchResult, ObservedFetch
 
 EVICT_TOLERATIONS = ({"operator": "Exists"},)
 CopyKey = tuple[str, str, str]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from inferfleet.planning.inference_pool import EndpointPicker
 from inferfleet.planning.policy import TenantPolicy
-from inferfleet.planning.weights_cache import CacheSettings
+from inferfleet.planning.weights_jobs import CacheSettings
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from inferfleet.planning.weights_cache import compute_cache_key
+from inferfleet.planning.weights_naming import compute_cache_key
 
 SUPPORTED = ("hf", "s3")
 NOT_YET = {
