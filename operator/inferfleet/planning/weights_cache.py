@@ -50,7 +50,7 @@ from inferfleet.planning.weights_observed import (
     ObservedFetch,
     compute_current_fetches,
     compute_fetch_retry,
-    stamp,
+    format_stamp,
 )
 from inferfleet.planning.weights_volume import build_cache_claim, build_cache_volume
 
@@ -238,7 +238,7 @@ def compute_node_weights(
         return None
     evicting = {f.node for f in observed.fetches if f.source == source and f.evict}
     used = {w.node: w.last_used for w in previous or []}
-    used.update({node: stamp(now) for node in serving})
+    used.update({node: format_stamp(now) for node in serving})
     results, kept, wanted = observed.results or {}, set(prefetch) - set(serving), set(serving) | set(prefetch)
     entries = [
         _node_weights(

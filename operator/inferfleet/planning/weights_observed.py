@@ -147,10 +147,10 @@ class FetchRetry:
     def describe(self) -> str:
         if self.at is None:
             return f"attempt {self.attempt} failed and is not retried ({self.error} does not heal by itself)"
-        return f"attempt {self.attempt} failed; attempt {self.attempt + 1} at {stamp(self.at)}"
+        return f"attempt {self.attempt} failed; attempt {self.attempt + 1} at {format_stamp(self.at)}"
 
 
-def stamp(when: datetime) -> str:
+def format_stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
