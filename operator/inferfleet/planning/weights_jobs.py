@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.planning.weights_naming import (
@@ -76,34 +76,14 @@ def build_cleanup_job(settings: CacheSettings, namespace: str, claim_uid: str, n
     operator's namespace (the root by hostPath, as the directory Job that made it). It tolerates
     every taint: whatever keeps engine pods off the node now, the files must go."""
     path = compute_volume_path(settings.root, namespace, claim_uid)
-    container = {
-        "name": "remove",
-        "image": settings.image,
-        "command": ["rm", "-rf", "--one-file-system", "--", path],
-        "volumeMounts": [{"name": "root", "mountPath": settings.root}],
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-    }
-    pod = {
-        **_on_node(node, [{"operator": "Exists"}]),
-        "containers": [container],
-        "volumes": [{"name": "root", "hostPath": {"path": settings.root, "type": "Directory"}}],
-    }
-    labels = {CACHE_LABEL: "cleanup"}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": cleanup_job_name(claim_uid, node),
-            "namespace": settings.namespace,
-            "labels": labels,
-            "annotations": {NODE_ANNOTATION: node},
-        },
-        "spec": {
-            "backoffLimit": FETCH_BACKOFF_LIMIT,
-            "ttlSecondsAfterFinished": CLEANUP_TTL_SECONDS,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    return _root_job(
+        settings,
+        cleanup_job_name(claim_uid, node),
+        node,
+        [{"operator": "Exists"}],
+        _RootCommand("cleanup", "remove", ["rm", "-rf", "--one-file-system", "--", path], "Directory"),
+        ttl_seconds=CLEANUP_TTL_SECONDS,
+    )
 
 
 def _restricted(container: dict[str, Any]) -> dict[str, Any]:
@@ -279,30 +259,61 @@ def build_directory_job(
     """Makes the namespace's directory under the cache root on `node`, in the operator's own
     namespace (the only pod with the root mounted, by hostPath)."""
     path = compute_volume_path(settings.root, namespace, claim_uid)
+    command = ["sh", "-c", 'mkdir -p "$1" && chmod 0755 "$1"', "mkdir", path]
+    return _root_job(
+        settings,
+        directory_job_name(claim_uid, node),
+        node,
+        tolerations,
+        _RootCommand("directory", "mkdir", command, "DirectoryOrCreate"),
+    )
+
+
+class _RootCommand(NamedTuple):
+    """What a Job on the cache root does: its `inferfleet.io/model-cache` label, its container
+    and command, and the hostPath type the root must have."""
+
+    action: str
+    container: str
+    command: list[str]
+    root_type: str
+
+
+def _root_job(
+    settings: CacheSettings,
+    name: str,
+    node: str,
+    tolerations: Sequence[Mapping[str, Any]],
+    run: _RootCommand,
+    ttl_seconds: int | None = None,
+) -> dict[str, Any]:
+    """A Job in the operator's namespace that runs `run` on `node` with the cache root mounted
+    by hostPath: the only pods that see every namespace's directory."""
     container = {
-        "name": "mkdir",
+        "name": run.container,
         "image": settings.image,
-        "command": ["sh", "-c", 'mkdir -p "$1" && chmod 0755 "$1"', "mkdir", path],
+        "command": run.command,
         "volumeMounts": [{"name": "root", "mountPath": settings.root}],
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     pod = {
         **_on_node(node, tolerations),
         "containers": [container],
-        "volumes": [{"name": "root", "hostPath": {"path": settings.root, "type": "DirectoryOrCreate"}}],
+        "volumes": [{"name": "root", "hostPath": {"path": settings.root, "type": run.root_type}}],
     }
-    labels = {CACHE_LABEL: "directory"}
+    labels = {CACHE_LABEL: run.action}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": directory_job_name(claim_uid, node),
+            "name": name,
             "namespace": settings.namespace,
             "labels": labels,
             "annotations": {NODE_ANNOTATION: node},
         },
         "spec": {
             "backoffLimit": FETCH_BACKOFF_LIMIT,
+            **({"ttlSecondsAfterFinished": ttl_seconds} if ttl_seconds is not None else {}),
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
