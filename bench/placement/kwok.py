@@ -62,8 +62,7 @@ from bench.placement.report import describe
 from inferfleet.localcluster.cluster import LocalCluster
 from inferfleet.localcluster.inventory import GPU_RESOURCE, Inventory, build_nodes, load_inventory
 from inferfleet.localcluster.waiting import wait_for
-from inferfleet.planning.groups import HOSTNAME_LABEL
-from inferfleet.planning.names import GPU_PRODUCT_LABEL
+from inferfleet.planning.names import GPU_PRODUCT_LABEL, HOSTNAME_LABEL
 from inferfleet.planning.placement import BoundPod
 
 H100 = "NVIDIA-H100-80GB-HBM3"

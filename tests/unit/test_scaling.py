@@ -378,7 +378,7 @@ def test_an_oscillating_queue_scales_up_once_and_holds() -> None:
 
 
 QUEUED_BEFORE = ScalerState(last_overload=-60.0)
-"""A service whose queue was above target a minute before the ticks: flap damping applies."""
+"""A service whose queue outran its fleet a minute before the ticks: flap damping applies."""
 
 
 def test_flapping_between_two_levels_lengthens_the_scale_down_window() -> None:
@@ -432,7 +432,7 @@ def test_a_reversal_damps_only_where_the_queue_has_built_up_within_the_hour() ->
     assert never.scale_down_window is None  # releasing the replica cost no one a wait
     _, long_ago, _ = run(NO_TREND, 3, ticks, ScalerState(last_overload=870.0 - 3601))
     assert long_ago.scale_down_window is None
-    # a queue above target (more than 2 per ready replica) in the ticks themselves counts
+    # a queue that outran the fleet (more than 2 per replica) in the ticks themselves counts
     queued = [(0, 11, 40, None, 5, "QueueAboveTarget"), *ticks[1:]]
     got, state, _ = run(NO_TREND, 4, queued)
     assert got == expected(queued)

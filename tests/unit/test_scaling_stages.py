@@ -183,6 +183,25 @@ def test_observe(case: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("waiting", "current", "ready", "high", "outran"),
+    [
+        (6, 3, 3, False, False),  # target_queue_depth 2 on 3 replicas: 6 is on target
+        (7, 3, 3, True, True),
+        (3, 3, 1, True, False),  # above target on the 1 ready, not on the 3 of the fleet
+        (7, 3, 1, True, True),
+        (3, 0, 0, True, True),  # a gateway's queue at zero replicas counts per one replica
+    ],
+)
+def test_observe_compares_the_queue_with_the_ready_replicas_and_the_whole_fleet(
+    waiting: float, current: int, ready: int, high: bool, outran: bool
+) -> None:
+    sample = ScalingSample(waiting, None if current == 0 else 20)
+    o = observe(sample, P, Fleet.of(P, current, ready), FRESH, NOW)
+    assert o is not None
+    assert (o.queue_high, o.queue_outran) == (high, outran)
+
+
+@pytest.mark.parametrize(
     "sample",
     [
         ScalingSample(None, 20),

@@ -29,6 +29,7 @@ from inferfleet.planning.weights_cache import (
 from inferfleet.planning.weights_jobs import (
     CacheSettings,
     build_cleanup_job,
+    build_directory_job,
     build_fetch_job,
     build_metadata_job,
 )
@@ -821,6 +822,39 @@ def test_the_cleanup_job_removes_only_the_claims_directory_on_its_node() -> None
     [container] = pod["containers"]
     assert container["command"][-1] == "/var/lib/inferfleet/models/ml.u1"
     assert container["command"][:2] == ["rm", "-rf"]
+
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+# job -> (its model-cache label, container, first word of its command, root hostPath type,
+#         tolerations, ttlSecondsAfterFinished)
+ROOT_JOBS: dict[str, tuple[dict[str, Any], tuple[str, str, str, str, list[dict[str, Any]], int | None]]] = {
+    "the directory is made where the root may not exist yet, and kept for the index": (
+        build_directory_job(SETTINGS, "ml", "u1", "n1", [GPU_TAINT]),
+        ("directory", "mkdir", "sh", "DirectoryOrCreate", [GPU_TAINT], None),
+    ),
+    "the directory is removed only from a root that exists, whatever the taints": (
+        build_cleanup_job(SETTINGS, "ml", "u1", "n1"),
+        ("cleanup", "remove", "rm", "Directory", [{"operator": "Exists"}], 86400),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ROOT_JOBS)
+def test_the_jobs_on_the_cache_root(case: str) -> None:
+    job, (label, container_name, program, root_type, tolerations, ttl) = ROOT_JOBS[case]
+    labels = {"inferfleet.io/model-cache": label}
+    assert job["metadata"]["labels"] == job["spec"]["template"]["metadata"]["labels"] == labels
+    assert job["metadata"]["annotations"] == {"inferfleet.io/weights-node": "n1"}
+    assert job["spec"].get("ttlSecondsAfterFinished") == ttl
+    pod = job["spec"]["template"]["spec"]
+    assert pod["tolerations"] == tolerations
+    assert pod["volumes"] == [{"name": "root", "hostPath": {"path": SETTINGS.root, "type": root_type}}]
+    [container] = pod["containers"]
+    assert (container["name"], container["command"][0]) == (container_name, program)
+    assert container["command"][-1] == "/var/lib/inferfleet/models/ml.u1"
+    no_privileges = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert container["securityContext"] == no_privileges
 
 
 @pytest.mark.parametrize("kind", ["fetch", "metadata"])

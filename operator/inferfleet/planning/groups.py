@@ -14,13 +14,12 @@ from inferfleet.api import EngineKind, InferenceServiceSpec, ShardPlan
 from inferfleet.api.reserved import RAY_PORT, SGLANG_DIST_PORT
 from inferfleet.planning.children import Owner, build_pod_spec, build_service, owner_reference
 from inferfleet.planning.engines import build_engine_container
-from inferfleet.planning.names import REPLICA_LABEL, SERVICE_LABEL, child_labels
+from inferfleet.planning.names import HOSTNAME_LABEL, REPLICA_LABEL, SERVICE_LABEL, child_labels
 from inferfleet.planning.placement import GroupPlacement
 
 MULTI_NODE_ENGINES: frozenset[EngineKind] = frozenset({EngineKind.VLLM, EngineKind.SGLANG})
 TGI_NOT_MULTI_NODE = "tgi does not support multi-node serving; use vllm or sglang"
 
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 # Set by the StatefulSet controller on Kubernetes >= 1.28.
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 PLACEMENT_DOMAIN_ANNOTATION = "inferfleet.io/placement-domain"

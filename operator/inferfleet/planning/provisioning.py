@@ -28,12 +28,11 @@ from inferfleet.api import InferenceServiceSpec, PlacedReason, ShardPlan
 from inferfleet.planning.children import Owner, owner_reference
 from inferfleet.planning.conditions import find_true_condition
 from inferfleet.planning.groups import (
-    HOSTNAME_LABEL,
     build_group_statefulset,
     group_name,
     group_selector,
 )
-from inferfleet.planning.names import MANAGED_BY, REPLICA_LABEL, SERVICE_LABEL
+from inferfleet.planning.names import HOSTNAME_LABEL, MANAGED_BY, REPLICA_LABEL, SERVICE_LABEL
 from inferfleet.planning.placement import GroupPlacement, Shortfall
 
 API_GROUP = "autoscaling.x-k8s.io"

@@ -9,10 +9,10 @@ token Secrets) and mount the claim read-write; engine pods mount it read-only. T
 each node is made by a small Job in the operator's own namespace (a `local` volume's path must
 exist; the tenant's namespace may forbid hostPath).
 
-The names and constants are in weights_naming.py, the claim and volume built (and removed once
-released) in weights_volume.py, the Jobs built in weights_jobs.py, the Jobs and fetch results read
-back and the retry decision in weights_observed.py; prefetch, warm node labels and eviction in
-weights_nodes.py.
+The names, labels and annotations the cache's objects share are in weights_naming.py, the claim
+and volume built (and removed once released) in weights_volume.py, the Jobs built (with their
+limits) in weights_jobs.py, the Jobs and fetch results read back and the retry decision (with its
+backoff) in weights_observed.py; prefetch, warm node labels and eviction in weights_nodes.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 from inferfleet.api import InferenceServiceSpec
 from inferfleet.api.limits import MAX_WEIGHTS_NODES
 from inferfleet.api.status import NodeWeights, WeightsReason, WeightsState
-from inferfleet.planning.conditions import bound_message, find_true_condition
+from inferfleet.planning.conditions import bound_message, find_true_condition, rfc3339
 from inferfleet.planning.model_files import MetadataFetch, ModelFacts
 from inferfleet.planning.names import SERVICE_LABEL
 from inferfleet.planning.weights_jobs import (
@@ -50,7 +50,6 @@ from inferfleet.planning.weights_observed import (
     ObservedFetch,
     compute_current_fetches,
     compute_fetch_retry,
-    format_stamp,
 )
 from inferfleet.planning.weights_volume import build_cache_claim, build_cache_volume
 
@@ -238,7 +237,7 @@ def compute_node_weights(
         return None
     evicting = {f.node for f in observed.fetches if f.source == source and f.evict}
     used = {w.node: w.last_used for w in previous or []}
-    used.update({node: format_stamp(now) for node in serving})
+    used.update({node: rfc3339(now) for node in serving})
     results, kept, wanted = observed.results or {}, set(prefetch) - set(serving), set(serving) | set(prefetch)
     entries = [
         _node_weights(

@@ -12,25 +12,19 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from inferfleet.api import InferenceServiceSpec
+from inferfleet.planning.names import HOSTNAME_LABEL
 from inferfleet.planning.weights_naming import (
     ACTION_LABEL,
     ATTEMPT_ANNOTATION,
     CACHE_CLAIM,
     CACHE_LABEL,
     CACHE_UID,
-    FETCH_BACKOFF_LIMIT,
     FETCH_MOUNT,
-    HOSTNAME_LABEL,
     METADATA_ACTION,
-    METADATA_DEADLINE_SECONDS,
-    METADATA_RESOURCES,
     MODEL_LABEL,
     NODE_ANNOTATION,
     PERMANENT_EXIT_CODES,
-    SCRATCH_MOUNT,
     SOURCE_ANNOTATION,
-    SOURCE_ENV,
-    WARM_PREFERENCE_WEIGHT,
     cleanup_job_name,
     compute_model_id,
     compute_volume_path,
@@ -39,6 +33,22 @@ from inferfleet.planning.weights_naming import (
     fetch_job_name,
     metadata_job_name,
 )
+
+WARM_PREFERENCE_WEIGHT = 100
+FETCH_BACKOFF_LIMIT = 3
+SCRATCH_MOUNT = "/scratch"
+"""The metadata Job's emptyDir: its temporary directory and huggingface_hub's home."""
+METADATA_DEADLINE_SECONDS = 600
+"""A metadata read takes seconds; a source that hangs fails the Job (and it is retried) after this."""
+METADATA_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+SOURCE_ENV = {
+    "hf": ("HF_TOKEN", "HF_ENDPOINT"),
+    "s3": (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+    ),
+}  # fmt: skip
+"""The engine env a fetch Job takes over, by scheme: the same Secrets the engine would read."""
 
 
 @dataclass(frozen=True)
@@ -65,25 +75,6 @@ def build_warm_affinity(namespace: str, source: str) -> dict[str, Any]:
             ]
         }
     }
-
-
-CLEANUP_TTL_SECONDS = 86400
-"""A directory-removal Job deletes itself this long after it finished (nothing reads it)."""
-
-
-def build_cleanup_job(settings: CacheSettings, namespace: str, claim_uid: str, node: str) -> dict[str, Any]:
-    """Removes a deleted claim's directory `<root>/<namespace>.<claim uid>` from `node`, in the
-    operator's namespace (the root by hostPath, as the directory Job that made it). It tolerates
-    every taint: whatever keeps engine pods off the node now, the files must go."""
-    path = compute_volume_path(settings.root, namespace, claim_uid)
-    return _root_job(
-        settings,
-        cleanup_job_name(claim_uid, node),
-        node,
-        [{"operator": "Exists"}],
-        _RootCommand("cleanup", "remove", ["rm", "-rf", "--one-file-system", "--", path], "Directory"),
-        ttl_seconds=CLEANUP_TTL_SECONDS,
-    )
 
 
 def _restricted(container: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +240,30 @@ def build_metadata_job(
     return _claim_job(name, namespace, claim_uid, labels, annotations, job_spec)
 
 
+CLEANUP_TTL_SECONDS = 86400
+"""A directory-removal Job deletes itself this long after it finished (nothing reads it)."""
+
+
+def build_cleanup_job(settings: CacheSettings, namespace: str, claim_uid: str, node: str) -> dict[str, Any]:
+    """Removes a deleted claim's directory `<root>/<namespace>.<claim uid>` from `node`, in the
+    operator's namespace (the root by hostPath, as the directory Job that made it). It tolerates
+    every taint: whatever keeps engine pods off the node now, the files must go."""
+    path = compute_volume_path(settings.root, namespace, claim_uid)
+    return _root_job(
+        settings,
+        cleanup_job_name(claim_uid, node),
+        node,
+        [{"operator": "Exists"}],
+        _RootCommand(
+            cache_label="cleanup",
+            container="remove",
+            command=["rm", "-rf", "--one-file-system", "--", path],
+            root_type="Directory",
+        ),
+        ttl_seconds=CLEANUP_TTL_SECONDS,
+    )
+
+
 def build_directory_job(
     settings: CacheSettings,
     namespace: str,
@@ -265,15 +280,17 @@ def build_directory_job(
         directory_job_name(claim_uid, node),
         node,
         tolerations,
-        _RootCommand("directory", "mkdir", command, "DirectoryOrCreate"),
+        _RootCommand(
+            cache_label="directory", container="mkdir", command=command, root_type="DirectoryOrCreate"
+        ),
     )
 
 
 class _RootCommand(NamedTuple):
-    """What a Job on the cache root does: its `inferfleet.io/model-cache` label, its container
-    and command, and the hostPath type the root must have."""
+    """What a Job on the cache root does: its `CACHE_LABEL` value (the directory Jobs' index
+    selects on it), its container and command, and the hostPath type the root must have."""
 
-    action: str
+    cache_label: str
     container: str
     command: list[str]
     root_type: str
@@ -301,7 +318,7 @@ def _root_job(
         "containers": [container],
         "volumes": [{"name": "root", "hostPath": {"path": settings.root, "type": run.root_type}}],
     }
-    labels = {CACHE_LABEL: run.action}
+    labels = {CACHE_LABEL: run.cache_label}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -1,5 +1,5 @@
-"""The node weights cache's names: the labels, annotations, mounts, limits and retry settings
-its objects carry, and the pure functions that name a model's directory under the cache root, the
+"""The node weights cache's names: the labels, annotations, mounts and exit codes its objects
+share, and the pure functions that name a model's directory under the cache root, the
 namespace's volume and its path `<root>/<namespace>.<claim uid>`, each fetch, metadata, eviction,
 directory and cleanup Job, and the node label saying a node holds a model (a hash where a URI
 cannot go). What the cache is: planning/weights_cache.py."""
@@ -11,7 +11,8 @@ import re
 
 CACHE_CLAIM = "inferfleet-model-cache"
 CACHE_LABEL = "inferfleet.io/model-cache"
-"""On the cache's objects: `volume` (PV and PVC), `fetch` (Jobs and their pods), `directory`."""
+"""On the cache's objects: `volume` (PV and PVC), `fetch` (Jobs and their pods), `directory` and
+`cleanup` (the Jobs that make and remove a namespace's directory on a node)."""
 MODEL_LABEL = "inferfleet.io/weights-model"
 """On fetch Jobs: a short hash of the model source (label values cannot hold a URI)."""
 ACTION_LABEL = "inferfleet.io/weights-action"
@@ -21,12 +22,10 @@ METADATA_ACTION = "metadata"
 WARM_LABEL_PREFIX = "weights.inferfleet.io/"
 """Node labels `weights.inferfleet.io/<hash of namespace and source>`: the node's cache holds that
 namespace's copy of the model. Only the operator sets them; engine pods prefer such nodes."""
-WARM_PREFERENCE_WEIGHT = 100
 NODE_ANNOTATION = "inferfleet.io/weights-node"
 SOURCE_ANNOTATION = "inferfleet.io/weights-source"
 ATTEMPT_ANNOTATION = "inferfleet.io/weights-attempt"
 """On a fetch or metadata Job: which attempt it is (a failed one is retried as the next, a new Job)."""
-HOSTNAME_LABEL = "kubernetes.io/hostname"
 
 FETCH_MOUNT = "/cache"
 WEIGHTS_MOUNT = "/models/weights"
@@ -37,35 +36,10 @@ WEIGHTS_VOLUME = "model-weights"
 PUBLISHED_MARKER = ".inferfleet-published.json"  # as inferfleet.weights.cache writes it
 CACHE_UID = 65532
 """The fetch's user and group: fsGroup makes the cache directory writable to it, without root."""
-FETCH_BACKOFF_LIMIT = 3
-SCRATCH_MOUNT = "/scratch"
-"""The metadata Job's emptyDir: its temporary directory and huggingface_hub's home."""
-METADATA_DEADLINE_SECONDS = 600
-"""A metadata read takes seconds; a source that hangs fails the Job (and it is retried) after this."""
-METADATA_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-RETRY_FIRST_SECONDS = 30.0
-RETRY_MAX_SECONDS = 600.0
-PERMANENT_ERRORS = frozenset(
-    {"NotFound", "Unsupported", "BadSource", "BadOptions", "BadEndpoint", "BadListing", "BadHeader",
-     "InsufficientSpace"}
-)  # fmt: skip
-"""Errors of `fetch-model` (its JSON `error`) that a rerun cannot heal: the source said 401/403/404
-(hf: RepositoryNotFound, Gated, RevisionNotFound; S3: NoSuchBucket, AccessDenied, no objects), the
-URI, options or listing are wrong, a header is broken, the node's disk is too small for the model.
-Everything else (SourceUnavailable, Incomplete, ChecksumMismatch, a pod killed before it wrote a
-result) is retried."""
 PERMANENT_EXIT_CODES = frozenset({2, 4, 5})
 """`fetch-model` exit codes of the same: 2 bad or unsupported URI or option, 4 not enough space,
 5 not found or no access (the Job's podFailurePolicy then ends it without more pods)."""
 CACHEABLE_SCHEMES = ("hf", "s3")
-SOURCE_ENV = {
-    "hf": ("HF_TOKEN", "HF_ENDPOINT"),
-    "s3": (
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-    ),
-}  # fmt: skip
-"""The engine env a fetch Job takes over, by scheme: the same Secrets the engine would read."""
 MODEL_FLAGS = ("--model", "--model-path", "--model-id")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _REF_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")

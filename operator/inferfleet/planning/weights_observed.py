@@ -11,18 +11,28 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from inferfleet.api.status import WeightsState
+from inferfleet.planning.conditions import rfc3339
 from inferfleet.planning.model_files import ModelFacts, parse_facts_record
 from inferfleet.planning.weights_naming import (
     ACTION_LABEL,
     ATTEMPT_ANNOTATION,
     METADATA_ACTION,
     NODE_ANNOTATION,
-    PERMANENT_ERRORS,
     PERMANENT_EXIT_CODES,
-    RETRY_FIRST_SECONDS,
-    RETRY_MAX_SECONDS,
     SOURCE_ANNOTATION,
 )
+
+RETRY_FIRST_SECONDS = 30.0
+RETRY_MAX_SECONDS = 600.0
+PERMANENT_ERRORS = frozenset(
+    {"NotFound", "Unsupported", "BadSource", "BadOptions", "BadEndpoint", "BadListing", "BadHeader",
+     "InsufficientSpace"}
+)  # fmt: skip
+"""Errors of `fetch-model` (its JSON `error`) that a rerun cannot heal: the source said 401/403/404
+(hf: RepositoryNotFound, Gated, RevisionNotFound; S3: NoSuchBucket, AccessDenied, no objects), the
+URI, options or listing are wrong, a header is broken, the node's disk is too small for the model.
+Everything else (SourceUnavailable, Incomplete, ChecksumMismatch, a pod killed before it wrote a
+result) is retried."""
 
 
 @dataclass(frozen=True)
@@ -147,11 +157,7 @@ class FetchRetry:
     def describe(self) -> str:
         if self.at is None:
             return f"attempt {self.attempt} failed and is not retried ({self.error} does not heal by itself)"
-        return f"attempt {self.attempt} failed; attempt {self.attempt + 1} at {format_stamp(self.at)}"
-
-
-def format_stamp(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"attempt {self.attempt} failed; attempt {self.attempt + 1} at {rfc3339(self.at)}"
 
 
 def _parse_stamp(stamp: str | None) -> datetime | None:

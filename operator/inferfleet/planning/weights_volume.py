@@ -9,11 +9,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from inferfleet.planning.names import HOSTNAME_LABEL
 from inferfleet.planning.weights_jobs import CacheSettings, build_cleanup_job
 from inferfleet.planning.weights_naming import (
     CACHE_CLAIM,
     CACHE_LABEL,
-    HOSTNAME_LABEL,
     compute_volume_name,
     compute_volume_path,
     directory_job_name,
