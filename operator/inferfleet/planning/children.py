@@ -10,7 +10,6 @@ from inferfleet.api import API_VERSION, KIND, EngineKind, InferenceServiceSpec, 
 from inferfleet.planning.drain import termination_grace_seconds
 from inferfleet.planning.engines import MODEL_CACHE_DIR, build_engine_container, build_engine_volumes
 from inferfleet.planning.names import GPU_PRODUCT_LABEL, ZONE_LABEL, child_labels, selector_labels
-from inferfleet.planning.weights_jobs import build_warm_affinity
 from inferfleet.planning.weights_naming import (
     CACHE_CLAIM,
     CACHE_UID,
@@ -24,6 +23,7 @@ from inferfleet.planning.weights_naming import (
     compute_cacheable,
     compute_ref_file,
 )
+from inferfleet.planning.weights_nodes import build_warm_affinity
 
 # Model loads take minutes; a rollout is only stuck after far longer than a web app's.
 PROGRESS_DEADLINE_SECONDS = 1800

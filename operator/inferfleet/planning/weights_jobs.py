@@ -2,8 +2,7 @@
 its token Secrets) and mount its cache claim read-write, metadata Jobs that read a model's facts
 without its weights, and the Jobs in the operator's own namespace that make and remove each node's
 directory (a `local` volume's path must exist; the tenant's namespace may forbid hostPath); also
-the cache's settings, the tolerations a Job on an engine's node needs and the engine pods' soft
-preference for nodes that hold the weights."""
+the cache's settings and the tolerations a Job on an engine's node needs."""
 
 from __future__ import annotations
 
@@ -28,13 +27,11 @@ from inferfleet.planning.weights_naming import (
     cleanup_job_name,
     compute_model_id,
     compute_volume_path,
-    compute_warm_label,
     directory_job_name,
     fetch_job_name,
     metadata_job_name,
 )
 
-WARM_PREFERENCE_WEIGHT = 100
 FETCH_BACKOFF_LIMIT = 3
 SCRATCH_MOUNT = "/scratch"
 """The metadata Job's emptyDir: its temporary directory and huggingface_hub's home."""
@@ -62,19 +59,6 @@ class CacheSettings:
     node_budget_bytes: int | None = None
     """Bytes of weights each node's cache may hold (all namespaces); beyond, the least recently
     used weights no pod uses are evicted. None: no budget."""
-
-
-def build_warm_affinity(namespace: str, source: str) -> dict[str, Any]:
-    """A soft preference for nodes holding the weights: it never keeps a pod from scheduling, and
-    the pod template names a label, not nodes, so a node turning warm changes no template."""
-    term = {"matchExpressions": [{"key": compute_warm_label(namespace, source), "operator": "Exists"}]}
-    return {
-        "nodeAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": WARM_PREFERENCE_WEIGHT, "preference": term}
-            ]
-        }
-    }
 
 
 def _restricted(container: dict[str, Any]) -> dict[str, Any]:

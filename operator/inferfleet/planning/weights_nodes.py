@@ -1,6 +1,7 @@
 """The node weights cache across services and namespaces, decided per node: which nodes keep a
-model warm beyond its serving ones (prefetch), which node labels say where a model is, and which
-copies leave a node over its byte budget (least recently used, never one a pod uses).
+model warm beyond its serving ones (prefetch), which node labels say where a model is (and the
+engine pods' soft preference for them), and which copies leave a node over its byte budget (least
+recently used, never one a pod uses).
 
 A copy is one namespace's fetched model on one node (the cache is per namespace: docs/weights.md).
 Everything is read from the fetch Jobs (all namespaces), the services' status.weights and the
@@ -37,6 +38,22 @@ from inferfleet.planning.weights_observed import FetchResult, ObservedFetch
 EVICT_TOLERATIONS = ({"operator": "Exists"},)
 CopyKey = tuple[str, str, str]
 """(namespace, source, node)."""
+
+
+WARM_PREFERENCE_WEIGHT = 100
+
+
+def build_warm_affinity(namespace: str, source: str) -> dict[str, Any]:
+    """A soft preference for nodes holding the weights: it never keeps a pod from scheduling, and
+    the pod template names a label, not nodes, so a node turning warm changes no template."""
+    term = {"matchExpressions": [{"key": compute_warm_label(namespace, source), "operator": "Exists"}]}
+    return {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": WARM_PREFERENCE_WEIGHT, "preference": term}
+            ]
+        }
+    }
 
 
 def compute_prefetch_nodes(
