@@ -30,6 +30,17 @@ def rfc3339(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_rfc3339(value: object) -> datetime | None:
+    """A time as Kubernetes writes it (`rfc3339`'s form, or with an offset); None when it is
+    missing or not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def bound_message(message: str, limit: int = MAX_MESSAGE_LENGTH) -> str:
     """`message`, cut to at most `limit` characters with a note of how much was left out."""
     if len(message) <= limit:

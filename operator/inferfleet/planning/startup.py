@@ -24,11 +24,10 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from inferfleet.api.status import StartupStatus
-from inferfleet.planning.conditions import find_true_condition
+from inferfleet.planning.conditions import find_true_condition, parse_rfc3339
 
 RECENT = 9
 """Durations kept per kind (warm, cold): the median of nine ignores up to four outliers."""
@@ -199,12 +198,8 @@ def compute_present_nodes(weights: object) -> tuple[bool, list[str]]:
 
 def parse_timestamp(value: object) -> float | None:
     """An RFC 3339 time (as Kubernetes writes them) in epoch seconds, or None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    when = parse_rfc3339(value)
+    return when.timestamp() if when is not None else None
 
 
 def _is_new(pod: PodStart, until: float | None, at_last: set[str]) -> bool:

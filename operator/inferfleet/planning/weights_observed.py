@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from inferfleet.api.status import WeightsState
-from inferfleet.planning.conditions import rfc3339
+from inferfleet.planning.conditions import parse_rfc3339, rfc3339
 from inferfleet.planning.model_files import ModelFacts, parse_facts_record
 from inferfleet.planning.weights_naming import (
     ACTION_LABEL,
@@ -160,13 +160,6 @@ class FetchRetry:
         return f"attempt {self.attempt} failed; attempt {self.attempt + 1} at {rfc3339(self.at)}"
 
 
-def _parse_stamp(stamp: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
-    except ValueError:
-        return None
-
-
 def compute_retry_delay(attempt: int) -> float:
     """Seconds after the `attempt`-th failure before the next: 30 s doubling, at most 10 min."""
     doublings: int = min(max(0, attempt - 1), 32)
@@ -181,7 +174,7 @@ def compute_fetch_retry(fetch: ObservedFetch, result: FetchResult | None, now: d
         return None
     if result is not None and (result.error in PERMANENT_ERRORS or result.exit_code in PERMANENT_EXIT_CODES):
         return FetchRetry(fetch.attempt, None, result.error or f"exit code {result.exit_code}")
-    failed = _parse_stamp(fetch.failed_at) or now
+    failed = parse_rfc3339(fetch.failed_at) or now
     return FetchRetry(fetch.attempt, failed + timedelta(seconds=compute_retry_delay(fetch.attempt)))
 
 
