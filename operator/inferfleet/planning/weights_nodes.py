@@ -36,11 +36,9 @@ from inferfleet.planning.weights_naming import (
 from inferfleet.planning.weights_observed import FetchResult, ObservedFetch
 
 EVICT_TOLERATIONS = ({"operator": "Exists"},)
+WARM_PREFERENCE_WEIGHT = 100
 CopyKey = tuple[str, str, str]
 """(namespace, source, node)."""
-
-
-WARM_PREFERENCE_WEIGHT = 100
 
 
 def build_warm_affinity(namespace: str, source: str) -> dict[str, Any]:
