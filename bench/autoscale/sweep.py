@@ -20,6 +20,11 @@ bench/autoscale/results/<date>-sweep.{json,txt}. Per run and per inferfleet arm:
   (the load's present need known exactly, 0-3 replicas of standing headroom, released as a
   scale-down window releases) lies on or above the frontier at its own GPU-hours. Where none
   does, sizing to the present load with any of those headrooms stays inside the frontier.
+
+After the table, a summary: per target, the runs each arm meets and the runs each headroom of
+that present-need sizing meets (scored as the arms are), then every run an arm misses, with the
+headrooms that meet that target there ("none": no sizing to the present load does, at 0-3
+spare replicas). `--rescore FILE.json` scores a saved sweep again and prints both, in seconds.
 """
 
 from __future__ import annotations
@@ -83,25 +88,41 @@ def compute_cheap_target(
     return {"applies": applies, "holds": (not applies) or reached}
 
 
-def compute_verdicts(policies: dict[str, Any], frontier: dict[str, Any]) -> dict[str, Any]:
-    fixed = [(m["gpu_hours"], m["slo_attainment"]) for m in frontier["fixed"].values()]
-    oracle = frontier["oracle"]["gpu_hours"]
+def compute_verdicts(run: dict[str, Any]) -> dict[str, Any]:
+    """The targets per inferfleet arm, and per headroom of the present-need sizing, from a run
+    as the sweep saves it (so a saved sweep is scored again with `--rescore`)."""
+    fixed = [(g, s) for g, s in run["fixed"].values()]
+    policies = run["policies"]
+    oracle = policies["oracle"]["gpu_hours"]
+    reactive_max_slo = run["reactive_max"][1]
+    present = {h: _point(g, s) for h, (g, s) in run["reactive_present"].items()}
     out: dict[str, Any] = {}
     for arm in ARMS:
-        p = policies[arm]
+        frontier_slo = compute_frontier_slo(fixed, policies[arm]["gpu_hours"])
         out[arm] = {
-            "dominates_hpa": compute_dominates(p, policies["hpa"]),
-            "dominates_keda": compute_dominates(p, policies["keda"]),
-            "on_or_above_frontier": compute_on_frontier(p, fixed),
-            "frontier_slo_at_its_gpu_hours": round(compute_frontier_slo(fixed, p["gpu_hours"]), 4),
-            "cheap_099": compute_cheap_target(p, fixed, oracle),
-            "reachable": compute_frontier_slo(fixed, p["gpu_hours"])
-            <= frontier["reactive_max"]["slo_attainment"] + 1e-9,
-            "reachable_without_foresight": any(
-                compute_on_frontier(m, fixed) for m in frontier["reactive_present"].values()
-            ),
+            **compute_targets(policies[arm], policies, fixed, oracle),
+            "frontier_slo_at_its_gpu_hours": round(frontier_slo, 4),
+            "reachable": frontier_slo <= reactive_max_slo + 1e-9,
+            "reachable_without_foresight": any(compute_on_frontier(m, fixed) for m in present.values()),
         }
+    out["present_need"] = {h: compute_targets(m, policies, fixed, oracle) for h, m in present.items()}
     return out
+
+
+def compute_targets(
+    point: dict[str, Any], policies: dict[str, Any], fixed: Sequence[tuple[float, float]], oracle: float
+) -> dict[str, Any]:
+    """Issue 16's three targets for one (GPU-hours, SLO) point of a run."""
+    return {
+        "dominates_hpa": compute_dominates(point, policies["hpa"]),
+        "dominates_keda": compute_dominates(point, policies["keda"]),
+        "on_or_above_frontier": compute_on_frontier(point, fixed),
+        "cheap_099": compute_cheap_target(point, fixed, oracle),
+    }
+
+
+def _point(gpu_hours: float, slo: float) -> dict[str, float]:
+    return {"gpu_hours": gpu_hours, "slo_attainment": slo}
 
 
 def run_one(job: tuple[str, str, float, str, str, int, int]) -> dict[str, Any]:
@@ -118,7 +139,7 @@ def run_one(job: tuple[str, str, float, str, str, int, int]) -> dict[str, Any]:
         "slo_attainment", "gpu_hours", "prefix_hit_rate", "kv_limited_s", "reversals", "peak_replicas",
         "starts_warm", "starts_cold", "median_warm_start_s", "median_cold_start_s",
     )  # fmt: skip
-    return {
+    run: dict[str, Any] = {
         "workload": label,
         "starts": starts if starts != "cache-on" or not prefetch else f"{starts} prefetch {prefetch}",
         "seed": seed,
@@ -133,9 +154,9 @@ def run_one(job: tuple[str, str, float, str, str, int, int]) -> dict[str, Any]:
         "reactive_present": {
             h: [m["gpu_hours"], m["slo_attainment"]] for h, m in frontier["reactive_present"].items()
         },
-        "verdicts": compute_verdicts(report["policies"], frontier),
         "wall_s": round(time.monotonic() - started, 1),
     }
+    return {**run, "verdicts": compute_verdicts(run)}
 
 
 def _mark(ok: bool) -> str:
@@ -177,6 +198,66 @@ def render(runs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+TARGETS: tuple[tuple[str, str], ...] = (
+    ("dominates", "dominates HPA and KEDA"),
+    ("frontier", "on or above the frontier"),
+    ("both", "both"),
+    ("cheap", "0.99 within 1.25x the oracle, where a fixed fleet does it"),
+)
+
+
+def compute_met(v: dict[str, Any]) -> dict[str, bool | None]:
+    """Which targets one point's verdicts meet; None where the 0.99 target does not apply."""
+    dominates = bool(v["dominates_hpa"] and v["dominates_keda"])
+    return {
+        "dominates": dominates,
+        "frontier": bool(v["on_or_above_frontier"]),
+        "both": dominates and bool(v["on_or_above_frontier"]),
+        "cheap": bool(v["cheap_099"]["holds"]) if v["cheap_099"]["applies"] else None,
+    }
+
+
+def render_summary(runs: Sequence[dict[str, Any]]) -> str:
+    """Per target, how many runs each inferfleet arm meets, and each headroom of the present-need
+    sizing (the load's present need known exactly, no foresight); then every run an arm misses,
+    with the headrooms of the present need that meet that target there."""
+    met = [{name: compute_met(v) for name, v in _by_sizing(r["verdicts"]).items()} for r in runs]
+    lines = ["| sizing | " + " | ".join(t for _, t in TARGETS) + " |", "|" + "---|" * (len(TARGETS) + 1)]
+    for name in met[0] if met else ():
+        cells = (
+            f"{sum(m[name][k] is True for m in met)} / {sum(m[name][k] is not None for m in met)}"
+            for k, _ in TARGETS
+        )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    misses = {arm: list_misses(runs, arm) for arm in ARMS}
+    for arm in ARMS if misses[ARMS[0]] != misses[ARMS[1]] else ARMS[:1]:
+        who = arm if misses[ARMS[0]] != misses[ARMS[1]] else "either arm (the same runs)"
+        lines += ["", f"Missed by {who}; in brackets the present-need headrooms that meet it there:"]
+        lines += [f"- {m}" for m in misses[arm]]
+    return "\n".join(lines)
+
+
+def _by_sizing(verdicts: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    present = verdicts["present_need"]
+    return {**{arm: verdicts[arm] for arm in ARMS}, **{f"present need +{h}": v for h, v in present.items()}}
+
+
+def list_misses(runs: Sequence[dict[str, Any]], arm: str) -> list[str]:
+    """The targets `arm` misses, one line per workload, starts and target, with the seeds."""
+    seeds: dict[tuple[str, str, str, str], list[str]] = {}
+    for r in runs:
+        met, present = compute_met(r["verdicts"][arm]), r["verdicts"]["present_need"]
+        for key, title in TARGETS:
+            if key != "both" and met[key] is False:
+                by = ", ".join(f"+{h}" for h, v in present.items() if compute_met(v)[key]) or "none"
+                group = (r["workload"], r.get("starts", "uniform"), title, by)
+                seeds.setdefault(group, []).append(str(r["seed"]))
+    return [
+        f"{w}, {st}: {t}, seed{'s' if len(ss) > 1 else ''} {', '.join(ss)} ({by})"
+        for (w, st, t, by), ss in seeds.items()
+    ]
+
+
 def _starts(m: dict[str, Any]) -> str:
     def s(x: float | None) -> str:
         return "-" if x is None else f"{x:.0f}"
@@ -197,7 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--prefetch-nodes", type=int, default=0, help="with cache-on: warm nodes beyond the fleet"
     )
+    ap.add_argument(
+        "--rescore", type=Path, metavar="JSON", help="score a saved sweep again and print it; runs nothing"
+    )
     args = ap.parse_args(argv)
+    if args.rescore:
+        runs = [{**r, "verdicts": compute_verdicts(r)} for r in json.loads(args.rescore.read_text())["runs"]]
+        print(render(runs) + "\n\n" + render_summary(runs))
+        return 0
     only = {x.strip() for x in args.only.split(",")} if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
     arms = [a.strip() for a in args.starts.split(",") if a.strip()]
@@ -212,9 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     started = time.monotonic()
     runs = run_jobs(run_one, jobs, args.workers)
-    save_results(
-        args.out or RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-sweep", "runs", runs, render(runs), started
-    )
+    text = render(runs) + "\n\n" + render_summary(runs)
+    save_results(args.out or RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-sweep", "runs", runs, text, started)
     return 0
 
 

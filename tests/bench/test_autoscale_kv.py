@@ -15,8 +15,12 @@ from bench.autoscale.sweep import (
     compute_cheap_target,
     compute_dominates,
     compute_frontier_slo,
+    compute_met,
     compute_on_frontier,
+    compute_verdicts,
+    render_summary,
 )
+from bench.autoscale.sweep import main as sweep_main
 from bench.autoscale.workload import Workload
 
 
@@ -132,3 +136,64 @@ def test_the_099_target_applies_only_where_a_fixed_fleet_reaches_it_cheaply() ->
     assert low == {"applies": True, "holds": False}
     none = compute_cheap_target({"slo_attainment": 0.5, "gpu_hours": 2.0}, FIXED, oracle_gpu_hours=4.0)
     assert none == {"applies": False, "holds": True}
+
+
+def saved_run(seed: int) -> dict[str, object]:
+    """A run as the sweep saves it: the arms meet every target, the gateway arm none but dominance."""
+
+    def point(gpu_hours: float, slo: float) -> dict[str, float]:
+        return {"gpu_hours": gpu_hours, "slo_attainment": slo}
+
+    return {
+        "workload": "w",
+        "starts": "uniform",
+        "seed": seed,
+        "policies": {
+            "inferfleet": point(6.1, 1.0),
+            "inferfleet-gateway": point(6.5, 0.95),
+            "hpa": point(10.0, 0.8),
+            "keda": point(9.0, 0.85),
+            "oracle": point(5.0, 1.0),  # the 0.99 target's budget is 6.25, and fixed-3 meets it
+        },
+        "fixed": {str(n + 1): list(f) for n, f in enumerate(FIXED)},
+        "reactive_max": [12.0, 1.0],
+        "reactive_present": {"0": [3.0, 0.6], "1": [5.0, 0.96]},
+    }
+
+
+def test_a_saved_run_is_scored_per_arm_and_per_headroom_of_the_present_need() -> None:
+    verdicts = compute_verdicts(saved_run(0))
+    met = {name: compute_met(verdicts[name]) for name in ("inferfleet", "inferfleet-gateway")}
+    met |= {f"+{h}": compute_met(v) for h, v in verdicts["present_need"].items()}
+    assert met["inferfleet"] == {"dominates": True, "frontier": True, "both": True, "cheap": True}
+    assert met["inferfleet-gateway"] == {"dominates": True, "frontier": False, "both": False, "cheap": False}
+    assert met["+0"] == {"dominates": False, "frontier": False, "both": False, "cheap": False}
+    assert met["+1"] == {"dominates": True, "frontier": True, "both": True, "cheap": False}
+    assert verdicts["inferfleet-gateway"]["reachable_without_foresight"]
+
+
+def test_the_summary_counts_each_target_and_names_each_miss_with_the_present_need_meeting_it() -> None:
+    runs = [{**r, "verdicts": compute_verdicts(r)} for r in (saved_run(0), saved_run(1))]
+    runs[1]["policies"]["oracle"] = {"gpu_hours": 4.0, "slo_attainment": 1.0}  # budget 5.0: no fleet
+    runs[1]["verdicts"] = compute_verdicts(runs[1])
+    text = render_summary(runs)
+    assert "| inferfleet | 2 / 2 | 2 / 2 | 2 / 2 | 1 / 1 |" in text
+    assert "| inferfleet-gateway | 2 / 2 | 0 / 2 | 0 / 2 | 0 / 1 |" in text
+    assert "| present need +1 | 2 / 2 | 2 / 2 | 2 / 2 | 0 / 1 |" in text
+    assert "Missed by inferfleet-gateway;" in text
+    assert "- w, uniform: on or above the frontier, seeds 0, 1 (+1)" in text
+    assert "- w, uniform: 0.99 within 1.25x the oracle, where a fixed fleet does it, seed 0 (none)" in text
+
+
+def test_rescore_prints_a_saved_sweep_scored_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = {**saved_run(0), "routing": "least-load", "peak_need": 3, "verdicts": {}}
+    for m in run["policies"].values():  # type: ignore[attr-defined]
+        m.update(prefix_hit_rate=0.0, kv_limited_s=0.0)
+    saved = tmp_path / "sweep.json"
+    saved.write_text(json.dumps({"meta": {}, "runs": [run]}))
+    assert sweep_main(["--rescore", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "| w | uniform | 0 | 3 |" in out
+    assert "| inferfleet | 1 / 1 | 1 / 1 | 1 / 1 | 1 / 1 |" in out
