@@ -659,3 +659,25 @@ def test_the_replicas_the_last_tick_left_survive_an_operator_restart() -> None:
     raw = json.loads(json.dumps(state.to_status()))
     assert ScalerState.from_status(raw).last_replicas == state.last_replicas
     assert ScalerState.from_status({"lastReplicas": True}).last_replicas is None
+
+
+def test_a_kv_cache_filling_with_the_running_requests_is_sized_as_it_fills() -> None:
+    # Long decodes: the running requests rise by one per tick and each holds 4% of the 4 ready
+    # replicas' KV cache, with slots free (10 per replica); what is asked for is still starting.
+    ticks = [(15.0 * k, 10.0 + k) for k in range(13)]  # t = 0..180, running 10..22, KV 40-88%
+
+    def replicas(policy: ScalingPolicy) -> list[int]:
+        state, current, got = ScalerState(), 4, []
+        for t, running in ticks:
+            sample = ScalingSample(0, running, 2.0, kv_cache_usage=0.04 * running)
+            d, state = compute_scaling_decision(sample, policy, current, 4, state, t)
+            got.append(current := d.replicas)
+        return got
+
+    # From t = 150 (half the trend window) the running requests are planned 120 s ahead,
+    # 8 more at one per 15 s, and the KV cache with them: at t = 165, 29 planned of 21 running,
+    # 4 x 0.84 x 29 / 21 / 0.9 -> 6 replicas
+    assert replicas(P) == [4] * 10 + [5, 6, 6]
+    # Sized to the KV cache as it is, the fleet grows only once the cache is past 90% (t = 180:
+    # 4 x 0.88 / 0.9 < 4): a start too late
+    assert replicas(NO_TREND) == [4] * 13

@@ -138,6 +138,16 @@ def compute_limits(
     )
 
 
+def planned_kv(kv: float | None, running: float, planned_running: float) -> float | None:
+    """The KV-cache usage to scale up for: the running requests hold the KV cache, so where the
+    trend plans for more of them (`expected_running`), proportionally more of it (above 1: more
+    than the ready replicas hold). A fleet that fills its KV cache from the start (long
+    reasoning decodes) is then sized as it fills, not once it is full and a start too late."""
+    if kv is None or running <= 0 or planned_running <= running:
+        return kv
+    return kv * planned_running / running
+
+
 def kv_replicas(kv: float | None, ready: int, policy: ScalingPolicy, utilization: float) -> int:
     """Replicas that would hold the running requests' KV cache at `kv_cache_utilization`
     (lowered like the slots' `utilization` is for keeping replicas); 0 without KV data."""

@@ -20,6 +20,7 @@ from inferfleet.planning.scaling_capacity import (
     estimate_flow,
     expected_running,
     kv_replicas,
+    planned_kv,
     replicas_for,
 )
 from inferfleet.planning.scaling_model import (
@@ -91,6 +92,8 @@ class Observation:
     replicas on their way were not sized for (the evidence flap damping asks for)."""
     kv: float | None = None
     """Mean KV-cache usage (0..1) of the ready replicas; None when not reported."""
+    planned_kv: float | None = None
+    """`kv` grown with the running trend (`planned_kv`): what scaling up sizes for."""
     limits: Limits | None = None
     """Slots per replica and the backlog's drain time in force (None: the spec's and the tuning's)."""
     saturation: str | None = None
@@ -193,12 +196,13 @@ def observe(
     kv = min(kv, 1.0) if kv is not None else None
     lookahead = lookahead_of(expected_start, policy)
     limits, saturation = compute_limits(waiting, running, kv, samples, fleet.ready, policy, now, lookahead)
+    planned_running = expected_running(running, trend, policy, now, lookahead)
     return Observation(
         fleet=fleet,
         now=now,
         waiting=waiting,
         running=running,
-        planned_running=expected_running(running, trend, policy, now, lookahead),
+        planned_running=planned_running,
         flow=estimate_flow(
             waiting, running, valid(sample.completion_rate), samples, policy, now, valid(sample.arrival_rate)
         ),
@@ -207,6 +211,7 @@ def observe(
         queue_high=waiting > policy.target_queue_depth * max(fleet.ready, 1),
         queue_outran=waiting > policy.target_queue_depth * max(fleet.current, 1),
         kv=kv,
+        planned_kv=planned_kv(kv, running, planned_running),
         limits=limits,
         saturation=saturation,
     )
@@ -230,9 +235,10 @@ def recommend(obs: Observation, policy: ScalingPolicy) -> Recommendation:
     raw, keep = (
         max(
             replicas_for(obs.waiting, obs.planned_running, policy, u, obs.flow, obs.limits),
-            kv_replicas(obs.kv, fleet.ready, policy, u),
+            kv_replicas(kv, fleet.ready, policy, u),
         )
-        for u in (tuning.target_utilization, tuning.scale_down_utilization)
+        # Scaling up follows the KV cache's trend; what to keep is what it holds now.
+        for u, kv in ((tuning.target_utilization, obs.planned_kv), (tuning.scale_down_utilization, obs.kv))
     )
     replicas = min(max(raw, floor), fleet.hi)
     return Recommendation(
