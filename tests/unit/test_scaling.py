@@ -674,10 +674,12 @@ def test_a_kv_cache_filling_with_the_running_requests_is_sized_as_it_fills() -> 
             got.append(current := d.replicas)
         return got
 
-    # From t = 150 (half the trend window) the running requests are planned 120 s ahead,
-    # 8 more at one per 15 s, and the KV cache with them: at t = 165, 29 planned of 21 running,
-    # 4 x 0.84 x 29 / 21 / 0.9 -> 6 replicas
-    assert replicas(P) == [4] * 10 + [5, 6, 6]
+    # From t = 60 (half of `kv_trend_window_seconds`) the KV cache is planned with the running
+    # requests 120 s ahead, 8 more at one per 15 s, at most half again: at t = 90,
+    # 4 x 0.64 x 24 / 16 / 0.9 -> 5; at t = 165, 4 x 0.84 x 29 / 21 / 0.9 -> 6
+    assert replicas(P) == [4] * 6 + [5] * 5 + [6, 6]
+    # With the 5-minute trend alone, from t = 150 (half its window)
+    assert replicas(replace(P, kv_trend_window_seconds=0)) == [4] * 10 + [5, 6, 6]
     # Sized to the KV cache as it is, the fleet grows only once the cache is past 90% (t = 180:
     # 4 x 0.88 / 0.9 < 4): a start too late
-    assert replicas(NO_TREND) == [4] * 13
+    assert replicas(replace(NO_TREND, kv_trend_window_seconds=0)) == [4] * 13

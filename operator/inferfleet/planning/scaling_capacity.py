@@ -26,24 +26,27 @@ def running_trend(samples: Samples, now: float) -> tuple[float, float] | None:
 
 
 def expected_running(
-    running: float, samples: Samples, policy: ScalingPolicy, now: float, lookahead: float | None = None
+    running: float,
+    samples: Samples,
+    policy: ScalingPolicy,
+    now: float,
+    lookahead: float | None = None,
+    window: float | None = None,
 ) -> float:
     """Running requests to plan for: the current ones, or more while they have been rising,
     extrapolated `lookahead` seconds (the next replica's expected start; None:
-    `trend_lookahead_seconds`)."""
+    `trend_lookahead_seconds`). `window` (None: `trend_window_seconds`) sets the history needed,
+    half of it, and the recent half whose slope caps the fit's."""
     tuning = policy.tuning
     ahead = tuning.trend_lookahead_seconds if lookahead is None else lookahead
-    if (
-        tuning.trend_window_seconds <= 0
-        or not samples
-        or now - samples[0][0] < tuning.trend_window_seconds / 2
-    ):
+    window = tuning.trend_window_seconds if window is None else window
+    if window <= 0 or not samples or now - samples[0][0] < window / 2:
         return running  # no trend before half a window of history
     fit = running_trend(samples, now)
     if fit is None or fit[1] <= 0:
         return running  # not rising, or no longer: the drop after a burst is not a ramp
     level, slope = fit
-    recent = running_trend(tuple(s for s in samples if now - s[0] <= tuning.trend_window_seconds / 2), now)
+    recent = running_trend(tuple(s for s in samples if now - s[0] <= window / 2), now)
     if tuning.trend_recent_half and recent is not None and recent[1] < slope:
         level, slope = recent[0], max(recent[1], 0.0)  # a ramp that has stopped is not extrapolated
     growth = min(slope * ahead, tuning.trend_max_growth * max(running, 0.0))

@@ -93,7 +93,8 @@ class Observation:
     kv: float | None = None
     """Mean KV-cache usage (0..1) of the ready replicas; None when not reported."""
     planned_kv: float | None = None
-    """`kv` grown with the running trend (`planned_kv`): what scaling up sizes for."""
+    """`kv` grown with the running trend (`planned_kv`; the larger of the trend over
+    `trend_window_seconds` and over `kv_trend_window_seconds`): what scaling up sizes for."""
     limits: Limits | None = None
     """Slots per replica and the backlog's drain time in force (None: the spec's and the tuning's)."""
     saturation: str | None = None
@@ -197,6 +198,10 @@ def observe(
     lookahead = lookahead_of(expected_start, policy)
     limits, saturation = compute_limits(waiting, running, kv, samples, fleet.ready, policy, now, lookahead)
     planned_running = expected_running(running, trend, policy, now, lookahead)
+    kv_running = max(
+        planned_running,
+        expected_running(running, trend, policy, now, lookahead, tuning.kv_trend_window_seconds),
+    )
     return Observation(
         fleet=fleet,
         now=now,
@@ -211,7 +216,7 @@ def observe(
         queue_high=waiting > policy.target_queue_depth * max(fleet.ready, 1),
         queue_outran=waiting > policy.target_queue_depth * max(fleet.current, 1),
         kv=kv,
-        planned_kv=planned_kv(kv, running, planned_running),
+        planned_kv=planned_kv(kv, running, kv_running),
         limits=limits,
         saturation=saturation,
     )
