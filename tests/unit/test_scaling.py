@@ -666,18 +666,26 @@ def test_a_kv_cache_filling_with_the_running_requests_is_sized_as_it_fills() -> 
     # replicas' KV cache, with slots free (10 per replica); what is asked for is still starting.
     ticks = [(15.0 * k, 10.0 + k) for k in range(13)]  # t = 0..180, running 10..22, KV 40-88%
 
+    messages: list[str] = []
+
     def replicas(policy: ScalingPolicy) -> list[int]:
         state, current, got = ScalerState(), 4, []
         for t, running in ticks:
             sample = ScalingSample(0, running, 2.0, kv_cache_usage=0.04 * running)
             d, state = compute_scaling_decision(sample, policy, current, 4, state, t)
             got.append(current := d.replicas)
+            messages.append(d.message)
         return got
 
     # From t = 60 (half of `kv_trend_window_seconds`) the KV cache is planned with the running
     # requests 120 s ahead, 8 more at one per 15 s, at most half again: at t = 90,
     # 4 x 0.64 x 24 / 16 / 0.9 -> 5; at t = 165, 4 x 0.84 x 29 / 21 / 0.9 -> 6
     assert replicas(P) == [4] * 6 + [5] * 5 + [6, 6]
+    assert messages[6] == (
+        "queue 0, running 16, KV cache 64% on 4/4 replicas ready (rising: sized for KV cache 96%); "
+        "recommend 5, scaling up to 5"
+    )
+    assert "(rising: sized for running 29 and KV cache 116%); recommend 6" in messages[11]
     # With the 5-minute trend alone, from t = 150 (half its window)
     assert replicas(replace(P, kv_trend_window_seconds=0)) == [4] * 10 + [5, 6, 6]
     # Sized to the KV cache as it is, the fleet grows only once the cache is past 90% (t = 180:

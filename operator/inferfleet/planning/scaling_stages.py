@@ -114,9 +114,20 @@ class Observation:
         return f"queue {fmt(self.waiting)}, running {fmt(self.running)}{kv} on {self.fleet.where}"
 
     @property
+    def rising(self) -> str | None:
+        """What the trend sizes for, where it is more than the load now."""
+        parts = []
+        if self.planned_running >= self.running + 0.5:
+            parts.append(f"running {self.planned_running:.0f}")
+        if self.kv is not None and self.planned_kv is not None and self.planned_kv >= self.kv + 0.005:
+            parts.append(f"KV cache {self.planned_kv:.0%}")
+        return f"rising: sized for {' and '.join(parts)}" if parts else None
+
+    @property
     def head(self) -> str:
-        """The numbers, and the saturation when there is one."""
-        return f"{self.numbers} ({self.saturation})" if self.saturation else self.numbers
+        """The numbers, and what the trend sizes for and the saturation when there are any."""
+        notes = [note for note in (self.rising, self.saturation) if note]
+        return f"{self.numbers} ({'; '.join(notes)})" if notes else self.numbers
 
 
 @dataclass(frozen=True)
