@@ -230,11 +230,17 @@ def render_summary(runs: Sequence[dict[str, Any]]) -> str:
         )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     misses = {arm: list_misses(runs, arm) for arm in ARMS}
-    for arm in ARMS if misses[ARMS[0]] != misses[ARMS[1]] else ARMS[:1]:
-        who = arm if misses[ARMS[0]] != misses[ARMS[1]] else "either arm (the same runs)"
+    same = misses[ARMS[0]] == misses[ARMS[1]]
+    for arm in ARMS[:1] if same else ARMS:
+        who = "either arm (the same runs)" if same else arm
         lines += ["", f"Missed by {who}; in brackets the present-need headrooms that meet it there:"]
         lines += [f"- {m}" for m in misses[arm]]
     return "\n".join(lines)
+
+
+def render_report(runs: Sequence[dict[str, Any]]) -> str:
+    """What a sweep writes to its .txt and `--rescore` prints: the table, then the summary."""
+    return render(runs) + "\n\n" + render_summary(runs)
 
 
 def _by_sizing(verdicts: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -284,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rescore:
         runs = [{**r, "verdicts": compute_verdicts(r)} for r in json.loads(args.rescore.read_text())["runs"]]
-        print(render(runs) + "\n\n" + render_summary(runs))
+        print(render_report(runs))
         return 0
     only = {x.strip() for x in args.only.split(",")} if args.only else None
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -300,8 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     started = time.monotonic()
     runs = run_jobs(run_one, jobs, args.workers)
-    text = render(runs) + "\n\n" + render_summary(runs)
-    save_results(args.out or RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-sweep", "runs", runs, text, started)
+    stem = args.out or RESULTS / f"{datetime.now(UTC):%Y-%m-%d}-sweep"
+    save_results(stem, "runs", runs, render_report(runs), started)
     return 0
 
 
