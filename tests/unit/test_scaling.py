@@ -691,3 +691,24 @@ def test_a_kv_cache_filling_with_the_running_requests_is_sized_as_it_fills() -> 
     # Sized to the KV cache as it is, the fleet grows only once the cache is past 90% (t = 180:
     # 4 x 0.88 / 0.9 < 4): a start too late
     assert replicas(replace(NO_TREND, kv_trend_window_seconds=0)) == [4] * 13
+
+
+def test_once_the_trend_has_its_history_the_kv_cache_follows_it_alone() -> None:
+    # Running 10 for 150 s, a ramp to 20, a plateau, and a ramp again; each request holds 3.3%
+    # of one of 4 replicas' KV cache (76% at t = 435), spread over the ready replicas.
+    running = [10] * 11 + list(range(11, 21)) + [20] * 6 + [21, 22, 23, 24]
+
+    def replicas(policy: ScalingPolicy) -> list[int]:
+        state, current, got = ScalerState(), 4, []
+        for k, r in enumerate(running):
+            sample = ScalingSample(0, r, 2.0, kv_cache_usage=0.033 * 4 * r / current)
+            d, state = compute_scaling_decision(sample, policy, current, current, state, 15.0 * k)
+            got.append(current := d.replicas)
+        return got
+
+    # At t = 435 (23 running, KV 76%) the 5-minute trend plans for 24 and a KV cache at 80%, as
+    # with no short window at all. Kept after the start (c2866f0), the short window's recent
+    # half, 4 samples of the resumed ramp, sized it at 94% (28.6 running) and added a 5th
+    # replica 45 s into it: the kind of wiggle that cost Mooncake GPU-hours for no SLO.
+    assert replicas(P) == [4] * 31
+    assert replicas(P) == replicas(replace(P, kv_trend_window_seconds=0))

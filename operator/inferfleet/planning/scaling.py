@@ -43,11 +43,11 @@ load needs (ready + starting) are the larger of
   kv_cache_utilization` replicas, and above `kv_cache_utilization` it is saturated even with
   slots free: long prompts fill the KV cache before the batch limit, a replica then holds only
   what it runs now, and the terms above count slots of that size. Scaling up sizes for the
-  usage grown with the running trend (R' / R; the larger of the trend above and one over the
-  shorter `kv_trend_window_seconds`, which needs only a minute of history): the running
-  requests hold the cache, and long reasoning decodes fill it within minutes of a fleet's
-  start, a cold start too late for a fleet that waits for 90% (ServeGen's start). Missing KV
-  data changes nothing.
+  usage grown with the running trend (R' / R; while the trend above lacks its history, the
+  larger of it and one over the shorter `kv_trend_window_seconds`, which needs a minute):
+  the running requests hold the cache, and long reasoning decodes fill it within minutes of
+  a fleet's start, a cold start too late for a fleet that waits for 90% (ServeGen's start).
+  Missing KV data changes nothing.
 
 That is the *recommendation*, a total compared with `current_replicas`, which includes the
 replicas still starting: a queue that starting replicas will take when they come up does not

@@ -120,12 +120,15 @@ class ScalingTuning:
     long-context requests fill the KV cache before the batch limit, and a request whose prompt
     does not fit waits while slots are free."""
     kv_trend_window_seconds: float = 120
-    """Scaling up for the KV cache also follows the running requests' trend with this shorter
-    window: from half of it (one minute) of history, its slope capped by that of the latest
-    half; the larger of this and the running term's trend (0: that one alone). A cache filling
-    with long decodes is full a few minutes after a fleet starts; ServeGen's R1 hour filled 7
-    replicas' to 83% in the first minute and lost minute 4 to a queue: the 5-minute trend,
-    which needs 150 s of history, asked at t = 165 s, and those replicas were Ready at 315 s.
+    """Until the running term's trend has its history (half of `trend_window_seconds`),
+    scaling up for the KV cache follows the running requests' trend with this shorter window:
+    from half of it (one minute) of history, its slope capped by that of the latest half; the
+    larger of this and the running term's trend (0: that one alone). A cache filling with long
+    decodes is full a few minutes after a fleet starts; ServeGen's R1 hour filled 7 replicas'
+    to 83% in the first minute and lost minute 4 to a queue: the 5-minute trend, which needs
+    150 s of history, asked at t = 165 s, and those replicas were Ready at 315 s. After that
+    the running term's trend alone: the short one's recent half is four samples, and its
+    wiggles cost Mooncake up to 0.3 GPU-hours and ServeGen's seed 2 more than 1 and its 0.99.
     Where the KV cache is far from full (conv, code) it changes nothing."""
 
 

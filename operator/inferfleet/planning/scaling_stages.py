@@ -93,8 +93,9 @@ class Observation:
     kv: float | None = None
     """Mean KV-cache usage (0..1) of the ready replicas; None when not reported."""
     planned_kv: float | None = None
-    """`kv` grown with the running trend (`planned_kv`; the larger of the trend over
-    `trend_window_seconds` and over `kv_trend_window_seconds`): what scaling up sizes for."""
+    """`kv` grown with the running trend (`planned_kv`; until the trend over
+    `trend_window_seconds` has its history, the larger of it and the trend over
+    `kv_trend_window_seconds`): what scaling up sizes for."""
     limits: Limits | None = None
     """Slots per replica and the backlog's drain time in force (None: the spec's and the tuning's)."""
     saturation: str | None = None
@@ -209,10 +210,10 @@ def observe(
     lookahead = lookahead_of(expected_start, policy)
     limits, saturation = compute_limits(waiting, running, kv, samples, fleet.ready, policy, now, lookahead)
     planned_running = expected_running(running, trend, policy, now, lookahead)
-    kv_running = max(
-        planned_running,
-        expected_running(running, trend, policy, now, lookahead, tuning.kv_trend_window_seconds),
-    )
+    kv_running = planned_running
+    if not trend or now - trend[0][0] < tuning.trend_window_seconds / 2:  # the trend has no history yet
+        short = expected_running(running, trend, policy, now, lookahead, tuning.kv_trend_window_seconds)
+        kv_running = max(kv_running, short)
     return Observation(
         fleet=fleet,
         now=now,
