@@ -28,10 +28,11 @@ from inferfleet.localcluster.operator_process import OperatorProcess
 from inferfleet.localcluster.pod_engines import PodEngines
 from inferfleet.localcluster.prometheus import LocalPrometheus
 from inferfleet.localcluster.waiting import wait_for
+from inferfleet.planning.queue_queries import SERVICE_SERIES_LABEL
 from tests.conftest import Cluster
 from tests.integration.test_faults import api_server_ready
 from tests.integration.test_groups import group_pods, service_405b
-from tests.integration.test_reconcile import create, patch_spec, read, small_service
+from tests.integration.test_reconcile import GROUP, PLURAL, VERSION, create, patch_spec, read, small_service
 from tests.rbac import RBAC_SETTLED_AT
 from tests.support import wait_for_idle_h100
 
@@ -151,6 +152,12 @@ def test_scale_from_zero_answers_once_a_replica_is_ready_then_returns_to_zero(
         wait_for(back_at_zero, timeout=120, what="the idle service to return to zero replicas")
         history = read(cluster, namespace, "idle")["status"]["scalingHistory"]
         assert [e["reason"] for e in history][-1] == "ScaleToZero"
+
+        # Deleted, its series leave the summed /metrics, though the workers' files cannot forget them
+        assert _service_series(gateway, namespace, "idle")
+        cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "idle")
+        wait_for(lambda: not _service_series(gateway, namespace, "idle"), timeout=30,
+                 what="the deleted service's series to leave the gateway's /metrics")  # fmt: skip
     finally:
         prometheus.stop()
 
@@ -417,6 +424,14 @@ def test_the_gateway_serves_through_an_api_server_restart_and_follows_changes_af
 
 def _gateway_retries(gateway: GatewayProcess) -> float:
     return _gateway_metric(gateway, "inferfleet_gateway_retries_total")
+
+
+def _service_series(gateway: GatewayProcess, namespace: str, service: str) -> list[str]:
+    """The gateway's /metrics lines of one service."""
+    with urllib.request.urlopen(gateway.metrics_url, timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    labels = f'{SERVICE_SERIES_LABEL}="{service}",namespace="{namespace}"'
+    return [line for line in lines if not line.startswith("#") and labels in line]
 
 
 def _gateway_metric(gateway: GatewayProcess, name: str) -> float:

@@ -8,12 +8,14 @@ the door, before any queue: unlike an engine's completions they are not capped b
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from inferfleet.gateway.live_series import MULTIPROC_ENV, LiveKeys, live_file
 from inferfleet.planning.queue_queries import SERVICE_SERIES_LABEL
 
 SERVICE = ("namespace", SERVICE_SERIES_LABEL)
@@ -40,8 +42,8 @@ class Series(Generic[Family]):
         return child
 
     def remove(self, *values: str) -> None:
-        """Drop the series; with `--workers N` a gauge's stays at 0 in the sum (its worker's
-        multiprocess file cannot forget it)."""
+        """Drop the series; with `--workers N` its worker's multiprocess file cannot forget it (a
+        gauge's is set to 0), and the supervisor leaves it out (`gateway/live_series.py`)."""
         self._children.pop(values, None)
         if isinstance(self.family, Gauge):
             self.family.labels(*values).set(0)
@@ -53,8 +55,13 @@ class Series(Generic[Family]):
 @dataclass
 class GatewayMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    live: LiveKeys | None = field(default=None, init=False)
+    """With `--workers N`: the keys this worker serves, for the supervisor's /metrics."""
 
     def __post_init__(self) -> None:
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory:
+            self.live = LiveKeys(live_file(directory, os.getpid()))
         r = self.registry
         self.arrivals = Series(
             Counter("inferfleet_gateway_arrivals", "Requests that named this service.", SERVICE, registry=r)
@@ -101,8 +108,15 @@ class GatewayMetrics:
             Counter("inferfleet_gateway_activations", "Scale-from-zero requests sent.", SERVICE, registry=r)
         )
 
+    def serve(self, *key: str) -> None:
+        """A service (namespace, service) or an endpoint (..., endpoint) the registry serves."""
+        if self.live is not None:
+            self.live.add(key)
+
     def forget(self, namespace: str, service: str, endpoints: list[str]) -> None:
         """Drop a deleted service's series."""
+        if self.live is not None:
+            self.live.discard((namespace, service))
         for series in (self.arrivals, self.queued, self.queue_wait, self.first_byte, self.duration):
             series.remove(namespace, service)
         self.activations.remove(namespace, service)
@@ -110,6 +124,8 @@ class GatewayMetrics:
             self.in_flight.remove(namespace, service, endpoint)
 
     def forget_endpoint(self, namespace: str, service: str, endpoint: str) -> None:
+        if self.live is not None:
+            self.live.discard((namespace, service, endpoint))
         self.in_flight.remove(namespace, service, endpoint)
 
 

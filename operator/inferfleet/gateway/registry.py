@@ -51,6 +51,7 @@ class Registry:
 
     def _new_pool(self, route: ServiceRoute) -> ServicePool:
         key = route.key
+        self.metrics.serve(*key)
         queued = self.metrics.queued.labels(*key)
         return ServicePool(
             route,
@@ -65,6 +66,7 @@ class Registry:
         if n <= 0 and (pool is None or endpoint not in pool.endpoints):
             self.metrics.forget_endpoint(*key, endpoint)  # gone and idle: no series left behind
         else:
+            self.metrics.serve(*key, endpoint)
             self.metrics.in_flight.labels(*key, endpoint).set(n)
 
     def delete_service(self, key: Key) -> None:

@@ -10,8 +10,9 @@ fold on 2 cores (bench/gateway/README.md). So a pod may run several.
 - Each worker is a whole gateway: its own discovery, pools and slots (slots and the queue bound
   count per worker, as they count per gateway replica).
 - Their metrics meet in prometheus_client's multiprocess files; the supervisor serves them summed
-  on the metrics port, and /readyz while a worker serves. Those files cannot forget a series: a
-  deleted service's or endpoint's series stay (gauges at 0) until the pod restarts.
+  on the metrics port, and /readyz while a worker serves. Those files cannot forget a series, so
+  the supervisor leaves out those of services and endpoints no running worker serves
+  (live_series.py).
 - A worker that dies after it served is started again, after a backoff when it keeps dying (the
   counters it wrote are kept, so they never go back); one that dies before it ever served ends
   the supervisor with an error, rather than a restart loop inside the pod.
@@ -38,15 +39,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import mark_process_dead
 
 from inferfleet.gateway.config import GatewayConfig
+from inferfleet.gateway.live_series import MULTIPROC_ENV, LiveCollector, live_file
 from inferfleet.gateway.server import build_metrics_app
 
 log = logging.getLogger("inferfleet.gateway")
 T = TypeVar("T")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 METRICS_DIR_PREFIX = "inferfleet-gateway-metrics-"
 _SPAWN = multiprocessing.get_context("spawn")
 RESTART_BACKOFF_MAX_SECONDS = 30.0
@@ -143,6 +144,10 @@ class Supervisor:
         loop.add_reader(reader.fileno(), self._reported, index)
         loop.add_reader(process.sentinel, self._exited, index)
 
+    def running_pids(self) -> list[int]:
+        alive = (w.process for w in self.workers.values() if w.process.is_alive())
+        return [p.pid for p in alive if p.pid is not None]
+
     def ready(self) -> bool:
         """A worker serves: it listens only once synced, so the pod may take requests."""
         return any(w.serving and w.process.is_alive() for w in self.workers.values())
@@ -193,6 +198,8 @@ class Supervisor:
         worker.serving_pipe.close()
         worker.process.join()
         mark_process_dead(worker.process.pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+        if worker.process.pid is not None:
+            live_file(self.metrics_dir, worker.process.pid).unlink(missing_ok=True)
         code = worker.process.exitcode
         if self.stop.is_set():
             if not any(w.process.is_alive() for w in self.workers.values()):
@@ -261,7 +268,7 @@ async def supervise(config: GatewayConfig, settings: WorkerSettings) -> int:
     os.environ[MULTIPROC_ENV] = metrics_dir  # before any worker starts: they write their series there
     supervisor = Supervisor(config, settings, metrics_dir)
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    registry.register(LiveCollector(metrics_dir, supervisor.running_pids))
     runner = web.AppRunner(build_metrics_app(registry, supervisor.ready), access_log=None)
     await runner.setup()
     try:
