@@ -132,6 +132,22 @@ def test_an_endpoint_that_left_and_went_idle_leaves_no_series() -> None:
     assert "198.18.0.2" not in asyncio.run(scenario())
 
 
+def test_a_deleted_service_leaves_no_series() -> None:
+    metrics = GatewayMetrics()
+    registry = Registry(metrics)
+    for name in ("svc", "kept"):
+        registry.upsert_service(_service(name))
+        metrics.arrivals.labels("ns", name).inc()
+        metrics.responses.labels("ns", name, "200").inc()
+        metrics.responses.labels("ns", name, "503").inc()
+        metrics.retries.labels("ns", name, "connect").inc()
+        metrics.duration.labels("ns", name).observe(0.5)
+    registry.delete_service(("ns", "svc"))
+    text = generate_latest(metrics.registry).decode()
+    assert 'service="svc"' not in text
+    assert text.count('service="kept"') > 5  # counters, retries and the histogram's series stay
+
+
 ROOMY = ServiceRoute("ns", "svc", "m", slots_per_replica=8, max_queued=3, queue_timeout=5)
 
 

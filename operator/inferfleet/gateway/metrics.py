@@ -41,6 +41,11 @@ class Series(Generic[Family]):
             child = self._children[values] = self.family.labels(*values)
         return child
 
+    def remove_all(self, *prefix: str) -> None:
+        """Drop every series whose leading label values are `prefix` (a service's, by code)."""
+        for values in [v for v in self._children if v[: len(prefix)] == prefix]:
+            self.remove(*values)
+
     def remove(self, *values: str) -> None:
         """Drop the series; with `--workers N` its worker's multiprocess file cannot forget it (a
         gauge's is set to 0), and the supervisor leaves it out (`gateway/live_series.py`)."""
@@ -120,6 +125,8 @@ class GatewayMetrics:
         for series in (self.arrivals, self.queued, self.queue_wait, self.first_byte, self.duration):
             series.remove(namespace, service)
         self.activations.remove(namespace, service)
+        self.responses.remove_all(namespace, service)
+        self.retries.remove_all(namespace, service)
         for endpoint in endpoints:
             self.in_flight.remove(namespace, service, endpoint)
 
