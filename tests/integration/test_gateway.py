@@ -291,11 +291,15 @@ def _curl(url: str, body: dict[str, Any]) -> str:
     return subprocess.run(args, capture_output=True, text=True, timeout=60).stdout
 
 
-def _gateway_queue(gateway: GatewayProcess, namespace: str, service: str) -> float:
+def _metrics_lines(gateway: GatewayProcess) -> list[str]:
+    """The lines of the gateway's /metrics."""
     with urllib.request.urlopen(gateway.metrics_url, timeout=5) as r:
-        text = r.read().decode()
+        return r.read().decode().splitlines()
+
+
+def _gateway_queue(gateway: GatewayProcess, namespace: str, service: str) -> float:
     labels = (f'inferfleet_io_service="{service}"', f'namespace="{namespace}"')
-    for line in text.splitlines():
+    for line in _metrics_lines(gateway):
         if line.startswith("inferfleet_gateway_queued_requests{") and all(x in line for x in labels):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -428,17 +432,14 @@ def _gateway_retries(gateway: GatewayProcess) -> float:
 
 def _service_series(gateway: GatewayProcess, namespace: str, service: str) -> list[str]:
     """The gateway's /metrics lines of one service."""
-    with urllib.request.urlopen(gateway.metrics_url, timeout=5) as r:
-        lines = r.read().decode().splitlines()
     labels = f'{SERVICE_SERIES_LABEL}="{service}",namespace="{namespace}"'
-    return [line for line in lines if not line.startswith("#") and labels in line]
+    return [line for line in _metrics_lines(gateway) if not line.startswith("#") and labels in line]
 
 
 def _gateway_metric(gateway: GatewayProcess, name: str) -> float:
     """The sum of a metric's series on the gateway's /metrics."""
-    with urllib.request.urlopen(gateway.metrics_url, timeout=5) as r:
-        lines = r.read().decode().splitlines()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name + "{"))
+    series = (line for line in _metrics_lines(gateway) if line.startswith(name + "{"))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in series)
 
 
 def test_a_multi_node_replica_is_reached_through_its_group_leader_only(

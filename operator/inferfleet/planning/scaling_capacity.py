@@ -25,6 +25,11 @@ def running_trend(samples: Samples, now: float) -> tuple[float, float] | None:
     return mv - slope * mt, slope
 
 
+def has_trend_history(samples: Samples, now: float, window: float) -> bool:
+    """Whether the samples reach back half of a trend `window` (what a trend needs)."""
+    return window > 0 and bool(samples) and now - samples[0][0] >= window / 2
+
+
 def expected_running(
     running: float,
     samples: Samples,
@@ -40,7 +45,7 @@ def expected_running(
     tuning = policy.tuning
     ahead = tuning.trend_lookahead_seconds if lookahead is None else lookahead
     window = tuning.trend_window_seconds if window is None else window
-    if window <= 0 or not samples or now - samples[0][0] < window / 2:
+    if not has_trend_history(samples, now, window):
         return running  # no trend before half a window of history
     fit = running_trend(samples, now)
     if fit is None or fit[1] <= 0:

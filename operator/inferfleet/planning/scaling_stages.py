@@ -19,6 +19,7 @@ from inferfleet.planning.scaling_capacity import (
     compute_limits,
     estimate_flow,
     expected_running,
+    has_trend_history,
     kv_replicas,
     planned_kv,
     replicas_for,
@@ -211,7 +212,7 @@ def observe(
     limits, saturation = compute_limits(waiting, running, kv, samples, fleet.ready, policy, now, lookahead)
     planned_running = expected_running(running, trend, policy, now, lookahead)
     kv_running = planned_running
-    if not trend or now - trend[0][0] < tuning.trend_window_seconds / 2:  # the trend has no history yet
+    if not has_trend_history(trend, now, tuning.trend_window_seconds):
         short = expected_running(running, trend, policy, now, lookahead, tuning.kv_trend_window_seconds)
         kv_running = max(kv_running, short)
     return Observation(
