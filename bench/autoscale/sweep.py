@@ -24,7 +24,9 @@ bench/autoscale/results/<date>-sweep.{json,txt}. Per run and per inferfleet arm:
 After the table, a summary: per target, the runs each arm meets and the runs each headroom of
 that present-need sizing meets (scored as the arms are), then every run an arm misses, with the
 headrooms that meet that target there ("none": no sizing to the present load does, at 0-3
-spare replicas). `--rescore FILE.json` scores a saved sweep again and prints both, in seconds.
+spare replicas), and per workload the mean SLO below the frontier at each point's GPU-hours
+(how near a missed frontier target is). `--rescore FILE.json` scores a saved sweep again and
+prints it all, in seconds.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ def compute_on_frontier(point: dict[str, Any], fixed: Sequence[tuple[float, floa
     return bool(point["slo_attainment"] >= compute_frontier_slo(fixed, point["gpu_hours"]) - 1e-9)
 
 
+def compute_below_frontier(point: dict[str, Any], fixed: Sequence[tuple[float, float]]) -> float:
+    """How far the point's SLO falls short of the frontier's at its GPU-hours (0 on or above):
+    how near a missed frontier target is, which the yes/no verdict does not say."""
+    return round(
+        max(0.0, compute_frontier_slo(fixed, point["gpu_hours"]) - float(point["slo_attainment"])), 4
+    )
+
+
 def compute_cheap_target(
     point: dict[str, Any], fixed: Sequence[tuple[float, float]], oracle_gpu_hours: float
 ) -> dict[str, Any]:
@@ -117,6 +127,7 @@ def compute_targets(
         "dominates_hpa": compute_dominates(point, policies["hpa"]),
         "dominates_keda": compute_dominates(point, policies["keda"]),
         "on_or_above_frontier": compute_on_frontier(point, fixed),
+        "below_frontier": compute_below_frontier(point, fixed),
         "cheap_099": compute_cheap_target(point, fixed, oracle),
     }
 
@@ -235,7 +246,26 @@ def render_summary(runs: Sequence[dict[str, Any]]) -> str:
         who = "either arm (the same runs)" if same else arm
         lines += ["", f"Missed by {who}; in brackets the present-need headrooms that meet it there:"]
         lines += [f"- {m}" for m in misses[arm]]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *render_frontier_gaps(runs)])
+
+
+def render_frontier_gaps(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Per workload and sizing, the mean SLO below the frontier at the point's GPU-hours."""
+    gaps: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        for name, v in _by_sizing(r["verdicts"]).items():
+            gaps.setdefault(r["workload"], {}).setdefault(name, []).append(v["below_frontier"])
+    names = list(_by_sizing(runs[0]["verdicts"])) if runs else []
+    lines = [
+        "Mean SLO below the frontier at each point's GPU-hours (0: on or above it in every run):",
+        "",
+        "| workload | " + " | ".join(names) + " |",
+        "|" + "---|" * (len(names) + 1),
+    ]
+    for workload, by_name in gaps.items():
+        cells = (f"{sum(by_name[n]) / len(by_name[n]):.4f}" for n in names)
+        lines.append(f"| {workload} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render_report(runs: Sequence[dict[str, Any]]) -> str:

@@ -172,7 +172,7 @@ def test_a_saved_run_is_scored_per_arm_and_per_headroom_of_the_present_need() ->
     assert verdicts["inferfleet-gateway"]["reachable_without_foresight"]
 
 
-def test_the_summary_counts_each_target_and_names_each_miss_with_the_present_need_meeting_it() -> None:
+def test_the_summary_counts_each_target_names_each_miss_and_measures_the_gap_to_the_frontier() -> None:
     runs = [{**r, "verdicts": compute_verdicts(r)} for r in (saved_run(0), saved_run(1))]
     runs[1]["policies"]["oracle"] = {"gpu_hours": 4.0, "slo_attainment": 1.0}  # budget 5.0: no fleet
     runs[1]["verdicts"] = compute_verdicts(runs[1])
@@ -183,6 +183,8 @@ def test_the_summary_counts_each_target_and_names_each_miss_with_the_present_nee
     assert "Missed by inferfleet-gateway;" in text
     assert "- w, uniform: on or above the frontier, seeds 0, 1 (+1)" in text
     assert "- w, uniform: 0.99 within 1.25x the oracle, where a fixed fleet does it, seed 0 (none)" in text
+    # The gateway arm is 0.05 below the frontier's 1.0 at 6.5 GPU-h; +0 is 0.1 below its 0.7 at 3.0.
+    assert "| w | 0.0000 | 0.0500 | 0.1000 | 0.0000 |" in text
 
 
 def test_rescore_prints_a_saved_sweep_scored_again(
