@@ -71,6 +71,19 @@ def render_prompt(blocks: Sequence[int], words: int, words_per_block: int) -> st
     return " ".join(out)
 
 
+def render_prompt_tokens(blocks: Sequence[int], words: int, words_per_block: int) -> list[int]:
+    """The same prompt as token ids, as a client that tokenizes sends it (OpenAI's `prompt` as a
+    list of ints): word i of block k is id k * words_per_block + i, so two prompts share a run of
+    ids exactly where their words are shared."""
+    out: list[int] = []
+    for block in blocks:
+        take = min(words_per_block, words - len(out))
+        if take <= 0:
+            break
+        out.extend(block * words_per_block + i for i in range(take))
+    return out
+
+
 def write_workload(items: Sequence[WorkItem], path: Path) -> None:
     with path.open("w") as f:
         for item in items:

@@ -22,13 +22,17 @@ from typing import Any
 
 import aiohttp
 
-from bench.gateway.prefix_workload import WorkItem, read_workload, render_prompt
+from bench.gateway.prefix_workload import WorkItem, read_workload, render_prompt, render_prompt_tokens
 from bench.gateway.sse import SSEFramer
 from bench.gateway.stats import Record, percentile
 
+PROMPT_FORMS = ("tokens", "text")
 
-def build_body(model: str, item: WorkItem, words_per_block: int) -> bytes:
-    prompt = render_prompt(item.blocks, item.words, words_per_block)
+
+def build_body(model: str, item: WorkItem, words_per_block: int, form: str = "tokens") -> bytes:
+    """The request: its prompt as token ids (a router that routes on tokens needs them) or text."""
+    render = render_prompt_tokens if form == "tokens" else render_prompt
+    prompt = render(item.blocks, item.words, words_per_block)
     body = {"model": model, "prompt": prompt, "max_tokens": item.max_tokens, "stream": True}
     return json.dumps(body).encode()
 
@@ -56,7 +60,7 @@ class Replay:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 self.late.append(max(0.0, -wait))
-                body = build_body(self.args.model, item, self.args.words_per_block)
+                body = build_body(self.args.model, item, self.args.words_per_block, self.args.prompts)
                 url = self.args.url[i % len(self.args.url)].rstrip("/") + "/v1/completions"
                 tasks.append(asyncio.create_task(self.request(session, i, url, body)))
             await asyncio.gather(*tasks)
@@ -82,6 +86,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--url", action="append", required=True, help="base URL (repeat: round-robin)")
     ap.add_argument("--model", required=True)
     ap.add_argument("--words-per-block", type=int, required=True)
+    ap.add_argument("--prompts", choices=PROMPT_FORMS, default="tokens", help="token ids or text")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
     ap.add_argument("--out", type=Path, required=True)
     return ap.parse_args(argv)

@@ -40,6 +40,7 @@ from bench.gateway.prefix_workload import (
     write_workload,
 )
 from bench.gateway.procs import Process
+from bench.gateway.replay import PROMPT_FORMS
 from bench.gateway.routing_report import (
     ARMS,
     CACHE_AWARE,
@@ -78,6 +79,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--engines", type=int, default=4)
     ap.add_argument("--slots", type=int, default=256, help="per engine, and the gateway's per endpoint")
     ap.add_argument("--words-per-block", type=int, default=16, help="words standing for 512 trace tokens")
+    ap.add_argument(
+        "--prompts",
+        choices=PROMPT_FORMS,
+        default="tokens",
+        help="send prompts as token ids (default; vllm-router's cache_aware routes only on those) or text",
+    )
     ap.add_argument("--cache-blocks", type=int, default=4000, help="per engine prefix-cache blocks")
     ap.add_argument("--prefill-words-per-second", type=float, default=1000.0, help="uncached prefill rate")
     ap.add_argument("--tokens-per-second", type=float, default=100.0, help="decode rate per request")
@@ -154,7 +161,7 @@ def scrape(engines: list[Process]) -> list[dict[str, float]]:
 def replay_command(args: argparse.Namespace, targets_: list[str], workload: Path, out: Path) -> list[str]:
     command = [sys.executable, "-m", "bench.gateway.replay", "--workload", str(workload), "--model", MODEL,
                "--words-per-block", str(args.words_per_block), "--timeout", f"{args.timeout:g}",
-               "--out", str(out)]  # fmt: skip
+               "--prompts", args.prompts, "--out", str(out)]  # fmt: skip
     for url in targets_:
         command += ["--url", url]
     return command
@@ -274,9 +281,9 @@ def cache_model(items: list[WorkItem], args: argparse.Namespace) -> dict[str, An
 
 
 def params(args: argparse.Namespace, requests: int, span: float, router_note: str) -> dict[str, Any]:
-    keys = ("trace", "start", "length", "compression", "engines", "slots", "words_per_block", "cache_blocks",
-            "prefill_words_per_second", "tokens_per_second", "max_output_tokens", "prefix_load_bound",
-            "timeout", "quick")  # fmt: skip
+    keys = ("trace", "start", "length", "compression", "engines", "slots", "words_per_block", "prompts",
+            "cache_blocks", "prefill_words_per_second", "tokens_per_second", "max_output_tokens",
+            "prefix_load_bound", "timeout", "quick")  # fmt: skip
     return {k: str(v) if isinstance(v, Path) else v for k, v in ((k, getattr(args, k)) for k in keys)} | {
         "requests": requests,
         "replay_seconds": round(span, 1),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import json
 import urllib.request
 from pathlib import Path
@@ -27,11 +28,12 @@ from bench.gateway.prefix_workload import (
     read_counters,
     read_workload,
     render_prompt,
+    render_prompt_tokens,
     write_workload,
 )
 from bench.gateway.routing_report import LEAST_LOAD, PREFIX_AFFINITY, ROUND_ROBIN, table, targets
 
-from inferfleet.sim.engine import EngineConfig, PrefixCache, Prompt, SimEngine, block_hashes
+from inferfleet.sim.engine import EngineConfig, PrefixCache, Prompt, SimEngine, block_hashes, prompt_of
 from inferfleet.sim.traces import TraceRequest
 
 W = 16
@@ -71,6 +73,24 @@ def test_an_engine_prefix_cache_hits_the_shared_leading_blocks_in_words() -> Non
 def test_render_prompt_cuts_the_last_block_at_the_prompt_length() -> None:
     assert render_prompt((10, 11), 3, 2) == "a_0 a_1 b_0"
     assert render_prompt((10, 11), 0, 2) == ""
+    assert render_prompt_tokens((10, 11), 3, 2) == [20, 21, 22]
+    assert render_prompt_tokens((10, 11), 0, 2) == []
+
+
+def test_token_prompts_share_exactly_the_engine_blocks_the_text_prompts_share() -> None:
+    items = [WorkItem(0, (0, 1, 2, 3), 4 * W, 1), WorkItem(0, (0, 1, 2, 7, 8), 5 * W - 3, 1),
+             WorkItem(0, (0, 5, 2, 3), 4 * W, 1), WorkItem(0, (1, 0), 2 * W, 1)]  # fmt: skip
+
+    def token_blocks(item: WorkItem) -> tuple[int, ...]:
+        ids = render_prompt_tokens(item.blocks, item.words, W)
+        return prompt_of({"prompt": ids}, chat=False, block_tokens=W).blocks
+
+    by_text, by_tokens = [engine_blocks(i) for i in items], [token_blocks(i) for i in items]
+    for (a, b), (x, y) in zip(
+        itertools.combinations(by_text, 2), itertools.combinations(by_tokens, 2), strict=True
+    ):
+        assert [u == v for u, v in zip(a, b, strict=False)] == [u == v for u, v in zip(x, y, strict=False)]
+    assert [len(b) for b in by_tokens] == [len(b) for b in by_text] == [4, 4, 4, 2]
 
 
 def test_build_workload_takes_a_window_compresses_time_and_scales_lengths() -> None:
@@ -215,8 +235,9 @@ def test_targets_compare_prefix_affinity_with_round_robin_and_least_load() -> No
 # --- a tiny run of the harness ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("prompts", ["tokens", "text"])
 def test_a_tiny_routing_run_on_one_engine_measures_the_exact_hit_rate(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prompts: str
 ) -> None:
     rows = [
         {"timestamp": 0, "input_length": 1536, "output_length": 64, "hash_ids": [0, 1, 2]},
@@ -227,8 +248,8 @@ def test_a_tiny_routing_run_on_one_engine_measures_the_exact_hit_rate(
     with gzip.open(trace, "wt") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     code = routing.main(["--arms", f"{LEAST_LOAD},{PREFIX_AFFINITY}", "--trace", str(trace), "--engines", "1",
-                         "--compression", "1", "--prefill-words-per-second", "2000", "--workdir",
-                         str(tmp_path / "work"), "--json"])  # fmt: skip
+                         "--compression", "1", "--prefill-words-per-second", "2000", "--prompts", prompts,
+                         "--workdir", str(tmp_path / "work"), "--json"])  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     # words 48, 63 (2000 x 16/512 = 62.5), 32; hits: none, 3 blocks, block 0: 64 of 143 words

@@ -32,12 +32,22 @@ def completion(*parts: str) -> dict[str, Any]:
         pytest.param(completion(words("a", 0.9)), False, 0, id="shorter-than-a-block"),
         pytest.param(completion(words("a", 2.5)), False, 2, id="whole-blocks-only"),
         pytest.param(completion(words("a", MAX_PREFIX_BLOCKS + 3)), False, MAX_PREFIX_BLOCKS, id="capped"),
-        pytest.param({"prompt": [1, 2, 3]}, False, 0, id="token-lists-not-read"),
+        pytest.param({"prompt": list(range(2 * PREFIX_BLOCK_WORDS))}, False, 2, id="token-ids"),
+        pytest.param({"prompt": [list(range(20)), list(range(20))]}, False, 2, id="lists-of-token-ids"),
+        pytest.param({"prompt": [True] * 40}, False, 0, id="booleans-are-not-token-ids"),
+        pytest.param({"prompt": [[1, "a"]] * 40}, False, 0, id="mixed-list-not-read"),
         pytest.param({"messages": "not a list"}, True, 0, id="malformed-chat"),
     ],
 )
 def test_prompts_become_whole_blocks(body: dict[str, Any], chat: bool, count: int) -> None:
     assert len(prefix_blocks(body, chat)) == count
+
+
+def test_token_ids_are_read_as_the_words_they_would_be_in_text() -> None:
+    ids = list(range(100, 100 + 3 * PREFIX_BLOCK_WORDS))
+    as_text = completion(" ".join(str(i) for i in ids))
+    assert prefix_blocks({"prompt": ids}, False) == prefix_blocks(as_text, False)
+    assert prefix_blocks({"prompt": [ids[:10], ids[10:]]}, False) == prefix_blocks(as_text, False)
 
 
 def test_a_block_hash_stands_for_everything_before_it() -> None:

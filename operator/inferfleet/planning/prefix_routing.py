@@ -42,7 +42,8 @@ RING_POINTS = 64
 
 def prompt_words(body: Mapping[str, Any], chat: bool) -> list[str]:
     """The prompt as the gateway reads it (as the sim engine's prefix cache does): a chat's
-    messages rendered "role: content" in order; a completion's prompt text or list of texts."""
+    messages rendered "role: content" in order; a completion's prompt as OpenAI takes it, a text,
+    a list of texts, token ids or lists of token ids, each token id one word."""
     if chat:
         messages = body.get("messages")
         texts = [
@@ -50,10 +51,23 @@ def prompt_words(body: Mapping[str, Any], chat: bool) -> list[str]:
             for m in (messages if isinstance(messages, list) else [])
             if isinstance(m, dict) and isinstance(m.get("content"), str)
         ]
-    else:
-        prompt = body.get("prompt", "")
-        texts = [t for t in (prompt if isinstance(prompt, list) else [prompt]) if isinstance(t, str)]
-    return [word for text in texts for word in text.split()]
+        return [word for text in texts for word in text.split()]
+    prompt = body.get("prompt", "")
+    return [word for part in (prompt if isinstance(prompt, list) else [prompt]) for word in _part_words(part)]
+
+
+def _part_words(part: Any) -> list[str]:
+    if isinstance(part, str):
+        return part.split()
+    if _is_token(part):
+        return [str(part)]
+    if isinstance(part, list) and all(_is_token(t) for t in part):
+        return [str(t) for t in part]
+    return []
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def prefix_blocks(body: Mapping[str, Any], chat: bool) -> tuple[int, ...]:

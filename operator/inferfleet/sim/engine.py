@@ -742,16 +742,14 @@ def stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
 
 
 def prompt_tokens(body: dict[str, Any], chat: bool) -> int:
-    """Words in the prompt: a stand-in for a tokenizer."""
+    """Words (a token id is one) in the prompt: a stand-in for a tokenizer."""
     if chat:
         messages = body.get("messages")
         texts = (
             [m.get("content") for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
         )
-    else:
-        prompt = body.get("prompt", "")
-        texts = prompt if isinstance(prompt, list) else [prompt]
-    return sum(len(t.split()) for t in texts if isinstance(t, str))
+        return sum(len(t.split()) for t in texts if isinstance(t, str))
+    return len(prompt_words(body, chat=False))
 
 
 def usage_of(body: dict[str, Any], max_tokens: int, chat: bool) -> dict[str, int]:
