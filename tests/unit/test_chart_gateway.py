@@ -95,7 +95,7 @@ def test_defaults_deploy_two_gateway_replicas_behind_a_service() -> None:
         "--max-attempts=3",
         "--retry-budget=0.2",
         "--routing=least-load",
-        "--prefix-load-bound=0.25",
+        "--prefix-load-bound=1",  # helm prints the float 1.0 as 1
         "--workers=1",
         "--shutdown-seconds=285",  # the grace period, less the preStop sleep and 5 s
     ]

@@ -25,7 +25,7 @@ class GatewayConfig:
     routing: str = "least-load"
     """least-load, or prefix-affinity: requests sharing their leading prompt blocks go to one
     replica (its prefix cache) while its load stays within the bound."""
-    prefix_load_bound: float = 0.25
+    prefix_load_bound: float = 1.0
     """Prefix affinity skips a replica above (1 + this) x the mean load."""
     workers: int = 1
     """Gateway processes sharing the API port (gateway/workers.py); more than one when the pod
