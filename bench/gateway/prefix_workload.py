@@ -60,28 +60,22 @@ def build_workload(
     return sorted(items, key=lambda w: w.at)
 
 
+def prompt_positions(blocks: Sequence[int], words: int, words_per_block: int) -> list[tuple[int, int]]:
+    """(block id, position in its block) of each of the prompt's `words` words: every block full
+    but maybe the last, cut at the prompt's length."""
+    return [(block, i) for block in blocks for i in range(words_per_block)][: max(words, 0)]
+
+
 def render_prompt(blocks: Sequence[int], words: int, words_per_block: int) -> str:
     """The prompt of `words` words whose i-th block of `words_per_block` words stands for blocks[i]."""
-    out: list[str] = []
-    for block in blocks:
-        take = min(words_per_block, words - len(out))
-        if take <= 0:
-            break
-        out.extend(f"{block:x}_{i}" for i in range(take))
-    return " ".join(out)
+    return " ".join(f"{block:x}_{i}" for block, i in prompt_positions(blocks, words, words_per_block))
 
 
 def render_prompt_tokens(blocks: Sequence[int], words: int, words_per_block: int) -> list[int]:
     """The same prompt as token ids, as a client that tokenizes sends it (OpenAI's `prompt` as a
     list of ints): word i of block k is id k * words_per_block + i, so two prompts share a run of
     ids exactly where their words are shared."""
-    out: list[int] = []
-    for block in blocks:
-        take = min(words_per_block, words - len(out))
-        if take <= 0:
-            break
-        out.extend(block * words_per_block + i for i in range(take))
-    return out
+    return [block * words_per_block + i for block, i in prompt_positions(blocks, words, words_per_block)]
 
 
 def write_workload(items: Sequence[WorkItem], path: Path) -> None:
