@@ -105,7 +105,7 @@ def test_a_shared_run_teaches_nothing_the_next_block_picks_the_ring() -> None:
     assert spread == set(E)
     # A run every endpoint holds is shared too, even where no prompt parted from it yet.
     assert pick((1, 2, 30, 40, 50), dict.fromkeys(E, 2), 0) == one
-    assert pick((1, 2), {E[0]: 2}, 2) is None  # nothing to prefer: least load
+    assert pick((1, 2), dict.fromkeys(E, 2), 2) is None  # every endpoint holds it whole: least load
     assert pick((), {}, 0) is None
 
 
@@ -114,6 +114,10 @@ def test_a_shared_run_that_is_most_of_the_prompt_stays_where_it_is_held() -> Non
     document = (1, 2, 3, 4)
     asked = {pick_endpoint_by_match(IDLE, 8, (), (*document, k), {E[1]: 4}, 4, 0.25) for k in range(100)}
     assert asked == {E[1]}
+    # A whole prompt sent before (and that other prompts went on from) goes where it is held.
+    assert pick_endpoint_by_match(IDLE, 8, (), document, {E[2]: 4}, 4, 0.25) == E[2]
+    held_by_two = pick_endpoint_by_match(IDLE, 8, (), document, {E[2]: 4, E[0]: 4}, 4, 0.25)
+    assert held_by_two == pick_endpoint_by_prefix(IDLE, 8, (E[1], E[3]), document[-1], 0.25)
     # Held by two: keyed on the ring among those two.
     both = {
         pick_endpoint_by_match(IDLE, 8, (), (*document, k), {E[1]: 4, E[3]: 4}, 4, 0.25) for k in range(100)

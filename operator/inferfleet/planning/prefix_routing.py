@@ -11,13 +11,15 @@ neither says where this request belongs). `pick_endpoint_by_match` decides:
 
 1. an endpoint within the load bound that holds more than the shared run takes it: the longest
    match, then the least load (a conversation's later turns go where its first turn went);
-2. else the first block past the shared run (hashed with everything before it) is the key on a
+2. else, when the shared run is more than half of the prompt (a long document many short
+   questions share, or a whole prompt sent before) and some endpoints within the bound hold it and
+   some do not, the ring below holds only those that hold it: re-reading the run elsewhere would
+   cost more prefill than the spread saves;
+3. else the first block past the shared run (hashed with everything before it) is the key on a
    consistent-hash ring with bounded loads: a new conversation goes where every gateway replica
-   would send it, and conversations behind one system prompt spread over the replicas. When the
-   shared run is more than half of the prompt (a long document many short questions share), the
-   ring holds only the endpoints within the bound that hold the run, if some do and some do not:
-   re-reading the document elsewhere would cost more prefill than the spread saves;
-3. else (no blocks, or a prompt that is all shared): None, and the caller routes by least load.
+   would send it, and conversations behind one system prompt spread over the replicas;
+4. else (no blocks, or a prompt every endpoint holds whole): None, and the caller routes by least
+   load.
 
 The load bound: an endpoint is skipped while taking this request would put it above
 (1 + load_bound) x the mean load, so a hot prefix spills instead of queueing on one replica.
@@ -147,15 +149,17 @@ def pick_endpoint_by_match(
     best = max((held.get(e, 0) for e in within), default=0)
     if best > shared:
         return min((e for e in within if held.get(e, 0) == best), key=lambda e: (in_flight[e], e))
-    if shared >= len(blocks):
-        return None
     # Keyed among the endpoints that hold the shared run when it is most of the prompt and some do
-    # not hold it: a long document many conversations ask about stays where it is cached, while a
-    # system prompt (a small part of each conversation) spreads its conversations over all.
+    # not hold it: a long document many conversations ask about, or a prompt sent before whole,
+    # stays where it is cached, while a system prompt (a small part of each conversation) spreads
+    # its conversations over all.
     holders = {e for e in within if held.get(e, 0) >= shared} if 2 * shared > len(blocks) else set()
     if holders and len(holders) < len(candidates):
         lacking = {*exclude, *(e for e in candidates if e not in holders)}
-        chosen = pick_endpoint_by_prefix(in_flight, slots, lacking, blocks[shared], load_bound)
+        key = blocks[min(shared, len(blocks) - 1)]
+        chosen = pick_endpoint_by_prefix(in_flight, slots, lacking, key, load_bound)
         if chosen is not None:
             return chosen
+    if shared >= len(blocks):
+        return None
     return pick_endpoint_by_prefix(in_flight, slots, exclude, blocks[shared], load_bound)
