@@ -197,6 +197,22 @@ class CacheModel:
     uncached_p99_words: int
 
 
+def cached_run(
+    lru: OrderedDict[tuple[int, ...], None], item: WorkItem, words_per_block: int, cache_blocks: int
+) -> int:
+    """`item` on an engine whose prefix cache is `lru`, kept as the sim engine keeps it (whole
+    blocks, LRU, at most `cache_blocks`): the leading run of its blocks that was cached. Updates
+    `lru`."""
+    keys = [item.blocks[: n + 1] for n in range(min(len(item.blocks), item.words // words_per_block))]
+    run = next((n for n, key in enumerate(keys) if key not in lru), len(keys))
+    for key in keys:
+        lru[key] = None
+        lru.move_to_end(key)
+    while len(lru) > cache_blocks:
+        lru.popitem(last=False)
+    return run
+
+
 def compute_cache_model(
     items: Sequence[WorkItem], assign: Callable[[int, WorkItem], int], caches: int, cache_blocks: int,
     words_per_block: int,
@@ -207,14 +223,7 @@ def compute_cache_model(
     queried = hit = 0
     uncached = []
     for i, item in enumerate(items):
-        lru = lrus[assign(i, item)]
-        keys = [item.blocks[: n + 1] for n in range(min(len(item.blocks), item.words // words_per_block))]
-        run = next((n for n, key in enumerate(keys) if key not in lru), len(keys))
-        for key in keys:
-            lru[key] = None
-            lru.move_to_end(key)
-        while len(lru) > cache_blocks:
-            lru.popitem(last=False)
+        run = cached_run(lrus[assign(i, item)], item, words_per_block, cache_blocks)
         queried, hit = queried + item.words, hit + run * words_per_block
         uncached.append(item.words - run * words_per_block)
     uncached.sort()

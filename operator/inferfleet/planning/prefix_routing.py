@@ -13,13 +13,14 @@ neither says where this request belongs). `pick_endpoint_by_match` decides:
    match, then the least load (a conversation's later turns go where its first turn went);
 2. else, when the shared run is more than half of the prompt (a long document many short
    questions share, or a whole prompt sent before) and some endpoints within the bound hold it and
-   some do not, the ring below holds only those that hold it: re-reading the run elsewhere would
-   cost more prefill than the spread saves;
+   some do not, the ring below holds only those that hold it (keyed on the prompt's last block
+   when the run is all of it): re-reading the run elsewhere would cost more prefill than the
+   spread saves;
 3. else the first block past the shared run (hashed with everything before it) is the key on a
    consistent-hash ring with bounded loads: a new conversation goes where every gateway replica
    would send it, and conversations behind one system prompt spread over the replicas;
-4. else (no blocks, or a prompt every endpoint holds whole): None, and the caller routes by least
-   load.
+4. else (no blocks, or a prompt that is all shared run and that every endpoint holds, or none
+   within the bound): None, and the caller routes by least load.
 
 The load bound: an endpoint is skipped while taking this request would put it above
 (1 + load_bound) x the mean load, so a hot prefix spills instead of queueing on one replica.
