@@ -313,6 +313,57 @@ def test_prefix_affinity_looks_past_a_system_prompt_every_conversation_shares(
     assert second_turn_hits == whole_first_turns * block  # every first turn found where it was cached
 
 
+def test_two_gateway_replicas_send_a_conversations_turns_to_the_same_replica(
+    start_engine: Callable[..., SimEngine],
+) -> None:
+    """The chart runs two gateway replicas, each with its own index. A conversation's first turn
+    through one and its next turn through the other still meet on one engine replica: a new
+    conversation's key, its first block past the shared system prompt, is the same in both."""
+    replicas = [start_engine(tokens_per_second=500) for _ in range(3)]
+    system = {"role": "system", "content": " ".join(f"rule{i}" for i in range(100))}
+
+    def first_turn(c: int) -> list[dict[str, str]]:
+        return [system, {"role": "user", "content": " ".join(f"c{c}q{i}" for i in range(120))}]
+
+    def next_turn(c: int) -> list[dict[str, str]]:
+        return [
+            *first_turn(c),
+            {"role": "assistant", "content": "tok0 tok1"},
+            {"role": "user", "content": "more"},
+        ]
+
+    async def scenario() -> tuple[int, int]:
+        async with (
+            gateway(route(), *replicas, routing="prefix-affinity") as one,
+            gateway(route(), *replicas, routing="prefix-affinity") as other,
+            aiohttp.ClientSession() as session,
+        ):
+
+            async def ask(url: str, messages: list[dict[str, str]]) -> None:
+                body = {"model": MODEL, "messages": messages, "max_tokens": 2}
+                async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                    assert response.status == 200
+
+            # Both gateways have seen conversations part after the system prompt: until a gateway
+            # has, it cannot tell the shared part from a conversation, and keys on block 0.
+            for c in range(4):
+                await ask(one if c % 2 else other, first_turn(100 + c))
+            for c in range(12):
+                await ask(one, first_turn(c))
+            hits = sum(e.counts().prefix_hit_tokens for e in replicas)
+            for c in range(12):
+                await ask(other, next_turn(c))
+            return sum(e.counts().prefix_hit_tokens for e in replicas) - hits, sum(
+                e.counts().succeeded > 0 for e in replicas
+            )
+
+    next_turn_hits, replicas_used = asyncio.run(scenario())
+    block = EngineConfig(model=MODEL).block_tokens
+    whole_first_turns = sum(len(prompt_words({"messages": first_turn(c)}, True)) // block for c in range(12))
+    assert next_turn_hits == whole_first_turns * block  # each next turn found its first turn's cache
+    assert replicas_used == 3  # and the conversations spread over the engine replicas
+
+
 def test_a_ready_replica_not_yet_listening_is_tried_again_after_a_moment() -> None:
     """Kubernetes may mark a pod Ready a moment before its server listens (a probe that passed
     early, a restarted listener): the gateway's retries on the only endpoint back off instead of
