@@ -52,12 +52,12 @@ def least_loaded(in_flight: Mapping[str, int]) -> str:
     return min(in_flight, key=lambda e: (in_flight[e], e))
 
 
-def build_prefix_affinity_route(endpoints: Sequence[str], load_bound: float) -> Route:
+def build_prefix_affinity_route(endpoints: Sequence[str], load_bound: float, slots: int = 256) -> Route:
     index = PrefixIndex()
 
     def route(in_flight: Mapping[str, int], blocks: tuple[int, ...]) -> str:
         match = index.match(blocks, endpoints)
-        picked = pick_endpoint_by_match(in_flight, 256, (), blocks, match.held, match.shared, load_bound)
+        picked = pick_endpoint_by_match(in_flight, slots, (), blocks, match.held, match.shared, load_bound)
         endpoint = picked or least_loaded(in_flight)
         index.record(blocks, endpoint)
         return endpoint
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bound = GatewayConfig.prefix_load_bound if args.prefix_load_bound is None else args.prefix_load_bound
     routes: dict[str, Route] = {
         "least-load": lambda in_flight, blocks: least_loaded(in_flight),
-        f"prefix-affinity (load bound {bound:g})": build_prefix_affinity_route(endpoints, bound),
+        f"prefix-affinity (load bound {bound:g})": build_prefix_affinity_route(endpoints, bound, args.slots),
         "cache-aware model": build_cache_aware_route(endpoints),
     }
     for name, route in routes.items():
