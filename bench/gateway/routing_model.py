@@ -66,7 +66,9 @@ def build_prefix_affinity_route(endpoints: Sequence[str], load_bound: float, slo
 
 
 def build_cache_aware_route(endpoints: Sequence[str]) -> Route:
-    index, routed = PrefixIndex(), {e: set[int]() for e in endpoints}
+    # vllm-router keeps 32M characters of prompts per worker (--max-tree-size): more than these
+    # workloads hold, so its model forgets nothing (the gateway's index keeps MAX_BLOCKS).
+    index, routed = PrefixIndex(capacity=sys.maxsize), {e: set[int]() for e in endpoints}
 
     def route(in_flight: Mapping[str, int], blocks: tuple[int, ...]) -> str:
         busiest, idlest = max(in_flight.values()), min(in_flight.values())
