@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -231,20 +231,36 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return report
 
 
-def build_census_router(engines: int) -> Callable[[str], str | None]:
-    """The gateway's prefix affinity over `engines` idle endpoints: its block index and pick,
-    without load or time (least load among idle endpoints is the first)."""
-    endpoints = [f"engine-{i}" for i in range(engines)]
-    index, idle = PrefixIndex(), dict.fromkeys(endpoints, 0)
+Route = Callable[[Mapping[str, int], tuple[int, ...]], str]
+"""(requests in flight per endpoint, the prompt's gateway blocks) -> the endpoint it goes to."""
 
-    def route(prompt: str) -> str | None:
-        blocks = prefix_blocks({"prompt": prompt}, chat=False)
+
+def least_loaded(in_flight: Mapping[str, int]) -> str:
+    return min(in_flight, key=lambda e: (in_flight[e], e))
+
+
+def build_prefix_affinity_route(endpoints: Sequence[str], load_bound: float, slots: int = 256) -> Route:
+    """The gateway's prefix affinity as a Route: its block index and pick, least load when it picks
+    none."""
+    index = PrefixIndex()
+
+    def route(in_flight: Mapping[str, int], blocks: tuple[int, ...]) -> str:
         match = index.match(blocks, endpoints)
-        endpoint = pick_endpoint_by_match(idle, 1, (), blocks, match.held, match.shared, 0.25) or endpoints[0]
+        picked = pick_endpoint_by_match(in_flight, slots, (), blocks, match.held, match.shared, load_bound)
+        endpoint = picked or least_loaded(in_flight)
         index.record(blocks, endpoint)
         return endpoint
 
     return route
+
+
+def build_census_router(engines: int) -> Callable[[str], str | None]:
+    """The gateway's prefix affinity over `engines` idle endpoints: its block index and pick,
+    without load or time (least load among idle endpoints is the first)."""
+    endpoints = [f"engine-{i}" for i in range(engines)]
+    idle = dict.fromkeys(endpoints, 0)
+    route = build_prefix_affinity_route(endpoints, 0.25, slots=1)
+    return lambda prompt: route(idle, prefix_blocks({"prompt": prompt}, chat=False))
 
 
 def routing_census(items: list[Any], args: argparse.Namespace) -> dict[str, Any]:

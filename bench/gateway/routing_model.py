@@ -24,19 +24,17 @@ import heapq
 import json
 import sys
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from bench.gateway.prefix_workload import WorkItem, build_workload, cached_run, render_prompt
-from bench.gateway.routing import parse_args
+from bench.gateway.routing import Route, build_prefix_affinity_route, least_loaded, parse_args
 from inferfleet.gateway.config import GatewayConfig
 from inferfleet.gateway.prefix_index import PrefixIndex
 from inferfleet.localcluster.paths import repo_root
-from inferfleet.planning.prefix_routing import pick_endpoint_by_match, prefix_blocks
+from inferfleet.planning.prefix_routing import prefix_blocks
 from inferfleet.sim.traces import load_mooncake
 
-Route = Callable[[Mapping[str, int], tuple[int, ...]], str]
-"""(requests in flight per endpoint, the prompt's gateway blocks) -> the endpoint it goes to."""
 CACHE_THRESHOLD, BALANCE_ABS, BALANCE_REL = 0.3, 64, 1.5
 """vllm-router 0.1.17 defaults: `--cache-threshold`, `--balance-abs-threshold`, `--balance-rel-threshold`."""
 
@@ -46,23 +44,6 @@ class RoutingModel:
     hit_rate: float
     uncached_p50_words: int
     busiest_engine_over_mean: float
-
-
-def least_loaded(in_flight: Mapping[str, int]) -> str:
-    return min(in_flight, key=lambda e: (in_flight[e], e))
-
-
-def build_prefix_affinity_route(endpoints: Sequence[str], load_bound: float, slots: int = 256) -> Route:
-    index = PrefixIndex()
-
-    def route(in_flight: Mapping[str, int], blocks: tuple[int, ...]) -> str:
-        match = index.match(blocks, endpoints)
-        picked = pick_endpoint_by_match(in_flight, slots, (), blocks, match.held, match.shared, load_bound)
-        endpoint = picked or least_loaded(in_flight)
-        index.record(blocks, endpoint)
-        return endpoint
-
-    return route
 
 
 def build_cache_aware_route(endpoints: Sequence[str]) -> Route:
@@ -88,12 +69,11 @@ def build_cache_aware_route(endpoints: Sequence[str]) -> Route:
 
 
 def compute_routing_model(
-    items: Sequence[WorkItem], route: Route, engines: int, cache_blocks: int, words_per_block: int,
-    prefill_words_per_second: float, tokens_per_second: float,
+    items: Sequence[WorkItem], route: Route, endpoints: Sequence[str], cache_blocks: int,
+    words_per_block: int, prefill_words_per_second: float, tokens_per_second: float,
 ) -> RoutingModel:  # fmt: skip
-    """Replay `items` through `route` onto `engines` LRU caches, with requests in flight for the
-    time the sim engine would take on each (see the module's docstring)."""
-    endpoints = [f"engine-{i}" for i in range(engines)]
+    """Replay `items` through `route` onto an LRU cache per endpoint, with requests in flight for
+    the time the sim engine would take on each (see the module's docstring)."""
     lrus: dict[str, OrderedDict[tuple[int, ...], None]] = {e: OrderedDict() for e in endpoints}
     in_flight, served = dict.fromkeys(endpoints, 0), Counter[str]()
     ends: list[tuple[float, str]] = []
@@ -117,7 +97,9 @@ def compute_routing_model(
     return RoutingModel(
         hit_rate=round(hit / queried, 4) if queried else 0.0,
         uncached_p50_words=uncached[(len(uncached) - 1) // 2] if uncached else 0,
-        busiest_engine_over_mean=round(max(served.values()) * engines / len(items), 3) if items else 0.0,
+        busiest_engine_over_mean=round(max(served.values()) * len(endpoints) / len(items), 3)
+        if items
+        else 0.0,
     )
 
 
@@ -134,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache-aware model": build_cache_aware_route(endpoints),
     }
     for name, route in routes.items():
-        model = compute_routing_model(items, route, args.engines, args.cache_blocks, args.words_per_block,
+        model = compute_routing_model(items, route, endpoints, args.cache_blocks, args.words_per_block,
                                       args.prefill_words_per_second, args.tokens_per_second)  # fmt: skip
         print(f"{name}: {json.dumps(asdict(model))}")
     return 0

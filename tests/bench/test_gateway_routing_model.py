@@ -6,12 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from bench.gateway.prefix_workload import WorkItem
-from bench.gateway.routing_model import (
-    build_cache_aware_route,
-    build_prefix_affinity_route,
-    compute_routing_model,
-    least_loaded,
-)
+from bench.gateway.routing import Route, build_prefix_affinity_route, least_loaded
+from bench.gateway.routing_model import build_cache_aware_route, compute_routing_model
 
 W = 16
 ENGINES = ["engine-0", "engine-1"]
@@ -20,8 +16,8 @@ ENGINES = ["engine-0", "engine-1"]
 SAME_PROMPT_THRICE = [WorkItem(0.0, (0,), W, 1), WorkItem(1.0, (0,), W, 1), WorkItem(2.0, (0,), W, 1)]
 
 
-def model(route: object) -> tuple[float, int, float]:
-    result = compute_routing_model(SAME_PROMPT_THRICE, route, 2, 100, W, 10.0, 10.0)  # type: ignore[arg-type]
+def model(route: Route) -> tuple[float, int, float]:
+    result = compute_routing_model(SAME_PROMPT_THRICE, route, ENGINES, 100, W, 10.0, 10.0)
     return result.hit_rate, result.uncached_p50_words, result.busiest_engine_over_mean
 
 
