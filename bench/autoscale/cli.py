@@ -22,6 +22,8 @@ from bench.autoscale.workload import (
     scale_load,
     synthetic_bursty,
 )
+from inferfleet.gateway.config import GatewayConfig
+from inferfleet.planning.prefix_routing import LoadBound
 from inferfleet.planning.scaling import ScalingPolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -223,6 +225,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--kv-capacity", type=int, default=SimParams.kv_capacity_tokens, help="KV-cache tokens per replica"
     )
+    ap.add_argument(
+        "--prefix-load-bound",
+        type=float,
+        default=GatewayConfig.prefix_load_bound,
+        help="with --routing prefix: the gateway's prefixLoadBound",
+    )
+    ap.add_argument(
+        "--prefix-load-slack",
+        type=int,
+        default=GatewayConfig.prefix_load_slack,
+        help="with --routing prefix: the gateway's prefixLoadSlack",
+    )
     ap.add_argument("--policies", default=",".join(ALL_POLICIES), help="comma-separated subset")
     ap.add_argument(
         "--png", type=Path, help="where to write the plot (default build/bench-autoscale-<trace>.png)"
@@ -254,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_queued=args.max_queued,
         routing=args.routing,
         kv_capacity_tokens=args.kv_capacity,
+        prefix_load=LoadBound(args.prefix_load_bound, args.prefix_load_slack),
         starts=build_start_model(
             args.weights_cache, args.prefetch_nodes, args.download_mb_per_s, args.model_gb
         ),

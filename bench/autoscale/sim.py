@@ -17,7 +17,7 @@ The engine model (constants in `SimParams`, defaults documented there)
   least-load balancing and no head-of-line blocking behind a busy pod) or "prefix" (the
   gateway's prefix affinity, `inferfleet.planning.prefix_routing.pick_endpoint_by_match`, with
   each replica's held leading blocks read from its prefix cache: the longest match within the
-  load bound `prefix_load_bound`, else a consistent hash of the first block beyond what all
+  gateway's default load bound `prefix_load`, else a consistent hash of the first block beyond what all
   share, else least load). Every policy gets the same routing, so it
   shifts absolute numbers, not the comparison. The queue is what the engines'
   `num_requests_waiting` gauges add up to.
@@ -78,7 +78,8 @@ from typing import Protocol
 from bench.autoscale.nodes import NodePool, StartModel
 from bench.autoscale.nodes import name as node_name
 from bench.autoscale.workload import Workload
-from inferfleet.planning.prefix_routing import pick_endpoint_by_match
+from inferfleet.gateway.config import GatewayConfig
+from inferfleet.planning.prefix_routing import LoadBound, pick_endpoint_by_match
 from inferfleet.planning.startup import PodStart
 from inferfleet.sim.engine import PrefixCache, Prompt
 
@@ -114,8 +115,10 @@ class SimParams:
     40-48 GB GPU at vLLM's gpu_memory_utilization 0.9). Also the prefix cache's size."""
     routing: str = "least-load"
     """"least-load" or "prefix" (the gateway's prefix affinity with bounded loads)."""
-    prefix_load_bound: float = 0.25
-    """The gateway's `prefixLoadBound`: skip a replica above (1 + this) x the mean load."""
+    prefix_load: LoadBound = field(
+        default_factory=lambda: LoadBound(GatewayConfig.prefix_load_bound, GatewayConfig.prefix_load_slack)
+    )
+    """The gateway's `prefixLoadBound` and `prefixLoadSlack` (its defaults)."""
     starts: StartModel | None = None
     """Starts drawn per node state (`bench.autoscale.nodes`); None: U(cold_start_min, max)."""
 
@@ -366,7 +369,7 @@ class Fleet:
             leading = {r.name: _leading_cached(r, blocks) for r in fits}
             # shared=0: the fleet keeps no index of where prompts part, only the caches' contents
             name = pick_endpoint_by_match(
-                in_flight, self.p.concurrency, exclude, blocks, leading, 0, self.p.prefix_load_bound
+                in_flight, self.p.concurrency, exclude, blocks, leading, 0, self.p.prefix_load
             )
             if name is not None:
                 return next(r for r in fits if r.name == name)

@@ -54,7 +54,7 @@ from bench.gateway.routing_report import (
 from inferfleet.gateway.prefix_index import PrefixIndex
 from inferfleet.localcluster.paths import cache_dir, repo_root
 from inferfleet.localcluster.ports import free_ports
-from inferfleet.planning.prefix_routing import pick_endpoint_by_match, prefix_blocks
+from inferfleet.planning.prefix_routing import LoadBound, pick_endpoint_by_match, prefix_blocks
 from inferfleet.sim.traces import load_mooncake
 
 MODEL = "bench-model"
@@ -90,6 +90,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--tokens-per-second", type=float, default=100.0, help="decode rate per request")
     ap.add_argument("--max-output-tokens", type=int, default=32)
     ap.add_argument("--prefix-load-bound", type=float, default=None, help="gateway's (default: its own)")
+    ap.add_argument("--prefix-load-slack", type=int, default=None, help="gateway's (default: its own)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
     ap.add_argument("--no-install", action="store_true", help="skip vllm-router unless already installed")
     ap.add_argument("--quick", action="store_true", help="5 trace minutes at 10x: 30 s per arm")
@@ -125,6 +126,8 @@ def build_arm(name: str, args: argparse.Namespace, urls: list[str], router: Path
         extra = ["--routing", name]
         if name == PREFIX_AFFINITY and args.prefix_load_bound is not None:
             extra += ["--prefix-load-bound", f"{args.prefix_load_bound:g}"]
+        if name == PREFIX_AFFINITY and args.prefix_load_slack is not None:
+            extra += ["--prefix-load-slack", str(args.prefix_load_slack)]
         return dataclasses.replace(arm, name=name, command=[*arm.command, *extra])
     if name == ROUND_ROBIN and router is None:
         return dataclasses.replace(direct_arm(urls), name=ROUND_ROBIN)  # client-side round-robin
@@ -239,14 +242,14 @@ def least_loaded(in_flight: Mapping[str, int]) -> str:
     return min(in_flight, key=lambda e: (in_flight[e], e))
 
 
-def build_prefix_affinity_route(endpoints: Sequence[str], load_bound: float, slots: int = 256) -> Route:
+def build_prefix_affinity_route(endpoints: Sequence[str], bound: LoadBound, slots: int = 256) -> Route:
     """The gateway's prefix affinity as a Route: its block index and pick, least load when it picks
     none."""
     index = PrefixIndex()
 
     def route(in_flight: Mapping[str, int], blocks: tuple[int, ...]) -> str:
         match = index.match(blocks, endpoints)
-        picked = pick_endpoint_by_match(in_flight, slots, (), blocks, match.held, match.shared, load_bound)
+        picked = pick_endpoint_by_match(in_flight, slots, (), blocks, match.held, match.shared, bound)
         endpoint = picked or least_loaded(in_flight)
         index.record(blocks, endpoint)
         return endpoint
@@ -259,7 +262,7 @@ def build_census_router(engines: int) -> Callable[[str], str | None]:
     without load or time (least load among idle endpoints is the first)."""
     endpoints = [f"engine-{i}" for i in range(engines)]
     idle = dict.fromkeys(endpoints, 0)
-    route = build_prefix_affinity_route(endpoints, 0.25, slots=1)
+    route = build_prefix_affinity_route(endpoints, LoadBound(0.25), slots=1)
     return lambda prompt: route(idle, prefix_blocks({"prompt": prompt}, chat=False))
 
 
@@ -299,7 +302,7 @@ def cache_model(items: list[WorkItem], args: argparse.Namespace) -> dict[str, An
 def params(args: argparse.Namespace, requests: int, span: float, router_note: str) -> dict[str, Any]:
     keys = ("trace", "start", "length", "compression", "engines", "slots", "words_per_block", "prompts",
             "cache_blocks", "prefill_words_per_second", "tokens_per_second", "max_output_tokens",
-            "prefix_load_bound", "timeout", "quick")  # fmt: skip
+            "prefix_load_bound", "prefix_load_slack", "timeout", "quick")  # fmt: skip
     return {k: str(v) if isinstance(v, Path) else v for k, v in ((k, getattr(args, k)) for k in keys)} | {
         "requests": requests,
         "replay_seconds": round(span, 1),

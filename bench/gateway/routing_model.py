@@ -9,7 +9,7 @@ slots no engine queues). The model reproduces the hit rates measured on engines 
 
 Routers:
 * prefix-affinity: the gateway's own block index and pick (`PrefixIndex`, `pick_endpoint_by_match`)
-  at `--prefix-load-bound`, least load when it picks none;
+  at `--prefix-load-bound` and `--prefix-load-slack`, least load when it picks none;
 * least-load: the fewest requests in flight;
 * cache-aware model: vllm-router 0.1.17's `cache_aware` rules as its `--help` states them, at
   block granularity: the longest match when it covers more than 0.3 of the prompt
@@ -32,7 +32,7 @@ from bench.gateway.routing import Route, build_prefix_affinity_route, least_load
 from inferfleet.gateway.config import GatewayConfig
 from inferfleet.gateway.prefix_index import PrefixIndex
 from inferfleet.localcluster.paths import repo_root
-from inferfleet.planning.prefix_routing import prefix_blocks
+from inferfleet.planning.prefix_routing import LoadBound, prefix_blocks
 from inferfleet.sim.traces import load_mooncake
 
 CACHE_THRESHOLD, BALANCE_ABS, BALANCE_REL = 0.3, 64, 1.5
@@ -109,10 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     items = build_workload(load_mooncake(trace), args.start, args.length, args.compression,
                            args.words_per_block, args.max_output_tokens)  # fmt: skip
     endpoints = [f"engine-{i}" for i in range(args.engines)]
-    bound = GatewayConfig.prefix_load_bound if args.prefix_load_bound is None else args.prefix_load_bound
+    bound = LoadBound(
+        GatewayConfig.prefix_load_bound if args.prefix_load_bound is None else args.prefix_load_bound,
+        GatewayConfig.prefix_load_slack if args.prefix_load_slack is None else args.prefix_load_slack,
+    )
     routes: dict[str, Route] = {
         "least-load": lambda in_flight, blocks: least_loaded(in_flight),
-        f"prefix-affinity (load bound {bound:g})": build_prefix_affinity_route(endpoints, bound, args.slots),
+        f"prefix-affinity (load bound {bound.relative:g}, slack {bound.slack})": build_prefix_affinity_route(
+            endpoints, bound, args.slots
+        ),
         "cache-aware model": build_cache_aware_route(endpoints),
     }
     for name, route in routes.items():

@@ -567,9 +567,11 @@ def _add_gateway_routing_arguments(gateway: argparse.ArgumentParser, default: Ga
         choices=["least-load", "prefix-affinity"],
         default=default.routing,
         help="prefix-affinity: requests sharing their leading prompt blocks go to one replica (its "
-        "prefix cache) unless it is above (1 + --prefix-load-bound) x the mean load",
+        "prefix cache) unless it is above both (1 + --prefix-load-bound) x the mean load and the "
+        "mean plus --prefix-load-slack requests",
     )
     gateway.add_argument("--prefix-load-bound", type=float, default=default.prefix_load_bound)
+    gateway.add_argument("--prefix-load-slack", type=int, default=default.prefix_load_slack)
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
@@ -587,12 +589,14 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         or not 0 <= args.retry_budget <= 1
         or args.static_slots < 1
         or not (0 <= args.prefix_load_bound <= 10)
+        or not (0 <= args.prefix_load_slack <= 1024)
         or not 1 <= args.workers <= 64
         or args.worker_timeout_seconds <= 0
     ):
         print(
             "error: need --max-attempts >= 1, 0 <= --retry-budget <= 1, --static-slots >= 1, "
-            "0 <= --prefix-load-bound <= 10, 1 <= --workers <= 64, --worker-timeout-seconds > 0",
+            "0 <= --prefix-load-bound <= 10, 0 <= --prefix-load-slack <= 1024, 1 <= --workers <= 64, "
+            "--worker-timeout-seconds > 0",
             file=sys.stderr,
         )
         return 2
@@ -616,6 +620,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
         static_slots=args.static_slots,
         routing=args.routing,
         prefix_load_bound=args.prefix_load_bound,
+        prefix_load_slack=args.prefix_load_slack,
         workers=args.workers,
         worker_timeout_seconds=args.worker_timeout_seconds,
     )

@@ -96,6 +96,7 @@ def test_defaults_deploy_two_gateway_replicas_behind_a_service() -> None:
         "--retry-budget=0.2",
         "--routing=least-load",
         "--prefix-load-bound=1",  # helm prints the float 1.0 as 1
+        "--prefix-load-slack=4",
         "--workers=1",
         "--shutdown-seconds=285",  # the grace period, less the preStop sleep and 5 s
     ]
@@ -317,10 +318,16 @@ def test_the_rendered_args_parse_with_the_gateways_own_parser() -> None:
         "gateway.retryBudget=0.1",
         "gateway.routing=prefix-affinity",
         "gateway.prefixLoadBound=0.5",
+        "gateway.prefixLoadSlack=7",
         "gateway.workers=4",
     )
     args = build_parser().parse_args(gateway_container(docs)["args"])
-    assert (args.routing, args.prefix_load_bound, args.workers) == ("prefix-affinity", 0.5, 4)
+    assert (args.routing, args.prefix_load_bound, args.prefix_load_slack, args.workers) == (
+        "prefix-affinity",
+        0.5,
+        7,
+        4,
+    )
     assert args.command == "gateway"
     assert (args.host, args.port, args.metrics_address, args.metrics_port) == (
         "0.0.0.0",
@@ -450,6 +457,7 @@ def test_notes_tell_the_gateway_url_and_how_to_call_a_service(tmp_path: Path) ->
         ("gateway.maxAttempts=0", "at '/gateway/maxAttempts': minimum: got 0, want 1"),
         ("gateway.maxAttempts=11", "at '/gateway/maxAttempts': maximum: got 11, want 10"),
         ("gateway.workers=0", "at '/gateway/workers': minimum: got 0, want 1"),
+        ("gateway.prefixLoadSlack=-1", "at '/gateway/prefixLoadSlack': minimum: got -1, want 0"),
         # --set passes a fraction as a string: both forms are bounded.
         ("gateway.retryBudget=1.5", "at '/gateway/retryBudget': '1.5' does not match pattern"),
         ("gateway.retryBudget=-0.1", "at '/gateway/retryBudget': '-0.1' does not match pattern"),

@@ -60,3 +60,15 @@ def test_gateway_command_serves_until_sigterm_then_exits_cleanly(loop: str) -> N
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["--prefix-load-slack=-1", "--prefix-load-slack=1025", "--prefix-load-bound=11", "--max-attempts=0"],
+)
+def test_gateway_refuses_an_out_of_range_setting_at_once_with_the_ranges(flag: str) -> None:
+    """Exit 2 naming the allowed ranges, before it binds a port or reads a cluster."""
+    result = subprocess.run([sys.executable, "-m", "inferfleet", "gateway", flag],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2
+    assert "0 <= --prefix-load-slack <= 1024" in result.stderr

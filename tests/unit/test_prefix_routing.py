@@ -10,6 +10,7 @@ from inferfleet.gateway.prefix_index import PrefixIndex, PrefixMatch
 from inferfleet.planning.prefix_routing import (
     MAX_PREFIX_BLOCKS,
     PREFIX_BLOCK_WORDS,
+    LoadBound,
     pick_endpoint_by_match,
     pick_endpoint_by_prefix,
     prefix_blocks,
@@ -75,6 +76,7 @@ def test_chat_turns_share_the_blocks_of_earlier_turns() -> None:
 E = [f"198.18.0.{i}:8000" for i in range(1, 5)]
 IDLE = dict.fromkeys(E, 0)
 BLOCKS = (11, 12, 13, 14)
+BOUND = LoadBound(0.25)
 
 
 @pytest.mark.parametrize(
@@ -89,17 +91,49 @@ BLOCKS = (11, 12, 13, 14)
 def test_the_longest_match_within_the_load_bound_wins(
     in_flight: dict[str, int], held: dict[str, int], expected: str
 ) -> None:
-    assert pick_endpoint_by_match(in_flight, 8, (), BLOCKS, held, 0, 0.25) == expected
+    assert pick_endpoint_by_match(in_flight, 8, (), BLOCKS, held, 0, BOUND) == expected
+
+
+@pytest.mark.parametrize(
+    ("in_flight", "bound", "slots", "cap"),
+    [
+        # The mean counts this request: (3 + 1) / 4 = 1; (60 + 1) / 4 = 15.25.
+        pytest.param({**IDLE, E[0]: 3}, LoadBound(1.0), 64, 2, id="relative-alone-few-in-flight"),
+        pytest.param({**IDLE, E[0]: 3}, LoadBound(1.0, slack=4), 64, 5, id="slack-above-a-small-mean"),
+        pytest.param(dict.fromkeys(E, 15), LoadBound(1.0, slack=4), 64, 31, id="relative-above-a-large-mean"),
+        pytest.param(dict.fromkeys(E, 15), LoadBound(0.25, slack=8), 64, 24, id="slack-beats-tight-relative"),
+        pytest.param({**IDLE, E[0]: 3}, LoadBound(1.0, slack=64), 8, 8, id="never-above-the-slots"),
+    ],
+)
+def test_the_cap_is_the_larger_of_the_relative_bound_and_the_slack_within_the_slots(
+    in_flight: dict[str, int], bound: LoadBound, slots: int, cap: int
+) -> None:
+    assert bound.cap(in_flight, E, slots) == cap
+
+
+@pytest.mark.parametrize(
+    ("bound", "expected"),
+    [
+        pytest.param(LoadBound(1.0), E[1], id="without-slack-the-holder-at-3-spills"),
+        pytest.param(LoadBound(1.0, slack=2), E[1], id="slack-2-cap-3-still-spills"),
+        pytest.param(LoadBound(1.0, slack=3), E[0], id="slack-3-cap-4-keeps-it"),
+    ],
+)
+def test_a_holder_a_few_requests_above_a_small_mean_keeps_its_prefix_with_slack(
+    bound: LoadBound, expected: str
+) -> None:
+    in_flight = {**IDLE, E[0]: 3}
+    assert pick_endpoint_by_match(in_flight, 8, (), BLOCKS, {E[0]: 3, E[1]: 1}, 0, bound) == expected
 
 
 def test_a_shared_run_teaches_nothing_the_next_block_picks_the_ring() -> None:
     def pick(blocks: tuple[int, ...], held: dict[str, int], shared: int) -> str | None:
-        return pick_endpoint_by_match(IDLE, 8, (), blocks, held, shared, 0.25)
+        return pick_endpoint_by_match(IDLE, 8, (), blocks, held, shared, BOUND)
 
     # A system prompt of two blocks where conversations part, so far sent only to E[0]; each
     # conversation is longer than it.
     one = pick((1, 2, 30, 40, 50), {E[0]: 2}, 2)
-    assert one == pick_endpoint_by_prefix(IDLE, 8, (), 30, 0.25)  # keyed on the first unshared block
+    assert one == pick_endpoint_by_prefix(IDLE, 8, (), 30, BOUND)  # keyed on the first unshared block
     assert pick((1, 2, 30, 40, 50, 60), {one: 5}, 2) == one  # its next turn, wherever the ring put it
     spread = {pick((1, 2, k, k + 1000, k + 2000), {E[0]: 2}, 2) for k in range(100, 200)}
     assert spread == set(E)
@@ -112,24 +146,24 @@ def test_a_shared_run_teaches_nothing_the_next_block_picks_the_ring() -> None:
 def test_a_shared_run_that_is_most_of_the_prompt_stays_where_it_is_held() -> None:
     """A long document many short questions share: re-reading it costs more than the spread saves."""
     document = (1, 2, 3, 4)
-    asked = {pick_endpoint_by_match(IDLE, 8, (), (*document, k), {E[1]: 4}, 4, 0.25) for k in range(100)}
+    asked = {pick_endpoint_by_match(IDLE, 8, (), (*document, k), {E[1]: 4}, 4, BOUND) for k in range(100)}
     assert asked == {E[1]}
     # A whole prompt sent before (and that other prompts went on from) goes where it is held.
-    assert pick_endpoint_by_match(IDLE, 8, (), document, {E[2]: 4}, 4, 0.25) == E[2]
-    held_by_two = pick_endpoint_by_match(IDLE, 8, (), document, {E[2]: 4, E[0]: 4}, 4, 0.25)
-    assert held_by_two == pick_endpoint_by_prefix(IDLE, 8, (E[1], E[3]), document[-1], 0.25)
+    assert pick_endpoint_by_match(IDLE, 8, (), document, {E[2]: 4}, 4, BOUND) == E[2]
+    held_by_two = pick_endpoint_by_match(IDLE, 8, (), document, {E[2]: 4, E[0]: 4}, 4, BOUND)
+    assert held_by_two == pick_endpoint_by_prefix(IDLE, 8, (E[1], E[3]), document[-1], BOUND)
     # Held by two: keyed on the ring among those two.
     both = {
-        pick_endpoint_by_match(IDLE, 8, (), (*document, k), {E[1]: 4, E[3]: 4}, 4, 0.25) for k in range(100)
+        pick_endpoint_by_match(IDLE, 8, (), (*document, k), {E[1]: 4, E[3]: 4}, 4, BOUND) for k in range(100)
     }
     assert both == {E[1], E[3]}
     # The holder over the load bound: the question goes on the ring over every endpoint.
     busy = {**IDLE, E[1]: 4}
-    assert pick_endpoint_by_match(busy, 8, (), (*document, 7), {E[1]: 4}, 4, 0.25) != E[1]
+    assert pick_endpoint_by_match(busy, 8, (), (*document, 7), {E[1]: 4}, 4, BOUND) != E[1]
 
 
 def test_excluded_endpoints_are_not_picked_even_with_the_longest_match() -> None:
-    assert pick_endpoint_by_match(IDLE, 8, (E[2],), BLOCKS, {E[2]: 4, E[0]: 1}, 0, 0.25) == E[0]
+    assert pick_endpoint_by_match(IDLE, 8, (E[2],), BLOCKS, {E[2]: 4, E[0]: 1}, 0, BOUND) == E[0]
 
 
 def test_the_index_knows_the_leading_run_each_endpoint_got_and_where_prompts_part() -> None:
@@ -159,27 +193,28 @@ ENDPOINTS = {f"198.18.0.{i}:8000": 0 for i in range(1, 5)}
 
 
 def test_one_prefix_one_endpoint_and_keys_spread_over_all() -> None:
-    picks = {pick_endpoint_by_prefix(ENDPOINTS, 8, (), f"prefix {k}", 0.25) for k in range(200)}
+    picks = {pick_endpoint_by_prefix(ENDPOINTS, 8, (), f"prefix {k}", BOUND) for k in range(200)}
     assert picks == set(ENDPOINTS)  # 200 prefixes use every endpoint
-    same = {pick_endpoint_by_prefix(ENDPOINTS, 8, (), "one prefix", 0.25) for _ in range(10)}
+    same = {pick_endpoint_by_prefix(ENDPOINTS, 8, (), "one prefix", BOUND) for _ in range(10)}
     assert len(same) == 1
 
 
 def test_an_endpoint_above_the_load_bound_is_skipped_and_full_ones_too() -> None:
-    home = pick_endpoint_by_prefix(ENDPOINTS, 8, (), "hot", 0.25)
+    home = pick_endpoint_by_prefix(ENDPOINTS, 8, (), "hot", BOUND)
     assert home is not None
     # 3 on its home, 0 elsewhere: mean after this request is 1, the cap ceil(1.25) = 2 -> moved on
     loaded = {**ENDPOINTS, home: 3}
-    moved = pick_endpoint_by_prefix(loaded, 8, (), "hot", 0.25)
+    moved = pick_endpoint_by_prefix(loaded, 8, (), "hot", BOUND)
     assert moved not in (None, home)
-    assert pick_endpoint_by_prefix(dict.fromkeys(ENDPOINTS, 8), 8, (), "hot", 10) is None  # all full
+    all_full = dict.fromkeys(ENDPOINTS, 8)
+    assert pick_endpoint_by_prefix(all_full, 8, (), "hot", LoadBound(10)) is None
 
 
 def test_adding_an_endpoint_moves_about_its_share_of_prefixes() -> None:
     keys = [f"conversation {k}" for k in range(400)]
-    before = {k: pick_endpoint_by_prefix(ENDPOINTS, 8, (), k, 0.25) for k in keys}
+    before = {k: pick_endpoint_by_prefix(ENDPOINTS, 8, (), k, BOUND) for k in keys}
     grown = {**ENDPOINTS, "198.18.0.9:8000": 0}
-    after = {k: pick_endpoint_by_prefix(grown, 8, (), k, 0.25) for k in keys}
+    after = {k: pick_endpoint_by_prefix(grown, 8, (), k, BOUND) for k in keys}
     moved = sum(before[k] != after[k] for k in keys)
     assert moved < 400 * 0.35  # about 1/5 move (to the new one); modulo hashing would move 4/5
     assert all(after[k] == "198.18.0.9:8000" for k in keys if before[k] != after[k])

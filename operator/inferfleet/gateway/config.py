@@ -26,7 +26,9 @@ class GatewayConfig:
     """least-load, or prefix-affinity: requests sharing their leading prompt blocks go to one
     replica (its prefix cache) while its load stays within the bound."""
     prefix_load_bound: float = 1.0
-    """Prefix affinity skips a replica above (1 + this) x the mean load."""
+    """Prefix affinity skips a replica above (1 + this) x the mean load ..."""
+    prefix_load_slack: int = 4
+    """... and above the mean plus this many requests (planning/prefix_routing.py LoadBound)."""
     workers: int = 1
     """Gateway processes sharing the API port (gateway/workers.py); more than one when the pod
     has more than one CPU."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inferfleet.gateway.prefix_index import PrefixIndex
-from inferfleet.planning.prefix_routing import pick_endpoint_by_match
+from inferfleet.planning.prefix_routing import LoadBound, pick_endpoint_by_match
 from inferfleet.planning.routing import (
     RouteError,
     ServiceRoute,
@@ -43,9 +43,9 @@ class ServicePool:
     endpoints: tuple[str, ...] = ()
     on_in_flight: SlotListener = lambda endpoint, n: None
     on_queue: Callable[[int], None] = lambda n: None
-    load_bound: float | None = None
-    """Prefix affinity (planning/prefix_routing.py) within (1 + load_bound) x the mean load;
-    None routes by least load alone."""
+    load_bound: LoadBound | None = None
+    """Prefix affinity (planning/prefix_routing.py) within this bound; None routes by least load
+    alone."""
     prefix_index: PrefixIndex = field(default_factory=PrefixIndex)
     clock: Callable[[], float] = time.monotonic
     in_flight: dict[str, int] = field(default_factory=dict)

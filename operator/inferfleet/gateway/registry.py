@@ -13,6 +13,7 @@ from typing import Any
 
 from inferfleet.gateway.metrics import GatewayMetrics
 from inferfleet.gateway.pool import ServicePool
+from inferfleet.planning.prefix_routing import LoadBound
 from inferfleet.planning.routing import ServiceRoute, build_endpoints, build_service_route, service_of_slice
 
 Key = tuple[str, str]
@@ -26,7 +27,7 @@ def _key(obj: Mapping[str, Any]) -> Key:
 @dataclass
 class Registry:
     metrics: GatewayMetrics
-    load_bound: float | None = None
+    load_bound: LoadBound | None = None
     """Prefix-affinity routing's load bound for every pool; None: least load alone."""
     pools: dict[Key, ServicePool] = field(default_factory=dict)
     _slices: dict[Key, dict[str, tuple[str, ...]]] = field(default_factory=dict)

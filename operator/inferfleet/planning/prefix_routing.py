@@ -22,8 +22,10 @@ neither says where this request belongs). `pick_endpoint_by_match` decides:
 4. else (no blocks, or a prompt that is all shared run and that every endpoint holds, or none
    within the bound): None, and the caller routes by least load.
 
-The load bound: an endpoint is skipped while taking this request would put it above
-(1 + load_bound) x the mean load, so a hot prefix spills instead of queueing on one replica.
+The load bound (`LoadBound`): an endpoint is skipped while taking this request would put it above
+both (1 + relative) x the mean load and the mean plus `slack` requests, so a hot prefix spills
+instead of queueing on one replica, yet a replica holding a hot prefix is not skipped for a
+request or two more than the others when few are in flight.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import hashlib
 import math
 import zlib
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 PREFIX_BLOCK_WORDS = 16
@@ -99,21 +102,33 @@ def build_ring(endpoints: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[str, 
     return tuple(p for p, _ in points), tuple(e for _, e in points)
 
 
-def _cap(in_flight: Mapping[str, int], candidates: Collection[str], load_bound: float) -> int:
-    total = sum(in_flight[e] for e in candidates) + 1
-    return math.ceil((1 + load_bound) * total / len(candidates))
+@dataclass(frozen=True)
+class LoadBound:
+    """How far above the mean load prefix affinity may load an endpoint."""
+
+    relative: float = 1.0
+    """An endpoint may reach (1 + relative) x the mean load, counting this request."""
+    slack: int = 0
+    """... or the mean plus this many requests, whichever is more. The relative bound alone is two
+    or three requests when few are in flight, and an engine's batch takes a few more at almost no
+    cost, where reading a held prefix again elsewhere costs its whole prefill."""
+
+    def cap(self, in_flight: Mapping[str, int], candidates: Collection[str], slots: int) -> int:
+        """The load an endpoint among `candidates` must be below to take one more request."""
+        mean = (sum(in_flight[e] for e in candidates) + 1) / len(candidates)
+        return min(max(math.ceil((1 + self.relative) * mean), math.ceil(mean + self.slack)), slots)
 
 
 def pick_endpoint_by_prefix(
-    in_flight: Mapping[str, int], slots: int, exclude: Collection[str], key: object, load_bound: float
+    in_flight: Mapping[str, int], slots: int, exclude: Collection[str], key: object, bound: LoadBound
 ) -> str | None:
     """Consistent hashing with bounded loads: the first endpoint clockwise of the key's point whose
-    load stays within (1 + load_bound) x the mean after this request, with a free slot. None when
-    every endpoint is over the bound or full (the caller then falls back to least-load)."""
+    load stays within the bound after this request, with a free slot. None when every endpoint is
+    over the bound or full (the caller then falls back to least-load)."""
     candidates = tuple(sorted(e for e in in_flight if e not in exclude))
     if not candidates:
         return None
-    cap = min(_cap(in_flight, candidates, load_bound), slots)
+    cap = bound.cap(in_flight, candidates, slots)
     points, owners = build_ring(candidates)
     start = bisect.bisect(points, _point(key))
     seen: set[str] = set()
@@ -136,7 +151,7 @@ def pick_endpoint_by_match(
     blocks: tuple[int, ...],
     held: Mapping[str, int],
     shared: int,
-    load_bound: float,
+    bound: LoadBound,
 ) -> str | None:
     """The endpoint for a request with prompt `blocks`, given the leading blocks each endpoint
     holds (`held`, missing = 0) and how many lead to where other prompts part (`shared`); None to
@@ -145,7 +160,7 @@ def pick_endpoint_by_match(
     if not blocks or not candidates:
         return None
     shared = max(shared, min(held.get(e, 0) for e in candidates))
-    cap = min(_cap(in_flight, candidates, load_bound), slots)
+    cap = bound.cap(in_flight, candidates, slots)
     within = [e for e in candidates if in_flight[e] < cap]
     best = max((held.get(e, 0) for e in within), default=0)
     if best > shared:
@@ -158,9 +173,9 @@ def pick_endpoint_by_match(
     if holders and len(holders) < len(candidates):
         lacking = {*exclude, *(e for e in candidates if e not in holders)}
         key = blocks[min(shared, len(blocks) - 1)]
-        chosen = pick_endpoint_by_prefix(in_flight, slots, lacking, key, load_bound)
+        chosen = pick_endpoint_by_prefix(in_flight, slots, lacking, key, bound)
         if chosen is not None:
             return chosen
     if shared >= len(blocks):
         return None
-    return pick_endpoint_by_prefix(in_flight, slots, exclude, blocks[shared], load_bound)
+    return pick_endpoint_by_prefix(in_flight, slots, exclude, blocks[shared], bound)
