@@ -24,8 +24,8 @@ neither says where this request belongs). `pick_endpoint_by_match` decides:
 
 The load bound (`LoadBound`): an endpoint is skipped while taking this request would put it above
 both (1 + relative) x the mean load and the mean plus `slack` requests, so a hot prefix spills
-instead of queueing on one replica, yet a replica holding a hot prefix is not skipped for a
-request or two more than the others when few are in flight.
+instead of queueing on one replica, yet a replica holding a hot prefix keeps it for a few
+requests more than the others when few are in flight.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def build_ring(endpoints: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[str, 
 class LoadBound:
     """How far above the mean load prefix affinity may load an endpoint."""
 
-    relative: float = 1.0
+    relative: float
     """An endpoint may reach (1 + relative) x the mean load, counting this request."""
     slack: int = 0
     """... or the mean plus this many requests, whichever is more. The relative bound alone is two
