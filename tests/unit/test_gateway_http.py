@@ -7,6 +7,7 @@ EndpointSlices, scale from zero and drains are proven on the local cluster (test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -362,6 +363,50 @@ def test_two_gateway_replicas_send_a_conversations_turns_to_the_same_replica(
     whole_first_turns = sum(len(prompt_words({"messages": first_turn(c)}, True)) // block for c in range(12))
     assert next_turn_hits == whole_first_turns * block  # each next turn found its first turn's cache
     assert replicas_used == 3  # and the conversations spread over the engine replicas
+
+
+@pytest.mark.parametrize(("slack", "rereads"), [(0, True), (4, False)])
+def test_questions_asked_at_once_on_a_held_document_stay_with_it_within_the_slack(
+    start_engine: Callable[..., SimEngine], slack: int, rereads: bool
+) -> None:
+    """Four questions on one document, each sent while the ones before it stream. With few requests
+    in flight, 2x the mean load is one request, so without a slack the second question spills to a
+    replica that reads the document again; a slack of 4 keeps all four where it is cached."""
+    replicas = [start_engine(tokens_per_second=100) for _ in range(4)]
+    document = " ".join(f"d{i}" for i in range(320))
+
+    def asked(q: int) -> list[dict[str, str]]:
+        return [{"role": "user", "content": document + " " + " ".join(f"q{q}w{i}" for i in range(40))}]
+
+    async def scenario() -> tuple[int, list[int]]:
+        async with (
+            gateway(route(), *replicas, routing="prefix-affinity", prefix_load_slack=slack) as url,
+            aiohttp.ClientSession() as session,
+            contextlib.AsyncExitStack() as streams,
+        ):
+            body = {"model": MODEL, "messages": [{"role": "user", "content": document}], "max_tokens": 2}
+            async with session.post(f"{url}/v1/chat/completions", json=body) as response:
+                assert response.status == 200
+            hits = sum(e.counts().prefix_hit_tokens for e in replicas)
+            responses = []
+            for q in range(4):  # the gateway answers a stream's headers with the engine's first chunk
+                body = {"model": MODEL, "messages": asked(q), "max_tokens": 300, "stream": True}
+                responses.append(await streams.enter_async_context(
+                    session.post(f"{url}/v1/chat/completions", json=body)))  # fmt: skip
+            assert sum(e.counts().running for e in replicas) == 4  # all four in flight at once
+            for response in responses:
+                assert response.status == 200
+                await response.read()
+            return sum(e.counts().prefix_hit_tokens for e in replicas) - hits, [
+                e.counts().succeeded for e in replicas
+            ]
+
+    question_hits, served = asyncio.run(scenario())
+    block = EngineConfig(model=MODEL).block_tokens
+    held = len(prompt_words({"messages": [{"role": "user", "content": document}]}, True)) // block * block
+    assert (question_hits < 4 * held) == rereads
+    if not rereads:
+        assert sorted(served) == [0, 0, 0, 5]  # the document and its four questions on one replica
 
 
 def test_a_ready_replica_not_yet_listening_is_tried_again_after_a_moment() -> None:
