@@ -86,6 +86,11 @@ def engine_pods(cluster: Cluster, namespace: str, name: str) -> list[client.V1Po
     return [p for p in pods if p.metadata.deletion_timestamp is None]
 
 
+def placed_nodes(obj: dict[str, Any]) -> int:
+    """How many replicas status.placement names a node for."""
+    return sum(1 for p in obj.get("status", {}).get("placement") or [] if any(p.get("nodes") or []))
+
+
 def events_for(cluster: Cluster, namespace: str, name: str) -> list[client.CoreV1Event]:
     selector = f"involvedObject.name={name},involvedObject.kind=InferenceService"
     return cluster.core.list_namespaced_event(namespace, field_selector=selector).items
@@ -256,10 +261,14 @@ def test_the_operator_resumes_after_a_restart_and_idle_reconciles_write_nothing(
     # A restart with nothing to do changes nothing: same resourceVersion, no new Events.
     resumed = f"reconciled generation {obj['metadata']['generation']}"
     wait_for(lambda: resumed in second.log_text(), timeout=30, what="the operator to finish the scale-up")
+    # The status converges from two watches: the Deployment's ready count and the pods' nodes
+    # (status.placement) may arrive in either order, so Ready can be written before placement.
+    wait_for(lambda: placed_nodes(read(cluster, namespace, "resume")) == 2, timeout=30,
+             what="status.placement to name both replicas' nodes")  # fmt: skip
+    second.stop()  # what it writes (a status, then its Events) is in before it exits
     settled = read(cluster, namespace, "resume")
     events_settled = len(events_for(cluster, namespace, "resume"))
     assert events_settled > events_before  # the scale-up was reported
-    second.stop()
     third = run_operator(namespaces=[namespace])
     wait_for(
         lambda: resumed in third.log_text(), timeout=60, what="the restarted operator to resume the service"
