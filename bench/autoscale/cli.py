@@ -173,6 +173,34 @@ def _flat_policy(policy: ScalingPolicy) -> dict[str, Any]:
     return spec | asdict(policy.tuning)
 
 
+def _add_gateway_arguments(ap: argparse.ArgumentParser) -> None:
+    """What the gateway in front of the fleet does: its queue bounds and its routing."""
+    ap.add_argument(
+        "--queue-timeout",
+        type=float,
+        help="the gateway's queueTimeoutSeconds: a request waiting longer is refused (default: none)",
+    )
+    ap.add_argument(
+        "--max-queued", type=int, help="the gateway's maxQueuedRequests: 429 beyond it (default: none)"
+    )
+    ap.add_argument("--routing", choices=ROUTINGS, default="least-load", help="how the fleet routes requests")
+    ap.add_argument(
+        "--kv-capacity", type=int, default=SimParams.kv_capacity_tokens, help="KV-cache tokens per replica"
+    )
+    ap.add_argument(
+        "--prefix-load-bound",
+        type=float,
+        default=GatewayConfig.prefix_load_bound,
+        help="with --routing prefix: the gateway's prefixLoadBound (0-10)",
+    )
+    ap.add_argument(
+        "--prefix-load-slack",
+        type=int,
+        default=GatewayConfig.prefix_load_slack,
+        help="with --routing prefix: the gateway's prefixLoadSlack (0-1024)",
+    )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="python -m bench.autoscale",
@@ -213,30 +241,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--tick", type=float, default=pol.INFERFLEET_TICK_S, help="inferfleet's tick (s)")
     ap.add_argument("--scrape-interval", type=float, default=15.0, help="Prometheus scrape interval (s)")
     ap.add_argument("--scrape-lag", type=float, default=0.0, help="extra staleness of what autoscalers see")
-    ap.add_argument(
-        "--queue-timeout",
-        type=float,
-        help="the gateway's queueTimeoutSeconds: a request waiting longer is refused (default: none)",
-    )
-    ap.add_argument(
-        "--max-queued", type=int, help="the gateway's maxQueuedRequests: 429 beyond it (default: none)"
-    )
-    ap.add_argument("--routing", choices=ROUTINGS, default="least-load", help="how the fleet routes requests")
-    ap.add_argument(
-        "--kv-capacity", type=int, default=SimParams.kv_capacity_tokens, help="KV-cache tokens per replica"
-    )
-    ap.add_argument(
-        "--prefix-load-bound",
-        type=float,
-        default=GatewayConfig.prefix_load_bound,
-        help="with --routing prefix: the gateway's prefixLoadBound",
-    )
-    ap.add_argument(
-        "--prefix-load-slack",
-        type=int,
-        default=GatewayConfig.prefix_load_slack,
-        help="with --routing prefix: the gateway's prefixLoadSlack",
-    )
+    _add_gateway_arguments(ap)
     ap.add_argument("--policies", default=",".join(ALL_POLICIES), help="comma-separated subset")
     ap.add_argument(
         "--png", type=Path, help="where to write the plot (default build/bench-autoscale-<trace>.png)"

@@ -115,9 +115,7 @@ class SimParams:
     40-48 GB GPU at vLLM's gpu_memory_utilization 0.9). Also the prefix cache's size."""
     routing: str = "least-load"
     """"least-load" or "prefix" (the gateway's prefix affinity with bounded loads)."""
-    prefix_load: LoadBound = field(
-        default_factory=lambda: LoadBound(GatewayConfig.prefix_load_bound, GatewayConfig.prefix_load_slack)
-    )
+    prefix_load: LoadBound = field(default_factory=lambda: GatewayConfig().prefix_load)
     """The gateway's `prefixLoadBound` and `prefixLoadSlack` (its defaults)."""
     starts: StartModel | None = None
     """Starts drawn per node state (`bench.autoscale.nodes`); None: U(cold_start_min, max)."""

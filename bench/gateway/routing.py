@@ -51,6 +51,7 @@ from bench.gateway.routing_report import (
     table,
     targets,
 )
+from inferfleet.gateway.config import GatewayConfig
 from inferfleet.gateway.prefix_index import PrefixIndex
 from inferfleet.localcluster.paths import cache_dir, repo_root
 from inferfleet.localcluster.ports import free_ports
@@ -89,8 +90,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--prefill-words-per-second", type=float, default=1000.0, help="uncached prefill rate")
     ap.add_argument("--tokens-per-second", type=float, default=100.0, help="decode rate per request")
     ap.add_argument("--max-output-tokens", type=int, default=32)
-    ap.add_argument("--prefix-load-bound", type=float, default=None, help="gateway's (default: its own)")
-    ap.add_argument("--prefix-load-slack", type=int, default=None, help="gateway's (default: its own)")
+    ap.add_argument("--prefix-load-bound", type=float, default=GatewayConfig.prefix_load_bound)
+    ap.add_argument("--prefix-load-slack", type=int, default=GatewayConfig.prefix_load_slack)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take")
     ap.add_argument("--no-install", action="store_true", help="skip vllm-router unless already installed")
     ap.add_argument("--quick", action="store_true", help="5 trace minutes at 10x: 30 s per arm")
@@ -124,10 +125,13 @@ def build_arm(name: str, args: argparse.Namespace, urls: list[str], router: Path
     if name in (LEAST_LOAD, PREFIX_AFFINITY):
         arm = gateway_arm(MODEL, urls, ports, args.slots)
         extra = ["--routing", name]
-        if name == PREFIX_AFFINITY and args.prefix_load_bound is not None:
-            extra += ["--prefix-load-bound", f"{args.prefix_load_bound:g}"]
-        if name == PREFIX_AFFINITY and args.prefix_load_slack is not None:
-            extra += ["--prefix-load-slack", str(args.prefix_load_slack)]
+        if name == PREFIX_AFFINITY:
+            extra += [
+                "--prefix-load-bound",
+                f"{args.prefix_load_bound:g}",
+                "--prefix-load-slack",
+                str(args.prefix_load_slack),
+            ]
         return dataclasses.replace(arm, name=name, command=[*arm.command, *extra])
     if name == ROUND_ROBIN and router is None:
         return dataclasses.replace(direct_arm(urls), name=ROUND_ROBIN)  # client-side round-robin
@@ -262,7 +266,7 @@ def build_census_router(engines: int) -> Callable[[str], str | None]:
     without load or time (least load among idle endpoints is the first)."""
     endpoints = [f"engine-{i}" for i in range(engines)]
     idle = dict.fromkeys(endpoints, 0)
-    route = build_prefix_affinity_route(endpoints, LoadBound(0.25), slots=1)
+    route = build_prefix_affinity_route(endpoints, LoadBound(0.25, slack=0), slots=1)
     return lambda prompt: route(idle, prefix_blocks({"prompt": prompt}, chat=False))
 
 

@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 
 from bench.gateway.prefix_workload import WorkItem, build_workload, cached_run, render_prompt
 from bench.gateway.routing import Route, build_prefix_affinity_route, least_loaded, parse_args
-from inferfleet.gateway.config import GatewayConfig
 from inferfleet.gateway.prefix_index import PrefixIndex
 from inferfleet.localcluster.paths import repo_root
 from inferfleet.planning.prefix_routing import LoadBound, prefix_blocks
@@ -109,10 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     items = build_workload(load_mooncake(trace), args.start, args.length, args.compression,
                            args.words_per_block, args.max_output_tokens)  # fmt: skip
     endpoints = [f"engine-{i}" for i in range(args.engines)]
-    bound = LoadBound(
-        GatewayConfig.prefix_load_bound if args.prefix_load_bound is None else args.prefix_load_bound,
-        GatewayConfig.prefix_load_slack if args.prefix_load_slack is None else args.prefix_load_slack,
-    )
+    bound = LoadBound(args.prefix_load_bound, args.prefix_load_slack)
     routes: dict[str, Route] = {
         "least-load": lambda in_flight, blocks: least_loaded(in_flight),
         f"prefix-affinity (load bound {bound.relative:g}, slack {bound.slack})": build_prefix_affinity_route(

@@ -570,8 +570,16 @@ def _add_gateway_routing_arguments(gateway: argparse.ArgumentParser, default: Ga
         "prefix cache) unless it is above both (1 + --prefix-load-bound) x the mean load and the "
         "mean plus --prefix-load-slack requests",
     )
-    gateway.add_argument("--prefix-load-bound", type=float, default=default.prefix_load_bound)
-    gateway.add_argument("--prefix-load-slack", type=int, default=default.prefix_load_slack)
+    gateway.add_argument(
+        "--prefix-load-bound", type=float, default=default.prefix_load_bound, help="0-10 (default 1.0)"
+    )
+    gateway.add_argument(
+        "--prefix-load-slack",
+        type=int,
+        default=default.prefix_load_slack,
+        help="requests above the mean a replica holding the prefix may take, 0-1024 (default 4); "
+        "counted per gateway process, as slots are",
+    )
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:

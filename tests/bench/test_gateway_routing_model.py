@@ -41,7 +41,7 @@ def test_least_load_sees_what_is_in_flight_for_the_engines_time() -> None:
 
 
 def test_the_gateways_prefix_affinity_keeps_a_repeated_prompt_where_it_is_cached() -> None:
-    assert model(build_prefix_affinity_route(ENGINES, LoadBound(1.0))) == (round(2 / 3, 4), 0, 2.0)
+    assert model(build_prefix_affinity_route(ENGINES, LoadBound(1.0, slack=0))) == (round(2 / 3, 4), 0, 2.0)
 
 
 def test_the_cache_aware_model_follows_a_match_above_its_threshold_else_the_smallest_tree() -> None:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from inferfleet.cli import build_parser
+from inferfleet.gateway.config import GatewayConfig
 from inferfleet.planning.names import child_labels
 from tests.unit.test_chart_render import (
     BINARIES,
@@ -307,6 +308,21 @@ def test_every_kubernetes_client_call_of_the_gateway_is_in_the_table_and_granted
     for sets in [(), ("watchNamespaces={a}",)]:
         [role] = [d for d in of(render(*sets), "gateway") if d["kind"] in ("ClusterRole", "Role")]
         assert needed - grants(role["rules"]) == set()
+
+
+def test_the_charts_gateway_defaults_are_the_gateways_own() -> None:
+    """values.yaml and GatewayConfig each state the defaults: they must not drift apart."""
+    args = build_parser().parse_args(gateway_container(render())["args"])
+    default = GatewayConfig()
+    for name in (
+        "max_attempts",
+        "retry_budget",
+        "routing",
+        "prefix_load_bound",
+        "prefix_load_slack",
+        "workers",
+    ):
+        assert getattr(args, name) == getattr(default, name), name
 
 
 @pytest.mark.skipif(GATEWAY_COMMAND is None, reason="`inferfleet gateway` is not in cli.py yet")

@@ -380,33 +380,35 @@ def test_questions_asked_at_once_on_a_held_document_stay_with_it_within_the_slac
 
     async def scenario() -> tuple[int, list[int]]:
         async with (
-            gateway(route(), *replicas, routing="prefix-affinity", prefix_load_slack=slack) as url,
+            gateway(
+                route(), *replicas, routing="prefix-affinity", prefix_load_bound=1.0, prefix_load_slack=slack
+            ) as url,  # fmt: skip
             aiohttp.ClientSession() as session,
             contextlib.AsyncExitStack() as streams,
         ):
             body = {"model": MODEL, "messages": [{"role": "user", "content": document}], "max_tokens": 2}
             async with session.post(f"{url}/v1/chat/completions", json=body) as response:
                 assert response.status == 200
+                await response.read()
             hits = sum(e.counts().prefix_hit_tokens for e in replicas)
             responses = []
             for q in range(4):  # the gateway answers a stream's headers with the engine's first chunk
-                body = {"model": MODEL, "messages": asked(q), "max_tokens": 300, "stream": True}
+                body = {"model": MODEL, "messages": asked(q), "max_tokens": 1000, "stream": True}
                 responses.append(await streams.enter_async_context(
                     session.post(f"{url}/v1/chat/completions", json=body)))  # fmt: skip
-            assert sum(e.counts().running for e in replicas) == 4  # all four in flight at once
+            running = [e.counts().running for e in replicas]
+            assert sum(running) == 4  # all four in flight at once
             for response in responses:
                 assert response.status == 200
-                await response.read()
-            return sum(e.counts().prefix_hit_tokens for e in replicas) - hits, [
-                e.counts().succeeded for e in replicas
-            ]
+                response.close()  # where each went is decided: no need to stream 10 s of tokens
+            return sum(e.counts().prefix_hit_tokens for e in replicas) - hits, running
 
-    question_hits, served = asyncio.run(scenario())
+    question_hits, running = asyncio.run(scenario())
     block = EngineConfig(model=MODEL).block_tokens
     held = len(prompt_words({"messages": [{"role": "user", "content": document}]}, True)) // block * block
     assert (question_hits < 4 * held) == rereads
     if not rereads:
-        assert sorted(served) == [0, 0, 0, 5]  # the document and its four questions on one replica
+        assert sorted(running) == [0, 0, 0, 4]  # the four questions on one replica
 
 
 def test_a_ready_replica_not_yet_listening_is_tried_again_after_a_moment() -> None:

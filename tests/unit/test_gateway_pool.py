@@ -194,7 +194,7 @@ def test_when_every_endpoint_is_failing_one_is_still_tried() -> None:
 
 def test_least_load_takes_near_least_endpoints_in_turn_between_prefix_picks() -> None:
     route = ServiceRoute("ns", "svc", "m", slots_per_replica=1000, max_queued=3, queue_timeout=5)
-    pool = ServicePool(route, ("a:1", "b:1"), load_bound=LoadBound(0.25))
+    pool = ServicePool(route, ("a:1", "b:1"), load_bound=LoadBound(0.25, slack=0))
     pool.in_flight.update({"a:1": 100, "b:1": 100})  # within an eighth of each other: ties
     least_load_picks = []
     for _ in range(4):

@@ -76,7 +76,7 @@ def test_chat_turns_share_the_blocks_of_earlier_turns() -> None:
 E = [f"198.18.0.{i}:8000" for i in range(1, 5)]
 IDLE = dict.fromkeys(E, 0)
 BLOCKS = (11, 12, 13, 14)
-BOUND = LoadBound(0.25)
+BOUND = LoadBound(0.25, slack=0)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_the_longest_match_within_the_load_bound_wins(
     ("in_flight", "bound", "slots", "cap"),
     [
         # The mean counts this request: (3 + 1) / 4 = 1; (60 + 1) / 4 = 15.25.
-        pytest.param({**IDLE, E[0]: 3}, LoadBound(1.0), 64, 2, id="relative-alone-few-in-flight"),
+        pytest.param({**IDLE, E[0]: 3}, LoadBound(1.0, slack=0), 64, 2, id="relative-alone-few-in-flight"),
         pytest.param({**IDLE, E[0]: 3}, LoadBound(1.0, slack=4), 64, 5, id="slack-above-a-small-mean"),
         pytest.param(dict.fromkeys(E, 15), LoadBound(1.0, slack=4), 64, 31, id="relative-above-a-large-mean"),
         pytest.param(dict.fromkeys(E, 15), LoadBound(0.25, slack=8), 64, 24, id="slack-beats-tight-relative"),
@@ -114,7 +114,7 @@ def test_the_cap_is_the_larger_of_the_relative_bound_and_the_slack_within_the_sl
 @pytest.mark.parametrize(
     ("bound", "expected"),
     [
-        pytest.param(LoadBound(1.0), E[1], id="without-slack-the-holder-at-3-spills"),
+        pytest.param(LoadBound(1.0, slack=0), E[1], id="without-slack-the-holder-at-3-spills"),
         pytest.param(LoadBound(1.0, slack=2), E[1], id="slack-2-cap-3-still-spills"),
         pytest.param(LoadBound(1.0, slack=3), E[0], id="slack-3-cap-4-keeps-it"),
     ],
@@ -207,7 +207,7 @@ def test_an_endpoint_above_the_load_bound_is_skipped_and_full_ones_too() -> None
     moved = pick_endpoint_by_prefix(loaded, 8, (), "hot", BOUND)
     assert moved not in (None, home)
     all_full = dict.fromkeys(ENDPOINTS, 8)
-    assert pick_endpoint_by_prefix(all_full, 8, (), "hot", LoadBound(10)) is None
+    assert pick_endpoint_by_prefix(all_full, 8, (), "hot", LoadBound(10, slack=0)) is None
 
 
 def test_adding_an_endpoint_moves_about_its_share_of_prefixes() -> None:

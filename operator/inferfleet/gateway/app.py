@@ -24,7 +24,6 @@ from inferfleet.gateway.server import MAX_BODY_BYTES, Front, build_metrics_app, 
 from inferfleet.gateway.upstream import EngineClient, address_of
 from inferfleet.kube.apply import scale_from_zero
 from inferfleet.kube.connection import connect
-from inferfleet.planning.prefix_routing import LoadBound
 from inferfleet.planning.routing import RetryBudget, ServiceRoute
 
 if TYPE_CHECKING:
@@ -63,8 +62,7 @@ class Gateway:
 
     async def start(self) -> None:
         affinity = self.config.routing == "prefix-affinity"
-        bound = LoadBound(self.config.prefix_load_bound, self.config.prefix_load_slack)
-        self.registry = Registry(self.metrics, bound if affinity else None)
+        self.registry = Registry(self.metrics, self.config.prefix_load if affinity else None)
         self.client = EngineClient(connect_timeout=self.config.connect_timeout_seconds, keepalive_seconds=30)
         activator = Activator(self._scale_from_zero, self.metrics)
         budget = RetryBudget(ratio=self.config.retry_budget)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inferfleet.planning.prefix_routing import LoadBound
+
 
 @dataclass(frozen=True)
 class GatewayConfig:
@@ -35,3 +37,7 @@ class GatewayConfig:
     worker_timeout_seconds: float = 30.0
     """With workers: one that serves but has not said so for this long (its loop is stuck) is
     killed and started again."""
+
+    @property
+    def prefix_load(self) -> LoadBound:
+        return LoadBound(self.prefix_load_bound, self.prefix_load_slack)

@@ -108,15 +108,15 @@ class LoadBound:
 
     relative: float
     """An endpoint may reach (1 + relative) x the mean load, counting this request."""
-    slack: int = 0
+    slack: int
     """... or the mean plus this many requests, whichever is more. The relative bound alone is two
     or three requests when few are in flight, and an engine's batch takes a few more at almost no
     cost, where reading a held prefix again elsewhere costs its whole prefill."""
 
     def cap(self, in_flight: Mapping[str, int], candidates: Collection[str], slots: int) -> int:
         """The load an endpoint among `candidates` must be below to take one more request."""
-        mean = (sum(in_flight[e] for e in candidates) + 1) / len(candidates)
-        return min(max(math.ceil((1 + self.relative) * mean), math.ceil(mean + self.slack)), slots)
+        total, n = sum(in_flight[e] for e in candidates) + 1, len(candidates)
+        return min(max(math.ceil((1 + self.relative) * total / n), -(-total // n) + self.slack), slots)
 
 
 def pick_endpoint_by_prefix(
