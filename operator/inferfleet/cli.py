@@ -571,13 +571,16 @@ def _add_gateway_routing_arguments(gateway: argparse.ArgumentParser, default: Ga
         "mean plus --prefix-load-slack requests",
     )
     gateway.add_argument(
-        "--prefix-load-bound", type=float, default=default.prefix_load_bound, help="0-10 (default 1.0)"
+        "--prefix-load-bound",
+        type=float,
+        default=default.prefix_load_bound,
+        help="0-10 (default %(default)s)",
     )
     gateway.add_argument(
         "--prefix-load-slack",
         type=int,
         default=default.prefix_load_slack,
-        help="requests above the mean a replica holding the prefix may take, 0-1024 (default 4); "
+        help="requests above the mean a replica holding the prefix may take, 0-1024 (default %(default)s); "
         "counted per gateway process, as slots are",
     )
 

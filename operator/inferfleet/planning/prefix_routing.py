@@ -116,7 +116,7 @@ class LoadBound:
     def cap(self, in_flight: Mapping[str, int], candidates: Collection[str], slots: int) -> int:
         """The load an endpoint among `candidates` must be below to take one more request."""
         total, n = sum(in_flight[e] for e in candidates) + 1, len(candidates)
-        return min(max(math.ceil((1 + self.relative) * total / n), -(-total // n) + self.slack), slots)
+        return min(max(math.ceil((1 + self.relative) * total / n), math.ceil(total / n) + self.slack), slots)
 
 
 def pick_endpoint_by_prefix(
